@@ -30,11 +30,6 @@ FLOAT64_EXACT_LIMIT = 2 ** 53
 INT64_LIMIT = 2 ** 63 - 1
 
 
-def _check_divisor(d) -> None:
-    if np.any(np.asarray(d) <= 0):
-        raise ZeroDivisionError(f"tdiv needs a positive divisor, got {d!r}")
-
-
 def tdiv(a, d):
     """Integer division rounding toward zero (C semantics): ``tdiv(-7, 2) == -3``.
 
@@ -42,16 +37,34 @@ def tdiv(a, d):
     NumPy's ``//`` rounds toward minus infinity; for a negative dividend we
     instead compute the ceiling ``(a + d - 1) // d``, which equals truncation.
     """
-    _check_divisor(d)
-    if isinstance(a, (int, np.integer)) and isinstance(d, (int, np.integer)):
-        a, d = int(a), int(d)
-        q = abs(a) // d
-        return -q if a < 0 else q
+    if isinstance(d, (int, np.integer)):
+        d = int(d)
+        if d <= 0:
+            raise ZeroDivisionError(f"tdiv needs a positive divisor, got {d}")
+        if isinstance(a, (int, np.integer)):
+            q = abs(int(a)) // d
+            return -q if a < 0 else q
+    else:
+        d = np.asarray(d)
+        if d.dtype.kind not in "iu":
+            raise TypeError(f"tdiv is integer-only, got divisor dtype {d.dtype}")
+        if np.any(d <= 0):
+            raise ZeroDivisionError(f"tdiv needs positive divisors, got {d!r}")
+        d = d.astype(np.int64)
     a = np.asarray(a)
     if a.dtype.kind not in "iu":
         raise TypeError(f"tdiv is integer-only, got dtype {a.dtype}")
     a = a.astype(np.int64, copy=False)
-    return (a + (a < 0) * (np.asarray(d, dtype=np.int64) - 1)) // d
+    if isinstance(d, int):
+        if d == 1:
+            return a.copy()
+        # (a >> 63) is -1 for a negative a and 0 otherwise: add d - 1 to negatives only
+        q = a >> 63
+        q &= d - 1
+        q += a
+        q //= d
+        return q
+    return (a + (a < 0) * (d - 1)) // d
 
 
 def clip(a, lo: int, hi: int):
@@ -115,6 +128,15 @@ def _maxabs(x: np.ndarray) -> int:
     return max(int(x.max()), -int(x.min()))
 
 
+def _maxabs_bound(x: np.ndarray) -> int:
+    """An upper bound of max|x|: the dtype's own bound for 8/16-bit arrays
+    (free), the measured value for wider ones."""
+    if x.dtype.itemsize <= 2:
+        info = np.iinfo(x.dtype)
+        return max(int(info.max), -int(info.min))
+    return _maxabs(x)
+
+
 def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact integer ``a @ b`` as int64, fast where it is provably safe.
 
@@ -128,7 +150,9 @@ def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
         raise TypeError(f"exact_matmul is integer-only, got {a.dtype} and {b.dtype}")
     k = a.shape[-1]
-    bound = matmul_bound(_maxabs(a), _maxabs(b), k)
+    bound = matmul_bound(_maxabs_bound(a), _maxabs_bound(b), k)
+    if bound >= FLOAT64_EXACT_LIMIT and (a.dtype.itemsize <= 2 or b.dtype.itemsize <= 2):
+        bound = matmul_bound(_maxabs(a), _maxabs(b), k)     # tighten with measured values
     if bound < FLOAT64_EXACT_LIMIT:
         return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
     if bound > INT64_LIMIT:

@@ -19,10 +19,10 @@ def sgd_update(w: np.ndarray, g: np.ndarray, lr_inv: int, amp: int, decay_inv: i
         raise ZeroDivisionError(f"lr_inv and amp must be positive, got {lr_inv}, {amp}")
     if decay_inv < 0:
         raise ValueError(f"decay_inv must be >= 0 (0 disables decay), got {decay_inv}")
-    step = tdiv(g, lr_inv * amp)
+    step = tdiv(g, lr_inv * amp)          # a new int64 array, updated in place below
     if decay_inv > 0:
-        step = step + tdiv(w, decay_inv)
-    return (w - step).astype(np.int64)
+        step += tdiv(w, decay_inv)
+    return np.subtract(w, step, out=step)
 
 
 class IntegerSGD:
