@@ -1,0 +1,1 @@
+"""Shared pieces of the RTL unit tests (host side) and their cocotb test module."""
