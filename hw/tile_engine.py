@@ -1,0 +1,338 @@
+"""Tile engine: one tiled matrix product on a MacArray, fed from two on-chip operand memories.
+
+This is the first building block of the training accelerator (docs/PLAN-trainer.md): one
+*instruction* describes a matrix product ``P = LHS @ RHS`` cut into ``rows x cols`` tiles, and the
+engine streams, for every tile, ``k_len`` operand beats from the memories into the array at one
+beat per cycle, tile after tile without bubbles, then hands the array's result rows out annotated
+with the tile coordinates.
+
+Memories
+--------
+* Memory **A** (``a_depth`` words): a word is ``rows`` packed signed values of ``a_width`` bits,
+  value 0 in the low bits (``data.ArrayLayout(signed(a_width), rows)``): a column block of LHS,
+  ``LHS[tr*rows:(tr+1)*rows, k]``.
+* Memory **B** (``b_depth`` words): a word is ``cols`` packed values of ``b_width`` bits, a row
+  block of RHS, ``RHS[k, tc*cols:(tc+1)*cols]``.
+* Both are ``amaranth.lib.memory.Memory`` with one write port (driven from outside through
+  ``a_wr`` / ``b_wr``) and one synchronous, non-transparent read port each: block-RAM inferable.
+  Partial tiles are padded with zeros *in memory* (the engine has no notion of matrix edges).
+  Writing a memory while an instruction reads it is allowed but the order is not defined.
+
+Instruction (``instruction_layout``, accepted on the ``instr`` stream when the engine is idle)
+------------------------------------------------------------------------------------------------
+Fields, from the least significant bit:
+
+==================  ============  ===============================================================
+field               width         meaning
+==================  ============  ===============================================================
+``a_base``          a_addr_width  word address of beat 0 of tile (0, *)
+``a_tile_stride``   a_addr_width  word step between consecutive tile *rows* (``tr``)
+``a_k_stride``      a_addr_width  word step per beat (normally 1)
+``b_base``          b_addr_width  word address of beat 0 of tile (*, 0)
+``b_tile_stride``   b_addr_width  word step between consecutive tile *columns* (``tc``)
+``b_k_stride``      b_addr_width  word step per beat (normally 1)
+``k_len``           count_width   beats per tile (the contraction length)
+``tiles_r``         count_width   tile rows
+``tiles_c``         count_width   tile columns
+==================  ============  ===============================================================
+
+Address arithmetic is modulo ``2**addr_width`` (so with a power-of-two depth a "negative" stride
+is its two's complement).  Tiles run in row-major order; tile ``(tr, tc)`` beat ``k`` reads
+``A[a_base + tr*a_tile_stride + k*a_k_stride]`` and ``B[b_base + tc*b_tile_stride + k*b_k_stride]``
+and carries ``first`` on ``k == 0`` and ``last`` on ``k == k_len - 1``.  The addresses are kept
+incrementally (adders only, no multipliers).  An instruction with ``k_len``, ``tiles_r`` or
+``tiles_c`` equal to zero produces no result and only pulses ``done``.
+
+Results
+-------
+``results`` is a stream of ``result_layout``: ``row`` (``cols`` accumulators of ``acc_width``
+bits, row ``index`` of the tile), ``index``, ``tr``, ``tc``, ``last`` (last row of the tile),
+``final`` (last row of the instruction) and ``overflow`` (some accumulator of this tile left
+``acc_width``; see MacArray).  Tiles come out in issue order, rows 0 first.
+
+Control and status
+------------------
+* ``instr.ready`` is ``~busy``: an instruction is taken only when the previous one is complete.
+* ``busy`` rises the cycle after an instruction is accepted and falls with the cycle after the
+  transfer of its ``final`` row, when ``done`` pulses for one cycle.
+* ``cycles``: cycles of the current (or last) instruction, from the cycle in which it is accepted
+  to the cycle in which its ``final`` row is transferred, both included (1 for an empty
+  instruction); it holds its value while idle.
+* ``overflow``: the MacArray's sticky overflow flag (cleared only by reset).
+
+Timing
+------
+Stage 0 generates addresses and presents them to the read ports; stage 1 holds the read words
+(``fetch_latency`` = 1 cycle) and offers them to the array.  Both advance together when the array
+takes the beat or stage 1 is empty (``advance = ~valid1 | operands.ready``); the read ports are
+enabled by ``advance`` so that a held beat keeps its data.  Beats of consecutive tiles follow
+each other without a gap (the tile switch is just another address update).
+
+With ``k_len > rows`` (the array never stalls) and ``results`` always ready, an instruction of
+``T = tiles_r * tiles_c`` tiles takes exactly ``T * k_len + fixed_cycles`` cycles (``cycles``),
+``fixed_cycles = 1 + fetch_latency + mac.latency + rows - 1``: the cycle accepting the
+instruction, the read of beat 0, the array's result latency after the last beat, and the last
+tile's rows after its row 0.  Shorter tiles make the array stall while its result bank drains; the engine then
+simply waits.  Nothing in the logic depends on the array's internal latency: flow control is
+valid/ready on both sides and tiles are counted on the result side.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from hw import mac_array as _mac_array
+from hw.mac_array import MacArray
+from hw.widths import ACC_WIDTH, ACT_WIDTH, WEIGHT_WIDTH
+
+__all__ = ["TileEngine", "instruction_layout", "result_layout", "write_port_signature"]
+
+
+def _addr_width(depth: int) -> int:
+    return max(1, ceil_log2(depth))
+
+
+def instruction_layout(a_addr_width: int, b_addr_width: int, count_width: int) -> data.StructLayout:
+    """The instruction of one product; fields from the least significant bit (see module doc)."""
+    return data.StructLayout({
+        "a_base": unsigned(a_addr_width),
+        "a_tile_stride": unsigned(a_addr_width),
+        "a_k_stride": unsigned(a_addr_width),
+        "b_base": unsigned(b_addr_width),
+        "b_tile_stride": unsigned(b_addr_width),
+        "b_k_stride": unsigned(b_addr_width),
+        "k_len": unsigned(count_width),
+        "tiles_r": unsigned(count_width),
+        "tiles_c": unsigned(count_width),
+    })
+
+
+def result_layout(rows: int, cols: int, acc_width: int, count_width: int) -> data.StructLayout:
+    """One result row; fields from the least significant bit."""
+    return data.StructLayout({
+        "row": data.ArrayLayout(signed(acc_width), cols),
+        "index": unsigned(max(1, ceil_log2(rows))),
+        "tr": unsigned(count_width),
+        "tc": unsigned(count_width),
+        "last": 1,        # last row of the tile
+        "final": 1,       # last row of the instruction
+        "overflow": 1,    # this tile overflowed acc_width (values wrapped)
+    })
+
+
+def write_port_signature(addr_width: int, word_layout) -> wiring.Signature:
+    """A memory write port seen from the writer: ``addr``, ``data``, ``en`` (write when 1)."""
+    return wiring.Signature({
+        "addr": Out(unsigned(addr_width)),
+        "data": Out(word_layout),
+        "en": Out(1),
+    })
+
+
+class TileEngine(wiring.Component):
+    """Runs one tiled matrix product per instruction on a ``rows x cols`` MacArray.
+
+    Parameters
+    ----------
+    rows, cols, a_width, b_width, acc_width : the MacArray's geometry and widths.
+    a_depth, b_depth : words in operand memories A and B.
+    count_width : width of ``k_len``, ``tiles_r``, ``tiles_c`` (and of ``tr``/``tc`` on results).
+    cycle_width : width of the ``cycles`` counter.
+    mac_options : further keyword arguments for the MacArray (e.g. its multiplier style).
+
+    Ports
+    -----
+    instr : In(stream.Signature(instruction_layout(...)))
+    a_wr, b_wr : In(write_port_signature(...)) -- external write ports of memories A and B.
+    results : Out(stream.Signature(result_layout(...)))
+    busy, done, overflow : Out(1)
+    cycles : Out(cycle_width)
+
+    Attributes
+    ----------
+    mac : the MacArray instance (its ``latency`` attribute, if any, is the array's).
+    fetch_latency : cycles from an address in stage 0 to its word offered to the array (1).
+    fixed_cycles : cycles of an instruction beyond ``tiles * k_len`` (see Timing above).
+    instr_layout, result_layout, a_word, b_word : the layouts used on the ports.
+    """
+
+    fetch_latency = 1
+
+    def __init__(self, rows: int = 4, cols: int = 4, a_width: int = ACT_WIDTH,
+                 b_width: int = WEIGHT_WIDTH, acc_width: int = ACC_WIDTH, *,
+                 a_depth: int = 512, b_depth: int = 512, count_width: int = 16,
+                 cycle_width: int = 32, mac_options: dict | None = None):
+        if a_depth < 1 or b_depth < 1:
+            raise ValueError("memory depths must be at least 1")
+        if count_width < 1:
+            raise ValueError("count_width must be at least 1")
+        # The array validates its own geometry and widths.
+        self.mac = MacArray(rows=rows, cols=cols, a_width=a_width, b_width=b_width, acc_width=acc_width,
+                            **(mac_options or {}))
+        self.rows, self.cols = rows, cols
+        self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
+        self.a_depth, self.b_depth = a_depth, b_depth
+        self.a_addr_width, self.b_addr_width = _addr_width(a_depth), _addr_width(b_depth)
+        self.count_width, self.cycle_width = count_width, cycle_width
+        self.a_word = data.ArrayLayout(signed(a_width), rows)
+        self.b_word = data.ArrayLayout(signed(b_width), cols)
+        self.instr_layout = instruction_layout(self.a_addr_width, self.b_addr_width, count_width)
+        self.result_layout = result_layout(rows, cols, acc_width, count_width)
+        super().__init__({
+            "instr": In(stream.Signature(self.instr_layout)),
+            "a_wr": In(write_port_signature(self.a_addr_width, self.a_word)),
+            "b_wr": In(write_port_signature(self.b_addr_width, self.b_word)),
+            "results": Out(stream.Signature(self.result_layout)),
+            "busy": Out(1),
+            "done": Out(1),
+            "overflow": Out(1),
+            "cycles": Out(cycle_width),
+        })
+
+    @property
+    def fixed_cycles(self) -> int | None:
+        """Cycles of an instruction beyond ``tiles * k_len`` (``k_len > rows``, results always ready)."""
+        latency = self.mac_latency
+        return None if latency is None else 1 + self.fetch_latency + latency + self.rows - 1
+
+    @property
+    def mac_latency(self) -> int | None:
+        """The array's result latency (cycles from a tile's last beat to its row 0), if known."""
+        latency = getattr(self.mac, "latency", None)
+        if latency is None:
+            latency = getattr(_mac_array, "PIPELINE_LATENCY", None)
+        return latency
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mac = mac = self.mac
+        cw = self.count_width
+
+        # ---- operand memories ---------------------------------------------------------
+        m.submodules.mem_a = mem_a = Memory(shape=self.a_word, depth=self.a_depth, init=[])
+        m.submodules.mem_b = mem_b = Memory(shape=self.b_word, depth=self.b_depth, init=[])
+        for mem, port in ((mem_a, self.a_wr), (mem_b, self.b_wr)):
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(port.addr), wp.data.eq(port.data), wp.en.eq(port.en)]
+        rd_a = mem_a.read_port(domain="sync", transparent_for=())
+        rd_b = mem_b.read_port(domain="sync", transparent_for=())
+
+        # ---- instruction register ----------------------------------------------------
+        ins = Signal(self.instr_layout)
+        accept = self.instr.valid & self.instr.ready
+        m.d.comb += self.instr.ready.eq(~self.busy)
+
+        # ---- stage 0: address generation -----------------------------------------------
+        issuing = Signal()                    # stage 0 holds a beat to issue
+        k = Signal(cw)
+        tr = Signal(cw)
+        tc = Signal(cw)
+        k_last = Signal(cw)                   # k_len - 1
+        tr_last = Signal(cw)
+        tc_last = Signal(cw)
+        a_row_base = Signal(self.a_addr_width)   # a_base + tr * a_tile_stride
+        a_addr = Signal(self.a_addr_width)       # a_row_base + k * a_k_stride
+        b_col_base = Signal(self.b_addr_width)   # b_base + tc * b_tile_stride
+        b_addr = Signal(self.b_addr_width)       # b_col_base + k * b_k_stride
+
+        # ---- stage 1: read words, offered to the array ---------------------------------
+        valid1, first1, last1 = Signal(), Signal(), Signal()
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(~valid1 | mac.operands.ready),
+            rd_a.addr.eq(a_addr), rd_b.addr.eq(b_addr),
+            rd_a.en.eq(advance), rd_b.en.eq(advance),
+            mac.operands.valid.eq(valid1),
+            mac.operands.payload.a.eq(rd_a.data),
+            mac.operands.payload.b.eq(rd_b.data),
+            mac.operands.payload.first.eq(first1),
+            mac.operands.payload.last.eq(last1),
+        ]
+        at_k_last = k == k_last
+        at_tc_last = tc == tc_last
+        at_tr_last = tr == tr_last
+        with m.If(advance):
+            m.d.sync += [valid1.eq(issuing), first1.eq(k == 0), last1.eq(at_k_last)]
+
+        with m.If(accept):
+            p = self.instr.payload
+            nonempty = (p.k_len != 0) & (p.tiles_r != 0) & (p.tiles_c != 0)
+            m.d.sync += [
+                ins.eq(p),
+                issuing.eq(nonempty),
+                k.eq(0), tr.eq(0), tc.eq(0),
+                k_last.eq(p.k_len - 1), tr_last.eq(p.tiles_r - 1), tc_last.eq(p.tiles_c - 1),
+                a_row_base.eq(p.a_base), a_addr.eq(p.a_base),
+                b_col_base.eq(p.b_base), b_addr.eq(p.b_base),
+            ]
+        with m.Elif(advance & issuing):
+            with m.If(~at_k_last):
+                m.d.sync += [
+                    k.eq(k + 1),
+                    a_addr.eq(a_addr + ins.a_k_stride),
+                    b_addr.eq(b_addr + ins.b_k_stride),
+                ]
+            with m.Else():
+                m.d.sync += k.eq(0)
+                with m.If(~at_tc_last):
+                    # next tile column, same tile row
+                    m.d.sync += [
+                        tc.eq(tc + 1),
+                        b_col_base.eq(b_col_base + ins.b_tile_stride),
+                        b_addr.eq(b_col_base + ins.b_tile_stride),
+                        a_addr.eq(a_row_base),
+                    ]
+                with m.Else():
+                    m.d.sync += [
+                        tc.eq(0),
+                        tr.eq(tr + 1),
+                        a_row_base.eq(a_row_base + ins.a_tile_stride),
+                        a_addr.eq(a_row_base + ins.a_tile_stride),
+                        b_col_base.eq(ins.b_base),
+                        b_addr.eq(ins.b_base),
+                    ]
+                    with m.If(at_tr_last):
+                        m.d.sync += issuing.eq(0)
+
+        # ---- results: the array's rows, annotated with the tile counted on this side ------
+        out_tr = Signal(cw)
+        out_tc = Signal(cw)
+        res = mac.results.payload
+        out_final = Signal()
+        m.d.comb += [
+            out_final.eq(res.last & (out_tr == tr_last) & (out_tc == tc_last)),
+            self.results.valid.eq(mac.results.valid),
+            mac.results.ready.eq(self.results.ready),
+            self.results.payload.row.eq(res.row),
+            self.results.payload.index.eq(res.index),
+            self.results.payload.tr.eq(out_tr),
+            self.results.payload.tc.eq(out_tc),
+            self.results.payload.last.eq(res.last),
+            self.results.payload.final.eq(out_final),
+            self.results.payload.overflow.eq(res.overflow),
+            self.overflow.eq(mac.overflow),
+        ]
+        with m.If(accept):
+            m.d.sync += [out_tr.eq(0), out_tc.eq(0)]
+        with m.Elif(mac.results.valid & mac.results.ready & res.last):
+            with m.If(out_tc == tc_last):
+                m.d.sync += [out_tc.eq(0), out_tr.eq(out_tr + 1)]
+            with m.Else():
+                m.d.sync += out_tc.eq(out_tc + 1)
+
+        # ---- busy / done / cycle counter ----------------------------------------------
+        m.d.sync += self.done.eq(0)
+        with m.If(accept):
+            p = self.instr.payload
+            empty = (p.k_len == 0) | (p.tiles_r == 0) | (p.tiles_c == 0)
+            m.d.sync += [self.busy.eq(~empty), self.done.eq(empty), self.cycles.eq(1)]
+        with m.Elif(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+            with m.If(self.results.valid & self.results.ready & out_final):
+                m.d.sync += [self.busy.eq(0), self.done.eq(1)]
+
+        return m
