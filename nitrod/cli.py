@@ -1,0 +1,183 @@
+"""The ``nitrod`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _add_network_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True,
+                   help="digits | mnist5k (bundled) | mnist | fashion | cifar10 (need --data-dir)")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    p.add_argument("--hidden", default="100,50", help="MLP hidden sizes, e.g. 100,50")
+    p.add_argument("--arch", default="small",
+                   help="CNN: a named architecture (small, vgg8b) or a layer list "
+                        "such as c32,p,c64,p,l100")
+    p.add_argument("--relu-inv-slope", type=int, default=4)
+    p.add_argument("--decoder-dim", type=int, default=None,
+                   help="largest local-classifier input of conv blocks (default 2048; vgg8b 4096)")
+    p.add_argument("--fwd-decay-inv", type=int, default=None,
+                   help="weight decay divisor of forward layers (0: off; default 12000 MLP, 30000 CNN)")
+    p.add_argument("--subnet-decay-inv", type=int, default=3000,
+                   help="weight decay divisor of local classifiers and the output layer (0: off)")
+    p.add_argument("--conv-amp-extra", action="store_true",
+                   help="multiply conv blocks' amplification by H_out**2 // (kh*kw) (the authors' "
+                        "unused factor)")
+    p.add_argument("--int8-loss-error", action="store_true",
+                   help="wrap the loss error to int8 like the authors' implementation")
+
+
+def _spec_from_args(args, ds):
+    from golden.network import ARCHITECTURES, NetworkSpec, mlp_layers, parse_layers
+    extra = {}
+    if args.model == "mlp":
+        layers = mlp_layers(args.hidden)
+        fwd_decay = 12000
+    else:
+        if args.arch in ARCHITECTURES:
+            text, extra = ARCHITECTURES[args.arch]
+        else:
+            text = args.arch
+        layers = parse_layers(text)
+        fwd_decay = 30000
+    decoder_dim = args.decoder_dim or extra.get("decoder_dim", 2048)
+    return NetworkSpec(
+        input_shape=ds.input_shape, classes=ds.classes, layers=layers,
+        relu_inv_slope=args.relu_inv_slope, decoder_dim=decoder_dim,
+        fwd_decay_inv=fwd_decay if args.fwd_decay_inv is None else args.fwd_decay_inv,
+        subnet_decay_inv=args.subnet_decay_inv, conv_amp_extra=args.conv_amp_extra,
+        int8_loss_error=args.int8_loss_error)
+
+
+def _train_config(args, **over):
+    from golden.train import TrainConfig
+    return TrainConfig(epochs=args.epochs, batch=args.batch, lr_inv=args.lr_inv, seed=args.seed,
+                       **over)
+
+
+def cmd_train(args) -> int:
+    from golden.datasets import load_dataset
+    from golden.network import Network
+    from golden.train import train
+    ds = load_dataset(args.dataset, args.data_dir)
+    spec = _spec_from_args(args, ds)
+    print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test, "
+          f"images {ds.input_shape}, {ds.classes} classes")
+    print(Network(spec, seed=args.seed).describe())
+    res = train(ds, spec, _train_config(args), out_dir=args.out, progress=not args.quiet,
+                threads=args.threads)
+    m = res.metrics
+    print(f"best test accuracy {100 * m['best_test_accuracy']:.2f}% (epoch {m['best_epoch']}), "
+          f"final {100 * m['final_test_accuracy']:.2f}%, "
+          f"{m['samples_per_second']:.0f} training samples/s")
+    if args.out:
+        print(f"wrote {args.out}/metrics.json, learning_curves.png, checkpoint.npz")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from golden.datasets import load_dataset
+    from golden.train import evaluate, load_checkpoint
+    net, norm, meta = load_checkpoint(args.checkpoint)
+    name = args.dataset or meta["dataset"]
+    ds = load_dataset(name, args.data_dir)
+    if ds.input_shape != net.spec.input_shape:
+        raise ValueError(f"dataset {name} has images {ds.input_shape}, the checkpoint expects "
+                         f"{net.spec.input_shape}")
+    acc = evaluate(net, norm(ds.x_test), ds.y_test)
+    print(json.dumps({"dataset": name, "test_accuracy": acc, "test_samples": len(ds.y_test)}))
+    return 0
+
+
+def cmd_ranges(args) -> int:
+    from golden.datasets import load_dataset
+    from golden.train import train
+    ds = load_dataset(args.dataset, args.data_dir)
+    spec = _spec_from_args(args, ds)
+    res = train(ds, spec, _train_config(args), out_dir=args.out, progress=not args.quiet,
+                log=(lambda s: None) if args.quiet else print, threads=args.threads)
+    print(f"largest magnitudes over {res.metrics['epochs']} epochs "
+          f"({ds.name}, layers {','.join(spec.layers)}, seed {args.seed}):")
+    print(res.ranges.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(res.ranges.as_dict(), indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    if args.what != "golden":
+        print(f"unknown benchmark {args.what!r}", file=sys.stderr)
+        return 2
+    from golden.benchmark import bench_golden
+    r = bench_golden(batches=args.batches, threads=args.threads)
+    print(f"MLP 784-100-50-10, batch 64, {r['threads']} BLAS thread(s): "
+          f"{r['macs_per_sample']} MACs/sample, {r['gmacs']:.2f} GMAC/s")
+    print(f"{r['samples_per_second']:.0f} samples/s")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="nitrod", description=__doc__ or "NITRO-D integer training")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def train_like(name, help_):
+        p = sub.add_parser(name, help=help_)
+        _add_network_args(p)
+        p.add_argument("--epochs", type=int, default=60)
+        p.add_argument("--batch", type=int, default=64)
+        p.add_argument("--lr-inv", type=int, default=512)
+        p.add_argument("--seed", type=int, default=42)
+        p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+        return p
+
+    p = train_like("train", "train with the golden model (NumPy)")
+    p.add_argument("--out", default=None, help="folder for metrics.json, curves and checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = train_like("ranges", "train and print the largest magnitude of each tensor kind")
+    p.add_argument("--out", default=None)
+    p.add_argument("--json", default=None, help="also write the ranges to this JSON file")
+    p.set_defaults(func=cmd_ranges)
+
+    p = sub.add_parser("eval", help="score a checkpoint on its dataset's test split")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--dataset", default=None, help="defaults to the checkpoint's dataset")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("synth-unit", help="synthesise, place and route one RTL unit; "
+                                          "print LUT/DSP/RAM counts and Fmax")
+    from boards.synth_unit import add_arguments as synth_unit_args, run as synth_unit_run
+    synth_unit_args(p)
+    p.set_defaults(func=synth_unit_run)
+
+    p = sub.add_parser("bench", help="print performance figures")
+    p.add_argument("what", choices=("golden",))
+    p.add_argument("--batches", type=int, default=400)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, KeyError, FileNotFoundError, ZeroDivisionError,
+            OverflowError) as exc:
+        from golden.datasets import DatasetError
+        kind = "error" if isinstance(exc, DatasetError) else type(exc).__name__
+        print(f"nitrod: {kind}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
