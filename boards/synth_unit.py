@@ -239,11 +239,13 @@ UNITS = {
 #: Per-target constructor parameters used unless overridden on the command line:
 #: what fits and closes timing on each device (docs/ARCHITECTURE.md, section 4).
 TARGET_PARAMS = {
-    # The UP5K has 8 SB_MAC16 and 5,280 logic cells: a 2 x 4 array on the DSPs with a
-    # 36-bit accumulator (the worst-case forward sum), and a 16-bit weight / 32-bit
-    # gradient SGD lane.
+    # The UP5K has 8 SB_MAC16 and 5,280 logic cells: a 2 x 4 array on the DSPs with
+    # 16-bit weights (8 x 16 fits one SB_MAC16 with its input and output registers;
+    # 8 x 18 spills into logic and leaves the output registers out) and a 36-bit
+    # accumulator (the worst-case forward sum), and a 16-bit weight / 32-bit gradient
+    # SGD lane.
     "ice40": {
-        "mac_array": {"multiplier": "dsp", "rows": 2, "cols": 4, "acc_width": 36},
+        "mac_array": {"multiplier": "dsp", "rows": 2, "cols": 4, "b_width": 16, "acc_width": 36},
         "sgd_update": {"weight_width": 16, "grad_width": 32, "decay_max": 2 ** 15},
     },
     # ECP5: the MAC array on MULT18X18Ds with their input, pipeline and output registers
