@@ -62,18 +62,25 @@ Control and status
 
 Timing
 ------
-Stage 0 generates addresses and presents them to the read ports; stage 1 holds the read words
-(``fetch_latency`` = 1 cycle) and offers them to the array.  Both advance together when the array
-takes the beat or stage 1 is empty (``advance = ~valid1 | operands.ready``); the read ports are
-enabled by ``advance`` so that a held beat keeps its data.  Beats of consecutive tiles follow
-each other without a gap (the tile switch is just another address update).
+Stage 0 generates addresses and presents them to the read ports; stage 1 is the read ports'
+output (the words read); stage 2 registers them and offers them to the array (``fetch_latency``
+= 2 cycles), so that the array's operand logic starts from flip-flops rather than from the block
+RAM's slow output.  Stage 2 is a two-entry skid buffer: its main entry, offered to the array,
+loads from stage 1 when the array takes its beat or it is empty, and holds its beat otherwise;
+a beat arriving from stage 1 while the main entry is held goes to the skid entry, which moves to
+the main entry when the array next takes.  Stages 0 and 1 advance together when stage 1 is empty
+or the skid entry is (``advance = ~valid1 | ~valid_s``, registered state only, so the array's
+``ready`` fans out to stage 2 alone), the read ports being enabled by ``advance`` so that a held
+beat in stage 1 keeps its data.  One beat per cycle flows while the array is ready.  Beats of
+consecutive tiles follow each other without a gap (the tile switch is just another address
+update).
 
 With ``k_len > rows`` (the array never stalls) and ``results`` always ready, an instruction of
 ``T = tiles_r * tiles_c`` tiles takes exactly ``T * k_len + fixed_cycles`` cycles (``cycles``),
 ``fixed_cycles = 1 + fetch_latency + mac.latency + rows - 1``: the cycle accepting the
-instruction, the read of beat 0, the array's result latency after the last beat, and the last
-tile's rows after its row 0.  Shorter tiles make the array stall while its result bank drains; the engine then
-simply waits.  Nothing in the logic depends on the array's internal latency: flow control is
+instruction, the read and registering of beat 0, the array's result latency after the last beat,
+and the last tile's rows after its row 0.  Shorter tiles make the array stall while its result
+bank drains; the engine then simply waits.  Nothing in the logic depends on the array's internal latency: flow control is
 valid/ready on both sides and tiles are counted on the result side.
 """
 
@@ -155,12 +162,12 @@ class TileEngine(wiring.Component):
     Attributes
     ----------
     mac : the MacArray instance (its ``latency`` attribute, if any, is the array's).
-    fetch_latency : cycles from an address in stage 0 to its word offered to the array (1).
+    fetch_latency : cycles from an address in stage 0 to its word offered to the array (2).
     fixed_cycles : cycles of an instruction beyond ``tiles * k_len`` (see Timing above).
     instr_layout, result_layout, a_word, b_word : the layouts used on the ports.
     """
 
-    fetch_latency = 1
+    fetch_latency = 2
 
     def __init__(self, rows: int = 4, cols: int = 4, a_width: int = ACT_WIDTH,
                  b_width: int = WEIGHT_WIDTH, acc_width: int = ACC_WIDTH, *,
@@ -231,32 +238,67 @@ class TileEngine(wiring.Component):
         k = Signal(cw)
         tr = Signal(cw)
         tc = Signal(cw)
-        k_last = Signal(cw)                   # k_len - 1
-        tr_last = Signal(cw)
-        tc_last = Signal(cw)
+        # "is last" flags kept in registers (compared one step ahead against ``len - 2``) so
+        # that no wide comparison sits in front of the many enables they drive
+        at_k_first = Signal()                 # k == 0
+        at_k_last = Signal()                  # k == k_len - 1
+        at_tc_last = Signal()                 # tc == tiles_c - 1
+        at_tr_last = Signal()                 # tr == tiles_r - 1
+        k_pen = Signal(cw)                    # k_len - 2
+        tc_pen = Signal(cw)                   # tiles_c - 2
+        tr_pen = Signal(cw)                   # tiles_r - 2
+        k_single = Signal()                   # k_len == 1
+        tc_single = Signal()                  # tiles_c == 1
         a_row_base = Signal(self.a_addr_width)   # a_base + tr * a_tile_stride
         a_addr = Signal(self.a_addr_width)       # a_row_base + k * a_k_stride
         b_col_base = Signal(self.b_addr_width)   # b_base + tc * b_tile_stride
         b_addr = Signal(self.b_addr_width)       # b_col_base + k * b_k_stride
 
-        # ---- stage 1: read words, offered to the array ---------------------------------
+        # ---- stage 1: the read ports' output (the words read in stage 0) -----------------
         valid1, first1, last1 = Signal(), Signal(), Signal()
-        advance = Signal()
+        # ---- stage 2: the read words registered, offered to the array ---------------------
+        # (the array's operand logic then starts from flip-flops, not from the block RAM)
+        # Stage 2 is a two-entry skid buffer (``main``, offered to the array, and ``skid``)
+        # so that the array's combinational ``ready`` drives only these registers: the
+        # stages upstream advance on registered state alone.
+        valid2, first2, last2 = Signal(), Signal(), Signal()
+        data2_a = Signal(self.a_word)
+        data2_b = Signal(self.b_word)
+        valid_s, first_s, last_s = Signal(), Signal(), Signal()
+        data_s_a = Signal(self.a_word)
+        data_s_b = Signal(self.b_word)
+        advance = Signal()                    # stages 0 and 1 advance (read ports enabled)
         m.d.comb += [
-            advance.eq(~valid1 | mac.operands.ready),
+            advance.eq(~valid1 | ~valid_s),
             rd_a.addr.eq(a_addr), rd_b.addr.eq(b_addr),
             rd_a.en.eq(advance), rd_b.en.eq(advance),
-            mac.operands.valid.eq(valid1),
-            mac.operands.payload.a.eq(rd_a.data),
-            mac.operands.payload.b.eq(rd_b.data),
-            mac.operands.payload.first.eq(first1),
-            mac.operands.payload.last.eq(last1),
+            mac.operands.valid.eq(valid2),
+            mac.operands.payload.a.eq(data2_a),
+            mac.operands.payload.b.eq(data2_b),
+            mac.operands.payload.first.eq(first2),
+            mac.operands.payload.last.eq(last2),
         ]
-        at_k_last = k == k_last
-        at_tc_last = tc == tc_last
-        at_tr_last = tr == tr_last
         with m.If(advance):
-            m.d.sync += [valid1.eq(issuing), first1.eq(k == 0), last1.eq(at_k_last)]
+            m.d.sync += [valid1.eq(issuing), first1.eq(at_k_first), last1.eq(at_k_last)]
+        with m.If(valid_s):
+            # skid full (so main is full): main takes the skid entry when the array takes
+            with m.If(mac.operands.ready):
+                m.d.sync += [
+                    valid2.eq(1), first2.eq(first_s), last2.eq(last_s),
+                    data2_a.eq(data_s_a), data2_b.eq(data_s_b),
+                    valid_s.eq(0),
+                ]
+        with m.Elif(~valid2 | mac.operands.ready):
+            m.d.sync += [
+                valid2.eq(valid1), first2.eq(first1), last2.eq(last1),
+                data2_a.eq(rd_a.data), data2_b.eq(rd_b.data),
+            ]
+        with m.Elif(valid1):
+            # the array holds main: stage 1's beat goes to the skid entry
+            m.d.sync += [
+                valid_s.eq(1), first_s.eq(first1), last_s.eq(last1),
+                data_s_a.eq(rd_a.data), data_s_b.eq(rd_b.data),
+            ]
 
         with m.If(accept):
             p = self.instr.payload
@@ -265,7 +307,10 @@ class TileEngine(wiring.Component):
                 ins.eq(p),
                 issuing.eq(nonempty),
                 k.eq(0), tr.eq(0), tc.eq(0),
-                k_last.eq(p.k_len - 1), tr_last.eq(p.tiles_r - 1), tc_last.eq(p.tiles_c - 1),
+                k_pen.eq(p.k_len - 2), tc_pen.eq(p.tiles_c - 2), tr_pen.eq(p.tiles_r - 2),
+                k_single.eq(p.k_len == 1), tc_single.eq(p.tiles_c == 1),
+                at_k_first.eq(1), at_k_last.eq(p.k_len == 1),
+                at_tc_last.eq(p.tiles_c == 1), at_tr_last.eq(p.tiles_r == 1),
                 a_row_base.eq(p.a_base), a_addr.eq(p.a_base),
                 b_col_base.eq(p.b_base), b_addr.eq(p.b_base),
             ]
@@ -273,15 +318,18 @@ class TileEngine(wiring.Component):
             with m.If(~at_k_last):
                 m.d.sync += [
                     k.eq(k + 1),
+                    at_k_first.eq(0),
+                    at_k_last.eq(k == k_pen),
                     a_addr.eq(a_addr + ins.a_k_stride),
                     b_addr.eq(b_addr + ins.b_k_stride),
                 ]
             with m.Else():
-                m.d.sync += k.eq(0)
+                m.d.sync += [k.eq(0), at_k_first.eq(1), at_k_last.eq(k_single)]
                 with m.If(~at_tc_last):
                     # next tile column, same tile row
                     m.d.sync += [
                         tc.eq(tc + 1),
+                        at_tc_last.eq(tc == tc_pen),
                         b_col_base.eq(b_col_base + ins.b_tile_stride),
                         b_addr.eq(b_col_base + ins.b_tile_stride),
                         a_addr.eq(a_row_base),
@@ -289,7 +337,9 @@ class TileEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += [
                         tc.eq(0),
+                        at_tc_last.eq(tc_single),
                         tr.eq(tr + 1),
+                        at_tr_last.eq(tr == tr_pen),
                         a_row_base.eq(a_row_base + ins.a_tile_stride),
                         a_addr.eq(a_row_base + ins.a_tile_stride),
                         b_col_base.eq(ins.b_base),
@@ -303,8 +353,10 @@ class TileEngine(wiring.Component):
         out_tc = Signal(cw)
         res = mac.results.payload
         out_final = Signal()
+        out_tc_last = Signal()                # out_tc == tiles_c - 1 (registered, as above)
+        out_tr_last = Signal()                # out_tr == tiles_r - 1
         m.d.comb += [
-            out_final.eq(res.last & (out_tr == tr_last) & (out_tc == tc_last)),
+            out_final.eq(res.last & out_tr_last & out_tc_last),
             self.results.valid.eq(mac.results.valid),
             mac.results.ready.eq(self.results.ready),
             self.results.payload.row.eq(res.row),
@@ -317,12 +369,15 @@ class TileEngine(wiring.Component):
             self.overflow.eq(mac.overflow),
         ]
         with m.If(accept):
-            m.d.sync += [out_tr.eq(0), out_tc.eq(0)]
+            p = self.instr.payload
+            m.d.sync += [out_tr.eq(0), out_tc.eq(0),
+                         out_tc_last.eq(p.tiles_c == 1), out_tr_last.eq(p.tiles_r == 1)]
         with m.Elif(mac.results.valid & mac.results.ready & res.last):
-            with m.If(out_tc == tc_last):
-                m.d.sync += [out_tc.eq(0), out_tr.eq(out_tr + 1)]
+            with m.If(out_tc_last):
+                m.d.sync += [out_tc.eq(0), out_tc_last.eq(tc_single),
+                             out_tr.eq(out_tr + 1), out_tr_last.eq(out_tr == tr_pen)]
             with m.Else():
-                m.d.sync += out_tc.eq(out_tc + 1)
+                m.d.sync += [out_tc.eq(out_tc + 1), out_tc_last.eq(out_tc == tc_pen)]
 
         # ---- busy / done / cycle counter ----------------------------------------------
         m.d.sync += self.done.eq(0)
