@@ -874,9 +874,9 @@ def run(args):
     return status
 
 
-def main(argv=None):
+def main(argv=None, prog="synth-unit"):
     parser = argparse.ArgumentParser(
-        prog="synth-unit",
+        prog=prog,
         description="Synthesise, place and route one accelerator unit with the YoWASP toolchain.")
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -123,6 +123,11 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_synth_unit(argv) -> int:
+    from boards.synth_unit import main as synth_unit_main
+    return synth_unit_main(argv, prog="nitrod synth-unit")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nitrod", description=__doc__ or "NITRO-D integer training")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -153,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("synth-unit", help="synthesise, place and route one RTL unit; "
-                                          "print LUT/DSP/RAM counts and Fmax")
-    from boards.synth_unit import add_arguments as synth_unit_args, run as synth_unit_run
-    synth_unit_args(p)
-    p.set_defaults(func=synth_unit_run)
+    # Its own parser lives in boards/synth_unit.py; importing it (and Amaranth) only when
+    # the command runs keeps the other commands' start-up light.
+    # (main() hands `nitrod synth-unit ...` to it before this parser sees the arguments.)
+    sub.add_parser("synth-unit", help="synthesise, place and route one RTL unit; print "
+                                      "LUT/DSP/RAM counts and Fmax (nitrod synth-unit --help)")
 
     p = sub.add_parser("bench", help="print performance figures")
     p.add_argument("what", choices=("golden",))
@@ -168,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["synth-unit"]:
+        return cmd_synth_unit(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

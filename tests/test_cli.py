@@ -56,3 +56,17 @@ def test_entry_point_and_bench():
     r = subprocess.run([sys.executable, "-m", "nitrod.cli", "bench", "golden", "--batches", "20"],
                        capture_output=True, text=True, check=True)
     assert r.stdout.strip().splitlines()[-1].endswith("samples/s")
+
+
+def test_synth_unit_is_reachable_and_refuses_unknown_units(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["synth-unit", "--help"])
+    assert exc.value.code == 0 and "--target" in capsys.readouterr().out
+    assert main(["synth-unit", "no_such_unit", "--target", "ice40"]) != 0
+    assert "no_such_unit" in capsys.readouterr().err
+
+
+def test_training_commands_do_not_import_amaranth():
+    code = "import sys, nitrod.cli as c; c.build_parser(); print('amaranth' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
