@@ -96,7 +96,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.nitro_relu import DEFAULT_SLOPE, ReluCode, NitroRelu, SLOPES
+from hw.nitro_relu import DEFAULT_SLOPE, ReluCode, NitroRelu, check_slope
 from hw.scaler import Scaler
 from hw.tile_engine import TileEngine, write_port_signature
 from hw.widths import ACC_WIDTH, ACT_WIDTH, WEIGHT_WIDTH
@@ -221,8 +221,9 @@ class ForwardLayer(wiring.Component):
 
     def constants(self, fan_in: int, slope: int = DEFAULT_SLOPE) -> dict:
         """The ``scaler`` and ``inv_slope`` fields for ``SF = 256 * fan_in`` and slope ``a``."""
-        if slope not in SLOPES:
-            raise ValueError(f"inverse slope must be one of {SLOPES}, got {slope}")
+        if slope is None:
+            raise ValueError("the ReLU's inverse slope must be given")
+        check_slope(slope)
         return {"scaler": self.scalers[0].constants(fan_in), "inv_slope": int(slope)}
 
     def instruction(self, m_len: int, k_len: int, n_len: int, *, a_base: int, a_tile_stride: int,

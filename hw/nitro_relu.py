@@ -32,7 +32,7 @@ from golden.arith import RELU_MEAN_CORRECTION
 from .divider import LongDivPipe, stream_pipeline_control
 from .widths import ACT_WIDTH, BACKERR_WIDTH
 
-__all__ = ["ReluCode", "SLOPES", "DEFAULT_SLOPE", "NitroRelu", "NitroReluBackward",
+__all__ = ["ReluCode", "SLOPES", "DEFAULT_SLOPE", "check_slope", "NitroRelu", "NitroReluBackward",
            "relu_code"]
 
 #: Supported inverse negative slopes, with their mean corrections.
@@ -57,7 +57,7 @@ def relu_code(x: int) -> int:
     return ReluCode.ZERO.value
 
 
-def _check_slope(slope):
+def check_slope(slope):
     if slope is not None and slope not in RELU_MEAN_CORRECTION:
         raise ValueError(f"inverse slope must be one of {SLOPES}, got {slope}")
 
@@ -122,7 +122,7 @@ class NitroRelu(wiring.Component):
 
     def __init__(self, in_width: int = ACT_WIDTH, out_width: int = ACT_WIDTH, *,
                  slope: int | None = None, bits_per_stage: int = 1):
-        _check_slope(slope)
+        check_slope(slope)
         if in_width < 2:
             raise ValueError("in_width must be >= 2")
         self.in_width, self.out_width, self.slope = int(in_width), int(out_width), slope
@@ -214,7 +214,7 @@ class NitroReluBackward(wiring.Component):
 
     def __init__(self, err_width: int = BACKERR_WIDTH, *, slope: int | None = None,
                  bits_per_stage: int = 1):
-        _check_slope(slope)
+        check_slope(slope)
         self.err_width, self.slope = int(err_width), slope
         # |d| <= 2**(err_width-1): err_width quotient bits, never saturating.
         self._pipe = LongDivPipe(self.err_width, SLOPE_WIDTH, per_item_divisor=True,
