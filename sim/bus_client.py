@@ -1,0 +1,289 @@
+"""Drive a Verilator-simulated design's host bus from an ordinary (synchronous) Python process.
+
+:class:`SimBus` starts the simulation as a child process (:func:`sim.harness.run_cocotb`
+with the cocotb module :mod:`sim.bus_server`, in a background thread, because
+``run_cocotb`` blocks until the simulator exits) and talks to it over a Unix-domain
+socket.  The design needs a host bus port named ``bus`` with the
+``hw.host_link.BusSignature`` members (Verilog ports ``bus__addr``, ``bus__w_data``,
+``bus__w_en``, ``bus__r_en``, ``bus__r_data``), plus ``clk`` and ``rst``.
+
+Example::
+
+    from sim.bus_client import SimBus
+
+    with SimBus.start(MyTop(), "my_top") as bus:
+        bus.write(0x0000, words)                  # one word per clock cycle
+        assert bus.read(0x0000, len(words)) == words
+        bus.write(CTRL, [1])
+        cycles = bus.wait_reg(STATUS, mask=1, value=1, max_cycles=1_000_000)
+        print("took", cycles, "cycles; now at cycle", bus.cycle())
+
+Simulated time only advances inside a request (see :mod:`sim.bus_server` for the cycle
+accounting and the wire format).  Bulk transfers are split into requests of at most
+:attr:`SimBus.chunk_words` words.  A failure of the simulation (the design does not
+convert or build, a missing port, the simulator dying) is raised as :class:`SimBusError`
+with what the harness reported; :meth:`SimBus.close` raises it too if the simulation ended
+badly.  Not thread-safe: use one ``SimBus`` from one thread.
+
+This module does not import cocotb; the harness is imported only in :meth:`SimBus.start`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+import time
+from typing import Iterable, Mapping, Sequence
+
+__all__ = ["SimBus", "SimBusError", "SimBusTimeout", "SOCKET_ENV"]
+
+# Wire format (described in sim/bus_server.py, which imports these).
+SOCKET_ENV = "NITROD_BUS_SOCKET"
+OP_WRITE = 0x01
+OP_READ = 0x02
+OP_WAIT_REG = 0x03
+OP_CYCLE = 0x04
+OP_QUIT = 0x05
+STATUS_OK = 0
+STATUS_ERROR = 1
+HEADER = struct.Struct("<B3xI")
+WAIT_REQ = struct.Struct("<IIIIQ")
+WAIT_REP = struct.Struct("<QII")
+WORD_MASK = 0xFFFFFFFF
+
+
+class SimBusError(RuntimeError):
+    """The simulation failed (build, start, crash) or the server rejected a request."""
+
+
+class SimBusTimeout(TimeoutError):
+    """:meth:`SimBus.wait_reg` ran ``max_cycles`` cycles without seeing the value."""
+
+    def __init__(self, message: str, cycles: int, word: int):
+        super().__init__(message)
+        self.cycles = cycles    #: cycles waited
+        self.word = word        #: the last word read
+
+
+class SimBus:
+    """Host side of the co-simulation bus bridge (create it with :meth:`start`)."""
+
+    #: Largest number of words in one WRITE or READ request.
+    chunk_words = 1 << 16
+
+    def __init__(self, sock: socket.socket, thread: threading.Thread, state: dict, tmpdir: str):
+        self._sock = sock
+        self._thread = thread
+        self._state = state
+        self._tmpdir = tmpdir
+        self._closed = False
+        #: The harness's :class:`sim.harness.CocotbRun`, once closed.
+        self.run = None
+
+    # ------------------------------------------------------------------ start / stop
+
+    @classmethod
+    def start(cls, design, toplevel: str, *, build_args: Iterable[str] = (), waves: bool = False,
+              extra_env: Mapping[str, str] | None = None, start_timeout: float = 600.0,
+              io_timeout: float | None = None, seed: int | None = None) -> "SimBus":
+        """Build (cached) and start ``design`` under the bus server; connect to it.
+
+        ``design``, ``toplevel``, ``build_args``, ``waves``, ``seed`` and ``extra_env`` go to
+        :func:`sim.harness.run_cocotb`.  ``start_timeout`` bounds conversion + build +
+        simulator start (a cold Verilator build takes up to about a minute);
+        ``io_timeout`` (seconds, None = no limit) bounds each request.  Sets
+        ``COCOTB_TRUST_INERTIAL_WRITES=1`` unless ``extra_env`` says otherwise: the clock
+        then runs in the simulator, not in Python, so idle cycles are cheap.
+        """
+        from sim.harness import run_cocotb
+
+        tmpdir = tempfile.mkdtemp(prefix="nitrod-bus-")
+        path = os.path.join(tmpdir, "bus.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(1)
+            listener.settimeout(0.2)
+        except BaseException:
+            listener.close()
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+
+        env = {"COCOTB_TRUST_INERTIAL_WRITES": "1", **(extra_env or {}), SOCKET_ENV: path}
+        state: dict = {}
+        build_args = tuple(build_args)
+
+        def target():
+            try:
+                state["run"] = run_cocotb(design, toplevel, "sim.bus_server", testcase="serve_bus",
+                                          build_args=build_args, waves=waves, seed=seed,
+                                          extra_env=env)
+            except BaseException as error:  # reported to the host thread
+                state["error"] = error
+
+        thread = threading.Thread(target=target, name=f"simbus-{toplevel}", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + start_timeout
+        try:
+            while True:
+                try:
+                    sock, _ = listener.accept()
+                    break
+                except socket.timeout:
+                    pass
+                if not thread.is_alive():
+                    raise SimBusError(f"simulation of {toplevel} ended before the bus server "
+                                      f"connected: {_describe(state.get('error'))}")
+                if time.monotonic() > deadline:
+                    raise SimBusError(f"the bus server of {toplevel} did not connect within "
+                                      f"{start_timeout:.0f} s (build or simulator start stuck?)")
+        except BaseException:
+            listener.close()
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            raise
+        listener.close()
+        sock.settimeout(io_timeout)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        return cls(sock, thread, state, tmpdir)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Send QUIT, wait for the simulator to exit; raise :class:`SimBusError` if the
+        simulation failed.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            try:
+                self._request(OP_QUIT, b"")
+            except (SimBusError, OSError):
+                pass  # already gone: the harness says why below
+            finally:
+                self._sock.close()
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise SimBusError(f"simulator did not exit within {timeout:.0f} s after QUIT")
+            if "error" in self._state:
+                raise SimBusError(f"simulation failed: {_describe(self._state['error'])}")
+            self.run = self._state.get("run")
+        finally:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def __enter__(self) -> "SimBus":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            try:
+                self.close()
+            except Exception:
+                pass  # the original exception matters more
+
+    # ------------------------------------------------------------------ requests
+
+    def write(self, addr: int, words: Sequence[int]) -> None:
+        """Write ``words`` to consecutive word addresses from ``addr`` (one per cycle)."""
+        words = [int(w) & WORD_MASK for w in words]
+        _check_span(addr, len(words))
+        for start in range(0, len(words), self.chunk_words):
+            chunk = words[start:start + self.chunk_words]
+            self._request(OP_WRITE, struct.pack(f"<I{len(chunk)}I", addr + start, *chunk))
+
+    def read(self, addr: int, count: int) -> list[int]:
+        """Read ``count`` words from consecutive word addresses from ``addr``."""
+        _check_span(addr, count)
+        out: list[int] = []
+        for start in range(0, count, self.chunk_words):
+            k = min(self.chunk_words, count - start)
+            reply = self._request(OP_READ, struct.pack("<II", addr + start, k))
+            if len(reply) != 4 * k:
+                raise SimBusError(f"READ of {k} words answered with {len(reply)} bytes")
+            out.extend(struct.unpack(f"<{k}I", reply))
+        return out
+
+    def wait_reg(self, addr: int, mask: int, value: int, *, max_cycles: int = 10_000_000,
+                 poll: int = 64) -> int:
+        """Let the simulation run until ``read(addr) & mask == value & mask``.
+
+        The register is read every ``poll`` cycles (plus 1 for the read itself).
+        Returns the cycles from the request to the matching read; raises
+        :class:`SimBusTimeout` after ``max_cycles`` without a match.
+        """
+        _check_span(addr, 1)
+        if poll < 1 or max_cycles < 0:
+            raise ValueError("poll must be >= 1 and max_cycles >= 0")
+        reply = self._request(OP_WAIT_REG, WAIT_REQ.pack(addr, mask & WORD_MASK, value & WORD_MASK,
+                                                         min(poll, WORD_MASK), max_cycles))
+        cycles, word, matched = WAIT_REP.unpack(reply)
+        if not matched:
+            raise SimBusTimeout(f"register 0x{addr:x} = 0x{word:08x}: & 0x{mask:08x} != "
+                                f"0x{value & mask:08x} after {cycles} cycles", cycles, word)
+        return cycles
+
+    def cycle(self) -> int:
+        """Clock cycles since the end of reset."""
+        return struct.unpack("<Q", self._request(OP_CYCLE, b""))[0]
+
+    # LinkClient-style names, so code written for the board link can take a SimBus.
+    def write_words(self, addr: int, words: Sequence[int]) -> None:
+        self.write(addr, words)
+
+    def read_words(self, addr: int, n: int) -> list[int]:
+        return self.read(addr, n)
+
+    def write_word(self, addr: int, value: int) -> None:
+        self.write(addr, [value])
+
+    def read_word(self, addr: int) -> int:
+        return self.read(addr, 1)[0]
+
+    # ------------------------------------------------------------------ wire
+
+    def _request(self, op: int, payload: bytes) -> bytes:
+        if self._closed and op != OP_QUIT:
+            raise SimBusError("the SimBus is closed")
+        try:
+            self._sock.sendall(HEADER.pack(op, len(payload)) + payload)
+            status, length = HEADER.unpack(self._recv_exact(HEADER.size))
+            body = self._recv_exact(length)
+        except socket.timeout:
+            raise SimBusError("no answer from the bus server within the I/O timeout") from None
+        except (ConnectionError, EOFError) as error:
+            raise self._died(error) from None
+        if status != STATUS_OK:
+            raise SimBusError(f"bus server rejected the request: {body.decode(errors='replace')}")
+        return body
+
+    def _recv_exact(self, n: int) -> bytes:
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self._sock.recv_into(view[got:])
+            if k == 0:
+                raise EOFError("connection closed by the simulator")
+            got += k
+        return bytes(buf)
+
+    def _died(self, error: Exception) -> SimBusError:
+        """The simulator went away in the middle of a request: say what the harness saw."""
+        self._thread.join(30)
+        detail = _describe(self._state.get("error")) if "error" in self._state else \
+            "the simulation ended without an error report"
+        return SimBusError(f"lost the bus server ({error}); {detail}")
+
+
+def _check_span(addr: int, count: int) -> None:
+    if count < 0 or addr < 0 or addr + count > 1 << 32:
+        raise ValueError(f"bad address range: {count} words from 0x{addr:x}")
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "no error reported"
+    return f"{type(error).__name__}: {error}"
