@@ -96,7 +96,8 @@ from hw import mac_array as _mac_array
 from hw.mac_array import MacArray
 from hw.widths import ACC_WIDTH, ACT_WIDTH, WEIGHT_WIDTH
 
-__all__ = ["TileEngine", "instruction_layout", "result_layout", "write_port_signature"]
+__all__ = ["TileEngine", "instruction_layout", "result_layout", "write_port_signature",
+           "read_port_signature"]
 
 
 def _addr_width(depth: int) -> int:
@@ -140,6 +141,16 @@ def write_port_signature(addr_width: int, word_layout) -> wiring.Signature:
     })
 
 
+def read_port_signature(addr_width: int, word_layout) -> wiring.Signature:
+    """A synchronous memory read port seen from the reader: ``addr`` and ``en`` out; ``data``
+    in, the word at the ``addr`` of the last cycle with ``en`` (held while ``en`` is 0)."""
+    return wiring.Signature({
+        "addr": Out(unsigned(addr_width)),
+        "en": Out(1),
+        "data": In(word_layout),
+    })
+
+
 class TileEngine(wiring.Component):
     """Runs one tiled matrix product per instruction on a ``rows x cols`` MacArray.
 
@@ -150,11 +161,16 @@ class TileEngine(wiring.Component):
     count_width : width of ``k_len``, ``tiles_r``, ``tiles_c`` (and of ``tr``/``tc`` on results).
     cycle_width : width of the ``cycles`` counter.
     mac_options : further keyword arguments for the MacArray (e.g. its multiplier style).
+    memories : ``"internal"`` (the engine owns memories A and B and offers their write ports)
+        or ``"external"`` (the engine reads memories owned by its parent through ``a_rd`` and
+        ``b_rd``, synchronous read ports of one cycle latency: ``a_depth``/``b_depth`` then
+        only set the address widths).
 
     Ports
     -----
     instr : In(stream.Signature(instruction_layout(...)))
-    a_wr, b_wr : In(write_port_signature(...)) -- external write ports of memories A and B.
+    a_wr, b_wr : In(write_port_signature(...)) -- write ports of memories A and B (internal).
+    a_rd, b_rd : Out(read_port_signature(...)) -- read ports of memories A and B (external).
     results : Out(stream.Signature(result_layout(...)))
     busy, done, overflow : Out(1)
     cycles : Out(cycle_width)
@@ -172,7 +188,11 @@ class TileEngine(wiring.Component):
     def __init__(self, rows: int = 4, cols: int = 4, a_width: int = ACT_WIDTH,
                  b_width: int = WEIGHT_WIDTH, acc_width: int = ACC_WIDTH, *,
                  a_depth: int = 512, b_depth: int = 512, count_width: int = 16,
-                 cycle_width: int = 32, mac_options: dict | None = None):
+                 cycle_width: int = 32, mac_options: dict | None = None,
+                 memories: str = "internal"):
+        if memories not in ("internal", "external"):
+            raise ValueError(f"memories must be 'internal' or 'external', got {memories!r}")
+        self.memories = memories
         if a_depth < 1 or b_depth < 1:
             raise ValueError("memory depths must be at least 1")
         if count_width < 1:
@@ -189,10 +209,15 @@ class TileEngine(wiring.Component):
         self.b_word = data.ArrayLayout(signed(b_width), cols)
         self.instr_layout = instruction_layout(self.a_addr_width, self.b_addr_width, count_width)
         self.result_layout = result_layout(rows, cols, acc_width, count_width)
+        if memories == "internal":
+            ports = {"a_wr": In(write_port_signature(self.a_addr_width, self.a_word)),
+                     "b_wr": In(write_port_signature(self.b_addr_width, self.b_word))}
+        else:
+            ports = {"a_rd": Out(read_port_signature(self.a_addr_width, self.a_word)),
+                     "b_rd": Out(read_port_signature(self.b_addr_width, self.b_word))}
         super().__init__({
             "instr": In(stream.Signature(self.instr_layout)),
-            "a_wr": In(write_port_signature(self.a_addr_width, self.a_word)),
-            "b_wr": In(write_port_signature(self.b_addr_width, self.b_word)),
+            **ports,
             "results": Out(stream.Signature(self.result_layout)),
             "busy": Out(1),
             "done": Out(1),
@@ -220,13 +245,16 @@ class TileEngine(wiring.Component):
         cw = self.count_width
 
         # ---- operand memories ---------------------------------------------------------
-        m.submodules.mem_a = mem_a = Memory(shape=self.a_word, depth=self.a_depth, init=[])
-        m.submodules.mem_b = mem_b = Memory(shape=self.b_word, depth=self.b_depth, init=[])
-        for mem, port in ((mem_a, self.a_wr), (mem_b, self.b_wr)):
-            wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(port.addr), wp.data.eq(port.data), wp.en.eq(port.en)]
-        rd_a = mem_a.read_port(domain="sync", transparent_for=())
-        rd_b = mem_b.read_port(domain="sync", transparent_for=())
+        if self.memories == "internal":
+            m.submodules.mem_a = mem_a = Memory(shape=self.a_word, depth=self.a_depth, init=[])
+            m.submodules.mem_b = mem_b = Memory(shape=self.b_word, depth=self.b_depth, init=[])
+            for mem, port in ((mem_a, self.a_wr), (mem_b, self.b_wr)):
+                wp = mem.write_port()
+                m.d.comb += [wp.addr.eq(port.addr), wp.data.eq(port.data), wp.en.eq(port.en)]
+            rd_a = mem_a.read_port(domain="sync", transparent_for=())
+            rd_b = mem_b.read_port(domain="sync", transparent_for=())
+        else:
+            rd_a, rd_b = self.a_rd, self.b_rd
 
         # ---- instruction register ----------------------------------------------------
         ins = Signal(self.instr_layout)

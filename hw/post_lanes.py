@@ -1,0 +1,183 @@
+"""Post-processing lanes of the Trainer: what happens to each drained row of accumulators.
+
+``S`` identical lanes, fed in lock-step with one tile row (``S`` accumulators) per item, run
+the chain of the current instruction's ``op`` (``nitrod.isa.Op``):
+
+=============  ==================================================  =====================
+op             chain (per lane)                                    ``value`` out
+=============  ==================================================  =====================
+``FORWARD``    Scaler(divisor) -> NitroRelu(inv_slope)             ``h``; ``code`` too
+``LOSS``       Scaler(divisor)                                     ``y`` (the writer
+                                                                   subtracts the target)
+``BACKWARD``   saturate acc to ``err_width`` -> NitroReluBackward  ``d``
+``SGD``        SgdUpdate(w = ``wgt`` lane, g = acc, d_g, d_w)      ``w'``
+=============  ==================================================  =====================
+
+The ``op`` and the constants must stay still while items are in flight (the Trainer changes
+them only between instructions, when the lanes are empty).  The units are the ones tested
+against golden one by one (hw/scaler.py, hw/nitro_relu.py, hw/sgd_update.py).
+
+Overflow: ``backerr`` pulses for every BACKWARD item with an accumulator outside the signed
+``err_width`` range (it is saturated); ``sgd_overflow`` is the lanes' sticky SgdUpdate flag
+(``clear`` clears it).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.nitro_relu import NitroRelu, NitroReluBackward
+from hw.scaler import Scaler
+from hw.sgd_update import SgdUpdate
+from nitrod.isa import Op
+
+__all__ = ["PostLanes"]
+
+CODE_WIDTH = 2
+
+
+class PostLanes(wiring.Component):
+    """``S`` lanes of post-processing, one chain per op (see module doc).
+
+    Ports
+    -----
+    i : In(stream.Signature(in_layout))     ``acc`` (S x signed acc_width), ``wgt`` (S x
+                                            signed wgt_width), ``code`` (S x 2 bits)
+    o : Out(stream.Signature(out_layout))   ``value`` (S x signed value_width), ``code``
+    op : In(3); divisor, inv_slope, d_g, d_w : In -- the instruction's constants
+    backerr : Out(1) -- pulse: a BACKWARD item entered with an out-of-range accumulator
+    sgd_overflow : Out(1) -- sticky, cleared by ``clear``
+    """
+
+    def __init__(self, side: int, *, acc_width: int = 48, act_width: int = 8,
+                 wgt_width: int = 18, err_width: int = 24, fan_in_width: int = 14,
+                 lr_div_max: int = 2**40, decay_max: int = 2**20):
+        self.side = side
+        self.acc_width, self.wgt_width, self.err_width = acc_width, wgt_width, err_width
+        self.scalers = [Scaler(acc_width, fan_in_width=fan_in_width, out_width=act_width)
+                        for _ in range(side)]
+        self.relus = [NitroRelu(act_width, act_width) for _ in range(side)]
+        self.backwards = [NitroReluBackward(err_width) for _ in range(side)]
+        self.sgds = [SgdUpdate(wgt_width, acc_width, lr_div_max=lr_div_max, decay_max=decay_max)
+                     for _ in range(side)]
+        self.value_width = max(err_width, wgt_width, act_width + 1)
+        self.in_layout = data.StructLayout({
+            "acc": data.ArrayLayout(signed(acc_width), side),
+            "wgt": data.ArrayLayout(signed(wgt_width), side),
+            "code": data.ArrayLayout(unsigned(CODE_WIDTH), side),
+        })
+        self.out_layout = data.StructLayout({
+            "value": data.ArrayLayout(signed(self.value_width), side),
+            "code": data.ArrayLayout(unsigned(CODE_WIDTH), side),
+        })
+        s0, g0 = self.scalers[0], self.sgds[0]
+        self.latency = {
+            Op.FORWARD: s0.latency + self.relus[0].latency,
+            Op.LOSS: s0.latency,
+            Op.BACKWARD: self.backwards[0].latency,
+            Op.SGD: g0.latency,
+        }
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "op": In(3),
+            "divisor": In(unsigned(s0.fan_in_width)),
+            "inv_slope": In(unsigned(5)),
+            "d_g": In(g0.d_g.shape()),
+            "d_w": In(g0.d_w.shape()),
+            "backerr": Out(1),
+            "sgd_overflow": Out(1),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        S = self.side
+        op = self.op
+        is_fwd, is_loss = op == Op.FORWARD, op == Op.LOSS
+        is_bwd, is_sgd = op == Op.BACKWARD, op == Op.SGD
+        for j in range(S):
+            m.submodules[f"scaler{j}"] = self.scalers[j]
+            m.submodules[f"relu{j}"] = self.relus[j]
+            m.submodules[f"backward{j}"] = self.backwards[j]
+            m.submodules[f"sgd{j}"] = self.sgds[j]
+
+        def all_of(signals):
+            return Cat(*signals).all()
+
+        sc_in_ready = all_of(s.i.ready for s in self.scalers)
+        sc_out_valid = all_of(s.o.valid for s in self.scalers)
+        re_in_ready = all_of(r.i.ready for r in self.relus)
+        re_out_valid = all_of(r.o.valid for r in self.relus)
+        bw_in_ready = all_of(b.i.ready for b in self.backwards)
+        bw_out_valid = all_of(b.o.valid for b in self.backwards)
+        sg_in_ready = all_of(g.i.ready for g in self.sgds)
+        sg_out_valid = all_of(g.o.valid for g in self.sgds)
+
+        # ---- input side: the item goes to the op's first unit -------------------------------
+        in_ready = Signal()
+        m.d.comb += in_ready.eq(Mux(is_fwd | is_loss, sc_in_ready,
+                                    Mux(is_bwd, bw_in_ready, Mux(is_sgd, sg_in_ready, 0))))
+        m.d.comb += self.i.ready.eq(in_ready)
+        take = self.i.valid & in_ready
+        lo, hi = -(2 ** (self.err_width - 1)), 2 ** (self.err_width - 1) - 1
+        out_of_range = Signal()
+        m.d.comb += out_of_range.eq(Cat(*((a < lo) | (a > hi) for a in self.i.payload.acc)).any())
+        m.d.comb += self.backerr.eq(take & is_bwd & out_of_range)
+
+        # scaler -> relu handoff (FORWARD) or scaler -> output (LOSS)
+        sc_out_ready = Mux(is_fwd, re_in_ready, is_loss & self.o.ready)
+        out_valid = Signal()
+        m.d.comb += out_valid.eq(Mux(is_fwd, re_out_valid, Mux(is_loss, sc_out_valid,
+                                 Mux(is_bwd, bw_out_valid, Mux(is_sgd, sg_out_valid, 0)))))
+        m.d.comb += self.o.valid.eq(out_valid)
+
+        sgd_flags = []
+        for j in range(S):
+            sc, re, bw, sg = self.scalers[j], self.relus[j], self.backwards[j], self.sgds[j]
+            acc = self.i.payload.acc[j]
+            sat = Signal(signed(self.err_width), name=f"sat{j}")
+            with m.If(acc > hi):
+                m.d.comb += sat.eq(hi)
+            with m.Elif(acc < lo):
+                m.d.comb += sat.eq(lo)
+            with m.Else():
+                m.d.comb += sat.eq(acc)
+            m.d.comb += [
+                sc.divisor.eq(self.divisor),
+                re.inv_slope.eq(self.inv_slope),
+                bw.inv_slope.eq(self.inv_slope),
+                sg.d_g.eq(self.d_g),
+                sg.d_w.eq(self.d_w),
+                sg.clear.eq(self.clear),
+                sc.i.valid.eq(self.i.valid & (is_fwd | is_loss) & sc_in_ready),
+                sc.i.payload.eq(acc),
+                re.i.valid.eq(sc_out_valid & is_fwd & re_in_ready),
+                re.i.payload.eq(sc.o.payload),
+                sc.o.ready.eq(sc_out_ready & sc_out_valid),
+                bw.i.valid.eq(self.i.valid & is_bwd & bw_in_ready),
+                bw.i.payload.d.eq(sat),
+                bw.i.payload.code.as_value().eq(self.i.payload.code[j]),
+                sg.i.valid.eq(self.i.valid & is_sgd & sg_in_ready),
+                sg.i.payload.w.eq(self.i.payload.wgt[j]),
+                sg.i.payload.g.eq(acc),
+                re.o.ready.eq(is_fwd & self.o.ready & re_out_valid),
+                bw.o.ready.eq(is_bwd & self.o.ready & bw_out_valid),
+                sg.o.ready.eq(is_sgd & self.o.ready & sg_out_valid),
+            ]
+            value = self.o.payload.value[j]
+            with m.Switch(op):
+                with m.Case(Op.FORWARD):
+                    m.d.comb += [value.eq(re.o.payload.h),
+                                 self.o.payload.code[j].eq(re.o.payload.code.as_value())]
+                with m.Case(Op.LOSS):
+                    m.d.comb += value.eq(sc.o.payload)
+                with m.Case(Op.BACKWARD):
+                    m.d.comb += value.eq(bw.o.payload)
+                with m.Case(Op.SGD):
+                    m.d.comb += value.eq(sg.o.payload)
+            sgd_flags.append(sg.overflow)
+        m.d.comb += self.sgd_overflow.eq(Cat(*sgd_flags).any())
+        return m

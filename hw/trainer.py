@@ -1,0 +1,477 @@
+"""The Trainer: whole NITRO-D training steps of MLPs on chip, run by a program.
+
+Blocks (docs/ARCHITECTURE.md §7 has the diagram; nitrod/isa.py the program format and
+memory map, shared with the host-side compiler)::
+
+    host bus --> registers, memories (PROG, ACT, WGT, ERR, CODE, LABEL)
+    sequencer: PROG[pc] --> instruction register --> TileEngine (S x S MacArray)
+    TileEngine: A operands from ACT, B operands from WGT or ERR
+        --> front (reads the row's aux word: CODE or WGT)
+        --> PostLanes (S lanes: Scaler/NitroRelu, Scaler, NitroReluBackward or SgdUpdate)
+        --> writer (row write, LOSS target, transposer) --> ACT / ERR / WGT / CODE
+
+One instruction at a time: the sequencer fetches an instruction, hands its product to the
+engine and waits until the writer has written the instruction's last row (and, with
+``col_en``, its last transposed column) before fetching the next, so an instruction sees every
+write of the ones before it.  Sizes are run-time data: one bitstream trains any MLP whose
+memory map (nitrod/compiler.py) fits the geometry.
+
+Host access (``bus``, hw/host_link.py's BusSignature): registers any time; memories only while
+idle (an access while running is dropped and sets ``STATUS.access_error``; a word address
+beyond a memory's depth likewise).  Wide words are written chunk by chunk: chunks ``0..n-2``
+go to a staging register, chunk ``n-1`` writes the word.
+
+Overflow (register OVERFLOW, sticky until CONTROL bit 1): ``mac`` (an accumulator left
+``acc_width``: the MacArray's per-tile flag), ``backerr`` (a BACKWARD accumulator did not fit
+the ERR lane; saturated), ``sgd`` (an updated weight left the WGT lane; saturated).
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from hw.host_link import BusSignature
+from hw.nitro_relu import ReluCode
+from hw.post_lanes import CODE_WIDTH, PostLanes
+from hw.tile_engine import TileEngine
+from nitrod.isa import (BUS_ADDR_WIDTH, INSTRUCTION_BITS, INSTRUCTION_FIELDS, MAGIC,
+                        ONE_HOT_VALUE, PAD_LABEL, REGION_SHIFT, Geometry, Op, Reg, Region, chunk_bits_of,
+                        chunks_of)
+
+__all__ = ["Trainer", "instruction_layout"]
+
+COUNT_WIDTH = 16
+
+
+def instruction_layout() -> data.StructLayout:
+    """The instruction word (nitrod.isa.INSTRUCTION_FIELDS, least significant first)."""
+    return data.StructLayout({name: unsigned(width) for name, width in INSTRUCTION_FIELDS})
+
+
+class _RowWalk:
+    """Counts the drained rows of an instruction in issue order (tiles row-major, rows of a
+    tile in order) and derives the row offset ``off = tr*S + i + tc*tc_stride`` and friends.
+
+    ``reset`` (re)loads the limits from the instruction register; ``step`` moves to the next
+    row.  ``*_next`` are the values after a step (for prefetching)."""
+
+    def __init__(self, m: Module, name: str, side: int, cur, reset, step):
+        S = side
+        iw = max(1, ceil_log2(S))
+        sig = lambda n, w=COUNT_WIDTH: Signal(w, name=f"{name}_{n}")  # noqa: E731
+        self.i, self.tc, self.tr = sig("i", iw), sig("tc"), sig("tr")
+        self.tr_off, self.tc_off = sig("tr_off"), sig("tc_off")       # tr*S, tc*tc_stride
+        self.tc_cls, self.col_tr_off = sig("tc_cls"), sig("col_tr_off")  # tc*S, tr*col_tr_stride
+        tc_last, tr_last = sig("tc_last"), sig("tr_last")
+        self.at_i_last = Signal(name=f"{name}_at_i_last")
+        self.at_tc_last = Signal(name=f"{name}_at_tc_last")
+        self.at_tr_last = Signal(name=f"{name}_at_tr_last")
+        self.final = Signal(name=f"{name}_final")
+        self.off = sig("off")
+        self.m = sig("m")
+        n = {k: sig(f"next_{k}", w) for k, w in
+             (("i", iw), ("tc", COUNT_WIDTH), ("tr", COUNT_WIDTH), ("tr_off", COUNT_WIDTH),
+              ("tc_off", COUNT_WIDTH), ("tc_cls", COUNT_WIDTH), ("col_tr_off", COUNT_WIDTH))}
+        self.m_next = sig("m_next")
+        regs = {"i": self.i, "tc": self.tc, "tr": self.tr, "tr_off": self.tr_off,
+                "tc_off": self.tc_off, "tc_cls": self.tc_cls, "col_tr_off": self.col_tr_off}
+        m.d.comb += [
+            self.at_i_last.eq(self.i == S - 1),
+            self.at_tc_last.eq(self.tc == tc_last),
+            self.at_tr_last.eq(self.tr == tr_last),
+            self.final.eq(self.at_i_last & self.at_tc_last & self.at_tr_last),
+            self.off.eq(self.tr_off + self.i + self.tc_off),
+            self.m.eq(self.tr_off + self.i),
+            self.m_next.eq(n["tr_off"] + n["i"]),
+        ]
+        m.d.comb += [n[k].eq(v) for k, v in regs.items()]
+        with m.If(self.at_i_last):
+            m.d.comb += n["i"].eq(0)
+            with m.If(self.at_tc_last):
+                m.d.comb += [n["tc"].eq(0), n["tc_off"].eq(0), n["tc_cls"].eq(0),
+                             n["tr"].eq(self.tr + 1), n["tr_off"].eq(self.tr_off + S),
+                             n["col_tr_off"].eq(self.col_tr_off + cur.col_tr_stride)]
+            with m.Else():
+                m.d.comb += [n["tc"].eq(self.tc + 1),
+                             n["tc_off"].eq(self.tc_off + cur.tc_stride),
+                             n["tc_cls"].eq(self.tc_cls + S)]
+        with m.Else():
+            m.d.comb += n["i"].eq(self.i + 1)
+        with m.If(reset):
+            m.d.sync += [r.eq(0) for r in regs.values()]
+            m.d.sync += [tc_last.eq(cur.tiles_c - 1), tr_last.eq(cur.tiles_r - 1)]
+        with m.Elif(step):
+            m.d.sync += [r.eq(n[k]) for k, r in regs.items()]
+
+
+class Trainer(wiring.Component):
+    """Runs NITRO-D training programs (see module doc and nitrod/isa.py).
+
+    Parameters
+    ----------
+    geometry : nitrod.isa.Geometry -- array side, memory depths and lane widths.
+    mac_options : further keyword arguments of the MacArray (multiplier style).
+
+    Ports
+    -----
+    bus : In(BusSignature(BUS_ADDR_WIDTH)) -- host access (registers and memories)
+    busy : Out(1) -- a program is running
+    overflow : Out(3) -- the OVERFLOW register (mac, backerr, sgd)
+    """
+
+    def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None):
+        g = geometry
+        if g.side < 2:
+            raise ValueError("the array side must be at least 2")
+        for name in ("act_depth", "wgt_depth", "err_depth", "code_depth", "label_depth",
+                     "prog_depth"):
+            depth = getattr(g, name)
+            if not 1 <= depth <= 2 ** COUNT_WIDTH:
+                raise ValueError(f"{name} = {depth} outside 1 .. 2**{COUNT_WIDTH}")
+        if g.act_width < 9:
+            raise ValueError("ACT lanes need at least 9 bits (local errors)")
+        if g.label_depth > 256:
+            raise ValueError("label_depth is at most 256 (8-bit sample index in LABEL)")
+        for region in Region:
+            if region != Region.REGS:
+                words = g.depth(region) << chunk_bits_of(g.word_bits(region))
+                if words > 1 << REGION_SHIFT:
+                    raise ValueError(f"{region.name} does not fit its bus window")
+        self.geometry = g
+        S = g.side
+        self.engine = TileEngine(S, S, a_width=g.act_width, b_width=max(g.err_width, g.wgt_width),
+                                 acc_width=g.acc_width, a_depth=g.act_depth,
+                                 b_depth=max(g.wgt_depth, g.err_depth), count_width=COUNT_WIDTH,
+                                 cycle_width=32, mac_options=mac_options, memories="external")
+        self.lanes = PostLanes(S, acc_width=g.acc_width, wgt_width=g.wgt_width,
+                               err_width=g.err_width,
+                               fan_in_width=g.divisor_max.bit_length(),
+                               lr_div_max=2 ** (g.d_g_width - 1),
+                               decay_max=2 ** (g.d_w_width - 1))
+        if self.lanes.sgds[0].d_g.shape().width != g.d_g_width:
+            raise ValueError("d_g_width does not match the SgdUpdate")
+        self.instr_layout = instruction_layout()
+        self.words = {
+            Region.ACT: data.ArrayLayout(signed(g.act_width), S),
+            Region.WGT: data.ArrayLayout(signed(g.wgt_width), S),
+            Region.ERR: data.ArrayLayout(signed(g.err_width), S),
+            Region.CODE: data.ArrayLayout(unsigned(CODE_WIDTH), S),
+            Region.LABEL: unsigned(8),
+            Region.PROG: unsigned(INSTRUCTION_BITS),
+        }
+        super().__init__({
+            "bus": In(BusSignature(BUS_ADDR_WIDTH)),
+            "busy": Out(1),
+            "overflow": Out(3),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.geometry
+        S = g.side
+        m.submodules.engine = eng = self.engine
+        m.submodules.lanes = lanes = self.lanes
+        bus = self.bus
+
+        # ---- memories: one write port and one read port each -------------------------------
+        mems, wr, rd = {}, {}, {}
+        for region, shape in self.words.items():
+            mem = Memory(shape=shape, depth=g.depth(region), init=[])
+            m.submodules[f"mem_{region.name.lower()}"] = mems[region] = mem
+            wr[region] = mem.write_port()
+            rd[region] = mem.read_port(domain="sync", transparent_for=())
+
+        # ---- sequencer state ---------------------------------------------------------------
+        cur = Signal(self.instr_layout)
+        pc = Signal(16)
+        prog_start = Signal(16)
+        cycles = Signal(32)
+        retired = Signal(16)
+        done_flag = Signal()
+        op_error = Signal()
+        access_error = Signal()
+        ovf_mac = Signal()
+        ovf_backerr = Signal()
+        start = Signal()
+        clear = Signal()
+        instr_done = Signal()
+        issue = Signal()                      # ISSUE state: walkers reset, engine offered
+        run = Signal()                        # RUN state
+        busy = self.busy
+        op = cur.op
+
+        # ---- host bus decode ----------------------------------------------------------------
+        region = bus.addr[REGION_SHIFT:]
+        offset = bus.addr[:REGION_SHIFT]
+        host_word, host_chunk, host_in_range = {}, {}, {}
+        for r in self.words:
+            cb = chunk_bits_of(g.word_bits(r))
+            host_word[r] = offset[cb:]
+            host_chunk[r] = offset[:cb] if cb else Const(0, 1)
+            host_in_range[r] = offset[cb:] < g.depth(r)
+        max_chunks = max(chunks_of(g.word_bits(r)) for r in self.words)
+        stage = Signal(32 * max(1, max_chunks - 1))
+        host_wr = {r: Signal(name=f"host_wr_{r.name.lower()}") for r in self.words}
+        host_rd = {r: Signal(name=f"host_rd_{r.name.lower()}") for r in self.words}
+        for r in self.words:
+            nch = chunks_of(g.word_bits(r))
+            hit = (region == r) & host_in_range[r] & ~busy
+            if nch > 1:
+                with m.If(bus.w_en & hit & (host_chunk[r] < nch - 1)):
+                    m.d.sync += stage.word_select(host_chunk[r], 32).eq(bus.w_data)
+            m.d.comb += [
+                host_wr[r].eq(bus.w_en & hit & (host_chunk[r] == nch - 1)),
+                host_rd[r].eq(bus.r_en & hit),
+            ]
+        mem_region = (region >= Region.PROG) & (region <= Region.LABEL)
+        with m.If((bus.w_en | bus.r_en) & mem_region):
+            bad = busy
+            for r in self.words:
+                bad = bad | ((region == r) & ~host_in_range[r])
+            with m.If(bad):
+                m.d.sync += access_error.eq(1)
+
+        def host_word_data(r):
+            nch = chunks_of(g.word_bits(r))
+            return Cat(stage[:32 * (nch - 1)], bus.w_data)[:g.word_bits(r)]
+
+        # register writes
+        with m.If(bus.w_en & (region == Region.REGS)):
+            with m.Switch(offset):
+                with m.Case(Reg.CONTROL):
+                    m.d.comb += [start.eq(bus.w_data[0] & ~busy), clear.eq(bus.w_data[1])]
+                with m.Case(Reg.PROG_START):
+                    m.d.sync += prog_start.eq(bus.w_data)
+
+        # register reads: value registered, memory words chunk-selected, one cycle latency
+        reg_value = Signal(32)
+        status = Cat(busy, done_flag, op_error, access_error)
+        overflow = Cat(ovf_mac, ovf_backerr, lanes.sgd_overflow)
+        m.d.comb += self.overflow.eq(overflow)
+        reg_table = {Reg.ID: MAGIC, Reg.STATUS: status, Reg.OVERFLOW: overflow,
+                     Reg.CYCLES: cycles, Reg.RETIRED: retired, Reg.PROG_START: prog_start,
+                     **g.registers()}
+        with m.Switch(offset):
+            for addr, value in reg_table.items():
+                with m.Case(int(addr)):
+                    m.d.comb += reg_value.eq(value)
+        rd_region = Signal(range(len(Region)))
+        rd_chunk = Signal(max(1, ceil_log2(max_chunks)))
+        rd_reg = Signal(32)
+        rd_ok = Signal()
+        with m.If(bus.r_en):
+            m.d.sync += [rd_region.eq(region), rd_reg.eq(reg_value), rd_ok.eq(0)]
+            for r in self.words:
+                with m.If(region == r):
+                    m.d.sync += [rd_chunk.eq(host_chunk[r]), rd_ok.eq(host_rd[r])]
+        with m.Switch(rd_region):
+            with m.Case(Region.REGS):
+                m.d.comb += bus.r_data.eq(rd_reg)
+            for r in self.words:
+                with m.Case(r):
+                    nch = chunks_of(g.word_bits(r))
+                    bits = Cat(Value.cast(rd[r].data), Const(0, 32 * nch - g.word_bits(r)))
+                    m.d.comb += bus.r_data.eq(Mux(rd_ok, bits.word_select(rd_chunk, 32), 0))
+
+        # ---- sequencer ----------------------------------------------------------------------
+        prog_rd = rd[Region.PROG]
+        fetched = Signal(self.instr_layout)
+        m.d.comb += fetched.eq(prog_rd.data)
+        with m.If(busy):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [busy.eq(1), pc.eq(prog_start), cycles.eq(0), retired.eq(0),
+                                 done_flag.eq(0)]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                m.d.comb += [prog_rd.addr.eq(pc), prog_rd.en.eq(1)]
+                m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.sync += cur.eq(fetched)
+                valid_op = ((fetched.op == Op.FORWARD) | (fetched.op == Op.LOSS) |
+                            (fetched.op == Op.BACKWARD) | (fetched.op == Op.SGD))
+                nonempty = ((fetched.k_len != 0) & (fetched.tiles_r != 0) &
+                            (fetched.tiles_c != 0))
+                with m.If(fetched.op == Op.END):
+                    m.d.sync += [busy.eq(0), done_flag.eq(1)]
+                    m.next = "IDLE"
+                with m.Elif(valid_op & nonempty & (pc < g.prog_depth)):
+                    m.next = "ISSUE"
+                with m.Else():
+                    m.d.sync += [busy.eq(0), done_flag.eq(1), op_error.eq(1)]
+                    m.next = "IDLE"
+            with m.State("ISSUE"):
+                m.d.comb += [issue.eq(1), eng.instr.valid.eq(1)]
+                with m.If(eng.instr.ready):
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += run.eq(1)
+                with m.If(instr_done):
+                    m.d.sync += [pc.eq(pc + 1), retired.eq(retired + 1)]
+                    m.next = "FETCH"
+        for name in eng.instr_layout.members:
+            m.d.comb += eng.instr.payload[name].eq(cur[name])
+        with m.If(clear):
+            m.d.sync += [op_error.eq(0), access_error.eq(0), ovf_mac.eq(0), ovf_backerr.eq(0)]
+        m.d.comb += lanes.clear.eq(clear)
+
+        # ---- engine operand reads ----------------------------------------------------------
+        act_rd, wgt_rd, err_rd = rd[Region.ACT], rd[Region.WGT], rd[Region.ERR]
+        for j in range(S):
+            m.d.comb += [
+                eng.a_rd.data[j].eq(act_rd.data[j]),
+                eng.b_rd.data[j].eq(Mux(cur.b_src, err_rd.data[j], wgt_rd.data[j])),
+            ]
+
+        # ---- front: take a drained row, read its aux word (CODE or WGT) --------------------
+        res = eng.results
+        valid1 = Signal()
+        row1 = Signal(data.ArrayLayout(signed(g.acc_width), S))
+        advance = Signal()
+        take_f = Signal()
+        m.d.comb += [
+            advance.eq(~valid1 | lanes.i.ready),
+            res.ready.eq(advance & run),
+            take_f.eq(res.valid & res.ready),
+        ]
+        front = _RowWalk(m, "front", S, cur, issue, take_f)
+        aux_addr = Signal(16)
+        m.d.comb += aux_addr.eq(Mux(op == Op.SGD, cur.row_base, cur.aux_base) + front.off)
+        with m.If(advance):
+            m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row)]
+        with m.If(take_f & res.payload.overflow):
+            m.d.sync += ovf_mac.eq(1)
+        with m.If(lanes.backerr):
+            m.d.sync += ovf_backerr.eq(1)
+        code_rd = rd[Region.CODE]
+        m.d.comb += [
+            lanes.i.valid.eq(valid1),
+            lanes.i.payload.acc.eq(row1),
+            lanes.op.eq(op),
+            lanes.divisor.eq(cur.divisor),
+            lanes.inv_slope.eq(cur.inv_slope),
+            lanes.d_g.eq(cur.d_g),
+            lanes.d_w.eq(cur.d_w),
+        ]
+        for j in range(S):
+            m.d.comb += [lanes.i.payload.wgt[j].eq(wgt_rd.data[j]),
+                         lanes.i.payload.code[j].eq(code_rd.data[j])]
+
+        # ---- writer: row writes, LOSS target, transposer -------------------------------------
+        out = lanes.o
+        emitting = Signal()
+        emit_c = Signal(max(1, ceil_log2(S)))
+        emit_addr = Signal(16)
+        emit_final = Signal()
+        take_w = Signal()
+        m.d.comb += [out.ready.eq(~emitting & run), take_w.eq(out.valid & out.ready)]
+        walk = _RowWalk(m, "writer", S, cur, issue, take_w)
+        label_rd = rd[Region.LABEL]
+        vw = lanes.value_width
+        values = [Signal(signed(vw), name=f"wb_value{j}") for j in range(S)]
+        codes = [Signal(CODE_WIDTH, name=f"wb_code{j}") for j in range(S)]
+        row_on = Signal()
+        m.d.comb += row_on.eq((walk.m < cur.row_len) &
+                              ~((op == Op.LOSS) & (label_rd.data == PAD_LABEL)))
+        for j in range(S):
+            value = out.payload.value[j]
+            lane_on = row_on & ((walk.tc_cls + j) < cur.col_len)
+            hit = (walk.tc_cls + j) == label_rd.data
+            with m.If(~lane_on):
+                m.d.comb += [values[j].eq(0), codes[j].eq(ReluCode.ZERO)]
+            with m.Elif(op == Op.LOSS):
+                m.d.comb += values[j].eq(value - Mux(hit, ONE_HOT_VALUE, 0))
+            with m.Else():
+                m.d.comb += [values[j].eq(value), codes[j].eq(out.payload.code[j])]
+        tw = max(g.act_width, g.wgt_width)
+        tbuf = [[Signal(signed(tw), name=f"tbuf{i}_{c}") for c in range(S)] for i in range(S)]
+        row_addr = Signal(16)
+        code_addr = Signal(16)
+        m.d.comb += [row_addr.eq(cur.row_base + walk.off), code_addr.eq(cur.aux_base + walk.off)]
+        with m.If(take_w):
+            for i in range(S):
+                with m.If(walk.i == i):
+                    m.d.sync += [tbuf[i][c].eq(values[c]) for c in range(S)]
+            with m.If(walk.at_i_last & cur.col_en):
+                m.d.sync += [emitting.eq(1), emit_c.eq(0), emit_final.eq(walk.final),
+                             emit_addr.eq(cur.col_base + walk.col_tr_off + walk.tc_cls)]
+            with m.Elif(walk.final):
+                m.d.comb += instr_done.eq(1)
+        with m.If(emitting):
+            for i in range(S):
+                m.d.sync += [tbuf[i][c].eq(tbuf[i][c + 1]) for c in range(S - 1)]
+            m.d.sync += [emit_c.eq(emit_c + 1), emit_addr.eq(emit_addr + 1)]
+            with m.If(emit_c == S - 1):
+                m.d.sync += emitting.eq(0)
+                with m.If(emit_final):
+                    m.d.comb += instr_done.eq(1)
+        column = [tbuf[i][0] for i in range(S)]
+
+        # label prefetch: LABEL[m] of the row the writer takes next
+        m.d.comb += [label_rd.addr.eq(Mux(issue, 0, walk.m_next)), label_rd.en.eq(issue | take_w)]
+
+        # ---- memory port multiplexing ---------------------------------------------------------
+        def host_ports(r):
+            m.d.comb += [wr[r].addr.eq(host_word[r]), wr[r].data.eq(host_word_data(r)),
+                         wr[r].en.eq(host_wr[r])]
+
+        def lanes_word(r, vals):
+            return Cat(*(v.as_signed()[:self.words[r].elem_shape.width] for v in vals))
+
+        for r in (Region.PROG, Region.LABEL):
+            host_ports(r)
+        # ACT: FORWARD rows (h) and FORWARD/LOSS columns
+        with m.If(busy):
+            with m.If(take_w & (op == Op.FORWARD)):
+                m.d.comb += [wr[Region.ACT].addr.eq(row_addr),
+                             wr[Region.ACT].data.eq(lanes_word(Region.ACT, values)),
+                             wr[Region.ACT].en.eq(1)]
+            with m.Elif(emitting & ((op == Op.FORWARD) | (op == Op.LOSS))):
+                m.d.comb += [wr[Region.ACT].addr.eq(emit_addr),
+                             wr[Region.ACT].data.eq(lanes_word(Region.ACT, column)),
+                             wr[Region.ACT].en.eq(1)]
+            # WGT: SGD rows and columns
+            with m.If(take_w & (op == Op.SGD)):
+                m.d.comb += [wr[Region.WGT].addr.eq(row_addr),
+                             wr[Region.WGT].data.eq(lanes_word(Region.WGT, values)),
+                             wr[Region.WGT].en.eq(1)]
+            with m.Elif(emitting & (op == Op.SGD)):
+                m.d.comb += [wr[Region.WGT].addr.eq(emit_addr),
+                             wr[Region.WGT].data.eq(lanes_word(Region.WGT, column)),
+                             wr[Region.WGT].en.eq(1)]
+            # ERR: LOSS and BACKWARD rows
+            with m.If(take_w & ((op == Op.LOSS) | (op == Op.BACKWARD))):
+                m.d.comb += [wr[Region.ERR].addr.eq(row_addr),
+                             wr[Region.ERR].data.eq(lanes_word(Region.ERR, values)),
+                             wr[Region.ERR].en.eq(1)]
+            # CODE: FORWARD rows
+            with m.If(take_w & (op == Op.FORWARD)):
+                m.d.comb += [wr[Region.CODE].addr.eq(code_addr),
+                             wr[Region.CODE].data.eq(Cat(*codes)),
+                             wr[Region.CODE].en.eq(1)]
+        with m.Else():
+            for r in (Region.ACT, Region.WGT, Region.ERR, Region.CODE):
+                host_ports(r)
+
+        # read ports: the datapath while busy, the host while idle
+        with m.If(busy):
+            m.d.comb += [
+                act_rd.addr.eq(eng.a_rd.addr), act_rd.en.eq(eng.a_rd.en),
+                err_rd.addr.eq(eng.b_rd.addr), err_rd.en.eq(eng.b_rd.en),
+                code_rd.addr.eq(aux_addr), code_rd.en.eq(advance),
+            ]
+            with m.If(op == Op.SGD):
+                m.d.comb += [wgt_rd.addr.eq(aux_addr), wgt_rd.en.eq(advance)]
+            with m.Else():
+                m.d.comb += [wgt_rd.addr.eq(eng.b_rd.addr), wgt_rd.en.eq(eng.b_rd.en)]
+        with m.Else():
+            for r in (Region.ACT, Region.WGT, Region.ERR, Region.CODE, Region.LABEL,
+                      Region.PROG):
+                m.d.comb += [rd[r].addr.eq(host_word[r]), rd[r].en.eq(host_rd[r])]
+        return m

@@ -1,0 +1,224 @@
+"""One training API, three backends: ``golden`` (NumPy), ``sim`` (the Trainer in Verilator)
+and ``board`` (the Trainer on an FPGA over the UART link).
+
+Every backend offers the same methods, so one script trains in each place::
+
+    backend = open_backend("sim", spec, batch=64, seed=42)
+    yhat = backend.train_step(x_int8, target_onehot, lr_inv)   # one NITRO-D step
+    weights = backend.weights()                                # dict of int64 arrays
+    backend.load_weights(weights)                              # round-trips exactly
+    backend.close()
+
+The accelerator backends hold a bus (``write(addr, words)``, ``read(addr, count)``,
+``wait_reg(addr, mask, value, max_cycles, poll)``): :class:`sim.bus_client.SimBus` for the
+simulator, :class:`LinkBus` (nitrod/link.py's LinkClient) for a board.  They compile the
+network (nitrod/compiler.py), load the initial weights of ``golden.network.Network(spec,
+seed)`` (so every backend starts from the same weights), and per step write the batch,
+run the program and read the output layer's predictions back.  An overflow flag, a program
+error or a bus access error raises :class:`AcceleratorError` naming it; nothing is silent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from golden.network import Network, NetworkSpec
+from nitrod import isa
+from nitrod.isa import OVERFLOW_BITS, REGION_SHIFT, STATUS_BITS, Geometry, Reg, Region
+
+__all__ = ["AcceleratorError", "GoldenBackend", "AcceleratorBackend", "LinkBus", "open_backend"]
+
+REGS = int(Region.REGS) << REGION_SHIFT
+
+
+class AcceleratorError(RuntimeError):
+    """The accelerator reported an overflow or an error; ``flags`` names them."""
+
+    def __init__(self, message: str, flags: dict | None = None):
+        super().__init__(message)
+        self.flags = flags or {}
+
+
+class GoldenBackend:
+    """The NumPy golden model behind the common API."""
+
+    name = "golden"
+
+    def __init__(self, spec: NetworkSpec, *, batch: int = 64, seed: int = 0):
+        self.spec, self.batch = spec, batch
+        self.net = Network(spec, seed=seed)
+        self.last_cycles = None
+        self.total_cycles = 0
+
+    def train_step(self, x, target, lr_inv: int) -> np.ndarray:
+        return self.net.train_step(x, target, lr_inv)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return {k: np.array(v, dtype=np.int64) for k, v in self.net.weights().items()}
+
+    def load_weights(self, weights) -> None:
+        self.net.load_weights(weights)
+
+    def close(self) -> None:
+        pass
+
+
+class AcceleratorBackend:
+    """The Trainer (simulated or on a board) behind the common API, over a bus."""
+
+    name = "accelerator"
+
+    def __init__(self, bus, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
+                 max_cycles: int = 10 ** 9):
+        from nitrod.compiler import compile_mlp
+
+        self.bus = bus
+        magic = self.read_reg(Reg.ID)
+        if magic != isa.MAGIC:
+            raise AcceleratorError(f"no Trainer on the bus (ID register {magic:#x}, "
+                                   f"expected {isa.MAGIC:#x})")
+        regs = {r: self.read_reg(r) for r in Reg if Reg.SIDE <= r <= Reg.D_W_WIDTH}
+        self.geometry = Geometry.from_registers(regs)
+        self.spec, self.batch = spec, batch
+        self.plan = compile_mlp(spec, self.geometry, batch)
+        self.max_cycles = max_cycles
+        self.last_cycles = None
+        self.total_cycles = 0
+        self._program_key = None
+        self.write_reg(Reg.CONTROL, 2)                       # clear stale flags
+        self.load_weights(Network(spec, seed=seed).weights())
+
+    # -- bus helpers --------------------------------------------------------------------
+    def read_reg(self, reg: int) -> int:
+        return self.bus.read(REGS | int(reg), 1)[0]
+
+    def write_reg(self, reg: int, value: int) -> None:
+        self.bus.write(REGS | int(reg), [int(value)])
+
+    def _write_words(self, region, base: int, words) -> None:
+        for addr, chunks in isa.bus_writes(self.geometry, region, base, words):
+            self.bus.write(addr, chunks)
+
+    def _read_words(self, region, base: int, count: int) -> list[int]:
+        addr, n = isa.bus_read_span(self.geometry, region, base, count)
+        return isa.words_from_bus(self.geometry, region, self.bus.read(addr, n), count)
+
+    def _write_blocks(self, blocks) -> None:
+        for region, base, words in blocks:
+            self._write_words(region, base, words)
+
+    # -- the common API -----------------------------------------------------------------
+    def load_weights(self, weights) -> None:
+        self._write_blocks(self.plan.pack_weights(weights))
+        self._check_flags()
+
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.plan.unpack_weights(self._read_words)
+
+    def _load_program(self, lr_inv: int, m: int) -> None:
+        key = (int(lr_inv), int(m))
+        if key != self._program_key:
+            words = [isa.pack_instruction(i) for i in self.plan.program(lr_inv, m)]
+            self._write_words(Region.PROG, 0, words)
+            self._program_key = key
+
+    def run_program(self) -> int:
+        """Start the program at PROG_START 0 and wait for the end; returns its cycles."""
+        self.write_reg(Reg.PROG_START, 0)
+        self.write_reg(Reg.CONTROL, 1)
+        self.bus.wait_reg(REGS | Reg.STATUS, 1 << STATUS_BITS["busy"], 0,
+                          max_cycles=self.max_cycles)
+        status = self.read_reg(Reg.STATUS)
+        if status & (1 << STATUS_BITS["busy"]):
+            raise AcceleratorError(f"the program did not end within {self.max_cycles} cycles")
+        self._check_flags(status)
+        cycles = self.read_reg(Reg.CYCLES)
+        self.last_cycles = cycles
+        self.total_cycles += cycles
+        return cycles
+
+    def flags(self, status: int | None = None) -> dict[str, bool]:
+        status = self.read_reg(Reg.STATUS) if status is None else status
+        overflow = self.read_reg(Reg.OVERFLOW)
+        out = {f"overflow_{k}": bool(overflow >> b & 1) for k, b in OVERFLOW_BITS.items()}
+        out.update({k: bool(status >> b & 1) for k, b in STATUS_BITS.items()
+                    if k in ("op_error", "access_error")})
+        return out
+
+    def _check_flags(self, status: int | None = None) -> None:
+        flags = self.flags(status)
+        raised = [k for k, v in flags.items() if v]
+        if raised:
+            raise AcceleratorError("accelerator reported " + ", ".join(raised), flags)
+
+    def train_step(self, x, target, lr_inv: int) -> np.ndarray:
+        x = np.asarray(x)
+        target = np.asarray(target)
+        labels = target.argmax(axis=1)
+        m = len(x)
+        self._write_blocks(self.plan.pack_batch(x, labels))
+        self._load_program(lr_inv, m)
+        self.run_program()
+        return self.plan.unpack_yhat(self._read_words, labels)
+
+    def close(self) -> None:
+        close = getattr(self.bus, "close", None)
+        if close is not None:
+            close()
+
+
+class LinkBus:
+    """The bus interface over nitrod/link.py's LinkClient (UART frames to a board)."""
+
+    def __init__(self, client, poll_seconds: float = 0.001):
+        self.client = client
+        self.poll_seconds = poll_seconds
+
+    def write(self, addr: int, words) -> None:
+        self.client.write(addr, list(words))
+
+    def read(self, addr: int, count: int) -> list[int]:
+        return list(self.client.read(addr, count))
+
+    def wait_reg(self, addr: int, mask: int, value: int, max_cycles: int = 0, poll: int = 0):
+        import time
+        while (self.read(addr, 1)[0] & mask) != value:
+            time.sleep(self.poll_seconds)
+        return None
+
+    def close(self) -> None:
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
+
+def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
+                 geometry: Geometry | None = None, port: str | None = None,
+                 waves: bool = False, **options):
+    """A backend by name: ``golden``, ``sim`` (builds and starts the simulator) or ``board``
+    (``port`` = the serial device)."""
+    if kind == "golden":
+        return GoldenBackend(spec, batch=batch, seed=seed)
+    if kind == "sim":
+        from sim.bus_client import SimBus
+        from hw.trainer import Trainer
+
+        geometry = geometry or Geometry()
+        bus = SimBus.start(lambda: Trainer(geometry), "trainer", waves=waves)
+        try:
+            backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
+        except BaseException:
+            bus.close()
+            raise
+        backend.name = "sim"
+        return backend
+    if kind == "board":
+        from nitrod.link import LinkClient, open_serial
+
+        if not port:
+            raise ValueError("the board backend needs --port (the board's serial device)")
+        bus = LinkBus(LinkClient(open_serial(port)))
+        backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
+        backend.name = "board"
+        return backend
+    raise ValueError(f"unknown backend {kind!r}: golden, sim or board")

@@ -1,0 +1,188 @@
+"""The Trainer (hw/trainer.py) in Verilator against the golden model, step by step.
+
+Random small MLPs (several depths and widths, odd sizes that do not fill the array, partial
+batches, every kind of constant) are compiled (nitrod/compiler.py), loaded through the host
+bus (sim/bus_client.py: the simulator runs as a child process) by the same API the CLI uses
+(nitrod/backends.py) and trained for several steps in one simulation; after every step all
+weights and the
+output layer's predictions are read back and compared with golden ``Network.train_step``
+exactly.  The NumPy model of the Trainer (nitrod/isa_model.py) runs beside it and must agree
+on every word read, padding included.  Crafted instructions force the BACKERR and SGD
+overflow flags, which must show in the OVERFLOW register and clear with CONTROL bit 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from golden.datasets import one_hot
+from golden.network import Network, NetworkSpec
+from hw.trainer import Trainer
+from nitrod import isa
+from nitrod.backends import AcceleratorBackend, AcceleratorError
+from nitrod.isa import INSTRUCTION_FIELDS, Geometry, Op, Reg, Region, pack_instruction
+from nitrod.isa_model import IsaMachine
+from sim.bus_client import SimBus
+GEOMETRY = Geometry(side=4, act_depth=2048, wgt_depth=2048, err_depth=512, code_depth=512,
+                    label_depth=64, prog_depth=32)
+
+# in_features, hidden, classes, batch capacity, seed, slope, lr_inv per step, batch per step
+NETWORKS = [
+    (13, [7], 5, 9, 1, 4, [256, 256, 768], [9, 5, 9]),
+    (21, [11, 6], 3, 16, 2, 8, [512, 512, 512], [16, 16, 3]),
+    (6, [5, 9, 4], 10, 7, 3, 3, [128, 384, 384], [7, 2, 7]),
+    (8, [4], 4, 8, 4, 16, [64, 64], [8, 8]),
+]
+
+
+def _spec(k, hidden, classes, slope, rng):
+    return NetworkSpec((1, 1, k), classes, tuple(f"l{n}" for n in hidden), relu_inv_slope=slope,
+                       fwd_decay_inv=int(rng.integers(300, 5000)),
+                       subnet_decay_inv=int(rng.integers(50, 3000)))
+
+
+MEMORIES = (Region.ACT, Region.WGT, Region.ERR, Region.CODE, Region.LABEL)
+
+
+@pytest.fixture(scope="module")
+def bus():
+    with SimBus.start(lambda: Trainer(GEOMETRY), "trainer") as b:
+        yield b
+
+
+def _lane_width(g, region):
+    return {Region.ACT: g.act_width, Region.WGT: g.wgt_width, Region.ERR: g.err_width,
+            Region.CODE: 2, Region.LABEL: 8}[region]
+
+
+def _image(backend, region):
+    """A whole memory read back through the bus, as lanes (LABEL: one value per word)."""
+    g = backend.geometry
+    words = backend._read_words(region, 0, g.depth(region))
+    if region == Region.LABEL:
+        return np.array(words)
+    return np.array([isa.unpack_word(w, _lane_width(g, region), g.side,
+                                     signed=region != Region.CODE) for w in words])
+
+
+def _clear(backend):
+    g = backend.geometry
+    for region in MEMORIES:
+        backend._write_words(region, 0, [0] * g.depth(region))
+
+
+@pytest.mark.parametrize("net_cfg", NETWORKS, ids=lambda c: f"{c[0]}-{'-'.join(map(str, c[1]))}"
+                         f"-{c[2]}_M{c[3]}")
+def test_steps_are_bit_exact_with_golden(bus, net_cfg):
+    k, hidden, classes, cap, seed, slope, lrs, sizes = net_cfg
+    rng = np.random.default_rng(seed)
+    spec = _spec(k, hidden, classes, slope, rng)
+    net = Network(spec, seed=seed)
+    backend = AcceleratorBackend.__new__(AcceleratorBackend)    # clear memories first
+    backend.bus, backend.geometry = bus, GEOMETRY
+    _clear(backend)
+    backend = AcceleratorBackend(bus, spec, batch=cap, seed=seed)
+    assert backend.geometry == GEOMETRY
+    plan = backend.plan
+    model = IsaMachine(GEOMETRY)
+    model.load(plan.pack_weights(net.weights()))
+    # loading and reading back weights round-trips exactly
+    for name, w in backend.weights().items():
+        assert np.array_equal(w, net.weights()[name]), name
+    for step, (lr_inv, m) in enumerate(zip(lrs, sizes)):
+        where = f"step {step} (batch {m}, lr_inv {lr_inv})"
+        x = rng.integers(-127, 128, size=(m, k)).astype(np.int8)
+        labels = rng.integers(0, classes, size=m)
+        target = one_hot(labels, classes)
+        yhat = backend.train_step(x, target, lr_inv)
+        want = net.train_step(x.reshape(m, 1, 1, k), target, lr_inv)
+        model.load(plan.pack_batch(x, labels))
+        stats = model.run(plan.program(lr_inv, m))
+        got = backend.weights()
+        for name, w in net.weights().items():
+            bad = np.argwhere(got[name] != w)
+            assert len(bad) == 0, (f"{where}: {name}{tuple(bad[0])} is "
+                                   f"{got[name][tuple(bad[0])]}, golden {w[tuple(bad[0])]}")
+        assert np.array_equal(yhat, want), where
+        assert backend.read_reg(Reg.RETIRED) == stats.retired, where
+        # every word of every memory, padding included, equals the NumPy Trainer model
+        for region in MEMORIES:
+            diff = np.argwhere(_image(backend, region) != model.mem[region])
+            assert len(diff) == 0, f"{where}: {region.name} {tuple(diff[0])} differs from the model"
+        # cycles: the engine's beats plus a bounded per-instruction overhead
+        cycles = backend.last_cycles
+        assert stats.beats <= cycles <= stats.beats + 160 * (stats.retired + 1), (where, cycles)
+
+
+# ---------------------------------------------------------------------- forced overflows
+
+def _ins(**f):
+    ins = {name: 0 for name, _ in INSTRUCTION_FIELDS}
+    ins.update(row_len=0xFFFF, col_len=0xFFFF, tiles_r=1, tiles_c=1, k_len=1, a_k_stride=1,
+               b_k_stride=1)
+    ins.update(f)
+    return ins
+
+
+def test_overflow_is_flagged_saturated_reported_and_cleared(bus):
+    """BACKWARD with |E * WlT| beyond the ERR lane, then SGD pushing a weight at the WGT limit
+    further: both flags set, results saturated exactly like the model, the API raises an
+    AcceleratorError naming them, and CONTROL bit 1 clears them."""
+    g = GEOMETRY
+    S = g.side
+    spec = NetworkSpec((1, 1, 4), 3, ("l4",))
+    backend = AcceleratorBackend(bus, spec, batch=4, seed=0)
+    model = IsaMachine(g)
+    wmax = 2 ** (g.wgt_width - 1) - 1
+    pad = [0] * (S - 2)
+    blocks = [
+        (Region.ACT, 0, [isa.pack_word([255, -255] + pad, g.act_width)]),
+        (Region.WGT, 0, [isa.pack_word([wmax, -wmax] + pad, g.wgt_width)]),     # B of BACKWARD
+        (Region.CODE, 0, [0] * S),                                              # PASS codes
+        (Region.ERR, 8, [isa.pack_word([-2 ** 22, 2 ** 22] + pad, g.err_width)]),  # B of SGD
+        (Region.WGT, 8, [isa.pack_word([wmax, -wmax] + pad, g.wgt_width)] * S),  # updated
+    ]
+    prog = [
+        _ins(op=Op.BACKWARD, inv_slope=4, row_base=16, aux_base=0, tc_stride=0),
+        _ins(op=Op.SGD, b_src=1, b_base=8, row_base=8, d_g=1, d_w=0),
+        _ins(op=Op.END),
+    ]
+    model.load(blocks)
+    model.run(prog)
+    assert model.overflow == {"mac": False, "backerr": True, "sgd": True}
+    backend._write_blocks(blocks + [(Region.PROG, 0, [pack_instruction(i) for i in prog])])
+    with pytest.raises(AcceleratorError, match="overflow_backerr.*overflow_sgd") as info:
+        backend.run_program()
+    assert info.value.flags["overflow_backerr"] and info.value.flags["overflow_sgd"]
+    assert not info.value.flags["overflow_mac"]
+    bits = isa.OVERFLOW_BITS
+    assert backend.read_reg(Reg.OVERFLOW) == (1 << bits["backerr"]) | (1 << bits["sgd"])
+    for region, base in ((Region.ERR, 16), (Region.WGT, 8)):
+        got = [isa.unpack_word(w, _lane_width(g, region), S)
+               for w in backend._read_words(region, base, S)]
+        assert got == model.read(region, base, S).tolist(), region.name
+    # the saturated values really are the limits (a wrong clamp fails here)
+    assert model.read(Region.ERR, 16, 1).tolist()[0][0] == 2 ** (g.err_width - 1) - 1
+    assert model.read(Region.WGT, 8, 1).tolist()[0][0] == wmax
+    backend.write_reg(Reg.CONTROL, 2)
+    assert backend.read_reg(Reg.OVERFLOW) == 0
+    assert backend.read_reg(Reg.STATUS) == 1 << isa.STATUS_BITS["done"]
+
+
+def test_memory_access_while_running_or_out_of_range_is_an_error(bus):
+    g = GEOMETRY
+    spec = NetworkSpec((1, 1, 4), 3, ("l4",))
+    backend = AcceleratorBackend(bus, spec, batch=4, seed=0)
+    # a word beyond ACT's depth: dropped, flagged
+    bus.write(isa.bus_address(Region.ACT, g.act_depth, 0, g.word_bits(Region.ACT)), [1, 2, 3])
+    assert backend.read_reg(Reg.STATUS) >> isa.STATUS_BITS["access_error"] & 1
+    with pytest.raises(AcceleratorError, match="access_error"):
+        backend._check_flags()
+    backend.write_reg(Reg.CONTROL, 2)
+    # an unknown op stops the program with op_error
+    backend._write_words(Region.PROG, 0, [pack_instruction(_ins(op=7))])
+    with pytest.raises(AcceleratorError, match="op_error"):
+        backend.run_program()
+    backend.write_reg(Reg.CONTROL, 2)
+    assert backend.read_reg(Reg.STATUS) == 1 << isa.STATUS_BITS["done"]
