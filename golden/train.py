@@ -136,10 +136,18 @@ def _plot(history, path):
 
 
 def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progress=True,
-          log=print, threads: int | None = 1) -> "TrainResult":
+          log=print, threads: int | None = 1, backend=None, after_step=None,
+          extra_metrics=None) -> "TrainResult":
     """Train ``spec`` on ``ds`` with the paper's recipe.
 
     With ``out_dir`` writes metrics.json, learning_curves.png and checkpoint.npz.
+
+    ``backend`` (an object with ``train_step(x, target, lr_inv) -> yhat`` and ``weights()``,
+    e.g. one of nitrod/backends.py) runs the training steps instead of the NumPy network;
+    the batches, their order and the schedule are the same, and after every epoch the
+    backend's weights are loaded into the NumPy network, which scores the test split.
+    ``after_step(epoch, batch, x, target, lr_inv, yhat)`` is called after every step (it may
+    raise to stop training).  ``extra_metrics()`` returns a dict merged into the metrics.
     """
     norm = Normaliser.fit(ds.x_train)
     x_train, x_test = norm(ds.x_train), norm(ds.x_test)
@@ -166,12 +174,20 @@ def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progre
             t0 = time.perf_counter()
             for b in range(nbatches):
                 idx = order[b * cfg.batch:(b + 1) * cfg.batch]
-                yhat = net.train_step(x_train[idx], t_train[idx], sched.lr_inv, observe=tracker)
+                if backend is None:
+                    yhat = net.train_step(x_train[idx], t_train[idx], sched.lr_inv,
+                                          observe=tracker)
+                else:
+                    yhat = backend.train_step(x_train[idx], t_train[idx], sched.lr_inv)
+                if after_step is not None:
+                    after_step(epoch, b, x_train[idx], t_train[idx], sched.lr_inv, yhat)
                 correct += int((yhat.argmax(axis=1) == ds.y_train[idx]).sum())
                 if bar is not None:
                     bar.update(1)
             train_time += time.perf_counter() - t0
             samples += n
+            if backend is not None:
+                net.load_weights(backend.weights())
             test_acc = evaluate(net, x_test, ds.y_test)
             rec = {"epoch": epoch, "train_accuracy": correct / n, "test_accuracy": test_acc,
                    "lr_inv": sched.lr_inv}
@@ -207,6 +223,8 @@ def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progre
         "macs_per_sample": net.macs_per_sample(),
         "history": history,
     }
+    if extra_metrics is not None:
+        metrics.update(extra_metrics())
     if tracker is not None:
         metrics["ranges"] = tracker.as_dict()
     if out_dir is not None:

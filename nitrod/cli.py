@@ -111,7 +111,15 @@ def cmd_ranges(args) -> int:
     return 0
 
 
+def cmd_sim(args) -> int:
+    from nitrod.sim_train import cmd_sim as run
+    return run(args)
+
+
 def cmd_bench(args) -> int:
+    if args.what == "sim":
+        from nitrod.sim_train import cmd_bench_sim
+        return cmd_bench_sim(args)
     if args.what != "golden":
         print(f"unknown benchmark {args.what!r}", file=sys.stderr)
         return 2
@@ -126,6 +134,11 @@ def cmd_bench(args) -> int:
 def cmd_synth_unit(argv) -> int:
     from boards.synth_unit import main as synth_unit_main
     return synth_unit_main(argv, prog="nitrod synth-unit")
+
+
+def cmd_build(argv) -> int:
+    from boards.build import main as build_main
+    return build_main(argv, prog="nitrod build")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the ranges to this JSON file")
     p.set_defaults(func=cmd_ranges)
 
+    p = train_like("sim", "train on the Trainer gateware simulated in Verilator (MLPs)")
+    p.add_argument("--out", default=None, help="folder for metrics.json, curves and checkpoint")
+    p.add_argument("--check", action="store_true",
+                   help="train the golden model beside it; compare every weight after every "
+                        "batch and stop at the first difference")
+    p.add_argument("--side", type=int, default=None,
+                   help="MAC array side S (S x S MACs; default 8)")
+    p.add_argument("--waves-batch", type=int, default=None, metavar="N",
+                   help="replay batch N (from 0) with waveform tracing into OUT/waves.vcd")
+    p.set_defaults(func=cmd_sim)
+
     p = sub.add_parser("eval", help="score a checkpoint on its dataset's test split")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--dataset", default=None, help="defaults to the checkpoint's dataset")
@@ -163,11 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
     # (main() hands `nitrod synth-unit ...` to it before this parser sees the arguments.)
     sub.add_parser("synth-unit", help="synthesise, place and route one RTL unit; print "
                                       "LUT/DSP/RAM counts and Fmax (nitrod synth-unit --help)")
+    # Likewise boards/build.py (main() hands `nitrod build ...` to it).
+    sub.add_parser("build", help="build a board bitstream (host link + core) and report.json "
+                                 "(nitrod build --help)")
 
-    p = sub.add_parser("bench", help="print performance figures")
-    p.add_argument("what", choices=("golden",))
-    p.add_argument("--batches", type=int, default=400)
-    p.add_argument("--threads", type=int, default=1)
+    p = sub.add_parser("bench", help="print performance figures (golden: NumPy samples/s; "
+                                      "sim: Trainer cycles per step vs the bound)")
+    p.add_argument("what", choices=("golden", "sim"))
+    p.add_argument("--batches", type=int, default=400, help="golden: batches to time")
+    p.add_argument("--threads", type=int, default=1, help="golden: BLAS threads")
+    p.add_argument("--steps", type=int, default=2, help="sim: training steps to run")
+    p.add_argument("--side", type=int, default=None, help="sim: MAC array side (default 8)")
+    p.add_argument("--inputs", type=int, default=784, help="sim: MLP inputs")
+    p.add_argument("--hidden", default="100,50", help="sim: MLP hidden sizes")
+    p.add_argument("--classes", type=int, default=10, help="sim: classes")
+    p.add_argument("--batch", type=int, default=64, help="sim: batch size")
+    p.add_argument("--json", default=None, help="sim: also write the figures to this file")
     p.set_defaults(func=cmd_bench)
     return ap
 
@@ -176,6 +211,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["synth-unit"]:
         return cmd_synth_unit(argv[1:])
+    if argv[:1] == ["build"]:
+        return cmd_build(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
