@@ -1,6 +1,6 @@
 """Forward layer: IntegerLinear -> NITRO Scaling -> NITRO-ReLU for a batch, in hardware.
 
-Product 1 of docs/PLAN-trainer.md: ``H = relu(scale(X @ W.T, K), a)`` with the ReLU derivative
+Product 1 of a training step (docs/ARCHITECTURE.md section 7): ``H = relu(scale(X @ W.T, K), a)`` with the ReLU derivative
 codes, bit-exact with ``golden.arith.nitro_relu(golden.arith.nitro_scale(golden.layers.linear(X, W),
 K), a)``.  A :class:`hw.tile_engine.TileEngine` computes ``Z = X @ W.T`` tile by tile; each result
 row (``cols`` accumulators) goes through ``cols`` parallel lanes, each a :class:`hw.scaler.Scaler`

@@ -1,6 +1,6 @@
 """Tile engine: one tiled matrix product on a MacArray, fed from two on-chip operand memories.
 
-This is the first building block of the training accelerator (docs/PLAN-trainer.md): one
+The Trainer's matrix-product engine (docs/ARCHITECTURE.md section 7): one
 *instruction* describes a matrix product ``P = LHS @ RHS`` cut into ``rows x cols`` tiles, and the
 engine streams, for every tile, ``k_len`` operand beats from the memories into the array at one
 beat per cycle, tile after tile without bubbles, then hands the array's result rows out annotated

@@ -44,11 +44,11 @@ batch); ``program(lr_inv, m)`` is trimmed to a batch of ``m`` samples (sample ti
 ``ceil(m/S)``, SGD contracting over ``m``), which saves beats on partial batches and never reads
 a padding sample's rows, so it does not depend on the LOSS padding rule below.
 
-Padding notes: padded samples carry label 255, so (by isa.py's LOSS rule) their errors are
-forced to 0 and they add nothing to any gradient; products contract over the real K (not Kp),
-so padded feature columns are never read.  The padded output features of a block do compute non-zero values
-(``NitroRelu(0) = -c(a)``), which train the padded rows/columns of W, Wl and WlT; those words
-are never read into a real result (see :meth:`Plan.clear_padding` to reset them).
+Padding: every instruction carries ``row_len`` and ``col_len`` (the real rows and columns of
+its result), and the Trainer writes 0 for every padded row and lane (isa.py), so every padded
+word in every memory stays exactly 0: padded neurons do not train as phantom ones (NITRO-ReLU(0)
+is ``-c(a)``, not 0).  Padded samples also carry label 255, whose errors LOSS forces to 0.
+Products contract over the real K (not Kp).
 """
 
 from __future__ import annotations
@@ -365,11 +365,6 @@ class Plan:
                                  self.side)
             out[layer] = _unblocked(lanes, rows_p, cols_p, self.side)[:shape[0], :shape[1]].copy()
         return out
-
-    def clear_padding(self, read_words: ReadWords) -> list[tuple[Region, int, list[int]]]:
-        """Words that reset the padded weights (trained by padded features, never read into a
-        real result) to zero: ``pack_weights(unpack_weights(read_words))``."""
-        return self.pack_weights(self.unpack_weights(read_words))
 
     # --- batches ---------------------------------------------------------------
     def pack_batch(self, x, labels) -> list[tuple[Region, int, list[int]]]:

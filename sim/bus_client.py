@@ -93,13 +93,21 @@ class SimBus:
         """Build (cached) and start ``design`` under the bus server; connect to it.
 
         ``design``, ``toplevel``, ``build_args``, ``waves``, ``seed`` and ``extra_env`` go to
-        :func:`sim.harness.run_cocotb`.  ``start_timeout`` bounds conversion + build +
-        simulator start (a cold Verilator build takes up to about a minute);
+        :func:`sim.harness.run_cocotb`.  The design is converted and built (or found in the
+        build cache) first, with no time limit; ``start_timeout`` bounds the simulator's start;
         ``io_timeout`` (seconds, None = no limit) bounds each request.  Sets
         ``COCOTB_TRUST_INERTIAL_WRITES=1`` unless ``extra_env`` says otherwise: the clock
         then runs in the simulator, not in Python, so idle cycles are cheap.
         """
-        from sim.harness import run_cocotb
+        from sim.harness import _waves_requested, build_verilator, run_cocotb, verilog_of
+
+        # Build first, in this thread and without a deadline (a cold build of a large design
+        # takes minutes); the simulator then starts from the cache within start_timeout.
+        build_args = tuple(build_args)
+        verilog_text = verilog_of(design, toplevel)
+        build_verilator(verilog_text, toplevel, build_args=build_args,
+                        waves=_waves_requested(waves))
+        design = verilog_text
 
         tmpdir = tempfile.mkdtemp(prefix="nitrod-bus-")
         path = os.path.join(tmpdir, "bus.sock")

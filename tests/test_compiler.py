@@ -418,3 +418,29 @@ def test_machine_catches_compiler_bugs():
         m.write(Region.LABEL, 16, 3)
     with pytest.raises(OverflowError, match="ACT"):
         m.write(Region.ACT, 0, [256, 0])
+
+
+def test_padding_stays_zero_while_training():
+    """The row_len/col_len masks keep every padded word 0 (NITRO-ReLU(0) is not 0: without
+    them padded neurons would train as phantom ones); checked over the whole WGT/ACT/ERR."""
+    rng = np.random.default_rng(11)
+    spec = _spec(13, [7, 5], 6)
+    geom = Geometry(side=4, **BIG)
+    plan = compile_mlp(spec, geom, 10)
+    net = Network(spec, seed=3)
+    machine = IsaMachine(geom)
+    machine.load(plan.pack_weights(net.weights()))
+    for m in (10, 7, 10):
+        x = rng.integers(-127, 128, size=(m, 13)).astype(np.int8)
+        labels = rng.integers(0, 6, size=m)
+        machine.load(plan.pack_batch(x, labels))
+        machine.run(plan.program(256))          # the full-batch program: padded samples too
+        net.train_step(x.reshape(m, 1, 1, 13), one_hot(labels, 6), 256)
+    # re-packing the golden weights gives exactly the words in WGT, padding included
+    for region, base, words in plan.pack_weights(net.weights()):
+        assert machine.read_words(region, base, len(words)) == words
+    # and the hidden activations' padded neuron (lane 3 of block 1: neuron 7 of 7) is 0
+    mp = plan.padded_batch
+    h = machine.read(Region.ACT, plan.regions["block0.h_sm"].base + mp, 10)   # neurons 4..7
+    assert h.shape == (10, 4)
+    assert (h[:, 3] == 0).all() and (h[:, :3] != 0).any()

@@ -24,8 +24,8 @@ from nitrod.backends import AcceleratorBackend, AcceleratorError
 from nitrod.isa import INSTRUCTION_FIELDS, Geometry, Op, Reg, Region, pack_instruction
 from nitrod.isa_model import IsaMachine
 from sim.bus_client import SimBus
-GEOMETRY = Geometry(side=4, act_depth=2048, wgt_depth=2048, err_depth=512, code_depth=512,
-                    label_depth=64, prog_depth=32)
+# The default memories with a 4 x 4 array: the same build as `nitrod sim --side 4` (tests/test_cli.py)
+GEOMETRY = Geometry(side=4)
 
 # in_features, hidden, classes, batch capacity, seed, slope, lr_inv per step, batch per step
 NETWORKS = [

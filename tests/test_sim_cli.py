@@ -1,0 +1,70 @@
+"""`nitrod sim`: training on the simulated Trainer, checked against the golden model.
+
+Runs with a 4 x 4 array (`--side 4`), the same Verilator build as tests/test_trainer.py.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from nitrod.cli import main
+from nitrod.sim_train import first_difference
+
+SIM = ["sim", "--dataset", "digits", "--model", "mlp", "--hidden", "100,50", "--side", "4",
+       "--seed", "42", "--quiet"]
+
+
+def test_one_epoch_with_check_has_no_mismatch_and_matches_golden_training(tmp_path):
+    out = tmp_path / "sim"
+    assert main(SIM + ["--epochs", "1", "--check", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["checked"] and m["mismatches"] == 0 and m["first_mismatch"] is None
+    assert m["steps"] == 23                       # 1437 samples in batches of 64
+    assert 0 < m["mac_utilisation"] <= 1 and m["sim_cycles_per_second"] > 0
+    assert m["cycles_lower_bound_per_batch"] <= m["cycles_per_batch"]
+    # identical weights, so identical accuracy to the golden trainer with the same seed
+    gold = tmp_path / "golden"
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--hidden", "100,50",
+                 "--epochs", "1", "--seed", "42", "--quiet", "--out", str(gold)]) == 0
+    g = json.loads((gold / "metrics.json").read_text())
+    assert m["history"][0]["test_accuracy"] == g["history"][0]["test_accuracy"]
+    assert m["history"][0]["train_accuracy"] == g["history"][0]["train_accuracy"]
+    z_sim, z_gold = np.load(out / "checkpoint.npz"), np.load(gold / "checkpoint.npz")
+    for key in z_gold.files:
+        if key.startswith("w/"):
+            assert np.array_equal(z_sim[key], z_gold[key]), key
+
+
+def test_check_stops_at_the_first_difference_and_names_it(tmp_path, monkeypatch, capsys):
+    from nitrod import backends
+
+    real = backends.AcceleratorBackend.weights
+
+    def corrupted(self):
+        ws = real(self)
+        ws["block1.local"][2, 3] += 1
+        return ws
+
+    monkeypatch.setattr(backends.AcceleratorBackend, "weights", corrupted)
+    out = tmp_path / "bad"
+    assert main(SIM + ["--epochs", "1", "--check", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "MISMATCH at epoch 1 batch 0: block1.local(2, 3)" in err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["mismatches"] == 1
+    f = m["first_mismatch"]
+    assert f["layer"] == "block1.local" and f["index"] == [2, 3] and f["sim"] == f["golden"] + 1
+
+
+def test_first_difference():
+    a = {"x": np.zeros((2, 3), int), "y": np.arange(4)}
+    b = {"x": np.zeros((2, 3), int), "y": np.arange(4)}
+    assert first_difference(a, b) is None
+    b["y"][2] = 7
+    assert first_difference(a, b) == ("y", (2,), 2, 7)
+
+
+def test_sim_refuses_cnn(capsys):
+    assert main(["sim", "--dataset", "digits", "--model", "cnn", "--epochs", "1"]) == 2
+    assert "MLP" in capsys.readouterr().err
