@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -143,6 +144,9 @@ class Trainer(wiring.Component):
                     raise ValueError(f"{region.name} does not fit its bus window")
         self.geometry = g
         S = g.side
+        #: rows between the engine and the writer (the lanes' latency plus slack for the
+        #: transposer's S-cycle emission per tile); a row leaves the engine against a credit
+        self.fifo_depth = 64
         self.engine = TileEngine(S, S, a_width=g.act_width, b_width=max(g.err_width, g.wgt_width),
                                  acc_width=g.acc_width, a_depth=g.act_depth,
                                  b_depth=max(g.wgt_depth, g.err_depth), count_width=COUNT_WIDTH,
@@ -330,21 +334,24 @@ class Trainer(wiring.Component):
             ]
 
         # ---- front: take a drained row, read its aux word (CODE or WGT) --------------------
+        # Credit flow control: the lanes never stall (their output goes into a FIFO that
+        # always has room), so no ready signal runs back through them.  ``credits`` counts
+        # the FIFO words neither holding a row nor promised to a row inside the lanes; a row
+        # leaves the engine only against a credit.
         res = eng.results
         valid1 = Signal()
         row1 = Signal(data.ArrayLayout(signed(g.acc_width), S))
-        advance = Signal()
         take_f = Signal()
+        credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
+        has_credit = Signal()
         m.d.comb += [
-            advance.eq(~valid1 | lanes.i.ready),
-            res.ready.eq(advance & run),
+            res.ready.eq(run & has_credit),
             take_f.eq(res.valid & res.ready),
         ]
         front = _RowWalk(m, "front", S, cur, issue, take_f)
         aux_addr = Signal(16)
         m.d.comb += aux_addr.eq(Mux(op == Op.SGD, cur.row_base, cur.aux_base) + front.off)
-        with m.If(advance):
-            m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row)]
+        m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row)]
         with m.If(take_f & res.payload.overflow):
             m.d.sync += ovf_mac.eq(1)
         with m.If(lanes.backerr):
@@ -363,14 +370,36 @@ class Trainer(wiring.Component):
             m.d.comb += [lanes.i.payload.wgt[j].eq(wgt_rd.data[j]),
                          lanes.i.payload.code[j].eq(code_rd.data[j])]
 
+        # ---- lanes -> FIFO -> writer ------------------------------------------------------------
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=lanes.out_layout.size,
+                                                    depth=self.fifo_depth)
+        m.d.comb += [
+            lanes.o.ready.eq(1),
+            fifo.w_en.eq(lanes.o.valid),
+            fifo.w_data.eq(lanes.o.payload),
+        ]
+        out_payload = Signal(lanes.out_layout)
+        m.d.comb += out_payload.eq(fifo.r_data)
+
         # ---- writer: row writes, LOSS target, transposer -------------------------------------
-        out = lanes.o
         emitting = Signal()
         emit_c = Signal(max(1, ceil_log2(S)))
         emit_addr = Signal(16)
         emit_final = Signal()
         take_w = Signal()
-        m.d.comb += [out.ready.eq(~emitting & run), take_w.eq(out.valid & out.ready)]
+        m.d.comb += [take_w.eq(fifo.r_rdy & ~emitting & run), fifo.r_en.eq(take_w)]
+        with m.If(issue):
+            m.d.sync += credits.eq(self.fifo_depth)
+        with m.Elif(take_f & ~take_w):
+            m.d.sync += credits.eq(credits - 1)
+        with m.Elif(take_w & ~take_f):
+            m.d.sync += credits.eq(credits + 1)
+        # registered: credits > 1, or credits == 1 and none is being taken now
+        with m.If(issue):
+            m.d.sync += has_credit.eq(1)
+        with m.Else():
+            next_credits = credits - take_f + take_w
+            m.d.sync += has_credit.eq(next_credits != 0)
         walk = _RowWalk(m, "writer", S, cur, issue, take_w)
         label_rd = rd[Region.LABEL]
         vw = lanes.value_width
@@ -380,7 +409,7 @@ class Trainer(wiring.Component):
         m.d.comb += row_on.eq((walk.m < cur.row_len) &
                               ~((op == Op.LOSS) & (label_rd.data == PAD_LABEL)))
         for j in range(S):
-            value = out.payload.value[j]
+            value = out_payload.value[j]
             lane_on = row_on & ((walk.tc_cls + j) < cur.col_len)
             hit = (walk.tc_cls + j) == label_rd.data
             with m.If(~lane_on):
@@ -388,7 +417,7 @@ class Trainer(wiring.Component):
             with m.Elif(op == Op.LOSS):
                 m.d.comb += values[j].eq(value - Mux(hit, ONE_HOT_VALUE, 0))
             with m.Else():
-                m.d.comb += [values[j].eq(value), codes[j].eq(out.payload.code[j])]
+                m.d.comb += [values[j].eq(value), codes[j].eq(out_payload.code[j])]
         tw = max(g.act_width, g.wgt_width)
         tbuf = [[Signal(signed(tw), name=f"tbuf{i}_{c}") for c in range(S)] for i in range(S)]
         row_addr = Signal(16)
@@ -464,10 +493,10 @@ class Trainer(wiring.Component):
             m.d.comb += [
                 act_rd.addr.eq(eng.a_rd.addr), act_rd.en.eq(eng.a_rd.en),
                 err_rd.addr.eq(eng.b_rd.addr), err_rd.en.eq(eng.b_rd.en),
-                code_rd.addr.eq(aux_addr), code_rd.en.eq(advance),
+                code_rd.addr.eq(aux_addr), code_rd.en.eq(take_f),
             ]
             with m.If(op == Op.SGD):
-                m.d.comb += [wgt_rd.addr.eq(aux_addr), wgt_rd.en.eq(advance)]
+                m.d.comb += [wgt_rd.addr.eq(aux_addr), wgt_rd.en.eq(take_f)]
             with m.Else():
                 m.d.comb += [wgt_rd.addr.eq(eng.b_rd.addr), wgt_rd.en.eq(eng.b_rd.en)]
         with m.Else():
