@@ -168,26 +168,42 @@ class AcceleratorBackend:
 
 
 class LinkBus:
-    """The bus interface over nitrod/link.py's LinkClient (UART frames to a board)."""
+    """The bus interface over nitrod/link.py's LinkClient (UART frames to a board).
 
-    def __init__(self, client, poll_seconds: float = 0.001):
+    ``wait_reg`` polls; between polls it sleeps ``poll_seconds``, or, if the client's transport
+    has ``idle(cycles)`` (a simulated line: sim/link_client.py), lets ``poll_cycles`` (or the
+    caller's ``poll``) clock cycles pass and then gives up after ``max_cycles`` of them."""
+
+    def __init__(self, client, poll_seconds: float = 0.001, poll_cycles: int = 2048):
         self.client = client
         self.poll_seconds = poll_seconds
+        self.poll_cycles = poll_cycles
 
     def write(self, addr: int, words) -> None:
-        self.client.write(addr, list(words))
+        self.client.write_words(addr, list(words))
 
     def read(self, addr: int, count: int) -> list[int]:
-        return list(self.client.read(addr, count))
+        return list(self.client.read_words(addr, count))
 
     def wait_reg(self, addr: int, mask: int, value: int, max_cycles: int = 0, poll: int = 0):
         import time
+        idle = getattr(getattr(self.client, "transport", None), "idle", None)
+        waited = 0
         while (self.read(addr, 1)[0] & mask) != value:
-            time.sleep(self.poll_seconds)
-        return None
+            if idle is None:
+                time.sleep(self.poll_seconds)
+                continue
+            if max_cycles and waited >= max_cycles:
+                return waited
+            step = poll or self.poll_cycles
+            idle(step)
+            waited += step
+        return None if idle is None else waited
 
     def close(self) -> None:
         close = getattr(self.client, "close", None)
+        if close is None:
+            close = getattr(getattr(self.client, "transport", None), "close", None)
         if close is not None:
             close()
 
@@ -211,6 +227,27 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
             bus.close()
             raise
         backend.name = "sim"
+        return backend
+    if kind == "sim-uart":
+        from hw.linked_trainer import LinkedTrainer
+        from nitrod.link import LinkClient
+        from sim.link_client import SimUartTransport
+
+        geometry = geometry or Geometry()
+        cpb = int(options.pop("clocks_per_bit", 8))
+        link_timeout = int(options.pop("link_timeout", 64 * 10 * cpb))
+        max_burst = int(options.pop("max_burst", 64))
+        transport = SimUartTransport.start(
+            lambda: LinkedTrainer(geometry, clocks_per_bit=cpb, timeout=link_timeout,
+                                  max_burst=max_burst),
+            "linked_trainer", clocks_per_bit=cpb, link_timeout=link_timeout, waves=waves)
+        try:
+            bus = LinkBus(LinkClient(transport, max_burst=max_burst))
+            backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
+        except BaseException:
+            transport.close()
+            raise
+        backend.name = "sim-uart"
         return backend
     if kind == "board":
         from nitrod.link import LinkClient, open_serial

@@ -1,0 +1,71 @@
+"""The Trainer behind the board link, without a board: serial line in, serial line out.
+
+::
+
+    rx --> UartRx --> HostLink --> bus (BusSignature) --> core (the Trainer by default)
+    tx <-- UartTx <-/        status bit 0 <-- core.busy
+
+:class:`LinkedTrainer` is platform independent (no pins, no PLL, the default ``sync``
+domain and its reset): a board top wraps it with clocking and pins, and the simulator runs it
+as is (``sim/link_client.py``: the whole link, UART bits included, in Verilator).  The frame
+format is in ``hw/host_link.py``; the host side is ``nitrod/link.py``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import C, Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.host_link import HostLink
+from hw.uart import UartRx, UartTx
+
+__all__ = ["LinkedTrainer"]
+
+
+class LinkedTrainer(wiring.Component):
+    """UART -> HostLink -> ``core`` (a :class:`hw.trainer.Trainer` of ``geometry`` by default).
+
+    Parameters
+    ----------
+    geometry : nitrod.isa.Geometry or None -- of the default core (ignored when ``core`` is given)
+    clocks_per_bit : int -- UART divisor, clock cycles per bit (>= 4)
+    timeout : int -- HostLink inter-byte timeout in cycles
+    max_burst : int -- HostLink's largest READ/WRITE burst (1..255)
+    core : any component with ``bus: In(BusSignature(n))`` and optionally ``busy: Out(1)``
+
+    Ports
+    -----
+    rx : In(1, init=1) -- serial line from the host (8N1, idle high)
+    tx : Out(1, init=1) -- serial line to the host
+    busy : Out(1) -- the core's ``busy`` (0 if it has none); PING's status word is this bit
+    """
+
+    def __init__(self, geometry=None, *, clocks_per_bit: int, timeout: int, max_burst: int = 64,
+                 core=None):
+        if core is None:
+            from hw.trainer import Trainer
+            from nitrod.isa import Geometry
+
+            core = Trainer(geometry or Geometry())
+        self.core = core
+        self.clocks_per_bit = int(clocks_per_bit)
+        self.timeout = int(timeout)
+        self.max_burst = int(max_burst)
+        self.addr_width = core.signature.members["bus"].signature.addr_width
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = urx = UartRx(self.clocks_per_bit)
+        m.submodules.uart_tx = utx = UartTx(self.clocks_per_bit)
+        m.submodules.link = link = HostLink(addr_width=self.addr_width, max_burst=self.max_burst,
+                                            timeout=self.timeout)
+        m.submodules.core = core = self.core
+        wiring.connect(m, urx.o, link.rx)
+        wiring.connect(m, link.tx, utx.i)
+        wiring.connect(m, link.bus, core.bus)
+        busy = core.busy if "busy" in core.signature.members else C(0, 1)
+        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx), self.busy.eq(busy),
+                     link.status.eq(busy)]
+        return m
