@@ -116,6 +116,11 @@ def cmd_sim(args) -> int:
     return run(args)
 
 
+def cmd_board_train(args) -> int:
+    from nitrod.sim_train import cmd_sim as run
+    return run(args, kind="board")
+
+
 def cmd_bench(args) -> int:
     if args.what == "sim":
         from nitrod.sim_train import cmd_bench_sim
@@ -174,7 +179,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MAC array side S (S x S MACs; default 8)")
     p.add_argument("--waves-batch", type=int, default=None, metavar="N",
                    help="replay batch N (from 0) with waveform tracing into OUT/waves.vcd")
+    p.add_argument("--link", choices=("bus", "uart"), default="bus",
+                   help="bus: drive the Trainer's host bus directly (fast); uart: through the "
+                        "board's UART frame protocol, bit by bit (slow, like a board)")
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("board", help="train on a board over its USB serial link")
+    bsub = p.add_subparsers(dest="board_cmd", required=True)
+    p = bsub.add_parser("train", help="the training of `nitrod sim`, on the board's Trainer")
+    _add_network_args(p)
+    p.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/ttyUSB0")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr-inv", type=int, default=512)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--check", action="store_true",
+                   help="train the golden model beside it and compare after every batch")
+    p.set_defaults(func=cmd_board_train, waves_batch=None, side=None)
 
     p = sub.add_parser("eval", help="score a checkpoint on its dataset's test split")
     p.add_argument("--checkpoint", required=True)
@@ -217,7 +240,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (ValueError, TypeError, KeyError, FileNotFoundError, ZeroDivisionError,
-            OverflowError) as exc:
+            OverflowError, OSError, RuntimeError) as exc:
         from golden.datasets import DatasetError
         kind = "error" if isinstance(exc, DatasetError) else type(exc).__name__
         print(f"nitrod: {kind}: {exc}", file=sys.stderr)

@@ -95,13 +95,17 @@ def _geometry(args):
     return g
 
 
-def cmd_sim(args) -> int:
+def cmd_sim(args, kind: str | None = None) -> int:
+    """``nitrod sim`` (kind "sim", or "sim-uart" with ``--link uart``) and ``nitrod board
+    train`` (kind "board"): the same training loop on any accelerator backend."""
     from golden.datasets import load_dataset
     from golden.network import Network
     from golden.train import train
     from nitrod.backends import open_backend
     from nitrod.cli import _spec_from_args, _train_config
 
+    kind = kind or ("sim-uart" if getattr(args, "link", "bus") == "uart" else "sim")
+    where = "the board" if kind == "board" else "the simulator"
     if args.model != "mlp":
         print("nitrod sim: the Trainer runs MLPs (--model mlp)", file=sys.stderr)
         return 2
@@ -110,11 +114,12 @@ def cmd_sim(args) -> int:
     geometry = _geometry(args)
     out = Path(args.out) if args.out else None
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test; "
-          f"MLP {','.join(spec.layers)}; Trainer side {geometry.side} "
-          f"({geometry.side ** 2} MACs); building/starting the simulator ...", flush=True)
+          f"MLP {','.join(spec.layers)}; connecting to {where} ...", flush=True)
     t0 = time.perf_counter()
-    backend = open_backend("sim", spec, batch=args.batch, seed=args.seed, geometry=geometry)
-    print(f"simulator up in {time.perf_counter() - t0:.1f} s", flush=True)
+    options = {"port": args.port} if kind == "board" else {"geometry": geometry}
+    backend = open_backend(kind, spec, batch=args.batch, seed=args.seed, **options)
+    print(f"{where} ready in {time.perf_counter() - t0:.1f} s: Trainer {backend.geometry.side} x "
+          f"{backend.geometry.side} ({backend.geometry.side ** 2} MACs)", flush=True)
     print(backend.plan.describe())
     stats = SimStats(backend)
     ref = Network(spec, seed=args.seed) if args.check else None

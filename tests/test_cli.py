@@ -46,6 +46,8 @@ def test_ranges_prints_table(capsys, tmp_path):
     (["train", "--dataset", "digits", "--model", "cnn", "--arch", "q3", "--epochs", "1"], "bad layer"),
     (["train", "--dataset", "digits", "--epochs", "0"], "epochs"),
     (["eval", "--checkpoint", "/nonexistent.npz"], "does not exist"),
+    (["board", "train", "--dataset", "digits", "--port", "/dev/nonexistent", "--epochs", "1"],
+     "could not open port"),
 ])
 def test_clear_errors(argv, msg, capsys):
     assert main(argv) == 2
