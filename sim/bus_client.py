@@ -105,8 +105,11 @@ class SimBus:
         # takes minutes); the simulator then starts from the cache within start_timeout.
         build_args = tuple(build_args)
         verilog_text = verilog_of(design, toplevel)
-        build_verilator(verilog_text, toplevel, build_args=build_args,
-                        waves=_waves_requested(waves))
+        try:
+            build_verilator(verilog_text, toplevel, build_args=build_args,
+                            waves=_waves_requested(waves))
+        except RuntimeError as error:
+            raise SimBusError(f"simulation of {toplevel} could not start: {error}") from None
         design = verilog_text
 
         tmpdir = tempfile.mkdtemp(prefix="nitrod-bus-")
