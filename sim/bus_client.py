@@ -89,13 +89,17 @@ class SimBus:
     @classmethod
     def start(cls, design, toplevel: str, *, build_args: Iterable[str] = (), waves: bool = False,
               extra_env: Mapping[str, str] | None = None, start_timeout: float = 600.0,
-              io_timeout: float | None = None, seed: int | None = None) -> "SimBus":
+              io_timeout: float | None = None, seed: int | None = None,
+              server_module: str = "sim.bus_server", testcase: str = "serve_bus",
+              params: Mapping | None = None) -> "SimBus":
         """Build (cached) and start ``design`` under the bus server; connect to it.
 
         ``design``, ``toplevel``, ``build_args``, ``waves``, ``seed`` and ``extra_env`` go to
         :func:`sim.harness.run_cocotb`.  The design is converted and built (or found in the
         build cache) first, with no time limit; ``start_timeout`` bounds the simulator's start;
-        ``io_timeout`` (seconds, None = no limit) bounds each request.  Sets
+        ``io_timeout`` (seconds, None = no limit) bounds each request.  ``server_module``,
+        ``testcase`` and ``params`` select another cocotb server speaking the same framing
+        (sim/link_server.py).  Sets
         ``COCOTB_TRUST_INERTIAL_WRITES=1`` unless ``extra_env`` says otherwise: the clock
         then runs in the simulator, not in Python, so idle cycles are cheap.
         """
@@ -130,9 +134,9 @@ class SimBus:
 
         def target():
             try:
-                state["run"] = run_cocotb(design, toplevel, "sim.bus_server", testcase="serve_bus",
+                state["run"] = run_cocotb(design, toplevel, server_module, testcase=testcase,
                                           build_args=build_args, waves=waves, seed=seed,
-                                          extra_env=env)
+                                          extra_env=env, params=params)
             except BaseException as error:  # reported to the host thread
                 state["error"] = error
 

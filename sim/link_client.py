@@ -37,19 +37,13 @@ This module does not import cocotb; Amaranth and the harness are imported in :me
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import struct
-import tempfile
-import threading
-import time
 from typing import Iterable, Mapping
 
-from sim.bus_client import SOCKET_ENV, SimBus, SimBusError, _describe
+from sim.bus_client import SimBus
 
 __all__ = ["SimUartTransport", "line_harness", "OP_SEND", "OP_RECV", "OP_IDLE", "OP_STATS",
-           "SEND_REQ", "RECV_REQ", "STATS_REP", "PARAMS_ENV"]
+           "SEND_REQ", "RECV_REQ", "STATS_REP"]
 
 # Wire format: sim/bus_client.py's framing (HEADER, STATUS_*, OP_QUIT = 0x05 and SimBus.close),
 # with these requests (all integers little-endian):
@@ -67,8 +61,6 @@ SEND_REQ = struct.Struct("<I")
 RECV_REQ = struct.Struct("<IQ")
 IDLE_REQ = struct.Struct("<Q")
 STATS_REP = struct.Struct("<QQQIQ")   # cycle, bytes sent, bytes received, line errors, wakeups
-#: JSON parameters of the server (clocks per bit, window).
-PARAMS_ENV = "NITROD_LINK_PARAMS"
 
 
 def line_harness(design, window: int):
@@ -140,64 +132,18 @@ class SimUartTransport:
         of the player and the recorder (cycles per server wakeup).  The rest as
         :meth:`sim.bus_client.SimBus.start`.
         """
-        import json
-
-        from sim.harness import run_cocotb
-
         if clocks_per_bit < 4:
             raise ValueError("clocks_per_bit must be >= 4")
         byte_cycles = 10 * clocks_per_bit
         if read_timeout is None:
             read_timeout = 2 * link_timeout + 64 * byte_cycles
-        top = line_harness(design, window)
-        tmpdir = tempfile.mkdtemp(prefix="nitrod-link-")
-        path = os.path.join(tmpdir, "link.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(path)
-            listener.listen(1)
-            listener.settimeout(0.2)
-        except BaseException:
-            listener.close()
-            shutil.rmtree(tmpdir, ignore_errors=True)
-            raise
-        env = {"COCOTB_TRUST_INERTIAL_WRITES": "1", **(extra_env or {}), SOCKET_ENV: path,
-               PARAMS_ENV: json.dumps({"clocks_per_bit": clocks_per_bit, "window": window})}
-        state: dict = {}
-        build_args = tuple(build_args)
-
-        def target():
-            try:
-                state["run"] = run_cocotb(top, toplevel, "sim.link_server", testcase="serve_link",
-                                          build_args=build_args, waves=waves, seed=seed,
-                                          extra_env=env)
-            except BaseException as error:  # reported to the host thread
-                state["error"] = error
-
-        thread = threading.Thread(target=target, name=f"simlink-{toplevel}", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + start_timeout
-        try:
-            while True:
-                try:
-                    sock, _ = listener.accept()
-                    break
-                except socket.timeout:
-                    pass
-                if not thread.is_alive():
-                    raise SimBusError(f"simulation of {toplevel} ended before the link server "
-                                      f"connected: {_describe(state.get('error'))}")
-                if time.monotonic() > deadline:
-                    raise SimBusError(f"the link server of {toplevel} did not connect within "
-                                      f"{start_timeout:.0f} s")
-        except BaseException:
-            listener.close()
-            shutil.rmtree(tmpdir, ignore_errors=True)
-            raise
-        listener.close()
-        sock.settimeout(io_timeout)
-        # The request/reply channel, QUIT and the failure reports are SimBus's.
-        channel = SimBus(sock, thread, state, tmpdir)
+        # The simulator's start, the request/reply channel, QUIT and the failure reports are
+        # SimBus's; only the server differs.
+        channel = SimBus.start(line_harness(design, window), toplevel, build_args=build_args,
+                               waves=waves, extra_env=extra_env, start_timeout=start_timeout,
+                               io_timeout=io_timeout, seed=seed, server_module="sim.link_server",
+                               testcase="serve_link",
+                               params={"clocks_per_bit": clocks_per_bit, "window": window})
         return cls(channel, clocks_per_bit=clocks_per_bit, read_timeout=read_timeout)
 
     # ------------------------------------------------------------------ Transport

@@ -22,7 +22,6 @@ falls or the wait ends: a quiet line costs two wakeups whatever its length.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import struct
@@ -34,7 +33,7 @@ from cocotb.triggers import FallingEdge, First, Timer
 from sim import tb
 from sim.bus_client import HEADER, OP_QUIT, SOCKET_ENV, STATUS_ERROR, STATUS_OK
 from sim.bus_server import _recv_exact
-from sim.link_client import (IDLE_REQ, OP_IDLE, OP_RECV, OP_SEND, OP_STATS, PARAMS_ENV,
+from sim.link_client import (IDLE_REQ, OP_IDLE, OP_RECV, OP_SEND, OP_STATS,
                              RECV_REQ, STATS_REP)
 
 _DEPOSIT = 0    # cocotb.handle._GPISetAction.DEPOSIT, for the raw GPI setters
@@ -269,7 +268,7 @@ async def serve_link(dut):
     path = os.environ.get(SOCKET_ENV)
     if not path:
         raise RuntimeError(f"${SOCKET_ENV} is not set: start with sim.link_client.SimUartTransport")
-    params = json.loads(os.environ.get(PARAMS_ENV, "{}"))
+    params = tb.params()
     line = _Line(dut, params["clocks_per_bit"], params["window"])
     await line.start()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
