@@ -211,7 +211,22 @@ class _Bus:
         return out
 
 
-async def _serve(bus: _Bus, sock: socket.socket, log) -> None:
+def connect_host(starter: str) -> socket.socket:
+    """The connection to the host waiting on ``$NITROD_BUS_SOCKET`` (blocking on purpose:
+    the simulator must not run while the host is thinking)."""
+    path = os.environ.get(SOCKET_ENV)
+    if not path:
+        raise RuntimeError(f"${SOCKET_ENV} is not set: start the server with {starter}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    sock.setblocking(True)
+    return sock
+
+
+async def serve_requests(sock: socket.socket, handle, log, on_quit=None) -> None:
+    """The request loop shared by the servers: ``await handle(op, payload)`` returns the reply
+    payload (a ValueError or struct.error becomes an error reply); QUIT ends the loop after
+    ``on_quit()``; a closed connection ends it too."""
     while True:
         head = _recv_exact(sock, HEADER.size)
         if head is None:
@@ -222,43 +237,13 @@ async def _serve(bus: _Bus, sock: socket.socket, log) -> None:
         if payload is None:
             log.warning("host closed the connection inside a request")
             return
+        if op == OP_QUIT:
+            sock.sendall(HEADER.pack(STATUS_OK, 0))
+            if on_quit is not None:
+                on_quit()
+            return
         try:
-            if op == OP_WRITE:
-                if length < 4 or length % 4:
-                    raise ValueError(f"WRITE payload of {length} bytes")
-                addr = struct.unpack_from("<I", payload)[0]
-                n = (length - 4) // 4
-                await bus.write(addr, struct.unpack_from(f"<{n}I", payload, 4))
-                reply = b""
-            elif op == OP_READ:
-                if length != 8:
-                    raise ValueError(f"READ payload of {length} bytes")
-                addr, count = struct.unpack("<II", payload)
-                words = await bus.read(addr, count)
-                reply = struct.pack(f"<{len(words)}I", *words)
-            elif op == OP_WAIT_REG:
-                if length != WAIT_REQ.size:
-                    raise ValueError(f"WAIT_REG payload of {length} bytes")
-                addr, mask, value, poll, max_cycles = WAIT_REQ.unpack(payload)
-                bus.check_range(addr, 1)
-                start = bus.cycle()
-                poll = max(poll, 1)
-                while True:
-                    word = (await bus.read(addr, 1))[0]
-                    waited = bus.cycle() - start
-                    matched = (word & mask) == (value & mask)
-                    if matched or waited >= max_cycles:
-                        break
-                    await bus.idle(min(poll, max_cycles - waited))
-                reply = WAIT_REP.pack(waited, word, int(matched))
-            elif op == OP_CYCLE:
-                reply = struct.pack("<Q", bus.cycle())
-            elif op == OP_QUIT:
-                sock.sendall(HEADER.pack(STATUS_OK, 0))
-                log.info("QUIT at cycle %d", bus.cycle())
-                return
-            else:
-                raise ValueError(f"unknown request op 0x{op:02x}")
+            reply = await handle(op, payload)
         except (ValueError, struct.error) as error:
             message = str(error).encode()
             sock.sendall(HEADER.pack(STATUS_ERROR, len(message)) + message)
@@ -266,18 +251,48 @@ async def _serve(bus: _Bus, sock: socket.socket, log) -> None:
         sock.sendall(HEADER.pack(STATUS_OK, len(reply)) + reply)
 
 
+async def _handle(bus: _Bus, op: int, payload: bytes) -> bytes:
+    length = len(payload)
+    if op == OP_WRITE:
+        if length < 4 or length % 4:
+            raise ValueError(f"WRITE payload of {length} bytes")
+        addr = struct.unpack_from("<I", payload)[0]
+        n = (length - 4) // 4
+        await bus.write(addr, struct.unpack_from(f"<{n}I", payload, 4))
+        return b""
+    if op == OP_READ:
+        if length != 8:
+            raise ValueError(f"READ payload of {length} bytes")
+        addr, count = struct.unpack("<II", payload)
+        words = await bus.read(addr, count)
+        return struct.pack(f"<{len(words)}I", *words)
+    if op == OP_WAIT_REG:
+        if length != WAIT_REQ.size:
+            raise ValueError(f"WAIT_REG payload of {length} bytes")
+        addr, mask, value, poll, max_cycles = WAIT_REQ.unpack(payload)
+        bus.check_range(addr, 1)
+        start = bus.cycle()
+        poll = max(poll, 1)
+        while True:
+            word = (await bus.read(addr, 1))[0]
+            waited = bus.cycle() - start
+            matched = (word & mask) == (value & mask)
+            if matched or waited >= max_cycles:
+                break
+            await bus.idle(min(poll, max_cycles - waited))
+        return WAIT_REP.pack(waited, word, int(matched))
+    if op == OP_CYCLE:
+        return struct.pack("<Q", bus.cycle())
+    raise ValueError(f"unknown request op 0x{op:02x}")
+
+
 @cocotb.test()
 async def serve_bus(dut):
-    path = os.environ.get(SOCKET_ENV)
-    if not path:
-        raise RuntimeError(f"${SOCKET_ENV} is not set: start the server with sim.bus_client.SimBus")
     bus = _Bus(dut)
     await bus.start()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
+    sock = connect_host("sim.bus_client.SimBus")
     try:
-        # Blocking I/O on purpose: the simulator must not run while the host is thinking.
-        sock.setblocking(True)
-        await _serve(bus, sock, dut._log)
+        await serve_requests(sock, lambda op, payload: _handle(bus, op, payload), dut._log,
+                             on_quit=lambda: dut._log.info("QUIT at cycle %d", bus.cycle()))
     finally:
         sock.close()

@@ -22,17 +22,12 @@ falls or the wait ends: a quiet line costs two wakeups whatever its length.
 
 from __future__ import annotations
 
-import os
-import socket
-import struct
-
 import cocotb
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, First, Timer
 
 from sim import tb
-from sim.bus_client import HEADER, OP_QUIT, SOCKET_ENV, STATUS_ERROR, STATUS_OK
-from sim.bus_server import _recv_exact
+from sim.bus_server import connect_host, serve_requests
 from sim.link_client import (IDLE_REQ, OP_IDLE, OP_RECV, OP_SEND, OP_STATS,
                              RECV_REQ, STATS_REP)
 
@@ -223,58 +218,37 @@ class _Line:
         return out
 
 
-async def _serve(line: _Line, sock: socket.socket, log) -> None:
-    while True:
-        head = _recv_exact(sock, HEADER.size)
-        if head is None:
-            log.info("host closed the connection")
-            return
-        op, length = HEADER.unpack(head)
-        payload = _recv_exact(sock, length)
-        if payload is None:
-            log.warning("host closed the connection inside a request")
-            return
-        try:
-            if op == OP_SEND:
-                await line.send(payload)
-                reply = b""
-            elif op == OP_RECV:
-                want, idle_limit = RECV_REQ.unpack(payload)
-                reply = await line.recv(want, idle_limit)
-            elif op == OP_IDLE:
-                (cycles,) = IDLE_REQ.unpack(payload)
-                await line.run(cycles)
-                reply = b""
-            elif op == OP_STATS:
-                reply = STATS_REP.pack(line.cycle(), line.bytes_sent, line.bytes_received,
-                                       line.line_errors, line.wakeups)
-            elif op == OP_QUIT:
-                sock.sendall(HEADER.pack(STATUS_OK, 0))
-                log.info("QUIT at cycle %d: %d bytes sent, %d received, %d line errors, "
-                         "%d wakeups", line.cycle(), line.bytes_sent, line.bytes_received,
-                         line.line_errors, line.wakeups)
-                return
-            else:
-                raise ValueError(f"unknown request op 0x{op:02x}")
-        except (ValueError, struct.error) as error:
-            message = str(error).encode()
-            sock.sendall(HEADER.pack(STATUS_ERROR, len(message)) + message)
-            continue
-        sock.sendall(HEADER.pack(STATUS_OK, len(reply)) + reply)
+async def _handle(line: _Line, op: int, payload: bytes) -> bytes:
+    if op == OP_SEND:
+        await line.send(payload)
+        return b""
+    if op == OP_RECV:
+        want, idle_limit = RECV_REQ.unpack(payload)
+        return await line.recv(want, idle_limit)
+    if op == OP_IDLE:
+        (cycles,) = IDLE_REQ.unpack(payload)
+        await line.run(cycles)
+        return b""
+    if op == OP_STATS:
+        return STATS_REP.pack(line.cycle(), line.bytes_sent, line.bytes_received,
+                              line.line_errors, line.wakeups)
+    raise ValueError(f"unknown request op 0x{op:02x}")
 
 
 @cocotb.test()
 async def serve_link(dut):
-    path = os.environ.get(SOCKET_ENV)
-    if not path:
-        raise RuntimeError(f"${SOCKET_ENV} is not set: start with sim.link_client.SimUartTransport")
     params = tb.params()
     line = _Line(dut, params["clocks_per_bit"], params["window"])
     await line.start()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(path)
+    sock = connect_host("sim.link_client.SimUartTransport")
+
+    def on_quit():
+        dut._log.info("QUIT at cycle %d: %d bytes sent, %d received, %d line errors, "
+                      "%d wakeups", line.cycle(), line.bytes_sent, line.bytes_received,
+                      line.line_errors, line.wakeups)
+
     try:
-        sock.setblocking(True)      # the simulator must not run while the host is thinking
-        await _serve(line, sock, dut._log)
+        await serve_requests(sock, lambda op, payload: _handle(line, op, payload), dut._log,
+                             on_quit=on_quit)
     finally:
         sock.close()
