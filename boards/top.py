@@ -11,8 +11,8 @@ Reset: a power-on counter in a reset-less domain holds the ``sync`` reset for 2*
 after the PLL reports lock (and while the board's reset button is held).
 
 The core is any :class:`amaranth.lib.wiring.Component` with ``bus: In(BusSignature(24))``
-and optionally ``busy: Out(1)``; :class:`MemoryCore` is the stand-in used until the
-Trainer (``hw.trainer.Trainer``) exists.
+(any ``read_latency``: the HostLink takes the core's) and optionally ``busy: Out(1)``;
+:class:`MemoryCore` is the stand-in used until the Trainer (``hw.trainer.Trainer``) exists.
 """
 
 from __future__ import annotations
@@ -222,7 +222,11 @@ class BoardTop(wiring.Component):
             m.d.por += por.eq(0)
         with m.Elif(por != POR_CYCLES):
             m.d.por += por.eq(por + 1)
-        m.d.comb += cd_sync.rst.eq(por != POR_CYCLES)
+        # the reset leaves a flip-flop (it fans out to most of the design's flip-flops; a
+        # comparator in front of that net would be on a timed path)
+        rst_q = Signal(init=1)
+        m.d.por += rst_q.eq(por != POR_CYCLES)
+        m.d.comb += cd_sync.rst.eq(rst_q)
 
     def elaborate(self, platform):
         m = Module()
@@ -233,9 +237,11 @@ class BoardTop(wiring.Component):
 
         m.submodules.uart_rx = rx = UartRx(self.divisor)
         m.submodules.uart_tx = tx = UartTx(self.divisor)
+        core_bus = self.core.signature.members["bus"].signature
         m.submodules.link = link = HostLink(addr_width=BUS_ADDR_WIDTH,
                                             max_burst=b.link_max_burst,
-                                            timeout=self.timeout_cycles)
+                                            timeout=self.timeout_cycles,
+                                            read_latency=getattr(core_bus, "read_latency", 1))
         m.submodules.core = core = self.core
         if self.sim:
             m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]

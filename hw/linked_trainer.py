@@ -32,7 +32,8 @@ class LinkedTrainer(wiring.Component):
     clocks_per_bit : int -- UART divisor, clock cycles per bit (>= 4)
     timeout : int -- HostLink inter-byte timeout in cycles
     max_burst : int -- HostLink's largest READ/WRITE burst (1..255)
-    core : any component with ``bus: In(BusSignature(n))`` and optionally ``busy: Out(1)``
+    core : any component with ``bus: In(BusSignature(n, read_latency))`` and optionally
+        ``busy: Out(1)``; the HostLink gets the core's address width and read latency
 
     Ports
     -----
@@ -52,7 +53,9 @@ class LinkedTrainer(wiring.Component):
         self.clocks_per_bit = int(clocks_per_bit)
         self.timeout = int(timeout)
         self.max_burst = int(max_burst)
-        self.addr_width = core.signature.members["bus"].signature.addr_width
+        bus_signature = core.signature.members["bus"].signature
+        self.addr_width = bus_signature.addr_width
+        self.read_latency = getattr(bus_signature, "read_latency", 1)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "busy": Out(1)})
 
     def elaborate(self, platform):
@@ -60,7 +63,7 @@ class LinkedTrainer(wiring.Component):
         m.submodules.uart_rx = urx = UartRx(self.clocks_per_bit)
         m.submodules.uart_tx = utx = UartTx(self.clocks_per_bit)
         m.submodules.link = link = HostLink(addr_width=self.addr_width, max_burst=self.max_burst,
-                                            timeout=self.timeout)
+                                            timeout=self.timeout, read_latency=self.read_latency)
         m.submodules.core = core = self.core
         wiring.connect(m, urx.o, link.rx)
         wiring.connect(m, link.tx, utx.i)

@@ -220,7 +220,8 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
         from hw.trainer import Trainer
 
         geometry = geometry or Geometry()
-        bus = SimBus.start(lambda: Trainer(geometry), "trainer", waves=waves)
+        bus = SimBus.start(lambda: Trainer(geometry), "trainer", waves=waves,
+                           read_latency=getattr(Trainer, "READ_LATENCY", 1))
         try:
             backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
         except BaseException:

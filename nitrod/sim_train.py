@@ -196,7 +196,8 @@ def _replay_with_waves(spec, args, geometry, snap, out, index):
     if snap is None:
         print(f"--waves-batch {index}: the run had fewer batches", file=sys.stderr)
         return None
-    bus = SimBus.start(lambda: Trainer(geometry), "trainer", waves=True)
+    bus = SimBus.start(lambda: Trainer(geometry), "trainer", waves=True,
+                       read_latency=getattr(Trainer, "READ_LATENCY", 1))
     try:
         be = AcceleratorBackend(bus, spec, batch=args.batch, seed=args.seed)
         be.load_weights(snap["weights"])

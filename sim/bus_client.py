@@ -91,7 +91,7 @@ class SimBus:
               extra_env: Mapping[str, str] | None = None, start_timeout: float = 600.0,
               io_timeout: float | None = None, seed: int | None = None,
               server_module: str = "sim.bus_server", testcase: str = "serve_bus",
-              params: Mapping | None = None) -> "SimBus":
+              params: Mapping | None = None, read_latency: int = 1) -> "SimBus":
         """Build (cached) and start ``design`` under the bus server; connect to it.
 
         ``design``, ``toplevel``, ``build_args``, ``waves``, ``seed`` and ``extra_env`` go to
@@ -99,11 +99,22 @@ class SimBus:
         build cache) first, with no time limit; ``start_timeout`` bounds the simulator's start;
         ``io_timeout`` (seconds, None = no limit) bounds each request.  ``server_module``,
         ``testcase`` and ``params`` select another cocotb server speaking the same framing
-        (sim/link_server.py).  Sets
+        (sim/link_server.py).  ``read_latency`` (>= 1) is the design's bus read latency
+        (``hw.host_link.BusSignature.read_latency``: 1 = ``r_data`` the cycle after
+        ``r_en``); it is added to ``params`` as ``"read_latency"`` and the server samples
+        each read's word that many cycles after it.  Sets
         ``COCOTB_TRUST_INERTIAL_WRITES=1`` unless ``extra_env`` says otherwise: the clock
         then runs in the simulator, not in Python, so idle cycles are cheap.
         """
         from sim.harness import _waves_requested, build_verilator, run_cocotb, verilog_of
+
+        if isinstance(read_latency, bool) or int(read_latency) != read_latency or read_latency < 1:
+            raise ValueError(f"read_latency must be an integer >= 1, not {read_latency!r}")
+        params = dict(params or {})
+        if params.get("read_latency", read_latency) != read_latency:
+            raise ValueError(f"params['read_latency'] = {params['read_latency']!r} contradicts "
+                             f"read_latency={read_latency!r}")
+        params["read_latency"] = int(read_latency)
 
         # Build first, in this thread and without a deadline (a cold build of a large design
         # takes minutes); the simulator then starts from the cache within start_timeout.

@@ -11,15 +11,19 @@ time only passes inside a request, so a host that thinks between requests costs 
 Timing
 ------
 Every request starts and ends right after a falling edge of ``clk`` (inputs are driven
-there and sampled at the next rising edge, as in the other benches).
+there and sampled at the next rising edge, as in the other benches).  ``L`` below is the
+bus's read latency (``hw.host_link.BusSignature.read_latency``), the ``read_latency``
+entry of the harness params (:func:`sim.tb.params`; ``SimBus.start(..., read_latency=L)``),
+1 if absent.
 
 * WRITE of N words: ``w_en`` high for N consecutive cycles, ``addr`` = ADDR, ADDR+1, ...
   (N cycles; one clock edge awaited per word).
-* READ of N words: ``r_en`` high for N consecutive cycles, ``addr`` = ADDR, ADDR+1, ...;
-  the word of each read is sampled on ``r_data`` at the falling edge of the next cycle
-  (pipelined).  The request ends at the falling edge in cycle N + 1, where the next
-  request starts driving: the cycle counter advances by N.
-* WAIT_REG: one read (1 cycle), then, while ``(word & MASK) != VALUE`` and fewer than
+* READ of N words: ``r_en`` high for N consecutive cycles, ``addr`` = ADDR, ADDR+1, ...,
+  then low; the word of each read is sampled on ``r_data`` at the falling edge L cycles
+  after the cycle of its ``r_en`` (pipelined; L = 1: the falling edge of the next cycle).
+  The request ends at the falling edge where the last word is sampled, where the next
+  request starts driving: the cycle counter advances by N + L - 1 (N for L = 1).
+* WAIT_REG: one read (L cycles), then, while ``(word & MASK) != VALUE`` and fewer than
   MAX_CYCLES cycles have passed, POLL idle cycles and another read.  The idle stretch is
   one simulator ``Timer`` (no Python per cycle).  The answer gives the cycles from the
   start of the request to the cycle the matching word was sampled.
@@ -97,7 +101,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 class _Bus:
     """The DUT's bus ports and the clock bookkeeping (always just after a falling edge)."""
 
-    def __init__(self, dut):
+    def __init__(self, dut, read_latency: int = 1):
+        if isinstance(read_latency, bool) or int(read_latency) != read_latency or read_latency < 1:
+            raise ValueError(f"read_latency must be an integer >= 1, not {read_latency!r}")
+        self.read_latency = int(read_latency)
         self.dut = dut
         self.clk = dut.clk
         self.addr = dut.bus__addr
@@ -191,23 +198,26 @@ class _Bus:
         if count == 0:
             return []
         self.check_range(addr, count)
-        fe, r_word = self.fe, self.r_word
+        fe, r_word, latency = self.fe, self.r_word, self.read_latency
         out = []
         append = out.append
         self.r_en.value = 1
         self.addr.value = addr
-        await fe
         if self._write_raw is not None:
             set_addr = self._write_raw[0]
         else:
             def set_addr(_, a, handle=self.addr):
                 handle.value = a
-        for a in range(addr + 1, addr + count):
-            append(r_word())   # the word of the previous cycle's read
-            set_addr(_DEPOSIT, a)
+        # At the falling edge t cycles into the request the read issued in cycle t - L
+        # shows its word: sample it, then drive the next cycle's read (or end r_en).
+        for t in range(1, count + latency):
             await fe
-        self.r_en.value = 0
-        append(r_word())       # the last read's word, already on r_data
+            if t >= latency:
+                append(r_word())
+            if t < count:
+                set_addr(_DEPOSIT, addr + t)
+            elif t == count:
+                self.r_en.value = 0
         return out
 
 
@@ -288,7 +298,7 @@ async def _handle(bus: _Bus, op: int, payload: bytes) -> bytes:
 
 @cocotb.test()
 async def serve_bus(dut):
-    bus = _Bus(dut)
+    bus = _Bus(dut, tb.params().get("read_latency", 1))
     await bus.start()
     sock = connect_host("sim.bus_client.SimBus")
     try:

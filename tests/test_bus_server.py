@@ -25,9 +25,19 @@ ADDR_WIDTH = 24
 
 class BusTarget(wiring.Component):
     """1024 x 32 memory at 0..1023, the countdown register and a scratch register;
-    reads have one cycle latency (registered), unmapped addresses read 0."""
+    reads have one cycle latency (registered), unmapped addresses read 0.
 
-    bus: In(BusSignature(ADDR_WIDTH))
+    With ``read_latency=2`` the read data goes through one more register and ``r_data``
+    shows each word only in the cycle two after its ``r_en`` (:data:`JUNK` otherwise).
+    """
+
+    JUNK = 0xBAD0_C0DE
+
+    def __init__(self, read_latency: int = 1):
+        if read_latency not in (1, 2):
+            raise ValueError("BusTarget has read latency 1 or 2")
+        self.read_latency = read_latency
+        super().__init__({"bus": In(BusSignature(ADDR_WIDTH, read_latency))})
 
     def elaborate(self, platform):
         m = Module()
@@ -58,7 +68,15 @@ class BusTarget(wiring.Component):
                 reg_value.eq(Mux(bus.addr == REG_COUNT, count,
                                  Mux(bus.addr == REG_SCRATCH, scratch, 0))),
             ]
-        m.d.comb += bus.r_data.eq(Mux(from_mem, rp.data, reg_value))
+        r_data = Mux(from_mem, rp.data, reg_value)
+        if self.read_latency == 1:
+            m.d.comb += bus.r_data.eq(r_data)
+        else:
+            r_data_q = Signal(32)
+            read_1 = Signal()
+            read_2 = Signal()    # r_en was high 2 cycles ago: r_data_q holds that word
+            m.d.sync += [r_data_q.eq(r_data), read_1.eq(bus.r_en), read_2.eq(read_1)]
+            m.d.comb += bus.r_data.eq(Mux(read_2, r_data_q, self.JUNK))
         return m
 
 
@@ -163,6 +181,46 @@ def test_throughput_and_close():
     with pytest.raises(SimBusError, match="closed"):
         bus.cycle()
     bus.close()                                # idempotent
+
+
+def test_read_latency_2():
+    """A target with registered read data (latency 2) under SimBus.start(read_latency=2):
+    data and cycle accounting (each read ends one cycle later); the same design served
+    with latency 1 reads the junk the target shows one cycle after r_en."""
+    rng = np.random.default_rng(3)
+    words = rng.integers(0, 1 << 32, 300, dtype=np.uint64).tolist()
+    with SimBus.start(BusTarget(read_latency=2), "bus_target_rl2", read_latency=2) as bus:
+        c0 = bus.cycle()
+        bus.write(0, words)
+        c1 = bus.cycle()
+        assert c1 - c0 == 300
+        assert bus.read(0, 300) == words
+        assert bus.cycle() - c1 == 301             # N + L - 1
+        assert bus.read(299, 1) == [words[299]]
+        assert bus.read(1020, 8) == [0] * 8        # memory (never written there) then unmapped
+        bus.write(1020, [11, 12, 13, 14])
+        assert bus.read(1018, 8)[2:] == [11, 12, 13, 14, 0, 0]
+        bus.write(REG_SCRATCH, [0xDEADBEEF])
+        assert bus.read_word(REG_SCRATCH) == 0xDEADBEEF
+        # the register is latched when r_en is sampled, as with latency 1; each read
+        # now takes 2 cycles
+        bus.write(REG_COUNT, [500])
+        assert [bus.read_word(REG_COUNT) for _ in range(4)] == [500, 498, 496, 494]
+        c0 = bus.cycle()
+        assert bus.read_word(REG_COUNT) == 492 and bus.cycle() - c0 == 2
+        bus.write(REG_COUNT, [3000])
+        c0 = bus.cycle()
+        cycles = bus.wait_reg(REG_COUNT, 0xFFFFFFFF, 0, max_cycles=10_000, poll=100)
+        assert 2998 <= cycles <= 3000 + 100 + 4 and bus.cycle() - c0 == cycles
+        assert bus.wait_reg(REG_SCRATCH, 0xFF, 0xEF) == 2
+    with SimBus.start(BusTarget(read_latency=2), "bus_target_rl2") as bus:   # wrong latency
+        bus.write(0, [1, 2, 3])
+        # sampled one cycle early: junk, then each word one read late
+        assert bus.read(0, 3) == [BusTarget.JUNK, 1, 2]
+    with pytest.raises(ValueError):
+        SimBus.start(lambda: BusTarget(), "bus_target", read_latency=0)
+    with pytest.raises(ValueError, match="contradicts"):
+        SimBus.start(lambda: BusTarget(), "bus_target", params={"read_latency": 2})
 
 
 class NoBus(wiring.Component):

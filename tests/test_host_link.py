@@ -1,7 +1,8 @@
 """HostLink, UartRx/UartTx and Crc16 (hw/host_link.py, hw/uart.py, hw/crc.py) on Verilator.
 
 Two benches, both with the same bus target (:class:`DemoTarget`: 256 words of
-memory, a CTRL register, an ID register):
+memory, a CTRL register, an ID register; read latency 1, or 2 with its read data
+registered):
 
 * :class:`ByteBench` -- the frame-level fuzz at one byte per cycle.  The
   stimulus (bytes and idle gaps) is loaded into a memory in the bench 16
@@ -18,12 +19,14 @@ The cocotb tests compare every response byte with the reference model
 
 from __future__ import annotations
 
+import gc
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.hdl import C, Module, Mux, Signal
+from amaranth.hdl import C, Const, Module, Mux, Signal, UnusedElaboratable
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -55,15 +58,25 @@ class DemoTarget(wiring.Component):
     """Bus target for the benches: memory at 0x000-0x0FF, CTRL at 0x100, ID at 0x101.
 
     Reads of anything else return 0, writes to it are ignored; ``status`` = CTRL.
-    ``r_data`` is valid the cycle after ``r_en`` (the memory's synchronous read port).
+    ``read_latency`` 1: ``r_data`` is valid the cycle after ``r_en`` (the memory's
+    synchronous read port) and held until the next read.  ``read_latency`` 2: that word
+    goes through one more register and ``r_data`` shows it only in the cycle two after
+    ``r_en``; in every other cycle it shows :data:`JUNK`, so a master sampling in the
+    wrong cycle reads garbage.
     """
 
-    def __init__(self, addr_width: int = model.ADDR_WIDTH):
-        super().__init__({"bus": In(BusSignature(addr_width)), "status": Out(32)})
+    JUNK = 0xBAD0_C0DE
+
+    def __init__(self, addr_width: int = model.ADDR_WIDTH, read_latency: int = 1):
+        if read_latency not in (1, 2):
+            raise ValueError("DemoTarget has read latency 1 or 2")
+        self.read_latency = read_latency
+        super().__init__({"bus": In(BusSignature(addr_width, read_latency)), "status": Out(32)})
 
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
+        r_data = Signal(32)      # the word of last cycle's read (latency 1)
         m.submodules.mem = mem = Memory(shape=32, depth=model.MEM_WORDS, init=[])
         wr = mem.write_port()
         rd = mem.read_port()
@@ -82,11 +95,19 @@ class DemoTarget(wiring.Component):
                                                    Mux(bus.addr == model.REG_ID, 3, 0))))
         with m.Switch(sel):
             with m.Case(1):
-                m.d.comb += bus.r_data.eq(rd.data)
+                m.d.comb += r_data.eq(rd.data)
             with m.Case(2):
-                m.d.comb += bus.r_data.eq(ctrl)
+                m.d.comb += r_data.eq(ctrl)
             with m.Case(3):
-                m.d.comb += bus.r_data.eq(model.ID_VALUE)
+                m.d.comb += r_data.eq(model.ID_VALUE)
+        if self.read_latency == 1:
+            m.d.comb += bus.r_data.eq(r_data)
+        else:
+            r_data_q = Signal(32)
+            read_1 = Signal()    # r_en was high 1 cycle ago
+            read_2 = Signal()    # 2 cycles ago: r_data_q holds that read's word
+            m.d.sync += [r_data_q.eq(r_data), read_1.eq(bus.r_en), read_2.eq(read_1)]
+            m.d.comb += bus.r_data.eq(Mux(read_2, r_data_q, Const(self.JUNK, 32)))
         return m
 
 
@@ -107,9 +128,15 @@ class ByteBench(wiring.Component):
     again, ``resp_len`` bytes were recorded, readable 32 per line through the
     combinational ``resp_r_*`` port.  ``in_throttle`` / ``out_throttle`` drop
     ``rx.valid`` / ``tx.ready`` on about a quarter of the cycles.
+
+    ``read_latency`` is the target's; ``link_read_latency`` (default: the same) the
+    link's -- a mismatch (``wiring.connect`` does not compare the signatures) is for
+    checking that the bench notices one.
     """
 
-    def __init__(self):
+    def __init__(self, read_latency: int = 1, link_read_latency: int | None = None):
+        self.read_latency = read_latency
+        self.link_read_latency = read_latency if link_read_latency is None else link_read_latency
         lines = (STIM_LINES - 1).bit_length()
         super().__init__({
             "stim_w_en": In(1), "stim_w_addr": In(lines), "stim_w_data": In(16 * STIM_LINE_ENTRIES),
@@ -122,8 +149,9 @@ class ByteBench(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.link = link = HostLink(addr_width=model.ADDR_WIDTH, max_burst=MAX_BURST,
-                                            timeout=BYTE_TIMEOUT)
-        m.submodules.target = target = DemoTarget()
+                                            timeout=BYTE_TIMEOUT,
+                                            read_latency=self.link_read_latency)
+        m.submodules.target = target = DemoTarget(read_latency=self.read_latency)
         wiring.connect(m, link.bus, target.bus)
         m.d.comb += [link.status.eq(target.status), self.error_count.eq(link.error_count)]
 
@@ -372,6 +400,68 @@ def test_byte_level_fuzz():
     kinds = dict(zip(out["kind_names"].tolist(), out["kind_counts"].tolist()))
     for kind in model.BAD_KINDS + model.VALID_KINDS:
         assert kinds.get(kind, 0) > 50, kinds
+
+
+def _byte_fuzz_params(seed, cases):
+    return {"seed": seed, "cases": cases, "max_burst": MAX_BURST, "gap": BYTE_TIMEOUT + 16,
+            "stim_line_entries": STIM_LINE_ENTRIES, "stim_lines": STIM_LINES,
+            "resp_line_bytes": RESP_LINE_BYTES, "resp_lines": RESP_LINES}
+
+
+def test_bus_signature_read_latency():
+    """read_latency is part of BusSignature's identity; HostLink's bus takes it."""
+    assert BusSignature(16) == BusSignature(16, read_latency=1)
+    assert BusSignature(16).read_latency == 1
+    assert BusSignature(16, read_latency=2) == BusSignature(16, 2)
+    assert BusSignature(16, read_latency=2) != BusSignature(16)
+    assert BusSignature(16, read_latency=2) != BusSignature(16, read_latency=3)
+    assert BusSignature(16, read_latency=2) != BusSignature(17, read_latency=2)
+    assert repr(BusSignature(16)) == "BusSignature(16)"
+    assert repr(BusSignature(16, 2)) == "BusSignature(16, read_latency=2)"
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            BusSignature(16, read_latency=bad)
+
+    def components():
+        link = HostLink(addr_width=model.ADDR_WIDTH, read_latency=2)
+        assert link.read_latency == 2
+        assert link.bus.signature == BusSignature(model.ADDR_WIDTH, 2)
+        link1 = HostLink(addr_width=model.ADDR_WIDTH)
+        assert link1.bus.signature == BusSignature(model.ADDR_WIDTH)
+        target = DemoTarget(read_latency=2)
+        assert link.bus.signature == target.bus.signature.flip()
+        assert link1.bus.signature != target.bus.signature.flip()
+        with pytest.raises(ValueError):
+            HostLink(read_latency=0)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)    # built, never elaborated
+        components()
+        gc.collect()
+
+
+def test_byte_level_fuzz_read_latency_2():
+    """HostLink(read_latency=2) against a target that registers its read data (and shows
+    junk in every other cycle): every response as the model says, memory intact."""
+    run = run_cocotb(ByteBench(read_latency=2), "host_link_byte_bench_rl2", TB_BYTES,
+                     params=_byte_fuzz_params(20261127, 1500))
+    out = run.outputs
+    assert int(out["frames"]) >= 1500
+    assert int(out["mismatches"]) == 0
+    np.testing.assert_array_equal(out["memory"], out["expected_memory"])
+    kinds = dict(zip(out["kind_names"].tolist(), out["kind_counts"].tolist()))
+    assert kinds.get("read", 0) > 50, kinds
+
+
+def test_byte_level_read_latency_mismatch_is_caught():
+    """The same bench with the link sampling one cycle early (latency 1 against the
+    latency-2 target) fails: the READ responses carry the target's junk."""
+    from sim.harness import CocotbTestFailure
+
+    with pytest.raises(CocotbTestFailure, match="expected"):
+        run_cocotb(ByteBench(read_latency=2, link_read_latency=1),
+                   "host_link_byte_bench_rl2_vs_1", TB_BYTES,
+                   params=_byte_fuzz_params(20261128, 200))
 
 
 def test_uart_link_round_trip_and_fuzz():
