@@ -63,9 +63,10 @@ Control and status
 Timing
 ------
 Stage 0 generates addresses and presents them to the read ports; stage 1 is the read ports'
-output (the words read); stage 2 registers them and offers them to the array (``fetch_latency``
-= 2 cycles), so that the array's operand logic starts from flip-flops rather than from the block
-RAM's slow output.  Stage 2 is a two-entry skid buffer: its main entry, offered to the array,
+output (the words read; with ``read_latency=n`` it is ``n`` stages, the parent's registers
+behind the block RAM); stage 2 registers them and offers them to the array (``fetch_latency``
+= ``read_latency + 1`` cycles), so that the array's operand logic starts from flip-flops rather
+than from the block RAM's slow output.  Stage 2 is a two-entry skid buffer: its main entry, offered to the array,
 loads from stage 1 when the array takes its beat or it is empty, and holds its beat otherwise;
 a beat arriving from stage 1 while the main entry is held goes to the skid entry, which moves to
 the main entry when the array next takes.  Stages 0 and 1 advance together when stage 1 is empty
@@ -163,8 +164,13 @@ class TileEngine(wiring.Component):
     mac_options : further keyword arguments for the MacArray (e.g. its multiplier style).
     memories : ``"internal"`` (the engine owns memories A and B and offers their write ports)
         or ``"external"`` (the engine reads memories owned by its parent through ``a_rd`` and
-        ``b_rd``, synchronous read ports of one cycle latency: ``a_depth``/``b_depth`` then
-        only set the address widths).
+        ``b_rd``, synchronous read ports: ``a_depth``/``b_depth`` then only set the address
+        widths).
+    read_latency : cycles from an address with ``en`` to its word on an external read port's
+        ``data`` (1: a block RAM port; 2 or 3: the parent registers the block RAM's output once
+        or twice, on the same ``en``, so that no logic sits behind the RAM's slow
+        clock-to-output and the first register may sit beside the RAM).  Every stage
+        of the port advances only with ``en``, so a word waits there while the engine holds.
 
     Ports
     -----
@@ -178,21 +184,24 @@ class TileEngine(wiring.Component):
     Attributes
     ----------
     mac : the MacArray instance (its ``latency`` attribute, if any, is the array's).
-    fetch_latency : cycles from an address in stage 0 to its word offered to the array (2).
+    fetch_latency : cycles from an address in stage 0 to its word offered to the array
+        (``read_latency + 1``).
     fixed_cycles : cycles of an instruction beyond ``tiles * k_len`` (see Timing above).
     instr_layout, result_layout, a_word, b_word : the layouts used on the ports.
     """
-
-    fetch_latency = 2
 
     def __init__(self, rows: int = 4, cols: int = 4, a_width: int = ACT_WIDTH,
                  b_width: int = WEIGHT_WIDTH, acc_width: int = ACC_WIDTH, *,
                  a_depth: int = 512, b_depth: int = 512, count_width: int = 16,
                  cycle_width: int = 32, mac_options: dict | None = None,
-                 memories: str = "internal"):
+                 memories: str = "internal", read_latency: int = 1):
         if memories not in ("internal", "external"):
             raise ValueError(f"memories must be 'internal' or 'external', got {memories!r}")
+        if read_latency not in (1, 2, 3) or (memories == "internal" and read_latency != 1):
+            raise ValueError("read_latency is 1, or 2 or 3 with external memories")
         self.memories = memories
+        self.read_latency = read_latency
+        self.fetch_latency = read_latency + 1
         if a_depth < 1 or b_depth < 1:
             raise ValueError("memory depths must be at least 1")
         if count_width < 1:
@@ -283,7 +292,10 @@ class TileEngine(wiring.Component):
         b_addr = Signal(self.b_addr_width)       # b_col_base + k * b_k_stride
 
         # ---- stage 1: the read ports' output (the words read in stage 0) -----------------
+        # (with read_latency n, stage 1 is n stages: the flags travel through all of them)
         valid1, first1, last1 = Signal(), Signal(), Signal()
+        early = [(Signal(name=f"valid1_{k}"), Signal(name=f"first1_{k}"), Signal(name=f"last1_{k}"))
+                 for k in range(self.read_latency - 1)]
         # ---- stage 2: the read words registered, offered to the array ---------------------
         # (the array's operand logic then starts from flip-flops, not from the block RAM)
         # Stage 2 is a two-entry skid buffer (``main``, offered to the array, and ``skid``)
@@ -307,7 +319,10 @@ class TileEngine(wiring.Component):
             mac.operands.payload.last.eq(last2),
         ]
         with m.If(advance):
-            m.d.sync += [valid1.eq(issuing), first1.eq(at_k_first), last1.eq(at_k_last)]
+            flags = (issuing, at_k_first, at_k_last)
+            for stage in [*early, (valid1, first1, last1)]:
+                m.d.sync += [reg.eq(src) for reg, src in zip(stage, flags)]
+                flags = stage
         with m.If(valid_s):
             # skid full (so main is full): main takes the skid entry when the array takes
             with m.If(mac.operands.ready):

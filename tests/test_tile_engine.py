@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from amaranth import Elaboratable, Module, Signal
+from amaranth.lib.memory import Memory
+
 from hw.mac_array import MacArray
 from hw.tile_engine import TileEngine
 from sim.harness import run_cocotb
@@ -269,6 +272,17 @@ def test_overflow_is_flagged_per_tile():
     assert out["sticky_overflow"] == 1
 
 
+async def _load_memories(ctx, ports_and_words):
+    """Amaranth testbench: write each ``{address: word}`` through its write port."""
+    for port, mem in ports_and_words:
+        for address, word in sorted(mem.items()):
+            ctx.set(port.addr, address)
+            ctx.set(port.data, word)
+            ctx.set(port.en, 1)
+            await ctx.tick()
+        ctx.set(port.en, 0)
+
+
 # --------------------------------------------------------------------------- Amaranth simulator
 
 @pytest.mark.parametrize("mac_options", [None, {"multiplier": "dsp"}], ids=["default", "dsp"])
@@ -288,13 +302,7 @@ def test_amaranth_simulator(rng, mac_options):
     status = {}
 
     async def bench(ctx):
-        for port, mem in ((dut.a_wr, image.a), (dut.b_wr, image.b)):
-            for address, word in sorted(mem.items()):
-                ctx.set(port.addr, address)
-                ctx.set(port.data, word)
-                ctx.set(port.en, 1)
-                await ctx.tick()
-            ctx.set(port.en, 0)
+        await _load_memories(ctx, ((dut.a_wr, image.a), (dut.b_wr, image.b)))
         ctx.set(dut.instr.payload, image.instrs[0])
         ctx.set(dut.instr.valid, 1)
         await ctx.tick()
@@ -320,3 +328,84 @@ def test_amaranth_simulator(rng, mac_options):
     assert [g[3] for g in got] == exp_index.tolist()
     assert [g[4] for g in got] == [0] * (len(got) - 1) + [1]
     assert status["cycles"] > 0
+
+
+class _ExternalMemories(Elaboratable):
+    """An engine with ``memories="external"`` and its parent's memories, whose read ports
+    register the block RAM's output ``read_latency - 1`` more times on the port's enable (as
+    the Trainer does); write ports for the bench."""
+
+    def __init__(self, cfg, read_latency):
+        self.engine = TileEngine(**cfg, memories="external", read_latency=read_latency)
+        self.m = m = Module()
+        m.submodules.engine = self.engine
+        self.wr = {}
+        for name, port, depth, shape in (("a", self.engine.a_rd, cfg["a_depth"], self.engine.a_word),
+                                         ("b", self.engine.b_rd, cfg["b_depth"], self.engine.b_word)):
+            mem = Memory(shape=shape, depth=depth, init=[])
+            m.submodules[f"mem_{name}"] = mem
+            self.wr[name] = mem.write_port()
+            rd = mem.read_port(transparent_for=())
+            m.d.comb += [rd.addr.eq(port.addr), rd.en.eq(port.en)]
+            data_out = rd.data
+            for stage in range(read_latency - 1):
+                q = Signal(shape, name=f"{name}_q{stage}")
+                with m.If(port.en):
+                    m.d.sync += q.eq(data_out)
+                data_out = q
+            m.d.comb += port.data.eq(data_out)
+
+    def elaborate(self, platform):
+        return self.m
+
+
+@pytest.mark.parametrize("read_latency", [1, 2, 3])
+def test_external_memories_read_latency(rng, read_latency):
+    """External memories whose read ports take 1, 2 or 3 cycles (the Trainer's is 3): short
+    tiles (the array stalls while its bank drains) and a consumer ready at random, so held
+    beats must keep their words in every stage; exact products, and the fixed overhead grows
+    by one cycle per extra stage."""
+    from amaranth.sim import Simulator
+
+    cfg = dict(rows=2, cols=3, a_width=6, b_width=7, acc_width=20, a_depth=64, b_depth=64)
+    top = _ExternalMemories(cfg, read_latency)
+    dut = top.engine
+    assert dut.fetch_latency == read_latency + 1
+    image = Image(cfg["rows"], cfg["cols"])
+    for k in (1, 2, 5):
+        image.product(rand_width(rng, (6, k), 6), rand_width(rng, (k, 9), 7), a_k_major=bool(k % 2))
+    # long runs of 0 so that the array stalls with every stage full
+    ready = np.concatenate([np.zeros(9, int), (rng.random(23) < 0.5).astype(int)])
+    got = [[] for _ in image.instrs]
+    stalls = 0
+
+    async def bench(ctx):
+        nonlocal stalls
+        await _load_memories(ctx, ((top.wr["a"], image.a), (top.wr["b"], image.b)))
+        cycles = 0
+        for n, instr in enumerate(image.instrs):
+            ctx.set(dut.instr.payload, instr)
+            ctx.set(dut.instr.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.instr.valid, 0)
+            while not ctx.get(dut.done):
+                r = int(ready[cycles % len(ready)])
+                stalls += ctx.get(dut.mac.operands.valid) and not ctx.get(dut.mac.operands.ready)
+                ctx.set(dut.results.ready, r)
+                if ctx.get(dut.results.valid) and r:
+                    payload = ctx.get(dut.results.payload)
+                    got[n].append((list(payload.row), payload.tr, payload.tc, payload.index))
+                await ctx.tick()
+                cycles += 1
+                assert cycles < 2000
+
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert stalls > 10      # the array did hold beats
+    for n, (expected_rows, exp_tr, exp_tc, exp_index) in enumerate(image.expected):
+        np.testing.assert_array_equal(np.array([g[0] for g in got[n]]), expected_rows)
+        assert [g[1] for g in got[n]] == exp_tr.tolist()
+        assert [g[2] for g in got[n]] == exp_tc.tolist()
+        assert [g[3] for g in got[n]] == exp_index.tolist()
