@@ -37,7 +37,8 @@ Protocol (``operands`` is an ``amaranth.lib.stream`` input)
   cycle indefinitely; shorter tiles make ``operands.ready`` drop at times.
 * Latency: a tile's row 0 is valid :attr:`MacArray.latency` cycles after its
   last beat is accepted (:func:`pipeline_latency`: 6 for the default 8 x 18
-  array with LUT multipliers, 4 with ``multiplier="dsp"``, 6 with
+  array with LUT multipliers, 4 with ``multiplier="dsp"`` (5 when ``b`` is wider than
+  18 bits and is split over two blocks), 6 with
   ``multiplier="ecp5_dsp"``).
 * ``overflow`` (output) is sticky: set when any accumulation of any tile left
   ``acc_width`` (checked by computing each sum with one extra bit); cleared only
@@ -144,11 +145,25 @@ def pipeline_latency(a_width: int = ACT_WIDTH, b_width: int = WEIGHT_WIDTH,
     instead of one.
     """
     if multiplier == "dsp":
-        return 4
+        return 5 if _dsp_split(a_width, b_width) else 4
     if multiplier == "ecp5_dsp":
         assert ECP5_DSP_REGISTERS["input_regs"], "the input registers are the operand stage"
         return 3 + mult18x18d_latency(**ECP5_DSP_REGISTERS) - 1 + ECP5_DSP_FABRIC_STAGES
     return 3 + max(1, ceil_log2(min(a_width, b_width)))
+
+
+#: Widest signed operand of one hard multiplier (MULT18X18D); wider ``b`` operands of the
+#: ``"dsp"`` style are split (see :func:`_dsp_split`).
+DSP_OPERAND_WIDTH = 18
+
+
+def _dsp_split(a_width: int, b_width: int) -> bool:
+    """``multiplier="dsp"`` with ``b`` wider than a hard multiplier (``a`` not): the product
+    is two registered products, ``a * b[:17]`` (``b``'s low bits as a non-negative 18-bit
+    value) and ``a * b[17:]``, summed in the next stage.  Left to Yosys, the wide product
+    becomes the same two blocks but with the adder between them and the product register,
+    which with the block's unregistered delay does not meet 100 MHz on ECP5."""
+    return b_width > DSP_OPERAND_WIDTH and a_width <= DSP_OPERAND_WIDTH
 
 
 #: The latency of the default array (``ACT_WIDTH`` x ``WEIGHT_WIDTH``, LUT multipliers);
@@ -257,13 +272,26 @@ class MacArray(wiring.Component):
         # ---- product: one registered $mul (DSP) or a registered adder tree (LUTs) --
         product = [[None] * cols for _ in range(rows)]
         if self.multiplier == "dsp":
+            split = _dsp_split(self.a_width, self.b_width)
+            low = DSP_OPERAND_WIDTH - 1
             for r in range(rows):
                 for c in range(cols):
                     p = Signal(signed(product_width), name=f"product_{r}_{c}", reset_less=True)
-                    with m.If(advance):
-                        m.d.sync += p.eq(a_reg[r] * b_reg[c])
+                    if not split:
+                        with m.If(advance):
+                            m.d.sync += p.eq(a_reg[r] * b_reg[c])
+                    else:
+                        b_lo = Cat(b_reg[c][:low], 0).as_signed()
+                        b_hi = b_reg[c][low:].as_signed()
+                        p_lo = Signal(signed(self.a_width + low + 1), name=f"product_lo_{r}_{c}",
+                                      reset_less=True)
+                        p_hi = Signal(signed(self.a_width + self.b_width - low),
+                                      name=f"product_hi_{r}_{c}", reset_less=True)
+                        with m.If(advance):
+                            m.d.sync += [p_lo.eq(a_reg[r] * b_lo), p_hi.eq(a_reg[r] * b_hi),
+                                         p.eq(p_lo + (p_hi << low))]
                     product[r][c] = p
-            n_levels = 1
+            n_levels = 2 if split else 1
         elif self.multiplier == "ecp5_dsp":
             # One MULT18X18D per element, fed straight from the operand beat: its input
             # registers, pipeline (and output) registers all enabled by `advance`.
@@ -322,7 +350,9 @@ class MacArray(wiring.Component):
         # ---- accumulators, summed with one extra bit to catch overflow -----------
         # Each element registers its overflow bit beside its accumulator; the OR over
         # the array and the tile's flag follow one cycle later (valid3/first3).
-        acc = [[Signal(signed(acc_width), name=f"acc_{r}_{c}") for c in range(cols)]
+        # data registers without reset (valid flags say what they hold): fewer loads on the
+        # reset net
+        acc = [[Signal(signed(acc_width), name=f"acc_{r}_{c}", reset_less=True) for c in range(cols)]
                for r in range(rows)]
         element_overflow = []
         for r in range(rows):
@@ -353,7 +383,8 @@ class MacArray(wiring.Component):
 
         # ---- result bank: loaded from the accumulators, drained row by row -------
         # A shift register of rows: row 0 is on the output, a transfer shifts up.
-        bank = [[Signal(signed(acc_width), name=f"bank_{r}_{c}") for c in range(cols)]
+        bank = [[Signal(signed(acc_width), name=f"bank_{r}_{c}", reset_less=True)
+                 for c in range(cols)]
                 for r in range(rows)]
         bank_overflow = Signal()
         index = Signal(range(max(rows, 2)))

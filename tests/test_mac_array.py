@@ -194,11 +194,13 @@ def test_corner_cases_extreme_operands(rng, multiplier):
     assert not out["overflow"].any() and out["sticky_overflow"] == 0
 
 
-@pytest.mark.parametrize("multiplier", ["lut", "dsp", "ecp5_dsp"])
+@pytest.mark.parametrize("multiplier", ["lut", "dsp", "ecp5_dsp", "dsp-9x24"])
 def test_stalls_bubbles_and_backpressure(rng, multiplier):
     """Short tiles (stalls while the bank drains), gaps in the operand stream and a consumer
     that is not always ready: results stay exact and in order."""
     cfg = {**NARROW_3X5, "multiplier": multiplier}
+    if multiplier == "dsp-9x24":    # the Trainer's widths: b split over two hard multipliers
+        cfg.update(multiplier="dsp", a_width=9, b_width=24, acc_width=40)
     rows, cols = cfg["rows"], cfg["cols"]
     tiles = extreme_tiles(cfg, rng)
     for _ in range(150):
