@@ -9,7 +9,8 @@ op             chain (per lane)                                    ``value`` out
 ``FORWARD``    Scaler(divisor) -> NitroRelu(inv_slope)             ``h``; ``code`` too
 ``LOSS``       Scaler(divisor)                                     ``y`` (the writer
                                                                    subtracts the target)
-``BACKWARD``   saturate acc to ``err_width`` -> NitroReluBackward  ``d``
+``BACKWARD``   saturate acc to ``err_width`` (registered)          ``d``
+               -> NitroReluBackward
 ``SGD``        SgdUpdate(w = ``wgt`` lane, g = acc, d_g, d_w)      ``w'``
 =============  ==================================================  =====================
 
@@ -49,12 +50,18 @@ class PostLanes(wiring.Component):
     op : In(3); divisor, inv_slope, d_g, d_w : In -- the instruction's constants
     backerr : Out(1) -- pulse: a BACKWARD item entered with an out-of-range accumulator
     sgd_overflow : Out(1) -- sticky, cleared by ``clear``
+
+    ``free_running=True``: the consumer promises ``o.ready == 1`` always (the Trainer's lanes
+    feed a FIFO with a credit for every item in flight), so every unit advances every cycle
+    and ``i.ready`` is 1.  No ready signal then runs through the lanes and no clock enable
+    fans out to their pipeline registers (a long, high-fanout path at 100 MHz on ECP5).
     """
 
     def __init__(self, side: int, *, acc_width: int = 48, act_width: int = 8,
                  wgt_width: int = 18, err_width: int = 24, fan_in_width: int = 14,
-                 lr_div_max: int = 2**40, decay_max: int = 2**20):
+                 lr_div_max: int = 2**40, decay_max: int = 2**20, free_running: bool = False):
         self.side = side
+        self.free_running = bool(free_running)
         self.acc_width, self.wgt_width, self.err_width = acc_width, wgt_width, err_width
         self.scalers = [Scaler(acc_width, fan_in_width=fan_in_width, out_width=act_width)
                         for _ in range(side)]
@@ -76,7 +83,7 @@ class PostLanes(wiring.Component):
         self.latency = {
             Op.FORWARD: s0.latency + self.relus[0].latency,
             Op.LOSS: s0.latency,
-            Op.BACKWARD: self.backwards[0].latency,
+            Op.BACKWARD: 1 + self.backwards[0].latency,
             Op.SGD: g0.latency,
         }
         super().__init__({
@@ -120,6 +127,8 @@ class PostLanes(wiring.Component):
         in_ready = Signal()
         m.d.comb += in_ready.eq(Mux(is_fwd | is_loss, sc_in_ready,
                                     Mux(is_bwd, bw_in_ready, Mux(is_sgd, sg_in_ready, 0))))
+        if self.free_running:
+            sc_in_ready = re_in_ready = bw_in_ready = sg_in_ready = in_ready = 1
         m.d.comb += self.i.ready.eq(in_ready)
         take = self.i.valid & in_ready
         lo, hi = -(2 ** (self.err_width - 1)), 2 ** (self.err_width - 1) - 1
@@ -129,10 +138,19 @@ class PostLanes(wiring.Component):
 
         # scaler -> relu handoff (FORWARD) or scaler -> output (LOSS)
         sc_out_ready = Mux(is_fwd, re_in_ready, is_loss & self.o.ready)
+        o_ready = self.o.ready
+        if self.free_running:
+            sc_out_ready = o_ready = 1
         out_valid = Signal()
         m.d.comb += out_valid.eq(Mux(is_fwd, re_out_valid, Mux(is_loss, sc_out_valid,
                                  Mux(is_bwd, bw_out_valid, Mux(is_sgd, sg_out_valid, 0)))))
         m.d.comb += self.o.valid.eq(out_valid)
+
+        # BACKWARD: the saturation (two wide compares) is registered before NitroReluBackward,
+        # whose first stage is a carry chain of its own; the register advances with the unit
+        sat_valid = Signal()
+        with m.If(bw_in_ready):
+            m.d.sync += sat_valid.eq(self.i.valid & is_bwd)
 
         sgd_flags = []
         for j in range(S):
@@ -145,6 +163,10 @@ class PostLanes(wiring.Component):
                 m.d.comb += sat.eq(lo)
             with m.Else():
                 m.d.comb += sat.eq(acc)
+            sat_q = Signal(signed(self.err_width), name=f"sat_q{j}")
+            code_q = Signal(CODE_WIDTH, name=f"bw_code_q{j}")
+            with m.If(bw_in_ready):
+                m.d.sync += [sat_q.eq(sat), code_q.eq(self.i.payload.code[j])]
             m.d.comb += [
                 sc.divisor.eq(self.divisor),
                 re.inv_slope.eq(self.inv_slope),
@@ -156,16 +178,16 @@ class PostLanes(wiring.Component):
                 sc.i.payload.eq(acc),
                 re.i.valid.eq(sc_out_valid & is_fwd & re_in_ready),
                 re.i.payload.eq(sc.o.payload),
-                sc.o.ready.eq(sc_out_ready & sc_out_valid),
-                bw.i.valid.eq(self.i.valid & is_bwd & bw_in_ready),
-                bw.i.payload.d.eq(sat),
-                bw.i.payload.code.as_value().eq(self.i.payload.code[j]),
+                sc.o.ready.eq(sc_out_ready if self.free_running else sc_out_ready & sc_out_valid),
+                bw.i.valid.eq(sat_valid & bw_in_ready),
+                bw.i.payload.d.eq(sat_q),
+                bw.i.payload.code.as_value().eq(code_q),
                 sg.i.valid.eq(self.i.valid & is_sgd & sg_in_ready),
                 sg.i.payload.w.eq(self.i.payload.wgt[j]),
                 sg.i.payload.g.eq(acc),
-                re.o.ready.eq(is_fwd & self.o.ready & re_out_valid),
-                bw.o.ready.eq(is_bwd & self.o.ready & bw_out_valid),
-                sg.o.ready.eq(is_sgd & self.o.ready & sg_out_valid),
+                re.o.ready.eq(1 if self.free_running else is_fwd & o_ready & re_out_valid),
+                bw.o.ready.eq(1 if self.free_running else is_bwd & o_ready & bw_out_valid),
+                sg.o.ready.eq(1 if self.free_running else is_sgd & o_ready & sg_out_valid),
             ]
             value = self.o.payload.value[j]
             with m.Switch(op):

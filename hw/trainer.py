@@ -28,7 +28,7 @@ the ERR lane; saturated), ``sgd`` (an updated weight left the WGT lane; saturate
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -58,7 +58,8 @@ class _RowWalk:
     tile in order) and derives the row offset ``off = tr*S + i + tc*tc_stride`` and friends.
 
     ``reset`` (re)loads the limits from the instruction register; ``step`` moves to the next
-    row.  ``*_next`` are the values after a step (for prefetching)."""
+    row.  ``off`` and ``m`` are registers too (computed from the next counters on a step), so
+    that an address is one adder away from flip-flops."""
 
     def __init__(self, m: Module, name: str, side: int, cur, reset, step):
         S = side
@@ -77,7 +78,6 @@ class _RowWalk:
         n = {k: sig(f"next_{k}", w) for k, w in
              (("i", iw), ("tc", COUNT_WIDTH), ("tr", COUNT_WIDTH), ("tr_off", COUNT_WIDTH),
               ("tc_off", COUNT_WIDTH), ("tc_cls", COUNT_WIDTH), ("col_tr_off", COUNT_WIDTH))}
-        self.m_next = sig("m_next")
         regs = {"i": self.i, "tc": self.tc, "tr": self.tr, "tr_off": self.tr_off,
                 "tc_off": self.tc_off, "tc_cls": self.tc_cls, "col_tr_off": self.col_tr_off}
         m.d.comb += [
@@ -85,9 +85,6 @@ class _RowWalk:
             self.at_tc_last.eq(self.tc == tc_last),
             self.at_tr_last.eq(self.tr == tr_last),
             self.final.eq(self.at_i_last & self.at_tc_last & self.at_tr_last),
-            self.off.eq(self.tr_off + self.i + self.tc_off),
-            self.m.eq(self.tr_off + self.i),
-            self.m_next.eq(n["tr_off"] + n["i"]),
         ]
         m.d.comb += [n[k].eq(v) for k, v in regs.items()]
         with m.If(self.at_i_last):
@@ -102,11 +99,26 @@ class _RowWalk:
                              n["tc_cls"].eq(self.tc_cls + S)]
         with m.Else():
             m.d.comb += n["i"].eq(self.i + 1)
+        # off and m kept incrementally (one adder each): tile_off = tr_off + tc_off is the
+        # offset of the current tile's row 0
+        tile_off = sig("tile_off")
+        next_tile_off = sig("next_tile_off")
+        next_off, next_m = sig("next_off"), sig("next_m")
+        m.d.comb += [next_tile_off.eq(tile_off), next_off.eq(self.off + 1),
+                     next_m.eq(self.m + 1)]
+        with m.If(self.at_i_last):
+            with m.If(self.at_tc_last):
+                m.d.comb += [next_tile_off.eq(self.tr_off + S), next_m.eq(self.tr_off + S)]
+            with m.Else():
+                m.d.comb += [next_tile_off.eq(tile_off + cur.tc_stride), next_m.eq(self.tr_off)]
+            m.d.comb += next_off.eq(next_tile_off)
         with m.If(reset):
             m.d.sync += [r.eq(0) for r in regs.values()]
+            m.d.sync += [self.off.eq(0), self.m.eq(0), tile_off.eq(0)]
             m.d.sync += [tc_last.eq(cur.tiles_c - 1), tr_last.eq(cur.tiles_r - 1)]
         with m.Elif(step):
             m.d.sync += [r.eq(n[k]) for k, r in regs.items()]
+            m.d.sync += [self.off.eq(next_off), self.m.eq(next_m), tile_off.eq(next_tile_off)]
 
 
 class Trainer(wiring.Component):
@@ -115,7 +127,8 @@ class Trainer(wiring.Component):
     Parameters
     ----------
     geometry : nitrod.isa.Geometry -- array side, memory depths and lane widths.
-    mac_options : further keyword arguments of the MacArray (multiplier style).
+    mac_options : further keyword arguments of the MacArray (default ``multiplier="dsp"``:
+        hard multipliers, as on the boards, so that simulation and bitstream are one design).
 
     Ports
     -----
@@ -123,6 +136,9 @@ class Trainer(wiring.Component):
     busy : Out(1) -- a program is running
     overflow : Out(3) -- the OVERFLOW register (mac, backerr, sgd)
     """
+
+    #: cycles from ``bus.r_en`` to the word on ``bus.r_data`` (hw/host_link.py: BusSignature)
+    READ_LATENCY = 3
 
     def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None):
         g = geometry
@@ -150,12 +166,15 @@ class Trainer(wiring.Component):
         self.engine = TileEngine(S, S, a_width=g.act_width, b_width=max(g.err_width, g.wgt_width),
                                  acc_width=g.acc_width, a_depth=g.act_depth,
                                  b_depth=max(g.wgt_depth, g.err_depth), count_width=COUNT_WIDTH,
-                                 cycle_width=32, mac_options=mac_options, memories="external")
+                                 cycle_width=32,
+                                 mac_options={"multiplier": "dsp", **(mac_options or {})},
+                                 memories="external",
+                                 read_latency=3)
         self.lanes = PostLanes(S, acc_width=g.acc_width, wgt_width=g.wgt_width,
                                err_width=g.err_width,
                                fan_in_width=g.divisor_max.bit_length(),
                                lr_div_max=2 ** (g.d_g_width - 1),
-                               decay_max=2 ** (g.d_w_width - 1))
+                               decay_max=2 ** (g.d_w_width - 1), free_running=True)
         if self.lanes.sgds[0].d_g.shape().width != g.d_g_width:
             raise ValueError("d_g_width does not match the SgdUpdate")
         self.instr_layout = instruction_layout()
@@ -168,7 +187,7 @@ class Trainer(wiring.Component):
             Region.PROG: unsigned(INSTRUCTION_BITS),
         }
         super().__init__({
-            "bus": In(BusSignature(BUS_ADDR_WIDTH)),
+            "bus": In(BusSignature(BUS_ADDR_WIDTH, read_latency=self.READ_LATENCY)),
             "busy": Out(1),
             "overflow": Out(3),
         })
@@ -263,28 +282,49 @@ class Trainer(wiring.Component):
             for addr, value in reg_table.items():
                 with m.Case(int(addr)):
                     m.d.comb += reg_value.eq(value)
+        # Read latency READ_LATENCY = 3: the words out of the block RAMs are registered twice
+        # as they are (no logic behind a block RAM's slow output, and the first register may
+        # sit beside the RAM); then the chunk and the region are selected from flip-flops.
         rd_region = Signal(range(len(Region)))
         rd_chunk = Signal(max(1, ceil_log2(max_chunks)))
         rd_reg = Signal(32)
         rd_ok = Signal()
+        rd_pending = Signal()
         with m.If(bus.r_en):
             m.d.sync += [rd_region.eq(region), rd_reg.eq(reg_value), rd_ok.eq(0)]
             for r in self.words:
                 with m.If(region == r):
                     m.d.sync += [rd_chunk.eq(host_chunk[r]), rd_ok.eq(host_rd[r])]
-        with m.Switch(rd_region):
+        rd_pending2 = Signal()
+        m.d.sync += [rd_pending.eq(bus.r_en), rd_pending2.eq(rd_pending)]
+        rd_raw = {r: Signal(g.word_bits(r), name=f"rd_raw_{r.name.lower()}", reset_less=True)
+                  for r in self.words}
+        rd_words = {r: Signal(g.word_bits(r), name=f"rd_word_{r.name.lower()}", reset_less=True)
+                    for r in self.words}
+        with m.If(rd_pending):
+            m.d.sync += [rd_raw[r].eq(rd[r].data) for r in self.words]
+        with m.If(rd_pending2):
+            m.d.sync += [rd_words[r].eq(rd_raw[r]) for r in self.words]
+        rd_region2, rd_region3 = Signal.like(rd_region), Signal.like(rd_region)
+        rd_chunk2, rd_chunk3 = Signal.like(rd_chunk), Signal.like(rd_chunk)
+        rd_reg2, rd_reg3 = Signal.like(rd_reg), Signal.like(rd_reg)
+        rd_ok2, rd_ok3 = Signal(), Signal()
+        m.d.sync += [rd_region2.eq(rd_region), rd_chunk2.eq(rd_chunk), rd_reg2.eq(rd_reg),
+                     rd_ok2.eq(rd_ok), rd_region3.eq(rd_region2), rd_chunk3.eq(rd_chunk2),
+                     rd_reg3.eq(rd_reg2), rd_ok3.eq(rd_ok2)]
+        with m.Switch(rd_region3):
             with m.Case(Region.REGS):
-                m.d.comb += bus.r_data.eq(rd_reg)
+                m.d.comb += bus.r_data.eq(rd_reg3)
             for r in self.words:
                 with m.Case(r):
                     nch = chunks_of(g.word_bits(r))
-                    bits = Cat(Value.cast(rd[r].data), Const(0, 32 * nch - g.word_bits(r)))
-                    m.d.comb += bus.r_data.eq(Mux(rd_ok, bits.word_select(rd_chunk, 32), 0))
+                    bits = Cat(rd_words[r], Const(0, 32 * nch - g.word_bits(r)))
+                    m.d.comb += bus.r_data.eq(Mux(rd_ok3, bits.word_select(rd_chunk3, 32), 0))
 
         # ---- sequencer ----------------------------------------------------------------------
         prog_rd = rd[Region.PROG]
-        fetched = Signal(self.instr_layout)
-        m.d.comb += fetched.eq(prog_rd.data)
+        fetched_raw = Signal(INSTRUCTION_BITS)  # PROG[pc] as it leaves the block RAM
+        fetched = Signal(self.instr_layout)     # ... registered once more
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
         with m.FSM(name="seq"):
@@ -295,6 +335,12 @@ class Trainer(wiring.Component):
                     m.next = "FETCH"
             with m.State("FETCH"):
                 m.d.comb += [prog_rd.addr.eq(pc), prog_rd.en.eq(1)]
+                m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.sync += fetched_raw.eq(prog_rd.data)
+                m.next = "LOAD2"
+            with m.State("LOAD2"):
+                m.d.sync += fetched.eq(fetched_raw)
                 m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.sync += cur.eq(fetched)
@@ -326,11 +372,22 @@ class Trainer(wiring.Component):
         m.d.comb += lanes.clear.eq(clear)
 
         # ---- engine operand reads ----------------------------------------------------------
+        # read latency 3: each block RAM's output is registered twice as it is (on the port's
+        # enable; the first register may sit beside the RAM), and only then is the B source
+        # selected
         act_rd, wgt_rd, err_rd = rd[Region.ACT], rd[Region.WGT], rd[Region.ERR]
+        act_p, act_q = (Signal(self.words[Region.ACT], reset_less=True) for _ in range(2))
+        wgt_p, wgt_q = (Signal(self.words[Region.WGT], reset_less=True) for _ in range(2))
+        err_p, err_q = (Signal(self.words[Region.ERR], reset_less=True) for _ in range(2))
+        with m.If(eng.a_rd.en):
+            m.d.sync += [act_p.eq(act_rd.data), act_q.eq(act_p)]
+        with m.If(eng.b_rd.en):
+            m.d.sync += [wgt_p.eq(wgt_rd.data), err_p.eq(err_rd.data),
+                         wgt_q.eq(wgt_p), err_q.eq(err_p)]
         for j in range(S):
             m.d.comb += [
-                eng.a_rd.data[j].eq(act_rd.data[j]),
-                eng.b_rd.data[j].eq(Mux(cur.b_src, err_rd.data[j], wgt_rd.data[j])),
+                eng.a_rd.data[j].eq(act_q[j]),
+                eng.b_rd.data[j].eq(Mux(cur.b_src, err_q[j], wgt_q[j])),
             ]
 
         # ---- front: take a drained row, read its aux word (CODE or WGT) --------------------
@@ -338,9 +395,17 @@ class Trainer(wiring.Component):
         # always has room), so no ready signal runs back through them.  ``credits`` counts
         # the FIFO words neither holding a row nor promised to a row inside the lanes; a row
         # leaves the engine only against a credit.
+        # Stage F0 takes the row and reads its aux word; F1 registers the row; F2 registers
+        # the aux word out of the block RAM beside it; F3 registers both once more (the F2
+        # register may then sit beside the RAM) and hands them to the lanes.
         res = eng.results
-        valid1 = Signal()
-        row1 = Signal(data.ArrayLayout(signed(g.acc_width), S))
+        valid1, valid2, valid3 = Signal(), Signal(), Signal()
+        # data registers have no reset (the valid flags say what they hold): fewer loads on
+        # the reset net
+        row1 = Signal(data.ArrayLayout(signed(g.acc_width), S), reset_less=True)
+        row2, row3 = Signal.like(row1), Signal.like(row1)
+        wgt2, wgt3 = (Signal(self.words[Region.WGT], reset_less=True) for _ in range(2))
+        code2, code3 = (Signal(self.words[Region.CODE], reset_less=True) for _ in range(2))
         take_f = Signal()
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
         has_credit = Signal()
@@ -351,15 +416,20 @@ class Trainer(wiring.Component):
         front = _RowWalk(m, "front", S, cur, issue, take_f)
         aux_addr = Signal(16)
         m.d.comb += aux_addr.eq(Mux(op == Op.SGD, cur.row_base, cur.aux_base) + front.off)
-        m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row)]
+        m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row), valid2.eq(valid1),
+                     valid3.eq(valid2)]
+        code_rd = rd[Region.CODE]
+        with m.If(valid1):
+            m.d.sync += [row2.eq(row1), wgt2.eq(wgt_rd.data), code2.eq(code_rd.data)]
+        with m.If(valid2):
+            m.d.sync += [row3.eq(row2), wgt3.eq(wgt2), code3.eq(code2)]
         with m.If(take_f & res.payload.overflow):
             m.d.sync += ovf_mac.eq(1)
         with m.If(lanes.backerr):
             m.d.sync += ovf_backerr.eq(1)
-        code_rd = rd[Region.CODE]
         m.d.comb += [
-            lanes.i.valid.eq(valid1),
-            lanes.i.payload.acc.eq(row1),
+            lanes.i.valid.eq(valid3),
+            lanes.i.payload.acc.eq(row3),
             lanes.op.eq(op),
             lanes.divisor.eq(cur.divisor),
             lanes.inv_slope.eq(cur.inv_slope),
@@ -367,8 +437,8 @@ class Trainer(wiring.Component):
             lanes.d_w.eq(cur.d_w),
         ]
         for j in range(S):
-            m.d.comb += [lanes.i.payload.wgt[j].eq(wgt_rd.data[j]),
-                         lanes.i.payload.code[j].eq(code_rd.data[j])]
+            m.d.comb += [lanes.i.payload.wgt[j].eq(wgt3[j]),
+                         lanes.i.payload.code[j].eq(code3[j])]
 
         # ---- lanes -> FIFO -> writer ------------------------------------------------------------
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=lanes.out_layout.size,
@@ -382,12 +452,18 @@ class Trainer(wiring.Component):
         m.d.comb += out_payload.eq(fifo.r_data)
 
         # ---- writer: row writes, LOSS target, transposer -------------------------------------
+        # Four stages: W0 takes a row from the FIFO, steps the walker and reads LABEL[m]; W0R
+        # registers the row; W1 adds the bases and compares the masks (from registers) while
+        # the label is registered out of the block RAM; W2 applies the LOSS
+        # target (the label now registered) and the masks, and writes.  A row that completes
+        # a tile to be transposed holds further takes until the transposer has emitted it.
         emitting = Signal()
+        hold = Signal()
         emit_c = Signal(max(1, ceil_log2(S)))
         emit_addr = Signal(16)
         emit_final = Signal()
         take_w = Signal()
-        m.d.comb += [take_w.eq(fifo.r_rdy & ~emitting & run), fifo.r_en.eq(take_w)]
+        m.d.comb += [take_w.eq(fifo.r_rdy & ~hold & run), fifo.r_en.eq(take_w)]
         with m.If(issue):
             m.d.sync += credits.eq(self.fifo_depth)
         with m.Elif(take_f & ~take_w):
@@ -402,48 +478,101 @@ class Trainer(wiring.Component):
             m.d.sync += has_credit.eq(next_credits != 0)
         walk = _RowWalk(m, "writer", S, cur, issue, take_w)
         label_rd = rd[Region.LABEL]
+        with m.If(take_w & walk.at_i_last & cur.col_en):
+            m.d.sync += hold.eq(1)
+
+        # W0R: the row taken, registered while LABEL is read; W1: the label registered as it
+        # leaves the block RAM
         vw = lanes.value_width
+
+        def row_regs(name):
+            return (Signal(name=f"{name}_valid"),
+                    Signal(lanes.out_layout, name=name, reset_less=True),
+                    Signal.like(walk.i, name=f"{name}_i"), Signal(name=f"{name}_ilast"),
+                    Signal(name=f"{name}_final"),
+                    *(Signal(16, name=f"{name}_{n}") for n in ("off", "m", "tc_cls", "col_tr_off")))
+
+        w0r = row_regs("w0r")
+        w1_regs = row_regs("w1")
+        w1_valid, w1, w1_i, w1_ilast, w1_final, w1_off, w1_m, w1_tc_cls, w1_col_tr_off = w1_regs
+        w1_label = Signal(8)
+        m.d.sync += w0r[0].eq(take_w)
+        with m.If(take_w):
+            m.d.sync += [reg.eq(src) for reg, src in zip(w0r[1:], (
+                fifo.r_data, walk.i, walk.at_i_last, walk.final, walk.off, walk.m, walk.tc_cls,
+                walk.col_tr_off))]
+        m.d.sync += w1_valid.eq(w0r[0])
+        with m.If(w0r[0]):
+            m.d.sync += [reg.eq(src) for reg, src in zip(w1_regs[1:], w0r[1:])]
+            m.d.sync += w1_label.eq(label_rd.data)
+
+        # W2
+        w2_valid, w2_ilast, w2_final, w2_row_in = Signal(), Signal(), Signal(), Signal()
+        w2_i = Signal.like(walk.i)
+        w2_label = Signal(8)
+        w2_row_addr, w2_code_addr, w2_col_addr = (Signal(16, name=f"w2_{n}") for n in
+                                                  ("row_addr", "code_addr", "col_addr"))
+        w2_value = [Signal(signed(vw), name=f"w2_value{j}", reset_less=True) for j in range(S)]
+        w2_target = [Signal(signed(vw), name=f"w2_target{j}", reset_less=True)  # value - 32
+                     for j in range(S)]
+        w2_code = [Signal(CODE_WIDTH, name=f"w2_code{j}") for j in range(S)]
+        w2_lane_in = [Signal(name=f"w2_lane_in{j}") for j in range(S)]
+        w2_lane_idx = [Signal(16, name=f"w2_lane_idx{j}") for j in range(S)]
+        m.d.sync += w2_valid.eq(w1_valid)
+        with m.If(w1_valid):
+            m.d.sync += [
+                w2_i.eq(w1_i), w2_ilast.eq(w1_ilast), w2_final.eq(w1_final),
+                w2_label.eq(w1_label),
+                w2_row_in.eq(w1_m < cur.row_len),
+                w2_row_addr.eq(cur.row_base + w1_off),
+                w2_code_addr.eq(cur.aux_base + w1_off),
+                w2_col_addr.eq(cur.col_base + w1_col_tr_off + w1_tc_cls),
+            ]
+            for j in range(S):
+                m.d.sync += [
+                    w2_value[j].eq(w1.value[j]),
+                    w2_target[j].eq(w1.value[j] - ONE_HOT_VALUE),
+                    w2_code[j].eq(w1.code[j]),
+                    w2_lane_in[j].eq((w1_tc_cls + j) < cur.col_len),
+                    w2_lane_idx[j].eq(w1_tc_cls + j),
+                ]
         values = [Signal(signed(vw), name=f"wb_value{j}") for j in range(S)]
         codes = [Signal(CODE_WIDTH, name=f"wb_code{j}") for j in range(S)]
         row_on = Signal()
-        m.d.comb += row_on.eq((walk.m < cur.row_len) &
-                              ~((op == Op.LOSS) & (label_rd.data == PAD_LABEL)))
+        m.d.comb += row_on.eq(w2_row_in & ~((op == Op.LOSS) & (w2_label == PAD_LABEL)))
         for j in range(S):
-            value = out_payload.value[j]
-            lane_on = row_on & ((walk.tc_cls + j) < cur.col_len)
-            hit = (walk.tc_cls + j) == label_rd.data
+            lane_on = row_on & w2_lane_in[j]
+            hit = w2_lane_idx[j] == w2_label
             with m.If(~lane_on):
                 m.d.comb += [values[j].eq(0), codes[j].eq(ReluCode.ZERO)]
             with m.Elif(op == Op.LOSS):
-                m.d.comb += values[j].eq(value - Mux(hit, ONE_HOT_VALUE, 0))
+                m.d.comb += values[j].eq(Mux(hit, w2_target[j], w2_value[j]))
             with m.Else():
-                m.d.comb += [values[j].eq(value), codes[j].eq(out_payload.code[j])]
+                m.d.comb += [values[j].eq(w2_value[j]), codes[j].eq(w2_code[j])]
         tw = max(g.act_width, g.wgt_width)
-        tbuf = [[Signal(signed(tw), name=f"tbuf{i}_{c}") for c in range(S)] for i in range(S)]
-        row_addr = Signal(16)
-        code_addr = Signal(16)
-        m.d.comb += [row_addr.eq(cur.row_base + walk.off), code_addr.eq(cur.aux_base + walk.off)]
-        with m.If(take_w):
+        tbuf = [[Signal(signed(tw), name=f"tbuf{i}_{c}", reset_less=True) for c in range(S)]
+                for i in range(S)]
+        with m.If(w2_valid):
             for i in range(S):
-                with m.If(walk.i == i):
+                with m.If(w2_i == i):
                     m.d.sync += [tbuf[i][c].eq(values[c]) for c in range(S)]
-            with m.If(walk.at_i_last & cur.col_en):
-                m.d.sync += [emitting.eq(1), emit_c.eq(0), emit_final.eq(walk.final),
-                             emit_addr.eq(cur.col_base + walk.col_tr_off + walk.tc_cls)]
-            with m.Elif(walk.final):
+            with m.If(w2_ilast & cur.col_en):
+                m.d.sync += [emitting.eq(1), emit_c.eq(0), emit_final.eq(w2_final),
+                             emit_addr.eq(w2_col_addr)]
+            with m.Elif(w2_final):
                 m.d.comb += instr_done.eq(1)
         with m.If(emitting):
             for i in range(S):
                 m.d.sync += [tbuf[i][c].eq(tbuf[i][c + 1]) for c in range(S - 1)]
             m.d.sync += [emit_c.eq(emit_c + 1), emit_addr.eq(emit_addr + 1)]
             with m.If(emit_c == S - 1):
-                m.d.sync += emitting.eq(0)
+                m.d.sync += [emitting.eq(0), hold.eq(0)]
                 with m.If(emit_final):
                     m.d.comb += instr_done.eq(1)
         column = [tbuf[i][0] for i in range(S)]
 
-        # label prefetch: LABEL[m] of the row the writer takes next
-        m.d.comb += [label_rd.addr.eq(Mux(issue, 0, walk.m_next)), label_rd.en.eq(issue | take_w)]
+        # LABEL[m] of the row taken (W0), registered in W1 and W2
+        m.d.comb += [label_rd.addr.eq(walk.m), label_rd.en.eq(take_w)]
 
         # ---- memory port multiplexing ---------------------------------------------------------
         def host_ports(r):
@@ -457,8 +586,8 @@ class Trainer(wiring.Component):
             host_ports(r)
         # ACT: FORWARD rows (h) and FORWARD/LOSS columns
         with m.If(busy):
-            with m.If(take_w & (op == Op.FORWARD)):
-                m.d.comb += [wr[Region.ACT].addr.eq(row_addr),
+            with m.If(w2_valid & (op == Op.FORWARD)):
+                m.d.comb += [wr[Region.ACT].addr.eq(w2_row_addr),
                              wr[Region.ACT].data.eq(lanes_word(Region.ACT, values)),
                              wr[Region.ACT].en.eq(1)]
             with m.Elif(emitting & ((op == Op.FORWARD) | (op == Op.LOSS))):
@@ -466,8 +595,8 @@ class Trainer(wiring.Component):
                              wr[Region.ACT].data.eq(lanes_word(Region.ACT, column)),
                              wr[Region.ACT].en.eq(1)]
             # WGT: SGD rows and columns
-            with m.If(take_w & (op == Op.SGD)):
-                m.d.comb += [wr[Region.WGT].addr.eq(row_addr),
+            with m.If(w2_valid & (op == Op.SGD)):
+                m.d.comb += [wr[Region.WGT].addr.eq(w2_row_addr),
                              wr[Region.WGT].data.eq(lanes_word(Region.WGT, values)),
                              wr[Region.WGT].en.eq(1)]
             with m.Elif(emitting & (op == Op.SGD)):
@@ -475,13 +604,13 @@ class Trainer(wiring.Component):
                              wr[Region.WGT].data.eq(lanes_word(Region.WGT, column)),
                              wr[Region.WGT].en.eq(1)]
             # ERR: LOSS and BACKWARD rows
-            with m.If(take_w & ((op == Op.LOSS) | (op == Op.BACKWARD))):
-                m.d.comb += [wr[Region.ERR].addr.eq(row_addr),
+            with m.If(w2_valid & ((op == Op.LOSS) | (op == Op.BACKWARD))):
+                m.d.comb += [wr[Region.ERR].addr.eq(w2_row_addr),
                              wr[Region.ERR].data.eq(lanes_word(Region.ERR, values)),
                              wr[Region.ERR].en.eq(1)]
             # CODE: FORWARD rows
-            with m.If(take_w & (op == Op.FORWARD)):
-                m.d.comb += [wr[Region.CODE].addr.eq(code_addr),
+            with m.If(w2_valid & (op == Op.FORWARD)):
+                m.d.comb += [wr[Region.CODE].addr.eq(w2_code_addr),
                              wr[Region.CODE].data.eq(Cat(*codes)),
                              wr[Region.CODE].en.eq(1)]
         with m.Else():

@@ -47,7 +47,7 @@ MEMORIES = (Region.ACT, Region.WGT, Region.ERR, Region.CODE, Region.LABEL)
 
 @pytest.fixture(scope="module")
 def bus():
-    with SimBus.start(lambda: Trainer(GEOMETRY), "trainer") as b:
+    with SimBus.start(lambda: Trainer(GEOMETRY), "trainer", read_latency=Trainer.READ_LATENCY) as b:
         yield b
 
 
