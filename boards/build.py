@@ -305,6 +305,10 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     top = BoardTop(board, core_obj, baud=baud)
     report["link"] = top.info
     nextpnr_opts = f"--timing-allow-fail --seed {int(seed)} --report nextpnr_report.json"
+    if board.family != "ice40":
+        # nextpnr-ecp5 0.11 routes with router1 by default; router2 finishes the 8 x 8 Trainer
+        # in a fraction of the time
+        nextpnr_opts += " --router router2"
     overrides = {
         "nextpnr_opts": nextpnr_opts,
         "script_after_synth": "tee -q -o yosys_stat.json stat -json",
