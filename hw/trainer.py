@@ -448,8 +448,6 @@ class Trainer(wiring.Component):
             fifo.w_en.eq(lanes.o.valid),
             fifo.w_data.eq(lanes.o.payload),
         ]
-        out_payload = Signal(lanes.out_layout)
-        m.d.comb += out_payload.eq(fifo.r_data)
 
         # ---- writer: row writes, LOSS target, transposer -------------------------------------
         # Four stages: W0 takes a row from the FIFO, steps the walker and reads LABEL[m]; W0R
