@@ -262,6 +262,21 @@ def network_max_batch(board: "Board", geometry: Geometry | None = None, limit: i
     return lo, fits(lo + 1)[1] if lo < limit else None
 
 
+#: What the two LFE5U-85F boards share: the core clock, the Trainer geometry and default network,
+#: the device's resources, the stand-in core's 8 DP16KD and the link's buffer (distributed RAM).
+_ECP5_85F_BOARD = dict(
+    family="ecp5",
+    target_mhz=100.0,
+    use_pll=True,
+    geometry=ECP5_GEOMETRY,
+    network={"name": "MNIST MLP", "dataset": "mnist5k", "layers": [784, 100, 50, 10]},
+    resources=_ECP5_85F,
+    bram_bits=18432,
+    memory_core_words=4096,
+    link_max_burst=64,
+)
+
+
 BOARD: dict[str, Board] = {
     "icebreaker": Board(
         name="icebreaker",
@@ -290,48 +305,32 @@ BOARD: dict[str, Board] = {
         synth_opts="-dsp",
     ),
     "ulx3s-85f": Board(
+        **_ECP5_85F_BOARD,
         name="ulx3s-85f",
         platform_module="amaranth_boards.ulx3s",
         platform_class="ULX3S_85F_Platform",
-        family="ecp5",
         device="LFE5U-85F-6BG381",
         clock_resource="clk25",
         clock_mhz=25.0,
-        target_mhz=100.0,
-        use_pll=True,
-        geometry=ECP5_GEOMETRY,
-        network={"name": "MNIST MLP", "dataset": "mnist5k", "layers": [784, 100, 50, 10]},
-        resources=_ECP5_85F,
-        bram_bits=18432,
         uart="uart",
         uart_note="FTDI FT231X (US1): RX M1, TX L4 (amaranth-boards 'uart' 0)",
         leds={"busy": ("led", 0, None), "link": ("led", 1, None), "alive": ("led", 7, None)},
         reset_button=("button_fire", 0),
-        memory_core_words=4096,           # 8 DP16KD
-        link_max_burst=64,                # distributed RAM
     ),
     "orangecrab-85f": Board(
+        **_ECP5_85F_BOARD,
         name="orangecrab-85f",
         platform_module="amaranth_boards.orangecrab_r0_2",
         platform_class="OrangeCrabR0_2_85FPlatform",
-        family="ecp5",
         device="LFE5U-85F-8MG285",
         clock_resource="clk",
         clock_mhz=48.0,
-        target_mhz=100.0,
-        use_pll=True,
-        geometry=ECP5_GEOMETRY,
-        network={"name": "MNIST MLP", "dataset": "mnist5k", "layers": [784, 100, 50, 10]},
-        resources=_ECP5_85F,
-        bram_bits=18432,
         uart="feather",
         uart_note=("no USB-serial bridge: 3.3 V UART on the Feather header, RX pin 0 (N17), "
                    "TX pin 1 (M18); use an external USB-serial adapter"),
         leds={"busy": ("rgb_led", 0, "g"), "link": ("rgb_led", 0, "b"),
               "alive": ("rgb_led", 0, "r")},
         reset_button=("button", 0),
-        memory_core_words=4096,
-        link_max_burst=64,
     ),
 }
 
