@@ -137,8 +137,10 @@ class Trainer(wiring.Component):
     overflow : Out(3) -- the OVERFLOW register (mac, backerr, sgd)
     """
 
-    #: cycles from ``bus.r_en`` to the word on ``bus.r_data`` (hw/host_link.py: BusSignature)
-    READ_LATENCY = 3
+    #: cycles from ``bus.r_en`` to the word on ``bus.r_data`` (hw/host_link.py: BusSignature):
+    #: the bus inputs are registered at the Trainer's edge (1), the block RAM words are
+    #: registered twice as they leave the RAM (2), then chunk and region are selected (1)
+    READ_LATENCY = 4
 
     def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None):
         g = geometry
@@ -199,6 +201,15 @@ class Trainer(wiring.Component):
         m.submodules.engine = eng = self.engine
         m.submodules.lanes = lanes = self.lanes
         bus = self.bus
+        # The bus inputs are registered at the Trainer's edge: the link's address and
+        # strobes come from far away (the UART end of the die), and everything they decode
+        # (the CONTROL register's start, the memories' host ports) then starts at a flip-flop.
+        # Writes and reads are delayed alike, so their order is kept.
+        bus_addr = Signal.like(bus.addr, reset_less=True)
+        bus_w_data = Signal.like(bus.w_data, reset_less=True)
+        bus_w_en, bus_r_en = Signal(), Signal()
+        m.d.sync += [bus_addr.eq(bus.addr), bus_w_data.eq(bus.w_data),
+                     bus_w_en.eq(bus.w_en), bus_r_en.eq(bus.r_en)]
 
         # ---- memories: one write port and one read port each -------------------------------
         mems, wr, rd = {}, {}, {}
@@ -228,8 +239,8 @@ class Trainer(wiring.Component):
         op = cur.op
 
         # ---- host bus decode ----------------------------------------------------------------
-        region = bus.addr[REGION_SHIFT:]
-        offset = bus.addr[:REGION_SHIFT]
+        region = bus_addr[REGION_SHIFT:]
+        offset = bus_addr[:REGION_SHIFT]
         host_word, host_chunk, host_in_range = {}, {}, {}
         for r in self.words:
             cb = chunk_bits_of(g.word_bits(r))
@@ -244,14 +255,14 @@ class Trainer(wiring.Component):
             nch = chunks_of(g.word_bits(r))
             hit = (region == r) & host_in_range[r] & ~busy
             if nch > 1:
-                with m.If(bus.w_en & hit & (host_chunk[r] < nch - 1)):
-                    m.d.sync += stage.word_select(host_chunk[r], 32).eq(bus.w_data)
+                with m.If(bus_w_en & hit & (host_chunk[r] < nch - 1)):
+                    m.d.sync += stage.word_select(host_chunk[r], 32).eq(bus_w_data)
             m.d.comb += [
-                host_wr[r].eq(bus.w_en & hit & (host_chunk[r] == nch - 1)),
-                host_rd[r].eq(bus.r_en & hit),
+                host_wr[r].eq(bus_w_en & hit & (host_chunk[r] == nch - 1)),
+                host_rd[r].eq(bus_r_en & hit),
             ]
         mem_region = (region >= Region.PROG) & (region <= Region.LABEL)
-        with m.If((bus.w_en | bus.r_en) & mem_region):
+        with m.If((bus_w_en | bus_r_en) & mem_region):
             bad = busy
             for r in self.words:
                 bad = bad | ((region == r) & ~host_in_range[r])
@@ -260,15 +271,15 @@ class Trainer(wiring.Component):
 
         def host_word_data(r):
             nch = chunks_of(g.word_bits(r))
-            return Cat(stage[:32 * (nch - 1)], bus.w_data)[:g.word_bits(r)]
+            return Cat(stage[:32 * (nch - 1)], bus_w_data)[:g.word_bits(r)]
 
         # register writes
-        with m.If(bus.w_en & (region == Region.REGS)):
+        with m.If(bus_w_en & (region == Region.REGS)):
             with m.Switch(offset):
                 with m.Case(Reg.CONTROL):
-                    m.d.comb += [start.eq(bus.w_data[0] & ~busy), clear.eq(bus.w_data[1])]
+                    m.d.comb += [start.eq(bus_w_data[0] & ~busy), clear.eq(bus_w_data[1])]
                 with m.Case(Reg.PROG_START):
-                    m.d.sync += prog_start.eq(bus.w_data)
+                    m.d.sync += prog_start.eq(bus_w_data)
 
         # register reads: value registered, memory words chunk-selected, one cycle latency
         reg_value = Signal(32)
@@ -282,21 +293,22 @@ class Trainer(wiring.Component):
             for addr, value in reg_table.items():
                 with m.Case(int(addr)):
                     m.d.comb += reg_value.eq(value)
-        # Read latency READ_LATENCY = 3: the words out of the block RAMs are registered twice
-        # as they are (no logic behind a block RAM's slow output, and the first register may
-        # sit beside the RAM); then the chunk and the region are selected from flip-flops.
+        # Read latency READ_LATENCY = 4: the bus inputs are registered (above); the words out
+        # of the block RAMs are registered twice as they are (no logic behind a block RAM's
+        # slow output, and the first register may sit beside the RAM); then the chunk and the
+        # region are selected from flip-flops.
         rd_region = Signal(range(len(Region)))
         rd_chunk = Signal(max(1, ceil_log2(max_chunks)))
         rd_reg = Signal(32)
         rd_ok = Signal()
         rd_pending = Signal()
-        with m.If(bus.r_en):
+        with m.If(bus_r_en):
             m.d.sync += [rd_region.eq(region), rd_reg.eq(reg_value), rd_ok.eq(0)]
             for r in self.words:
                 with m.If(region == r):
                     m.d.sync += [rd_chunk.eq(host_chunk[r]), rd_ok.eq(host_rd[r])]
         rd_pending2 = Signal()
-        m.d.sync += [rd_pending.eq(bus.r_en), rd_pending2.eq(rd_pending)]
+        m.d.sync += [rd_pending.eq(bus_r_en), rd_pending2.eq(rd_pending)]
         rd_raw = {r: Signal(g.word_bits(r), name=f"rd_raw_{r.name.lower()}", reset_less=True)
                   for r in self.words}
         rd_words = {r: Signal(g.word_bits(r), name=f"rd_word_{r.name.lower()}", reset_less=True)
