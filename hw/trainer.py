@@ -234,7 +234,8 @@ class Trainer(wiring.Component):
         clear = Signal()
         instr_done = Signal()
         issue = Signal()                      # ISSUE state: walkers reset, engine offered
-        run = Signal()                        # RUN state
+        run = Signal()                        # in the RUN state (a flip-flop of its own, not
+                                              # decoded from the state: it gates the FIFO's reads)
         busy = self.busy
         op = cur.op
 
@@ -371,11 +372,11 @@ class Trainer(wiring.Component):
             with m.State("ISSUE"):
                 m.d.comb += [issue.eq(1), eng.instr.valid.eq(1)]
                 with m.If(eng.instr.ready):
+                    m.d.sync += run.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += run.eq(1)
                 with m.If(instr_done):
-                    m.d.sync += [pc.eq(pc + 1), retired.eq(retired + 1)]
+                    m.d.sync += [pc.eq(pc + 1), retired.eq(retired + 1), run.eq(0)]
                     m.next = "FETCH"
         for name in eng.instr_layout.members:
             m.d.comb += eng.instr.payload[name].eq(cur[name])
