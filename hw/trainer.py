@@ -31,10 +31,10 @@ from __future__ import annotations
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from hw.banked_memory import BankedMemory
 from hw.host_link import BusSignature
 from hw.nitro_relu import ReluCode
 from hw.post_lanes import CODE_WIDTH, PostLanes
@@ -129,6 +129,8 @@ class Trainer(wiring.Component):
     geometry : nitrod.isa.Geometry -- array side, memory depths and lane widths.
     mac_options : further keyword arguments of the MacArray (default ``multiplier="dsp"``:
         hard multipliers, as on the boards, so that simulation and bitstream are one design).
+    bank_depth : words per memory bank (a power of two; hw/banked_memory.py): 2048, one
+        DP16KD of 9-bit lanes on the ECP5, so that no depth multiplexer follows a block RAM.
 
     Ports
     -----
@@ -138,12 +140,15 @@ class Trainer(wiring.Component):
     """
 
     #: cycles from ``bus.r_en`` to the word on ``bus.r_data`` (hw/host_link.py: BusSignature):
-    #: the bus inputs are registered at the Trainer's edge (1), the block RAM words are
-    #: registered twice as they leave the RAM (2), then chunk and region are selected (1)
-    READ_LATENCY = 4
+    #: the bus inputs are registered at the Trainer's edge (1), the decoded memory strobes,
+    #: word address and data are registered (1), the block RAM words are registered twice as
+    #: they leave the RAM (2), then chunk and region are selected (1)
+    READ_LATENCY = 5
 
-    def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None):
+    def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None,
+                 bank_depth: int = 2048):
         g = geometry
+        self.bank_depth = bank_depth
         if g.side < 2:
             raise ValueError("the array side must be at least 2")
         for name in ("act_depth", "wgt_depth", "err_depth", "code_depth", "label_depth",
@@ -212,12 +217,13 @@ class Trainer(wiring.Component):
                      bus_w_en.eq(bus.w_en), bus_r_en.eq(bus.r_en)]
 
         # ---- memories: one write port and one read port each -------------------------------
+        # cut into banks of one block RAM's depth (hw/banked_memory.py); every reader
+        # registers each bank's word before the bank is selected
         mems, wr, rd = {}, {}, {}
         for region, shape in self.words.items():
-            mem = Memory(shape=shape, depth=g.depth(region), init=[])
+            mem = BankedMemory(shape, g.depth(region), bank_depth=self.bank_depth)
             m.submodules[f"mem_{region.name.lower()}"] = mems[region] = mem
-            wr[region] = mem.write_port()
-            rd[region] = mem.read_port(domain="sync", transparent_for=())
+            wr[region], rd[region] = mem.wr, mem.rd
 
         # ---- sequencer state ---------------------------------------------------------------
         cur = Signal(self.instr_layout)
@@ -242,10 +248,9 @@ class Trainer(wiring.Component):
         # ---- host bus decode ----------------------------------------------------------------
         region = bus_addr[REGION_SHIFT:]
         offset = bus_addr[:REGION_SHIFT]
-        host_word, host_chunk, host_in_range = {}, {}, {}
+        host_chunk, host_in_range = {}, {}
         for r in self.words:
             cb = chunk_bits_of(g.word_bits(r))
-            host_word[r] = offset[cb:]
             host_chunk[r] = offset[:cb] if cb else Const(0, 1)
             host_in_range[r] = offset[cb:] < g.depth(r)
         max_chunks = max(chunks_of(g.word_bits(r)) for r in self.words)
@@ -270,9 +275,23 @@ class Trainer(wiring.Component):
             with m.If(bad):
                 m.d.sync += access_error.eq(1)
 
+        # The memories' host ports are driven from registers: the decoded strobes, the offset
+        # (each region's word address is a slice of it) and the data (staged chunks and the
+        # last one).  Register accesses are not delayed; a memory write still lands before
+        # a START written in the next bus cycle can fetch.
+        offset_q = Signal.like(offset, name="host_offset_q", reset_less=True)
+        stage_q = Signal.like(stage, name="host_stage_q", reset_less=True)
+        w_data_q = Signal.like(bus_w_data, name="host_w_data_q", reset_less=True)
+        host_wr_q = {r: Signal(name=f"host_wr_q_{r.name.lower()}") for r in self.words}
+        host_rd_q = {r: Signal(name=f"host_rd_q_{r.name.lower()}") for r in self.words}
+        m.d.sync += [offset_q.eq(offset), stage_q.eq(stage), w_data_q.eq(bus_w_data)]
+        m.d.sync += [host_wr_q[r].eq(host_wr[r]) for r in self.words]
+        m.d.sync += [host_rd_q[r].eq(host_rd[r]) for r in self.words]
+        host_word_q = {r: offset_q[chunk_bits_of(g.word_bits(r)):] for r in self.words}
+
         def host_word_data(r):
             nch = chunks_of(g.word_bits(r))
-            return Cat(stage[:32 * (nch - 1)], bus_w_data)[:g.word_bits(r)]
+            return Cat(stage_q[:32 * (nch - 1)], w_data_q)[:g.word_bits(r)]
 
         # register writes
         with m.If(bus_w_en & (region == Region.REGS)):
@@ -294,10 +313,10 @@ class Trainer(wiring.Component):
             for addr, value in reg_table.items():
                 with m.Case(int(addr)):
                     m.d.comb += reg_value.eq(value)
-        # Read latency READ_LATENCY = 4: the bus inputs are registered (above); the words out
-        # of the block RAMs are registered twice as they are (no logic behind a block RAM's
-        # slow output, and the first register may sit beside the RAM); then the chunk and the
-        # region are selected from flip-flops.
+        # Read latency READ_LATENCY = 5: the bus inputs are registered (above), then the
+        # memories' host strobes; the words out of the block RAMs are registered twice as they
+        # are (no logic behind a block RAM's slow output, and the first register may sit
+        # beside the RAM); then the chunk and the region are selected from flip-flops.
         rd_region = Signal(range(len(Region)))
         rd_chunk = Signal(max(1, ceil_log2(max_chunks)))
         rd_reg = Signal(32)
@@ -308,23 +327,22 @@ class Trainer(wiring.Component):
             for r in self.words:
                 with m.If(region == r):
                     m.d.sync += [rd_chunk.eq(host_chunk[r]), rd_ok.eq(host_rd[r])]
-        rd_pending2 = Signal()
-        m.d.sync += [rd_pending.eq(bus_r_en), rd_pending2.eq(rd_pending)]
-        rd_raw = {r: Signal(g.word_bits(r), name=f"rd_raw_{r.name.lower()}", reset_less=True)
+        rd_pending0, rd_pending2 = Signal(), Signal()
+        m.d.sync += [rd_pending0.eq(bus_r_en), rd_pending.eq(rd_pending0),
+                     rd_pending2.eq(rd_pending)]
+        rd_raw = {r: mems[r].registered(m, rd_pending, f"rd_raw_{r.name.lower()}")
                   for r in self.words}
         rd_words = {r: Signal(g.word_bits(r), name=f"rd_word_{r.name.lower()}", reset_less=True)
                     for r in self.words}
-        with m.If(rd_pending):
-            m.d.sync += [rd_raw[r].eq(rd[r].data) for r in self.words]
         with m.If(rd_pending2):
             m.d.sync += [rd_words[r].eq(rd_raw[r]) for r in self.words]
-        rd_region2, rd_region3 = Signal.like(rd_region), Signal.like(rd_region)
-        rd_chunk2, rd_chunk3 = Signal.like(rd_chunk), Signal.like(rd_chunk)
-        rd_reg2, rd_reg3 = Signal.like(rd_reg), Signal.like(rd_reg)
-        rd_ok2, rd_ok3 = Signal(), Signal()
-        m.d.sync += [rd_region2.eq(rd_region), rd_chunk2.eq(rd_chunk), rd_reg2.eq(rd_reg),
-                     rd_ok2.eq(rd_ok), rd_region3.eq(rd_region2), rd_chunk3.eq(rd_chunk2),
-                     rd_reg3.eq(rd_reg2), rd_ok3.eq(rd_ok2)]
+        # region, chunk, register value and "ok" travel beside the read to the output cycle
+        rd_meta = (rd_region, rd_chunk, rd_reg, rd_ok)
+        for n in range(2, self.READ_LATENCY):
+            later = tuple(Signal.like(sig, name=f"{sig.name}{n}") for sig in rd_meta)
+            m.d.sync += [dst.eq(src) for dst, src in zip(later, rd_meta)]
+            rd_meta = later
+        rd_region3, rd_chunk3, rd_reg3, rd_ok3 = rd_meta
         with m.Switch(rd_region3):
             with m.Case(Region.REGS):
                 m.d.comb += bus.r_data.eq(rd_reg3)
@@ -336,7 +354,8 @@ class Trainer(wiring.Component):
 
         # ---- sequencer ----------------------------------------------------------------------
         prog_rd = rd[Region.PROG]
-        fetched_raw = Signal(INSTRUCTION_BITS)  # PROG[pc] as it leaves the block RAM
+        loading = Signal()                      # LOAD state
+        fetched_raw = mems[Region.PROG].registered(m, loading, "fetched_raw")  # PROG[pc]
         fetched = Signal(self.instr_layout)     # ... registered once more
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
@@ -350,7 +369,7 @@ class Trainer(wiring.Component):
                 m.d.comb += [prog_rd.addr.eq(pc), prog_rd.en.eq(1)]
                 m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.sync += fetched_raw.eq(prog_rd.data)
+                m.d.comb += loading.eq(1)
                 m.next = "LOAD2"
             with m.State("LOAD2"):
                 m.d.sync += fetched.eq(fetched_raw)
@@ -389,14 +408,15 @@ class Trainer(wiring.Component):
         # enable; the first register may sit beside the RAM), and only then is the B source
         # selected
         act_rd, wgt_rd, err_rd = rd[Region.ACT], rd[Region.WGT], rd[Region.ERR]
-        act_p, act_q = (Signal(self.words[Region.ACT], reset_less=True) for _ in range(2))
-        wgt_p, wgt_q = (Signal(self.words[Region.WGT], reset_less=True) for _ in range(2))
-        err_p, err_q = (Signal(self.words[Region.ERR], reset_less=True) for _ in range(2))
+        act_q, wgt_q, err_q = (Signal(self.words[r], reset_less=True)
+                               for r in (Region.ACT, Region.WGT, Region.ERR))
+        act_p = mems[Region.ACT].registered(m, eng.a_rd.en, "act_p")
+        wgt_p = mems[Region.WGT].registered(m, eng.b_rd.en, "wgt_p")
+        err_p = mems[Region.ERR].registered(m, eng.b_rd.en, "err_p")
         with m.If(eng.a_rd.en):
-            m.d.sync += [act_p.eq(act_rd.data), act_q.eq(act_p)]
+            m.d.sync += act_q.eq(act_p)
         with m.If(eng.b_rd.en):
-            m.d.sync += [wgt_p.eq(wgt_rd.data), err_p.eq(err_rd.data),
-                         wgt_q.eq(wgt_p), err_q.eq(err_p)]
+            m.d.sync += [wgt_q.eq(wgt_p), err_q.eq(err_p)]
         for j in range(S):
             m.d.comb += [
                 eng.a_rd.data[j].eq(act_q[j]),
@@ -417,8 +437,8 @@ class Trainer(wiring.Component):
         # the reset net
         row1 = Signal(data.ArrayLayout(signed(g.acc_width), S), reset_less=True)
         row2, row3 = Signal.like(row1), Signal.like(row1)
-        wgt2, wgt3 = (Signal(self.words[Region.WGT], reset_less=True) for _ in range(2))
-        code2, code3 = (Signal(self.words[Region.CODE], reset_less=True) for _ in range(2))
+        wgt3 = Signal(self.words[Region.WGT], reset_less=True)
+        code3 = Signal(self.words[Region.CODE], reset_less=True)
         take_f = Signal()
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
         has_credit = Signal()
@@ -433,7 +453,9 @@ class Trainer(wiring.Component):
                      valid3.eq(valid2)]
         code_rd = rd[Region.CODE]
         with m.If(valid1):
-            m.d.sync += [row2.eq(row1), wgt2.eq(wgt_rd.data), code2.eq(code_rd.data)]
+            m.d.sync += row2.eq(row1)
+        wgt2 = mems[Region.WGT].registered(m, valid1, "wgt2")
+        code2 = mems[Region.CODE].registered(m, valid1, "code2")
         with m.If(valid2):
             m.d.sync += [row3.eq(row2), wgt3.eq(wgt2), code3.eq(code2)]
         with m.If(take_f & res.payload.overflow):
@@ -506,16 +528,15 @@ class Trainer(wiring.Component):
         w0r = row_regs("w0r")
         w1_regs = row_regs("w1")
         w1_valid, w1, w1_i, w1_ilast, w1_final, w1_off, w1_m, w1_tc_cls, w1_col_tr_off = w1_regs
-        w1_label = Signal(8)
         m.d.sync += w0r[0].eq(take_w)
         with m.If(take_w):
             m.d.sync += [reg.eq(src) for reg, src in zip(w0r[1:], (
                 fifo.r_data, walk.i, walk.at_i_last, walk.final, walk.off, walk.m, walk.tc_cls,
                 walk.col_tr_off))]
         m.d.sync += w1_valid.eq(w0r[0])
+        w1_label = mems[Region.LABEL].registered(m, w0r[0], "w1_label")
         with m.If(w0r[0]):
             m.d.sync += [reg.eq(src) for reg, src in zip(w1_regs[1:], w0r[1:])]
-            m.d.sync += w1_label.eq(label_rd.data)
 
         # W2
         w2_valid, w2_ilast, w2_final, w2_row_in = Signal(), Signal(), Signal(), Signal()
@@ -587,8 +608,8 @@ class Trainer(wiring.Component):
 
         # ---- memory port multiplexing ---------------------------------------------------------
         def host_ports(r):
-            m.d.comb += [wr[r].addr.eq(host_word[r]), wr[r].data.eq(host_word_data(r)),
-                         wr[r].en.eq(host_wr[r])]
+            m.d.comb += [wr[r].addr.eq(host_word_q[r]), wr[r].data.eq(host_word_data(r)),
+                         wr[r].en.eq(host_wr_q[r])]
 
         def lanes_word(r, vals):
             return Cat(*(v.as_signed()[:self.words[r].elem_shape.width] for v in vals))
@@ -642,5 +663,5 @@ class Trainer(wiring.Component):
         with m.Else():
             for r in (Region.ACT, Region.WGT, Region.ERR, Region.CODE, Region.LABEL,
                       Region.PROG):
-                m.d.comb += [rd[r].addr.eq(host_word[r]), rd[r].en.eq(host_rd[r])]
+                m.d.comb += [rd[r].addr.eq(host_word_q[r]), rd[r].en.eq(host_rd_q[r])]
         return m

@@ -115,7 +115,12 @@ def test_board_geometries_build_a_trainer_that_fits_the_ecp5_boards():
     for board in BOARD.values():
         trainer = Trainer(board.geometry, **board.trainer_params)
         found, inst = core_memories(trainer, board.platform())
-        assert {"core.mem_act", "core.mem_wgt", "core.mem_prog"} <= {m.name for m in found}
+        # every memory is banked (hw/banked_memory.py): core.mem_act.bank0, ...
+        assert {"core.mem_act", "core.mem_wgt", "core.mem_prog"} <= {
+            m.name.rpartition(".bank")[0] for m in found}
+        banks = [m for m in found if m.name.startswith("core.mem_act.bank")]
+        assert sum(m.depth for m in banks) == board.geometry.act_depth
+        assert max(m.depth for m in banks) <= trainer.bank_depth
         if board.family == "ecp5":
             plan = plan_memories(board, found, reserved_blocks=inst["bram"])
             assert plan["fits"], plan["reason"]

@@ -24,8 +24,11 @@ from nitrod.backends import AcceleratorBackend, AcceleratorError
 from nitrod.isa import INSTRUCTION_FIELDS, Geometry, Op, Reg, Region, pack_instruction
 from nitrod.isa_model import IsaMachine
 from sim.bus_client import SimBus
-# The default memories with a 4 x 4 array: the same build as `nitrod sim --side 4` (tests/test_cli.py)
-GEOMETRY = Geometry(side=4)
+# A 4 x 4 array with small memories cut into banks of 32 words (hw/banked_memory.py), so that
+# every memory (PROG and LABEL included) has several banks and the test networks' data, weights
+# and program cross bank boundaries on every read path (host, engine, front, sequencer, writer)
+GEOMETRY = Geometry(side=4, act_depth=1024, wgt_depth=1024, err_depth=512, code_depth=512)
+BANK_DEPTH = 32
 
 # in_features, hidden, classes, batch capacity, seed, slope, lr_inv per step, batch per step
 NETWORKS = [
@@ -47,7 +50,8 @@ MEMORIES = (Region.ACT, Region.WGT, Region.ERR, Region.CODE, Region.LABEL)
 
 @pytest.fixture(scope="module")
 def bus():
-    with SimBus.start(lambda: Trainer(GEOMETRY), "trainer", read_latency=Trainer.READ_LATENCY) as b:
+    with SimBus.start(lambda: Trainer(GEOMETRY, bank_depth=BANK_DEPTH), "trainer",
+                      read_latency=Trainer.READ_LATENCY) as b:
         yield b
 
 

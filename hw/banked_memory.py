@@ -1,0 +1,106 @@
+"""A memory cut into banks of block-RAM depth, so that no multiplexer sits behind a block RAM.
+
+A ``lib.memory.Memory`` deeper than one block RAM becomes, in Yosys, several blocks cascaded in
+depth with a LUT multiplexer on their outputs, between the blocks and the first flip-flop.  On
+the ECP5 a DP16KD's clock-to-output is 5.8 ns at speed grade 6 (no output register: Yosys never
+infers it), so that multiplexer, and the routes to it from blocks spread over the die, do not
+fit a 10 ns cycle.  :class:`BankedMemory` keeps one ``Memory`` per ``bank_depth`` words (each
+one block deep on the device), and each reader registers every bank's word, beside its block,
+before the bank is selected -- from flip-flops (:meth:`BankedMemory.registered`).
+
+Ports (one write and one read port, like the Trainer's memories)
+-----------------------------------------------------------------
+* ``wr``: ``addr``, ``data``, ``en`` -- write ``data`` at ``addr`` (only the addressed bank is
+  written; an address beyond ``depth`` writes nothing).
+* ``rd``: ``addr``, ``en`` -- read ``addr``.  Every bank reads its word at ``addr``'s low bits
+  and the bank number is registered beside them, all on ``en`` (synchronous, non-transparent,
+  held while ``en`` is 0: a block RAM read port).
+
+A reader does not see a data port: it calls :meth:`BankedMemory.registered` with the enable of
+the register it would have loaded from a read port's ``data``, and gets that register's value.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+__all__ = ["BankedMemory"]
+
+
+class BankedMemory(wiring.Component):
+    """``depth`` words of ``shape`` in ``ceil(depth / bank_depth)`` banks (module docstring).
+
+    Parameters
+    ----------
+    shape : the word's shape (a width or a ``lib.data`` layout).
+    depth : words (>= 1).
+    bank_depth : words per bank, a power of two (the device's block depth for the word).
+
+    Attributes: ``banks`` (their number), ``bank_sizes`` (words in each bank, in order),
+    ``addr_width``.
+    """
+
+    def __init__(self, shape, depth: int, bank_depth: int = 2048):
+        if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
+            self._MustUse__silence = True       # never built: no "unused" warning
+            raise ValueError(f"need depth >= 1 and a power-of-two bank_depth, got depth "
+                             f"{depth}, bank_depth {bank_depth}")
+        self.shape, self.depth = shape, depth
+        self.bank_depth = min(bank_depth, 1 << ceil_log2(depth))
+        self.banks = -(-depth // self.bank_depth)
+        self.addr_width = max(1, ceil_log2(depth))
+        self._low = exact_log2(self.bank_depth)
+        self.bank_sizes = [min(self.bank_depth, depth - b * self.bank_depth)
+                           for b in range(self.banks)]
+        super().__init__({
+            "wr": In(wiring.Signature({"addr": Out(self.addr_width), "data": Out(shape),
+                                       "en": Out(1)})),
+            "rd": In(wiring.Signature({"addr": Out(self.addr_width), "en": Out(1)})),
+        })
+        # each bank's read data and the registered bank number, driven in elaborate()
+        self._bank_data = [Signal(shape, name=f"bank{b}_data") for b in range(self.banks)]
+        self._r_bank = Signal(range(max(2, 1 << (self.addr_width - self._low))), name="r_bank")
+
+    def registered(self, m: Module, en, name: str):
+        """Registers (in the parent's ``m``) loaded on ``en`` with every bank's word and the
+        bank number; returns the word of the read bank, selected from those flip-flops: what a
+        register loaded on ``en`` from a single read port's ``data`` would hold."""
+        regs = [Signal(self.shape, name=f"{name}_bank{b}", reset_less=True)
+                for b in range(self.banks)]
+        with m.If(en):
+            m.d.sync += [reg.eq(data) for reg, data in zip(regs, self._bank_data)]
+        if self.banks == 1:
+            return regs[0]
+        bank = Signal.like(self._r_bank, name=f"{name}_bank")
+        with m.If(en):
+            m.d.sync += bank.eq(self._r_bank)
+        word = regs[-1]
+        for b in reversed(range(self.banks - 1)):
+            word = Mux(bank == b, regs[b], word)
+        return word
+
+    def elaborate(self, platform):
+        m = Module()
+        low = self._low
+        for b, size in enumerate(self.bank_sizes):
+            m.submodules[f"bank{b}"] = mem = Memory(shape=self.shape, depth=size, init=[])
+            wp = mem.write_port()
+            rp = mem.read_port(domain="sync", transparent_for=())
+            wr, rd = self.wr, self.rd
+            hit = (wr.addr[low:] == b) if self.addr_width > low else 1
+            if mem.depth < self.bank_depth:     # a short last bank: its address would wrap
+                hit = hit & (wr.addr < self.depth)
+            m.d.comb += [
+                wp.addr.eq(wr.addr[:low] if low else 0), wp.data.eq(wr.data),
+                wp.en.eq(wr.en & hit),
+                rp.addr.eq(rd.addr[:low] if low else 0), rp.en.eq(rd.en),
+                self._bank_data[b].eq(rp.data),
+            ]
+        if self.addr_width > low:
+            with m.If(self.rd.en):
+                m.d.sync += self._r_bank.eq(self.rd.addr[low:])
+        return m

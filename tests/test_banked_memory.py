@@ -1,0 +1,105 @@
+"""BankedMemory (hw/banked_memory.py) against a Python model, in the Amaranth simulator.
+
+A reader's register, :meth:`BankedMemory.registered`, must hold exactly what a register loaded
+on the same enable from a single block RAM read port would hold: the word at the address of the
+last cycle with ``rd.en``, taken in a cycle with the reader's enable.  Random reads, writes and
+enables cover every bank, a last bank shorter than the others, and out-of-range writes.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth import Module, Signal
+from amaranth.hdl import Fragment
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from hw.banked_memory import BankedMemory
+
+
+class _Reader(wiring.Component):
+    """A BankedMemory and one reader register loaded on ``take``."""
+
+    def __init__(self, width, depth, bank_depth):
+        self.mem = BankedMemory(width, depth, bank_depth=bank_depth)
+        aw = self.mem.addr_width
+        super().__init__({
+            "w_addr": In(aw), "w_data": In(width), "w_en": In(1),
+            "r_addr": In(aw), "r_en": In(1), "take": In(1), "word": Out(width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = self.mem
+        m.d.comb += [mem.wr.addr.eq(self.w_addr), mem.wr.data.eq(self.w_data),
+                     mem.wr.en.eq(self.w_en), mem.rd.addr.eq(self.r_addr),
+                     mem.rd.en.eq(self.r_en),
+                     self.word.eq(mem.registered(m, self.take, "reader"))]
+        return m
+
+
+@pytest.mark.parametrize("depth,bank_depth", [(1000, 256), (64, 16), (48, 64), (1, 8),
+                                              (300, 128)])
+def test_registered_read_matches_a_single_block_ram(depth, bank_depth):
+    width = 12
+    dut = _Reader(width, depth, bank_depth)
+    assert dut.mem.banks == -(-depth // min(bank_depth, 1 << max(0, (depth - 1).bit_length())))
+    rng = random.Random(depth * 7 + bank_depth)
+    aw = dut.mem.addr_width
+    model = [None] * depth           # None: never written (any value may be read)
+    checked = {"n": 0, "banks": set()}
+
+    async def bench(ctx):
+        port = (None, None)          # (address, word) a block RAM's read port would show now
+        reg = (None, None)           # (address, word) the reader's register would hold now
+        for _ in range(3000):
+            w_en = rng.random() < 0.4
+            w_addr = rng.randrange(1 << aw)
+            w_data = rng.randrange(1 << width)
+            r_en = rng.random() < 0.6
+            r_addr = rng.randrange(depth)
+            take = rng.random() < 0.5
+            ctx.set(dut.w_en, w_en)
+            ctx.set(dut.w_addr, w_addr)
+            ctx.set(dut.w_data, w_data)
+            ctx.set(dut.r_en, r_en)
+            ctx.set(dut.r_addr, r_addr)
+            ctx.set(dut.take, take)
+            await ctx.tick()
+            # the edge: the reader's register takes the port's word, the port reads
+            # (non-transparent: the old word), then the write lands
+            if take:
+                reg = port
+            if r_en:
+                port = (r_addr, model[r_addr])
+            if w_en and w_addr < depth:
+                model[w_addr] = w_data
+            got = ctx.get(dut.word)
+            if reg[1] is not None:
+                assert got == reg[1], (got, reg)
+                checked["n"] += 1
+                checked["banks"].add(reg[0] // dut.mem.bank_depth)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert checked["n"] > 300
+    assert len(checked["banks"]) == dut.mem.banks
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ValueError):
+        BankedMemory(8, 0)
+    with pytest.raises(ValueError):
+        BankedMemory(8, 100, bank_depth=48)
+    sizes = {}
+    for depth, bank_depth in ((12288, 2048), (2500, 1024), (100, 2048)):
+        mem = BankedMemory(8, depth, bank_depth=bank_depth)
+        Fragment.get(mem, None)          # elaborates
+        sizes[depth] = (mem.banks, mem.addr_width, mem.bank_sizes)
+    assert sizes == {12288: (6, 14, [2048] * 6), 2500: (3, 12, [1024, 1024, 452]),
+                     100: (1, 7, [100])}
