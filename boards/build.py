@@ -184,6 +184,20 @@ def _tail(path: Path, lines=25):
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def yosys_collision_free(core) -> str:
+    """Yosys commands declaring the core's memories free of read/write collisions.
+
+    A core lists, in ``collision_free_memories``, the module paths (below the core, Yosys
+    patterns) of memories whose read port never addresses the word being written in the same
+    cycle (the Trainer: ``mem_*``, checked at run time by its ``STATUS.collision``).  Yosys then
+    maps those reads straight onto the block RAMs instead of emulating the old word with a
+    delayed write and a multiplexer behind the block (hw/banked_memory.py).
+    """
+    patterns = getattr(core, "collision_free_memories", ())
+    return "\n".join(f"setparam -set COLLISION_X_MASK 1 {TOP_NAME}.core.{pattern}/t:$memrd_v2"
+                     for pattern in patterns)
+
+
 def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geometry=None,
                 memories=None, cycles_per_step=None, batch=None, seed=1, baud=115200,
                 fit_check=True, freq_mhz=None, use_pll=None, log=None):
@@ -315,6 +329,10 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     }
     if board.synth_opts:
         overrides["synth_opts"] = board.synth_opts
+    collision_free = yosys_collision_free(core_obj)
+    if collision_free:
+        overrides["script_after_read"] = collision_free
+        report["yosys_collision_free"] = collision_free
     with yowasp_environ():
         plan_ = platform.build(top, name=TOP_NAME, build_dir=str(out), do_build=False,
                                do_program=False, **overrides)

@@ -18,6 +18,15 @@ Ports (one write and one read port, like the Trainer's memories)
 
 A reader does not see a data port: it calls :meth:`BankedMemory.registered` with the enable of
 the register it would have loaded from a read port's ``data``, and gets that register's value.
+
+Collisions
+----------
+``collision`` (output) is 1 two cycles after a cycle in which the read and the write port
+addressed the same word.  The simulation (Amaranth, Verilator) then reads the old word; a DP16KD
+does not define it, and Yosys emulates the old word with a one-cycle write delay and a
+multiplexer behind the block.  The board build tells Yosys that the Trainer's memories never
+collide (``COLLISION_X_MASK``, boards/build.py), which removes that logic, and the Trainer
+reports any collision (``STATUS.collision``) so that the claim is checked on every run.
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ class BankedMemory(wiring.Component):
             "wr": In(wiring.Signature({"addr": Out(self.addr_width), "data": Out(shape),
                                        "en": Out(1)})),
             "rd": In(wiring.Signature({"addr": Out(self.addr_width), "en": Out(1)})),
+            "collision": Out(1),
         })
         # each bank's read data and the registered bank number, driven in elaborate()
         self._bank_data = [Signal(shape, name=f"bank{b}_data") for b in range(self.banks)]
@@ -100,6 +110,11 @@ class BankedMemory(wiring.Component):
                 rp.addr.eq(rd.addr[:low] if low else 0), rp.en.eq(rd.en),
                 self._bank_data[b].eq(rp.data),
             ]
+        # collision watch: the port strobes registered, compared in the next cycle, registered
+        w_q, r_q = Signal(), Signal()
+        wa_q, ra_q = (Signal(self.addr_width, reset_less=True) for _ in range(2))
+        m.d.sync += [w_q.eq(self.wr.en), r_q.eq(self.rd.en), wa_q.eq(self.wr.addr),
+                     ra_q.eq(self.rd.addr), self.collision.eq(w_q & r_q & (wa_q == ra_q))]
         if self.addr_width > low:
             with m.If(self.rd.en):
                 m.d.sync += self._r_bank.eq(self.rd.addr[low:])

@@ -144,10 +144,16 @@ def write_port_signature(addr_width: int, word_layout) -> wiring.Signature:
 
 def read_port_signature(addr_width: int, word_layout) -> wiring.Signature:
     """A synchronous memory read port seen from the reader: ``addr`` and ``en`` out; ``data``
-    in, the word at the ``addr`` of the last cycle with ``en`` (held while ``en`` is 0)."""
+    in, the word at the ``addr`` of the last cycle with ``en`` (held while ``en`` is 0).
+
+    ``valid`` (out) is 1 when ``addr`` is a beat's: ``en`` is also 1 in bubbles, to move the
+    port's stages, and the memory may skip the block RAM's read when ``valid`` is 0 (its output
+    then holds the last word read, which no beat uses), so that it never reads a word the
+    parent is writing (hw/banked_memory.py: collisions)."""
     return wiring.Signature({
         "addr": Out(unsigned(addr_width)),
         "en": Out(1),
+        "valid": Out(1),
         "data": In(word_layout),
     })
 
@@ -318,6 +324,8 @@ class TileEngine(wiring.Component):
             mac.operands.payload.first.eq(first2),
             mac.operands.payload.last.eq(last2),
         ]
+        if self.memories == "external":
+            m.d.comb += [rd_a.valid.eq(issuing), rd_b.valid.eq(issuing)]
         with m.If(advance):
             flags = (issuing, at_k_first, at_k_last)
             for stage in [*early, (valid1, first1, last1)]:

@@ -28,6 +28,8 @@ the ERR lane; saturated), ``sgd`` (an updated weight left the WGT lane; saturate
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -145,6 +147,12 @@ class Trainer(wiring.Component):
     #: they leave the RAM (2), then chunk and region are selected (1)
     READ_LATENCY = 5
 
+    #: the memories (module paths below the Trainer) whose read never meets a write of the same
+    #: word in the same cycle (host accesses only while idle; an instruction's read and written
+    #: words are disjoint, or, for SGD's WGT, each row is written well after its only read);
+    #: watched by STATUS.collision.  boards/build.py tells Yosys (hw/banked_memory.py).
+    collision_free_memories = ("mem_*",)
+
     def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None,
                  bank_depth: int = 2048):
         g = geometry
@@ -220,10 +228,13 @@ class Trainer(wiring.Component):
         # cut into banks of one block RAM's depth (hw/banked_memory.py); every reader
         # registers each bank's word before the bank is selected
         mems, wr, rd = {}, {}, {}
+        collision = Signal()                  # sticky: some memory's read met its write
         for region, shape in self.words.items():
             mem = BankedMemory(shape, g.depth(region), bank_depth=self.bank_depth)
             m.submodules[f"mem_{region.name.lower()}"] = mems[region] = mem
             wr[region], rd[region] = mem.wr, mem.rd
+            with m.If(mem.collision):
+                m.d.sync += collision.eq(1)
 
         # ---- sequencer state ---------------------------------------------------------------
         cur = Signal(self.instr_layout)
@@ -303,7 +314,7 @@ class Trainer(wiring.Component):
 
         # register reads: value registered, memory words chunk-selected, one cycle latency
         reg_value = Signal(32)
-        status = Cat(busy, done_flag, op_error, access_error)
+        status = Cat(busy, done_flag, op_error, access_error, collision)
         overflow = Cat(ovf_mac, ovf_backerr, lanes.sgd_overflow)
         m.d.comb += self.overflow.eq(overflow)
         reg_table = {Reg.ID: MAGIC, Reg.STATUS: status, Reg.OVERFLOW: overflow,
@@ -400,7 +411,8 @@ class Trainer(wiring.Component):
         for name in eng.instr_layout.members:
             m.d.comb += eng.instr.payload[name].eq(cur[name])
         with m.If(clear):
-            m.d.sync += [op_error.eq(0), access_error.eq(0), ovf_mac.eq(0), ovf_backerr.eq(0)]
+            m.d.sync += [op_error.eq(0), access_error.eq(0), ovf_mac.eq(0), ovf_backerr.eq(0),
+                         collision.eq(0)]
         m.d.comb += lanes.clear.eq(clear)
 
         # ---- engine operand reads ----------------------------------------------------------
@@ -616,35 +628,53 @@ class Trainer(wiring.Component):
 
         for r in (Region.PROG, Region.LABEL):
             host_ports(r)
+        # The datapath's writes are registered (dp_wr) before the port multiplexer: the row
+        # values, masks and the transposer's column select end at a flip-flop, and the block
+        # RAMs' write ports see only that register and the busy/host multiplexer.  A write
+        # lands one cycle later; the next instruction's first read is at least four cycles
+        # after the last write of this one (FETCH, LOAD, LOAD2, DECODE).
+        dp_regions = (Region.ACT, Region.WGT, Region.ERR, Region.CODE)
+        dp_wr = {r: SimpleNamespace(
+                     addr=Signal.like(wr[r].addr, name=f"dp_wr_{r.name.lower()}_addr",
+                                      reset_less=True),
+                     data=Signal(self.words[r], name=f"dp_wr_{r.name.lower()}_data",
+                                 reset_less=True),
+                     en=Signal(name=f"dp_wr_{r.name.lower()}_en"))
+                 for r in dp_regions}
+        m.d.sync += [dp_wr[r].en.eq(0) for r in dp_regions]
         # ACT: FORWARD rows (h) and FORWARD/LOSS columns
         with m.If(busy):
             with m.If(w2_valid & (op == Op.FORWARD)):
-                m.d.comb += [wr[Region.ACT].addr.eq(w2_row_addr),
-                             wr[Region.ACT].data.eq(lanes_word(Region.ACT, values)),
-                             wr[Region.ACT].en.eq(1)]
+                m.d.sync += [dp_wr[Region.ACT].addr.eq(w2_row_addr),
+                             dp_wr[Region.ACT].data.eq(lanes_word(Region.ACT, values)),
+                             dp_wr[Region.ACT].en.eq(1)]
             with m.Elif(emitting & ((op == Op.FORWARD) | (op == Op.LOSS))):
-                m.d.comb += [wr[Region.ACT].addr.eq(emit_addr),
-                             wr[Region.ACT].data.eq(lanes_word(Region.ACT, column)),
-                             wr[Region.ACT].en.eq(1)]
+                m.d.sync += [dp_wr[Region.ACT].addr.eq(emit_addr),
+                             dp_wr[Region.ACT].data.eq(lanes_word(Region.ACT, column)),
+                             dp_wr[Region.ACT].en.eq(1)]
             # WGT: SGD rows and columns
             with m.If(w2_valid & (op == Op.SGD)):
-                m.d.comb += [wr[Region.WGT].addr.eq(w2_row_addr),
-                             wr[Region.WGT].data.eq(lanes_word(Region.WGT, values)),
-                             wr[Region.WGT].en.eq(1)]
+                m.d.sync += [dp_wr[Region.WGT].addr.eq(w2_row_addr),
+                             dp_wr[Region.WGT].data.eq(lanes_word(Region.WGT, values)),
+                             dp_wr[Region.WGT].en.eq(1)]
             with m.Elif(emitting & (op == Op.SGD)):
-                m.d.comb += [wr[Region.WGT].addr.eq(emit_addr),
-                             wr[Region.WGT].data.eq(lanes_word(Region.WGT, column)),
-                             wr[Region.WGT].en.eq(1)]
+                m.d.sync += [dp_wr[Region.WGT].addr.eq(emit_addr),
+                             dp_wr[Region.WGT].data.eq(lanes_word(Region.WGT, column)),
+                             dp_wr[Region.WGT].en.eq(1)]
             # ERR: LOSS and BACKWARD rows
             with m.If(w2_valid & ((op == Op.LOSS) | (op == Op.BACKWARD))):
-                m.d.comb += [wr[Region.ERR].addr.eq(w2_row_addr),
-                             wr[Region.ERR].data.eq(lanes_word(Region.ERR, values)),
-                             wr[Region.ERR].en.eq(1)]
+                m.d.sync += [dp_wr[Region.ERR].addr.eq(w2_row_addr),
+                             dp_wr[Region.ERR].data.eq(lanes_word(Region.ERR, values)),
+                             dp_wr[Region.ERR].en.eq(1)]
             # CODE: FORWARD rows
             with m.If(w2_valid & (op == Op.FORWARD)):
-                m.d.comb += [wr[Region.CODE].addr.eq(w2_code_addr),
-                             wr[Region.CODE].data.eq(Cat(*codes)),
-                             wr[Region.CODE].en.eq(1)]
+                m.d.sync += [dp_wr[Region.CODE].addr.eq(w2_code_addr),
+                             dp_wr[Region.CODE].data.eq(Cat(*codes)),
+                             dp_wr[Region.CODE].en.eq(1)]
+        with m.If(busy):
+            for r in dp_regions:
+                m.d.comb += [wr[r].addr.eq(dp_wr[r].addr), wr[r].data.eq(dp_wr[r].data),
+                             wr[r].en.eq(dp_wr[r].en)]
         with m.Else():
             for r in (Region.ACT, Region.WGT, Region.ERR, Region.CODE):
                 host_ports(r)
@@ -652,14 +682,16 @@ class Trainer(wiring.Component):
         # read ports: the datapath while busy, the host while idle
         with m.If(busy):
             m.d.comb += [
-                act_rd.addr.eq(eng.a_rd.addr), act_rd.en.eq(eng.a_rd.en),
-                err_rd.addr.eq(eng.b_rd.addr), err_rd.en.eq(eng.b_rd.en),
+                # the block RAMs read only a beat's word (the stages move on eng.*_rd.en)
+                act_rd.addr.eq(eng.a_rd.addr), act_rd.en.eq(eng.a_rd.en & eng.a_rd.valid),
+                err_rd.addr.eq(eng.b_rd.addr), err_rd.en.eq(eng.b_rd.en & eng.b_rd.valid),
                 code_rd.addr.eq(aux_addr), code_rd.en.eq(take_f),
             ]
             with m.If(op == Op.SGD):
                 m.d.comb += [wgt_rd.addr.eq(aux_addr), wgt_rd.en.eq(take_f)]
             with m.Else():
-                m.d.comb += [wgt_rd.addr.eq(eng.b_rd.addr), wgt_rd.en.eq(eng.b_rd.en)]
+                m.d.comb += [wgt_rd.addr.eq(eng.b_rd.addr),
+                             wgt_rd.en.eq(eng.b_rd.en & eng.b_rd.valid)]
         with m.Else():
             for r in (Region.ACT, Region.WGT, Region.ERR, Region.CODE, Region.LABEL,
                       Region.PROG):

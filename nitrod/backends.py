@@ -142,7 +142,7 @@ class AcceleratorBackend:
         overflow = self.read_reg(Reg.OVERFLOW)
         out = {f"overflow_{k}": bool(overflow >> b & 1) for k, b in OVERFLOW_BITS.items()}
         out.update({k: bool(status >> b & 1) for k, b in STATUS_BITS.items()
-                    if k in ("op_error", "access_error")})
+                    if k in ("op_error", "access_error", "collision")})
         return out
 
     def _check_flags(self, status: int | None = None) -> None:

@@ -121,7 +121,9 @@ class Reg(enum.IntEnum):
     D_W_WIDTH = 21      # RO: bits of the decay divisor d_w
 
 
-STATUS_BITS = {"busy": 0, "done": 1, "op_error": 2, "access_error": 3}
+#: ``collision``: a memory was read and written at the same word in the same cycle (the
+#: board's block RAMs do not define the word read; hw/banked_memory.py)
+STATUS_BITS = {"busy": 0, "done": 1, "op_error": 2, "access_error": 3, "collision": 4}
 OVERFLOW_BITS = {"mac": 0, "backerr": 1, "sgd": 2}
 
 #: Instruction fields, least significant first: (name, width).

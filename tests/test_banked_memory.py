@@ -29,6 +29,7 @@ class _Reader(wiring.Component):
         super().__init__({
             "w_addr": In(aw), "w_data": In(width), "w_en": In(1),
             "r_addr": In(aw), "r_en": In(1), "take": In(1), "word": Out(width),
+            "collision": Out(1),
         })
 
     def elaborate(self, platform):
@@ -37,7 +38,8 @@ class _Reader(wiring.Component):
         m.d.comb += [mem.wr.addr.eq(self.w_addr), mem.wr.data.eq(self.w_data),
                      mem.wr.en.eq(self.w_en), mem.rd.addr.eq(self.r_addr),
                      mem.rd.en.eq(self.r_en),
-                     self.word.eq(mem.registered(m, self.take, "reader"))]
+                     self.word.eq(mem.registered(m, self.take, "reader")),
+                     self.collision.eq(mem.collision)]
         return m
 
 
@@ -50,11 +52,12 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth):
     rng = random.Random(depth * 7 + bank_depth)
     aw = dut.mem.addr_width
     model = [None] * depth           # None: never written (any value may be read)
-    checked = {"n": 0, "banks": set()}
+    checked = {"n": 0, "banks": set(), "collisions": 0}
 
     async def bench(ctx):
         port = (None, None)          # (address, word) a block RAM's read port would show now
         reg = (None, None)           # (address, word) the reader's register would hold now
+        collided = [False, False]    # collisions of the last two cycles
         for _ in range(3000):
             w_en = rng.random() < 0.4
             w_addr = rng.randrange(1 << aw)
@@ -62,6 +65,8 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth):
             r_en = rng.random() < 0.6
             r_addr = rng.randrange(depth)
             take = rng.random() < 0.5
+            if rng.random() < 0.05:      # force some collisions
+                w_en, r_en, w_addr = True, True, r_addr
             ctx.set(dut.w_en, w_en)
             ctx.set(dut.w_addr, w_addr)
             ctx.set(dut.w_data, w_data)
@@ -78,6 +83,10 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth):
             if w_en and w_addr < depth:
                 model[w_addr] = w_data
             got = ctx.get(dut.word)
+            # collision: reported two cycles after the cycle in which both ports met
+            collided = [w_en and r_en and w_addr == r_addr, collided[0]]
+            assert ctx.get(dut.collision) == collided[1]
+            checked["collisions"] += collided[1]
             if reg[1] is not None:
                 assert got == reg[1], (got, reg)
                 checked["n"] += 1
@@ -88,6 +97,7 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth):
     sim.add_testbench(bench)
     sim.run()
     assert checked["n"] > 300
+    assert checked["collisions"] > 20
     assert len(checked["banks"]) == dut.mem.banks
 
 

@@ -306,3 +306,14 @@ def test_default_networks_fit_their_boards():
     for board in BOARD.values():
         batch, _ = network_max_batch(board)
         assert batch is not None and batch >= (64 if board.family == "ecp5" else 4), board.name
+
+
+def test_trainer_memories_are_declared_collision_free_to_yosys():
+    """The board build tells Yosys that the Trainer's memories never collide (no emulation
+    logic behind the block RAMs); other cores get no such declaration."""
+    from boards.build import yosys_collision_free
+    from hw.trainer import Trainer
+    # the declaration is a class attribute: no need to build a core
+    assert yosys_collision_free(Trainer) == \
+        "setparam -set COLLISION_X_MASK 1 top.core.mem_*/t:$memrd_v2"
+    assert yosys_collision_free(MemoryCore) == ""
