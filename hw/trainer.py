@@ -61,9 +61,11 @@ class _RowWalk:
 
     ``reset`` (re)loads the limits from the instruction register; ``step`` moves to the next
     row.  ``off`` and ``m`` are registers too (computed from the next counters on a step), so
-    that an address is one adder away from flip-flops."""
+    that an address is one adder away from flip-flops.  With ``base`` (constant while an
+    instruction runs), ``addr = base + off`` is a register as well, so that a block RAM's read
+    address comes straight from flip-flops."""
 
-    def __init__(self, m: Module, name: str, side: int, cur, reset, step):
+    def __init__(self, m: Module, name: str, side: int, cur, reset, step, base=None):
         S = side
         iw = max(1, ceil_log2(S))
         sig = lambda n, w=COUNT_WIDTH: Signal(w, name=f"{name}_{n}")  # noqa: E731
@@ -114,13 +116,18 @@ class _RowWalk:
             with m.Else():
                 m.d.comb += [next_tile_off.eq(tile_off + cur.tc_stride), next_m.eq(self.tr_off)]
             m.d.comb += next_off.eq(next_tile_off)
+        self.addr = sig("addr")
         with m.If(reset):
             m.d.sync += [r.eq(0) for r in regs.values()]
             m.d.sync += [self.off.eq(0), self.m.eq(0), tile_off.eq(0)]
             m.d.sync += [tc_last.eq(cur.tiles_c - 1), tr_last.eq(cur.tiles_r - 1)]
+            if base is not None:
+                m.d.sync += self.addr.eq(base)
         with m.Elif(step):
             m.d.sync += [r.eq(n[k]) for k, r in regs.items()]
             m.d.sync += [self.off.eq(next_off), self.m.eq(next_m), tile_off.eq(next_tile_off)]
+            if base is not None:
+                m.d.sync += self.addr.eq(base + next_off)
 
 
 class Trainer(wiring.Component):
@@ -458,9 +465,10 @@ class Trainer(wiring.Component):
             res.ready.eq(run & has_credit),
             take_f.eq(res.valid & res.ready),
         ]
-        front = _RowWalk(m, "front", S, cur, issue, take_f)
-        aux_addr = Signal(16)
-        m.d.comb += aux_addr.eq(Mux(op == Op.SGD, cur.row_base, cur.aux_base) + front.off)
+        # the front's aux address (CODE or WGT word of the row taken) is a register of the walker
+        front = _RowWalk(m, "front", S, cur, issue, take_f,
+                         base=Mux(op == Op.SGD, cur.row_base, cur.aux_base))
+        aux_addr = front.addr
         m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row), valid2.eq(valid1),
                      valid3.eq(valid2)]
         code_rd = rd[Region.CODE]
