@@ -650,41 +650,33 @@ class Trainer(wiring.Component):
                      en=Signal(name=f"dp_wr_{r.name.lower()}_en"))
                  for r in dp_regions}
         m.d.sync += [dp_wr[r].en.eq(0) for r in dp_regions]
-        # ACT: FORWARD rows (h) and FORWARD/LOSS columns
+
+        def dp_write(r, addr, word):
+            m.d.sync += [dp_wr[r].addr.eq(addr), dp_wr[r].data.eq(word), dp_wr[r].en.eq(1)]
+
         with m.If(busy):
+            # ACT: FORWARD rows (h) and FORWARD/LOSS columns
             with m.If(w2_valid & (op == Op.FORWARD)):
-                m.d.sync += [dp_wr[Region.ACT].addr.eq(w2_row_addr),
-                             dp_wr[Region.ACT].data.eq(lanes_word(Region.ACT, values)),
-                             dp_wr[Region.ACT].en.eq(1)]
+                dp_write(Region.ACT, w2_row_addr, lanes_word(Region.ACT, values))
             with m.Elif(emitting & ((op == Op.FORWARD) | (op == Op.LOSS))):
-                m.d.sync += [dp_wr[Region.ACT].addr.eq(emit_addr),
-                             dp_wr[Region.ACT].data.eq(lanes_word(Region.ACT, column)),
-                             dp_wr[Region.ACT].en.eq(1)]
+                dp_write(Region.ACT, emit_addr, lanes_word(Region.ACT, column))
             # WGT: SGD rows and columns
             with m.If(w2_valid & (op == Op.SGD)):
-                m.d.sync += [dp_wr[Region.WGT].addr.eq(w2_row_addr),
-                             dp_wr[Region.WGT].data.eq(lanes_word(Region.WGT, values)),
-                             dp_wr[Region.WGT].en.eq(1)]
+                dp_write(Region.WGT, w2_row_addr, lanes_word(Region.WGT, values))
             with m.Elif(emitting & (op == Op.SGD)):
-                m.d.sync += [dp_wr[Region.WGT].addr.eq(emit_addr),
-                             dp_wr[Region.WGT].data.eq(lanes_word(Region.WGT, column)),
-                             dp_wr[Region.WGT].en.eq(1)]
+                dp_write(Region.WGT, emit_addr, lanes_word(Region.WGT, column))
             # ERR: LOSS and BACKWARD rows
             with m.If(w2_valid & ((op == Op.LOSS) | (op == Op.BACKWARD))):
-                m.d.sync += [dp_wr[Region.ERR].addr.eq(w2_row_addr),
-                             dp_wr[Region.ERR].data.eq(lanes_word(Region.ERR, values)),
-                             dp_wr[Region.ERR].en.eq(1)]
+                dp_write(Region.ERR, w2_row_addr, lanes_word(Region.ERR, values))
             # CODE: FORWARD rows
             with m.If(w2_valid & (op == Op.FORWARD)):
-                m.d.sync += [dp_wr[Region.CODE].addr.eq(w2_code_addr),
-                             dp_wr[Region.CODE].data.eq(Cat(*codes)),
-                             dp_wr[Region.CODE].en.eq(1)]
+                dp_write(Region.CODE, w2_code_addr, Cat(*codes))
         with m.If(busy):
             for r in dp_regions:
                 m.d.comb += [wr[r].addr.eq(dp_wr[r].addr), wr[r].data.eq(dp_wr[r].data),
                              wr[r].en.eq(dp_wr[r].en)]
         with m.Else():
-            for r in (Region.ACT, Region.WGT, Region.ERR, Region.CODE):
+            for r in dp_regions:
                 host_ports(r)
 
         # read ports: the datapath while busy, the host while idle

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from amaranth import Module, Signal
+from amaranth import Module
 from amaranth.hdl import Fragment
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
