@@ -163,6 +163,9 @@ class Trainer(wiring.Component):
     def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None,
                  bank_depth: int = 2048):
         g = geometry
+        if bank_depth < 1 or bank_depth & (bank_depth - 1):
+            self._MustUse__silence = True       # never built: no "unused" warning
+            raise ValueError(f"bank_depth must be a power of two, got {bank_depth}")
         self.bank_depth = bank_depth
         if g.side < 2:
             raise ValueError("the array side must be at least 2")

@@ -113,3 +113,9 @@ def test_parameters_are_checked():
         sizes[depth] = (mem.banks, mem.addr_width, mem.bank_sizes)
     assert sizes == {12288: (6, 14, [2048] * 6), 2500: (3, 12, [1024, 1024, 452]),
                      100: (1, 7, [100])}
+
+
+def test_trainer_refuses_a_bank_depth_that_is_not_a_power_of_two():
+    from hw.trainer import Trainer
+    with pytest.raises(ValueError, match="bank_depth must be a power of two"):
+        Trainer(bank_depth=1000)
