@@ -82,9 +82,10 @@ Control and status
 
 Timing
 ------
-With ``k_len > rows`` (the array never stalls) and ``stall`` low, an instruction of
-``T = tiles_r * tiles_c`` tiles takes exactly ``T * k_len + fixed_cycles`` cycles,
-``fixed_cycles = engine.fixed_cycles + lane_latency`` with ``lane_latency = scaler.latency +
+With ``stall`` low, an instruction of ``T = tiles_r * tiles_c`` tiles takes exactly
+``k_len + (T - 1) * max(k_len, mac.stream_beats) + fixed_cycles`` cycles
+(:meth:`ForwardLayer.instruction_cycles`; a tile shorter than ``stream_beats`` waits for the
+array's result bank, see :mod:`hw.tile_engine`), ``fixed_cycles = engine.fixed_cycles + lane_latency`` with ``lane_latency = scaler.latency +
 relu.latency`` (all read from the units' ``latency`` attributes).
 """
 
@@ -215,9 +216,16 @@ class ForwardLayer(wiring.Component):
 
     @property
     def fixed_cycles(self) -> int | None:
-        """Cycles of an instruction beyond ``tiles * k_len`` (``k_len > rows``, no stall)."""
+        """Cycles of an instruction beyond its beats (``k_len >= mac.stream_beats``, no stall)."""
         fixed = self.engine.fixed_cycles
         return None if fixed is None else fixed + self.lane_latency
+
+    def instruction_cycles(self, tiles: int, k_len: int) -> int | None:
+        """Cycles of an instruction of ``tiles`` tiles of ``k_len`` beats (no stall)."""
+        cycles = self.engine.instruction_cycles(tiles, k_len)
+        if cycles is None or tiles == 0 or k_len == 0:
+            return cycles
+        return cycles + self.lane_latency
 
     def constants(self, fan_in: int, slope: int = DEFAULT_SLOPE) -> dict:
         """The ``scaler`` and ``inv_slope`` fields for ``SF = 256 * fan_in`` and slope ``a``."""

@@ -112,7 +112,7 @@ array:
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -171,6 +171,19 @@ def _dsp_split(a_width: int, b_width: int) -> bool:
 PIPELINE_LATENCY = pipeline_latency()
 
 
+#: RTLIL attribute marking a flip-flop that copies another one to split its fan-out; the board
+#: build keeps such flip-flops apart (``keep``), else Yosys merges equal flip-flops back into one.
+REPLICA_ATTR = "nitrod_replica"
+
+
+def _replicas(m, d, rows, cols, name):
+    """``rows x cols`` flip-flops, each registering ``d`` (one per array element)."""
+    regs = [[Signal(name=f"{name}_{r}_{c}", attrs={REPLICA_ATTR: 1}) for c in range(cols)]
+            for r in range(rows)]
+    m.d.sync += [regs[r][c].eq(d) for r in range(rows) for c in range(cols)]
+    return regs
+
+
 def operand_layout(rows: int, cols: int, a_width: int, b_width: int) -> data.StructLayout:
     """One operand beat; fields from the least significant bit: a, b, first, last."""
     return data.StructLayout({
@@ -202,7 +215,7 @@ class MacArray(wiring.Component):
     multiplier : ``"lut"`` (default; pipelined adder tree), ``"dsp"`` (one ``$mul``) or
         ``"ecp5_dsp"`` (one hand-instantiated, fully registered MULT18X18D).
 
-    Attributes: :attr:`latency` (see :func:`pipeline_latency`).
+    Attributes: :attr:`latency` (see :func:`pipeline_latency`), :attr:`stream_beats`.
 
     Ports
     -----
@@ -229,6 +242,9 @@ class MacArray(wiring.Component):
         self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
         self.multiplier = multiplier
         self.latency = pipeline_latency(a_width, b_width, multiplier)
+        #: Tiles of at least this many beats stream at one beat per cycle (results always
+        #: taken): a tile's last beat waits until the previous tile has left the bank.
+        self.stream_beats = self.latency + rows
         super().__init__({
             "operands": In(stream.Signature(operand_layout(rows, cols, a_width, b_width))),
             "results": Out(stream.Signature(result_layout(rows, cols, acc_width))),
@@ -240,34 +256,35 @@ class MacArray(wiring.Component):
         rows, cols, acc_width = self.rows, self.cols, self.acc_width
         product_width = self.a_width + self.b_width
 
-        # ---- flow control -------------------------------------------------------
+        # ---- flow control: the array never stalls ------------------------------------
+        # Only a tile's last beat can need the result bank, so only a last beat waits: it is
+        # taken when the bank is empty and no other last beat is on its way to it.  It then
+        # finds the bank empty when it reaches the accumulators, and nothing in the array
+        # needs a clock enable (see the module docstring, "Flow control").
         bank_full = Signal()        # the result bank holds a tile being drained
+        last_pending = Signal()     # a last beat has been taken and has not reached the bank
         tile_done = Signal()        # the accumulators hold a finished tile
-        stall = Signal()            # finished tile cannot move to the bank: freeze the pipeline
-        advance = Signal()
-        m.d.comb += [
-            stall.eq(tile_done & bank_full),
-            advance.eq(~stall),
-            self.operands.ready.eq(advance),
-        ]
-        accepted = self.operands.valid & self.operands.ready
         beat = self.operands.payload
+        m.d.comb += self.operands.ready.eq(~beat.last | ~(bank_full | last_pending))
+        accepted = self.operands.valid & self.operands.ready
+        with m.If(accepted & beat.last):
+            m.d.sync += last_pending.eq(1)
+        with m.Elif(tile_done):
+            m.d.sync += last_pending.eq(0)
 
         # ---- stage 1: operand registers (multiplier inputs) ---------------------
         # Data registers without reset (valid1/valid2 say whether they hold a beat): this
         # lets Yosys fold them into the DSP blocks' own registers.
         # With multiplier="ecp5_dsp" the MULT18X18D input registers are this stage.
         valid1, first1, last1 = Signal(), Signal(), Signal()
-        with m.If(advance):
-            m.d.sync += [valid1.eq(accepted), first1.eq(beat.first), last1.eq(beat.last)]
+        m.d.sync += [valid1.eq(accepted), first1.eq(beat.first), last1.eq(beat.last)]
         if self.multiplier != "ecp5_dsp":
             a_reg = [Signal(signed(self.a_width), name=f"a_reg{r}", reset_less=True)
                      for r in range(rows)]
             b_reg = [Signal(signed(self.b_width), name=f"b_reg{c}", reset_less=True)
                      for c in range(cols)]
-            with m.If(advance):
-                m.d.sync += [a_reg[r].eq(beat.a[r]) for r in range(rows)]
-                m.d.sync += [b_reg[c].eq(beat.b[c]) for c in range(cols)]
+            m.d.sync += [a_reg[r].eq(beat.a[r]) for r in range(rows)]
+            m.d.sync += [b_reg[c].eq(beat.b[c]) for c in range(cols)]
 
         # ---- product: one registered $mul (DSP) or a registered adder tree (LUTs) --
         product = [[None] * cols for _ in range(rows)]
@@ -278,8 +295,7 @@ class MacArray(wiring.Component):
                 for c in range(cols):
                     p = Signal(signed(product_width), name=f"product_{r}_{c}", reset_less=True)
                     if not split:
-                        with m.If(advance):
-                            m.d.sync += p.eq(a_reg[r] * b_reg[c])
+                        m.d.sync += p.eq(a_reg[r] * b_reg[c])
                     else:
                         b_lo = Cat(b_reg[c][:low], 0).as_signed()
                         b_hi = b_reg[c][low:].as_signed()
@@ -287,24 +303,22 @@ class MacArray(wiring.Component):
                                       reset_less=True)
                         p_hi = Signal(signed(self.a_width + self.b_width - low),
                                       name=f"product_hi_{r}_{c}", reset_less=True)
-                        with m.If(advance):
-                            m.d.sync += [p_lo.eq(a_reg[r] * b_lo), p_hi.eq(a_reg[r] * b_hi),
-                                         p.eq(p_lo + (p_hi << low))]
+                        m.d.sync += [p_lo.eq(a_reg[r] * b_lo), p_hi.eq(a_reg[r] * b_hi),
+                                     p.eq(p_lo + (p_hi << low))]
                     product[r][c] = p
             n_levels = 2 if split else 1
         elif self.multiplier == "ecp5_dsp":
             # One MULT18X18D per element, fed straight from the operand beat: its input
-            # registers, pipeline (and output) registers all enabled by `advance`.
+            # registers, pipeline (and output) registers, always enabled.
             for r in range(rows):
                 for c in range(cols):
-                    dsp, p = mult18x18d(beat.a[r], beat.b[c], advance, name=f"dsp_{r}_{c}",
+                    dsp, p = mult18x18d(beat.a[r], beat.b[c], Const(1, 1), name=f"dsp_{r}_{c}",
                                         **ECP5_DSP_REGISTERS)
                     m.submodules[f"dsp_{r}_{c}"] = dsp
                     for stage in range(ECP5_DSP_FABRIC_STAGES):
                         q = Signal(signed(product_width), name=f"product_{r}_{c}_s{stage}",
                                    reset_less=True)
-                        with m.If(advance):
-                            m.d.sync += q.eq(p)
+                        m.d.sync += q.eq(p)
                         p = q
                     product[r][c] = p
             n_levels = mult18x18d_latency(**ECP5_DSP_REGISTERS) - 1 + ECP5_DSP_FABRIC_STAGES
@@ -319,8 +333,7 @@ class MacArray(wiring.Component):
             wide_beat = beat.b if a_narrow else beat.a
             neg_regs = [Signal(signed(wide_w + 1), name=f"neg_wide{k}", reset_less=True)
                         for k in range(len(wide_regs))]
-            with m.If(advance):
-                m.d.sync += [neg_regs[k].eq(-wide_beat[k]) for k in range(len(wide_regs))]
+            m.d.sync += [neg_regs[k].eq(-wide_beat[k]) for k in range(len(wide_regs))]
             n_levels = max(1, ceil_log2(nw))
             for r in range(rows):
                 for c in range(cols):
@@ -334,8 +347,7 @@ class MacArray(wiring.Component):
                         for j in range(0, len(terms), 2):
                             t = Signal(signed(product_width + 1),
                                        name=f"pp_{r}_{c}_l{level}_{j // 2}", reset_less=True)
-                            with m.If(advance):
-                                m.d.sync += t.eq(sum(terms[j:j + 2]))
+                            m.d.sync += t.eq(sum(terms[j:j + 2]))
                             nxt.append(t)
                         terms = nxt
                     assert len(terms) == 1
@@ -343,9 +355,15 @@ class MacArray(wiring.Component):
         valid2, first2, last2 = valid1, first1, last1
         for level in range(n_levels):
             v, f, l = (Signal(name=f"{n}_p{level}") for n in ("valid", "first", "last"))
-            with m.If(advance):
-                m.d.sync += [v.eq(valid2), f.eq(first2), l.eq(last2)]
+            m.d.sync += [v.eq(valid2), f.eq(first2), l.eq(last2)]
+            if level == n_levels - 1:
+                # Every element takes its own copy of the flags that steer its accumulator
+                # and its bank registers (each drives one element's ~acc_width flip-flops,
+                # not the whole array's): replicas, kept apart by REPLICA_ATTR.
+                valid_e = _replicas(m, valid2, rows, cols, f"valid_p{level}")
+                first_e = _replicas(m, first2, rows, cols, f"first_p{level}")
             valid2, first2, last2 = v, f, l
+        done_e = _replicas(m, valid2 & last2, rows, cols, "tile_done")
 
         # ---- accumulators, summed with one extra bit to catch overflow -----------
         # Each element registers its overflow bit beside its accumulator; the OR over
@@ -358,23 +376,21 @@ class MacArray(wiring.Component):
         for r in range(rows):
             for c in range(cols):
                 # The first beat of a tile loads the product: the choice comes after the
-                # adder, so the widely fanned-out first2 does not delay the carry chain.
+                # adder, so the first flag does not delay the carry chain.
                 wide_sum = Signal(signed(acc_width + 1), name=f"sum_{r}_{c}")
                 m.d.comb += wide_sum.eq(acc[r][c] + product[r][c])
                 ovf = Signal(name=f"ovf_{r}_{c}")
-                with m.If(advance):
-                    m.d.sync += ovf.eq(~first2 & (wide_sum[acc_width] ^ wide_sum[acc_width - 1]))
+                m.d.sync += ovf.eq(~first_e[r][c] & (wide_sum[acc_width] ^ wide_sum[acc_width - 1]))
                 element_overflow.append(ovf)
-                with m.If(advance & valid2):
-                    m.d.sync += acc[r][c].eq(Mux(first2, product[r][c], wide_sum[:acc_width]))
+                with m.If(valid_e[r][c]):
+                    m.d.sync += acc[r][c].eq(Mux(first_e[r][c], product[r][c], wide_sum[:acc_width]))
         valid3, first3 = Signal(), Signal()
         any_overflow = Signal()
         m.d.comb += any_overflow.eq(valid3 & Cat(*element_overflow).any())
         tile_overflow = Signal()        # OR over the beats before the one in valid3
-        with m.If(advance):
-            m.d.sync += [tile_done.eq(valid2 & last2), valid3.eq(valid2), first3.eq(first2)]
-            with m.If(valid3):
-                m.d.sync += tile_overflow.eq(Mux(first3, 0, tile_overflow) | any_overflow)
+        m.d.sync += [tile_done.eq(valid2 & last2), valid3.eq(valid2), first3.eq(first2)]
+        with m.If(valid3):
+            m.d.sync += tile_overflow.eq(Mux(first3, 0, tile_overflow) | any_overflow)
         with m.If(any_overflow):
             m.d.sync += self.overflow.eq(1)
         # The finished tile's flag: its last beat is the one in valid3 while tile_done.
@@ -382,31 +398,44 @@ class MacArray(wiring.Component):
         m.d.comb += tile_overflow_now.eq(Mux(first3, 0, tile_overflow) | any_overflow)
 
         # ---- result bank: loaded from the accumulators, drained row by row -------
-        # A shift register of rows: row 0 is on the output, a transfer shifts up.
+        # A shift register of rows: row 0 is on the output, a transfer shifts up.  The
+        # flow control above guarantees the bank is empty when a tile finishes.
         bank = [[Signal(signed(acc_width), name=f"bank_{r}_{c}", reset_less=True)
                  for c in range(cols)]
                 for r in range(rows)]
         bank_overflow = Signal()
         index = Signal(range(max(rows, 2)))
         at_last_row = Signal()
+        transfer = Signal()
+        emptied = Signal()          # the bank's last row leaves in this cycle
         m.d.comb += [
             at_last_row.eq(index == rows - 1),
             self.results.valid.eq(bank_full),
             self.results.payload.index.eq(index),
             self.results.payload.last.eq(at_last_row),
             self.results.payload.overflow.eq(bank_overflow),
+            transfer.eq(self.results.valid & self.results.ready),
+            emptied.eq(self.results.ready & at_last_row),
         ]
         m.d.comb += [self.results.payload.row[c].eq(bank[0][c]) for c in range(cols)]
 
-        with m.If(tile_done & ~bank_full):
+        with m.If(tile_done):
             m.d.sync += [bank_full.eq(1), index.eq(0), bank_overflow.eq(tile_overflow_now)]
-            for r in range(rows):
-                m.d.sync += [bank[r][c].eq(acc[r][c]) for c in range(cols)]
-        with m.Elif(self.results.valid & self.results.ready):
+        with m.Elif(transfer):
             m.d.sync += index.eq(index + 1)
-            for r in range(rows - 1):
-                m.d.sync += [bank[r][c].eq(bank[r + 1][c]) for c in range(cols)]
             with m.If(at_last_row):
                 m.d.sync += bank_full.eq(0)
+        # each element's copy of bank_full, with the same next state
+        full_e = [[Signal(name=f"bank_full_{r}_{c}", attrs={REPLICA_ATTR: 1})
+                   for c in range(cols)] for r in range(rows)]
+        for r in range(rows):
+            for c in range(cols):
+                with m.If(done_e[r][c]):
+                    m.d.sync += [full_e[r][c].eq(1), bank[r][c].eq(acc[r][c])]
+                with m.Elif(full_e[r][c] & self.results.ready):
+                    if r < rows - 1:
+                        m.d.sync += bank[r][c].eq(bank[r + 1][c])
+                    with m.If(emptied):
+                        m.d.sync += full_e[r][c].eq(0)
 
         return m

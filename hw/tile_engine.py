@@ -76,13 +76,15 @@ beat in stage 1 keeps its data.  One beat per cycle flows while the array is rea
 consecutive tiles follow each other without a gap (the tile switch is just another address
 update).
 
-With ``k_len > rows`` (the array never stalls) and ``results`` always ready, an instruction of
-``T = tiles_r * tiles_c`` tiles takes exactly ``T * k_len + fixed_cycles`` cycles (``cycles``),
-``fixed_cycles = 1 + fetch_latency + mac.latency + rows - 1``: the cycle accepting the
-instruction, the read and registering of beat 0, the array's result latency after the last beat,
-and the last tile's rows after its row 0.  Shorter tiles make the array stall while its result
-bank drains; the engine then simply waits.  Nothing in the logic depends on the array's internal latency: flow control is
-valid/ready on both sides and tiles are counted on the result side.
+With ``results`` always ready, an instruction of ``T = tiles_r * tiles_c`` tiles takes exactly
+``k_len + (T - 1) * max(k_len, mac.stream_beats) + fixed_cycles`` cycles (``cycles``;
+:meth:`TileEngine.instruction_cycles`), ``fixed_cycles = 1 + fetch_latency + mac.latency + rows -
+1``: the cycle accepting the instruction, the read and registering of beat 0, the array's result
+latency after the last beat, and the last tile's rows after its row 0.  A tile shorter than
+``mac.stream_beats`` (``mac.latency + rows``) holds its last beat until the previous tile has
+left the array's result bank; the engine then simply waits.  Nothing in the logic depends on the
+array's internal latency: flow control is valid/ready on both sides and tiles are counted on the
+result side.
 """
 
 from __future__ import annotations
@@ -242,9 +244,21 @@ class TileEngine(wiring.Component):
 
     @property
     def fixed_cycles(self) -> int | None:
-        """Cycles of an instruction beyond ``tiles * k_len`` (``k_len > rows``, results always ready)."""
+        """Cycles of an instruction beyond its beats (tiles of ``k_len >= mac.stream_beats``,
+        results always ready)."""
         latency = self.mac_latency
         return None if latency is None else 1 + self.fetch_latency + latency + self.rows - 1
+
+    def instruction_cycles(self, tiles: int, k_len: int) -> int | None:
+        """Cycles of an instruction of ``tiles`` tiles of ``k_len`` beats (results always
+        ready; see Timing), if the array's latency is known."""
+        fixed = self.fixed_cycles
+        if fixed is None:
+            return None
+        if tiles == 0 or k_len == 0:
+            return 1
+        stream_beats = getattr(self.mac, "stream_beats", self.mac_latency + self.rows)
+        return k_len + (tiles - 1) * max(k_len, stream_beats) + fixed
 
     @property
     def mac_latency(self) -> int | None:

@@ -213,7 +213,7 @@ def build_program(layer: ForwardLayer, rng) -> Program:
 
 def test_forward_layer_bit_exact(rng, record_property):
     """Several layers with partial tiles, operands of every kind, every slope used, back to
-    back; the output memories equal golden everywhere; cycles = tiles * K + fixed_cycles."""
+    back; the output memories equal golden everywhere; cycles = instruction_cycles(tiles, K)."""
     cfg = CFG_4X4
     layer = make_layer(cfg)
     prog = build_program(layer, rng)
@@ -235,10 +235,8 @@ def test_forward_layer_bit_exact(rng, record_property):
         report.append((f"{mm}x{k}x{n}", tiles, k, cycles))
         if tiles == 0:
             assert cycles == 1
-        elif k > cfg["rows"]:
-            assert cycles == tiles * k + layer.fixed_cycles, (mm, k, n)
-        else:        # short tiles: the array waits for its result bank to drain
-            assert cycles <= tiles * max(k, cfg["rows"] + 1) + layer.fixed_cycles
+        else:        # tiles shorter than stream_beats wait for the array's result bank
+            assert cycles == layer.instruction_cycles(tiles, k), (mm, k, n)
     record_property("cycles", report)
     print(f"\nfixed_cycles {layer.fixed_cycles} (engine {layer.engine.fixed_cycles} + lanes "
           f"{layer.lane_latency}); (MxKxN, tiles, K, cycles): {report}")
@@ -258,8 +256,8 @@ def test_backpressure_non_square(rng):
     extra = 0
     for (mm, k, n, tiles, slope, _), cycles in zip(prog.cases, out["hw_cycles"].tolist()):
         if tiles:
-            assert cycles >= tiles * k + layer.fixed_cycles
-            extra += cycles - tiles * max(k, cfg["rows"] + 1) - layer.fixed_cycles
+            assert cycles >= layer.instruction_cycles(tiles, k)
+            extra += cycles - layer.instruction_cycles(tiles, k)
     # the stalls cost cycles: the engine was really held (each stalled row costs a cycle)
     assert extra >= 40
 

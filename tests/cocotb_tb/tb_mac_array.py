@@ -11,15 +11,16 @@ Outputs (save_outputs): the result rows in arrival order
     rows (n x cols), index, last, overflow (per row), sticky_overflow (final),
 and accept_cycle (the cycle number at which each beat was accepted), cycles.
 
-Timing convention: inputs are written and outputs read right after a falling
-edge.  ``operands.ready`` and ``results.valid`` depend only on registered
-state, so what is read there holds for the next rising edge, where the
-transfers happen.
+Timing convention: inputs are written right after a falling edge and outputs
+read 1 ns later.  ``results.valid`` depends only on registered state;
+``operands.ready`` also on the offered beat's ``last`` flag (a last beat waits
+for the result bank), hence the 1 ns.  What is read there holds for the next
+rising edge, where the transfers happen.
 """
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge
+from cocotb.triggers import FallingEdge, Timer
 
 from sim import tb
 
@@ -65,14 +66,15 @@ async def stream_tiles(dut):
         if offer:
             operands_payload.value = words[next_beat]
             operands_valid.value = 1
-            if operands_ready.value:
-                accept_cycle.append(cycle)
-                next_beat += 1
         else:
             operands_valid.value = 0
         # Results: take the row on display if we are ready this cycle.
         take = ready_pattern[cycle % len(ready_pattern)]
         results_ready.value = take
+        await Timer(1, unit="ns")   # let `ready` follow the offered beat
+        if offer and operands_ready.value:
+            accept_cycle.append(cycle)
+            next_beat += 1
         if take and results_valid.value:
             raw_rows.append(results_payload.value.to_unsigned())
         await FallingEdge(dut.clk)
