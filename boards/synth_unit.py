@@ -565,6 +565,19 @@ def _ice40_unregistered_dsps(netlist):
     return names
 
 
+def yosys_keep_replicas() -> str:
+    """Yosys command keeping every :class:`hw.replica.Replica` a flip-flop of its own.
+
+    A Replica copies a register to split its fan-out; flattened, Yosys's ``opt_merge`` folds the
+    copies back into one flip-flop.  The modules holding a wire with
+    :data:`hw.replica.REPLICA_ATTR` are therefore kept as hierarchy (``keep_hierarchy``), which
+    ``opt_merge`` does not look across.  (``keep`` on the flip-flop cells also stops the merge,
+    but then ABC fails in YoWASP's Yosys 0.70.)  Run it after ``proc``.
+    """
+    from hw.replica import REPLICA_ATTR
+    return f"setattr -mod -set keep_hierarchy 1 a:{REPLICA_ATTR} %m"
+
+
 def synth_component(component, target, out_dir, *, name="unit", params=None,
                     target_mhz=None, seed=1, timeout=1800):
     """Synthesise + place and route ``component`` (wrapped in :class:`SynthHarness`).
@@ -588,6 +601,7 @@ def synth_component(component, target, out_dir, *, name="unit", params=None,
     times["verilog"] = round(time.monotonic() - start, 2)
 
     script = (f"read_verilog {top}.v\n"
+              f"proc\n{yosys_keep_replicas()}\n"
               f"{tgt.synth_cmd} -top {top} -json {top}.json\n"
               f"tee -q -o yosys_stat.json stat -json\n")
     (out / "synth.ys").write_text(script)

@@ -119,6 +119,7 @@ from amaranth.utils import ceil_log2
 
 from hw.ecp5_dsp import MAX_WIDTH as ECP5_DSP_MAX_WIDTH
 from hw.ecp5_dsp import mult18x18d, mult18x18d_latency
+from hw.replica import replicas
 from hw.widths import ACC_WIDTH, ACT_WIDTH, WEIGHT_WIDTH
 
 __all__ = ["MacArray", "operand_layout", "result_layout", "PIPELINE_LATENCY",
@@ -171,17 +172,11 @@ def _dsp_split(a_width: int, b_width: int) -> bool:
 PIPELINE_LATENCY = pipeline_latency()
 
 
-#: RTLIL attribute marking a flip-flop that copies another one to split its fan-out; the board
-#: build keeps such flip-flops apart (``keep``), else Yosys merges equal flip-flops back into one.
-REPLICA_ATTR = "nitrod_replica"
-
-
-def _replicas(m, d, rows, cols, name):
-    """``rows x cols`` flip-flops, each registering ``d`` (one per array element)."""
-    regs = [[Signal(name=f"{name}_{r}_{c}", attrs={REPLICA_ATTR: 1}) for c in range(cols)]
-            for r in range(rows)]
-    m.d.sync += [regs[r][c].eq(d) for r in range(rows) for c in range(cols)]
-    return regs
+def _element_copies(m, d, rows, cols, name):
+    """``rows x cols`` copies (:class:`hw.replica.Replica`) of the register whose next value
+    is ``d``, one per array element: ``[r][c]``."""
+    flat = replicas(m, d, rows * cols, f"{name}_")
+    return [flat[r * cols:(r + 1) * cols] for r in range(rows)]
 
 
 def operand_layout(rows: int, cols: int, a_width: int, b_width: int) -> data.StructLayout:
@@ -359,11 +354,11 @@ class MacArray(wiring.Component):
             if level == n_levels - 1:
                 # Every element takes its own copy of the flags that steer its accumulator
                 # and its bank registers (each drives one element's ~acc_width flip-flops,
-                # not the whole array's): replicas, kept apart by REPLICA_ATTR.
-                valid_e = _replicas(m, valid2, rows, cols, f"valid_p{level}")
-                first_e = _replicas(m, first2, rows, cols, f"first_p{level}")
+                # not the whole array's): hw.replica.Replica.
+                valid_e = _element_copies(m, valid2, rows, cols, f"valid_p{level}")
+                first_e = _element_copies(m, first2, rows, cols, f"first_p{level}")
             valid2, first2, last2 = v, f, l
-        done_e = _replicas(m, valid2 & last2, rows, cols, "tile_done")
+        done_e = _element_copies(m, valid2 & last2, rows, cols, "tile_done")
 
         # ---- accumulators, summed with one extra bit to catch overflow -----------
         # Each element registers its overflow bit beside its accumulator; the OR over
@@ -407,7 +402,6 @@ class MacArray(wiring.Component):
         index = Signal(range(max(rows, 2)))
         at_last_row = Signal()
         transfer = Signal()
-        emptied = Signal()          # the bank's last row leaves in this cycle
         m.d.comb += [
             at_last_row.eq(index == rows - 1),
             self.results.valid.eq(bank_full),
@@ -415,27 +409,24 @@ class MacArray(wiring.Component):
             self.results.payload.last.eq(at_last_row),
             self.results.payload.overflow.eq(bank_overflow),
             transfer.eq(self.results.valid & self.results.ready),
-            emptied.eq(self.results.ready & at_last_row),
         ]
         m.d.comb += [self.results.payload.row[c].eq(bank[0][c]) for c in range(cols)]
 
+        bank_full_next = Signal()
+        m.d.comb += bank_full_next.eq(tile_done | (bank_full & ~(transfer & at_last_row)))
+        m.d.sync += bank_full.eq(bank_full_next)
         with m.If(tile_done):
-            m.d.sync += [bank_full.eq(1), index.eq(0), bank_overflow.eq(tile_overflow_now)]
+            m.d.sync += [index.eq(0), bank_overflow.eq(tile_overflow_now)]
         with m.Elif(transfer):
             m.d.sync += index.eq(index + 1)
-            with m.If(at_last_row):
-                m.d.sync += bank_full.eq(0)
-        # each element's copy of bank_full, with the same next state
-        full_e = [[Signal(name=f"bank_full_{r}_{c}", attrs={REPLICA_ATTR: 1})
-                   for c in range(cols)] for r in range(rows)]
+        # each element loads and shifts its bank register on copies of its own
+        full_e = _element_copies(m, bank_full_next, rows, cols, "bank_full")
         for r in range(rows):
             for c in range(cols):
                 with m.If(done_e[r][c]):
-                    m.d.sync += [full_e[r][c].eq(1), bank[r][c].eq(acc[r][c])]
+                    m.d.sync += bank[r][c].eq(acc[r][c])
                 with m.Elif(full_e[r][c] & self.results.ready):
                     if r < rows - 1:
                         m.d.sync += bank[r][c].eq(bank[r + 1][c])
-                    with m.If(emptied):
-                        m.d.sync += full_e[r][c].eq(0)
 
         return m

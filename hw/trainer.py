@@ -40,6 +40,7 @@ from hw.banked_memory import BankedMemory
 from hw.host_link import BusSignature
 from hw.nitro_relu import ReluCode
 from hw.post_lanes import CODE_WIDTH, PostLanes
+from hw.replica import replicas
 from hw.tile_engine import TileEngine
 from nitrod.isa import (BUS_ADDR_WIDTH, INSTRUCTION_BITS, INSTRUCTION_FIELDS, MAGIC,
                         ONE_HOT_VALUE, PAD_LABEL, REGION_SHIFT, Geometry, Op, Reg, Region, chunk_bits_of,
@@ -351,7 +352,11 @@ class Trainer(wiring.Component):
         rd_pending0, rd_pending2 = Signal(), Signal()
         m.d.sync += [rd_pending0.eq(bus_r_en), rd_pending.eq(rd_pending0),
                      rd_pending2.eq(rd_pending)]
-        rd_raw = {r: mems[r].registered(m, rd_pending, f"rd_raw_{r.name.lower()}")
+        # each region's bank registers load on a copy of rd_pending of their own (the block
+        # RAMs are spread over the whole die)
+        rd_pending_of = {r: replicas(m, rd_pending0, 1, f"rd_pending_{r.name.lower()}")[0]
+                         for r in self.words}
+        rd_raw = {r: mems[r].registered(m, rd_pending_of[r], f"rd_raw_{r.name.lower()}")
                   for r in self.words}
         rd_words = {r: Signal(g.word_bits(r), name=f"rd_word_{r.name.lower()}", reset_less=True)
                     for r in self.words}
@@ -607,21 +612,28 @@ class Trainer(wiring.Component):
         tw = max(g.act_width, g.wgt_width)
         tbuf = [[Signal(signed(tw), name=f"tbuf{i}_{c}", reset_less=True) for c in range(S)]
                 for i in range(S)]
+        # each row of the buffer shifts on a copy of `emitting` of its own
+        emit_start, emit_end, emitting_next = Signal(), Signal(), Signal()
+        m.d.comb += [emit_start.eq(w2_valid & w2_ilast & cur.col_en),
+                     emit_end.eq(emit_c == S - 1),
+                     emitting_next.eq(Mux(emitting, ~emit_end, emit_start))]
+        m.d.sync += emitting.eq(emitting_next)
+        emitting_row = replicas(m, emitting_next, S, "emitting_row")
         with m.If(w2_valid):
             for i in range(S):
                 with m.If(w2_i == i):
                     m.d.sync += [tbuf[i][c].eq(values[c]) for c in range(S)]
-            with m.If(w2_ilast & cur.col_en):
-                m.d.sync += [emitting.eq(1), emit_c.eq(0), emit_final.eq(w2_final),
-                             emit_addr.eq(w2_col_addr)]
+            with m.If(emit_start):
+                m.d.sync += [emit_c.eq(0), emit_final.eq(w2_final), emit_addr.eq(w2_col_addr)]
             with m.Elif(w2_final):
                 m.d.comb += instr_done.eq(1)
-        with m.If(emitting):
-            for i in range(S):
+        for i in range(S):
+            with m.If(emitting_row[i]):
                 m.d.sync += [tbuf[i][c].eq(tbuf[i][c + 1]) for c in range(S - 1)]
+        with m.If(emitting):
             m.d.sync += [emit_c.eq(emit_c + 1), emit_addr.eq(emit_addr + 1)]
-            with m.If(emit_c == S - 1):
-                m.d.sync += [emitting.eq(0), hold.eq(0)]
+            with m.If(emit_end):
+                m.d.sync += hold.eq(0)
                 with m.If(emit_final):
                     m.d.comb += instr_done.eq(1)
         column = [tbuf[i][0] for i in range(S)]

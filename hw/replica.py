@@ -1,0 +1,64 @@
+"""Replica: a flip-flop that copies a register, to split the register's fan-out.
+
+A control flag that steers thousands of flip-flops (the MAC array's accumulate and bank
+enables, the transposer's shift) is one net spread over the die; its routing delay grows with
+the area it covers.  The fix is to register the flag's *next value* several times, once per
+group of loads: each copy holds the same value as the register in every cycle, and drives only
+its group.
+
+``Replica(d)`` is that copy, in a module of its own::
+
+    m.submodules.copy = copy = Replica()
+    m.d.comb += copy.d.eq(flag_next)        # the D input of the register being copied
+    ...copy.q...                            # equals `flag` in every cycle
+
+Why a module: Yosys's ``opt_merge`` folds flip-flops with the same input back into one, and a
+``keep`` on the flip-flop cells (which stops it) makes ABC fail in YoWASP's Yosys 0.70.  The
+board build marks the modules holding a wire with :data:`REPLICA_ATTR` ``keep_hierarchy``
+(:func:`boards.synth_unit.yosys_keep_replicas`), so each copy stays a flip-flop of its own; in
+simulation a Replica is simply a register.  The copy has the same reset value as the register
+it copies (``init``).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["Replica", "REPLICA_ATTR", "replicas"]
+
+#: RTLIL attribute on a Replica's output register; the board build keeps the modules holding
+#: one as separate hierarchy.
+REPLICA_ATTR = "nitrod_replica"
+
+
+class Replica(wiring.Component):
+    """One flip-flop registering ``d`` (reset value ``init``): a copy of the register whose
+    next value is ``d``.
+
+    Ports: ``d`` In(1), ``q`` Out(1).
+    """
+
+    def __init__(self, init: int = 0):
+        self._init = int(init)
+        super().__init__({"d": In(1), "q": Out(1, init=self._init)})
+
+    def elaborate(self, platform):
+        m = Module()
+        copy = Signal(init=self._init, attrs={REPLICA_ATTR: 1})
+        m.d.sync += copy.eq(self.d)
+        m.d.comb += self.q.eq(copy)
+        return m
+
+
+def replicas(m: Module, d, count: int, name: str, init: int = 0) -> list:
+    """``count`` Replicas of the register whose next value is ``d``, added to ``m`` as
+    submodules ``{name}{i}``; returns their outputs."""
+    out = []
+    for i in range(count):
+        copy = Replica(init)
+        m.submodules[f"{name}{i}"] = copy
+        m.d.comb += copy.d.eq(d)
+        out.append(copy.q)
+    return out
