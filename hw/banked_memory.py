@@ -75,14 +75,22 @@ class BankedMemory(wiring.Component):
         self._bank_data = [Signal(shape, name=f"bank{b}_data") for b in range(self.banks)]
         self._r_bank = Signal(range(max(2, 1 << (self.addr_width - self._low))), name="r_bank")
 
-    def registered(self, m: Module, en, name: str):
+    def registered(self, m: Module, en, name: str, bank_en=None):
         """Registers (in the parent's ``m``) loaded on ``en`` with every bank's word and the
         bank number; returns the word of the read bank, selected from those flip-flops: what a
-        register loaded on ``en`` from a single read port's ``data`` would hold."""
+        register loaded on ``en`` from a single read port's ``data`` would hold.
+
+        ``bank_en``: optionally one signal per bank, each equal to ``en`` in every cycle (copies,
+        hw/replica.py), on which that bank's register loads instead."""
+        if bank_en is None:
+            bank_en = [en] * self.banks
+        if len(bank_en) != self.banks:
+            raise ValueError(f"bank_en has {len(bank_en)} signals for {self.banks} banks")
         regs = [Signal(self.shape, name=f"{name}_bank{b}", reset_less=True)
                 for b in range(self.banks)]
-        with m.If(en):
-            m.d.sync += [reg.eq(data) for reg, data in zip(regs, self._bank_data)]
+        for reg, data, reg_en in zip(regs, self._bank_data, bank_en):
+            with m.If(reg_en):
+                m.d.sync += reg.eq(data)
         if self.banks == 1:
             return regs[0]
         bank = Signal.like(self._r_bank, name=f"{name}_bank")

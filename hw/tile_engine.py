@@ -89,7 +89,7 @@ result side.
 
 from __future__ import annotations
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -151,10 +151,15 @@ def read_port_signature(addr_width: int, word_layout) -> wiring.Signature:
     ``valid`` (out) is 1 when ``addr`` is a beat's: ``en`` is also 1 in bubbles, to move the
     port's stages, and the memory may skip the block RAM's read when ``valid`` is 0 (its output
     then holds the last word read, which no beat uses), so that it never reads a word the
-    parent is writing (hw/banked_memory.py: collisions)."""
+    parent is writing (hw/banked_memory.py: collisions).
+
+    ``en_next`` (out) is the value ``en`` will have in the next cycle: a parent whose registers
+    on ``en`` are many and far apart registers copies of it (hw/replica.py) instead of fanning
+    ``en`` out to all of them."""
     return wiring.Signature({
         "addr": Out(unsigned(addr_width)),
         "en": Out(1),
+        "en_next": Out(1),
         "valid": Out(1),
         "data": In(word_layout),
     })
@@ -328,6 +333,14 @@ class TileEngine(wiring.Component):
         data_s_a = Signal(self.a_word)
         data_s_b = Signal(self.b_word)
         advance = Signal()                    # stages 0 and 1 advance (read ports enabled)
+        # its next value, from the next values of valid1 and valid_s (their logic below)
+        ready = mac.operands.ready
+        valid1_next, valid_s_next, advance_next = Signal(), Signal(), Signal()
+        m.d.comb += [
+            valid1_next.eq(Mux(advance, early[-1][0] if early else issuing, valid1)),
+            valid_s_next.eq(Mux(valid_s, ~ready, valid2 & ~ready & valid1)),
+            advance_next.eq(~valid1_next | ~valid_s_next),
+        ]
         m.d.comb += [
             advance.eq(~valid1 | ~valid_s),
             rd_a.addr.eq(a_addr), rd_b.addr.eq(b_addr),
@@ -339,7 +352,8 @@ class TileEngine(wiring.Component):
             mac.operands.payload.last.eq(last2),
         ]
         if self.memories == "external":
-            m.d.comb += [rd_a.valid.eq(issuing), rd_b.valid.eq(issuing)]
+            m.d.comb += [rd_a.valid.eq(issuing), rd_b.valid.eq(issuing),
+                         rd_a.en_next.eq(advance_next), rd_b.en_next.eq(advance_next)]
         with m.If(advance):
             flags = (issuing, at_k_first, at_k_last)
             for stage in [*early, (valid1, first1, last1)]:

@@ -152,8 +152,9 @@ class Trainer(wiring.Component):
     #: cycles from ``bus.r_en`` to the word on ``bus.r_data`` (hw/host_link.py: BusSignature):
     #: the bus inputs are registered at the Trainer's edge (1), the decoded memory strobes,
     #: word address and data are registered (1), the block RAM words are registered twice as
-    #: they leave the RAM (2), then chunk and region are selected (1)
-    READ_LATENCY = 5
+    #: they leave the RAM (2), then chunk and region are selected into a register (1), which
+    #: drives ``bus.r_data`` (1)
+    READ_LATENCY = 6
 
     #: the memories (module paths below the Trainer) whose read never meets a write of the same
     #: word in the same cycle (host accesses only while idle; an instruction's read and written
@@ -335,10 +336,11 @@ class Trainer(wiring.Component):
             for addr, value in reg_table.items():
                 with m.Case(int(addr)):
                     m.d.comb += reg_value.eq(value)
-        # Read latency READ_LATENCY = 5: the bus inputs are registered (above), then the
+        # Read latency READ_LATENCY = 6: the bus inputs are registered (above), then the
         # memories' host strobes; the words out of the block RAMs are registered twice as they
         # are (no logic behind a block RAM's slow output, and the first register may sit
-        # beside the RAM); then the chunk and the region are selected from flip-flops.
+        # beside the RAM); then the chunk and the region are selected from flip-flops into
+        # the register that drives bus.r_data (the host link's logic starts from it).
         rd_region = Signal(range(len(Region)))
         rd_chunk = Signal(max(1, ceil_log2(max_chunks)))
         rd_reg = Signal(32)
@@ -349,9 +351,8 @@ class Trainer(wiring.Component):
             for r in self.words:
                 with m.If(region == r):
                     m.d.sync += [rd_chunk.eq(host_chunk[r]), rd_ok.eq(host_rd[r])]
-        rd_pending0, rd_pending2 = Signal(), Signal()
-        m.d.sync += [rd_pending0.eq(bus_r_en), rd_pending.eq(rd_pending0),
-                     rd_pending2.eq(rd_pending)]
+        rd_pending0 = Signal()
+        m.d.sync += [rd_pending0.eq(bus_r_en), rd_pending.eq(rd_pending0)]
         # each region's bank registers load on a copy of rd_pending of their own (the block
         # RAMs are spread over the whole die)
         rd_pending_of = {r: replicas(m, rd_pending0, 1, f"rd_pending_{r.name.lower()}")[0]
@@ -360,23 +361,26 @@ class Trainer(wiring.Component):
                   for r in self.words}
         rd_words = {r: Signal(g.word_bits(r), name=f"rd_word_{r.name.lower()}", reset_less=True)
                     for r in self.words}
-        with m.If(rd_pending2):
-            m.d.sync += [rd_words[r].eq(rd_raw[r]) for r in self.words]
+        for r in self.words:
+            with m.If(replicas(m, rd_pending, 1, f"rd_pending2_{r.name.lower()}")[0]):
+                m.d.sync += rd_words[r].eq(rd_raw[r])
         # region, chunk, register value and "ok" travel beside the read to the output cycle
         rd_meta = (rd_region, rd_chunk, rd_reg, rd_ok)
-        for n in range(2, self.READ_LATENCY):
+        for n in range(2, self.READ_LATENCY - 1):
             later = tuple(Signal.like(sig, name=f"{sig.name}{n}") for sig in rd_meta)
             m.d.sync += [dst.eq(src) for dst, src in zip(later, rd_meta)]
             rd_meta = later
         rd_region3, rd_chunk3, rd_reg3, rd_ok3 = rd_meta
+        r_data = Signal(32)
         with m.Switch(rd_region3):
             with m.Case(Region.REGS):
-                m.d.comb += bus.r_data.eq(rd_reg3)
+                m.d.sync += r_data.eq(rd_reg3)
             for r in self.words:
                 with m.Case(r):
                     nch = chunks_of(g.word_bits(r))
                     bits = Cat(rd_words[r], Const(0, 32 * nch - g.word_bits(r)))
-                    m.d.comb += bus.r_data.eq(Mux(rd_ok3, bits.word_select(rd_chunk3, 32), 0))
+                    m.d.sync += r_data.eq(Mux(rd_ok3, bits.word_select(rd_chunk3, 32), 0))
+        m.d.comb += bus.r_data.eq(r_data)
 
         # ---- sequencer ----------------------------------------------------------------------
         prog_rd = rd[Region.PROG]
@@ -437,13 +441,26 @@ class Trainer(wiring.Component):
         act_rd, wgt_rd, err_rd = rd[Region.ACT], rd[Region.WGT], rd[Region.ERR]
         act_q, wgt_q, err_q = (Signal(self.words[r], reset_less=True)
                                for r in (Region.ACT, Region.WGT, Region.ERR))
-        act_p = mems[Region.ACT].registered(m, eng.a_rd.en, "act_p")
-        wgt_p = mems[Region.WGT].registered(m, eng.b_rd.en, "wgt_p")
-        err_p = mems[Region.ERR].registered(m, eng.b_rd.en, "err_p")
-        with m.If(eng.a_rd.en):
+        # every bank's register and each of act_q/wgt_q/err_q loads on a copy of the port's
+        # enable of its own (hw/replica.py): the banks are spread over the die.  The enable is 1
+        # after reset (the engine's stages are empty), and so are its copies.
+        def en_copies(port, count, name):
+            return replicas(m, port.en_next, count, name, init=1)
+
+        act_p = mems[Region.ACT].registered(
+            m, eng.a_rd.en, "act_p", en_copies(eng.a_rd, mems[Region.ACT].banks, "act_p_en"))
+        wgt_p = mems[Region.WGT].registered(
+            m, eng.b_rd.en, "wgt_p", en_copies(eng.b_rd, mems[Region.WGT].banks, "wgt_p_en"))
+        err_p = mems[Region.ERR].registered(
+            m, eng.b_rd.en, "err_p", en_copies(eng.b_rd, mems[Region.ERR].banks, "err_p_en"))
+        act_q_en, = en_copies(eng.a_rd, 1, "act_q_en")
+        wgt_q_en, err_q_en = en_copies(eng.b_rd, 2, "bq_en")
+        with m.If(act_q_en):
             m.d.sync += act_q.eq(act_p)
-        with m.If(eng.b_rd.en):
-            m.d.sync += [wgt_q.eq(wgt_p), err_q.eq(err_p)]
+        with m.If(wgt_q_en):
+            m.d.sync += wgt_q.eq(wgt_p)
+        with m.If(err_q_en):
+            m.d.sync += err_q.eq(err_p)
         for j in range(S):
             m.d.comb += [
                 eng.a_rd.data[j].eq(act_q[j]),
@@ -480,12 +497,17 @@ class Trainer(wiring.Component):
         m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row), valid2.eq(valid1),
                      valid3.eq(valid2)]
         code_rd = rd[Region.CODE]
-        with m.If(valid1):
+        # F1 and F2's registers load on copies of valid1 and valid2 (hw/replica.py): one per
+        # bank register and per row register, which sit far apart
+        with m.If(replicas(m, take_f, 1, "row2_en")[0]):
             m.d.sync += row2.eq(row1)
-        wgt2 = mems[Region.WGT].registered(m, valid1, "wgt2")
-        code2 = mems[Region.CODE].registered(m, valid1, "code2")
-        with m.If(valid2):
-            m.d.sync += [row3.eq(row2), wgt3.eq(wgt2), code3.eq(code2)]
+        wgt2 = mems[Region.WGT].registered(
+            m, valid1, "wgt2", replicas(m, take_f, mems[Region.WGT].banks, "wgt2_en"))
+        code2 = mems[Region.CODE].registered(
+            m, valid1, "code2", replicas(m, take_f, mems[Region.CODE].banks, "code2_en"))
+        for reg, src, name in ((row3, row2, "row3"), (wgt3, wgt2, "wgt3"), (code3, code2, "code3")):
+            with m.If(replicas(m, valid1, 1, f"{name}_en")[0]):
+                m.d.sync += reg.eq(src)
         with m.If(take_f & res.payload.overflow):
             m.d.sync += ovf_mac.eq(1)
         with m.If(lanes.backerr):

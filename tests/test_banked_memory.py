@@ -11,19 +11,22 @@ from __future__ import annotations
 import random
 
 import pytest
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.hdl import Fragment
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from hw.banked_memory import BankedMemory
+from hw.replica import replicas
 
 
 class _Reader(wiring.Component):
-    """A BankedMemory and one reader register loaded on ``take``."""
+    """A BankedMemory and one reader register loaded on ``take``; with ``copies``, loaded one
+    cycle after ``take``, each bank's register on a copy of its own (hw/replica.py)."""
 
-    def __init__(self, width, depth, bank_depth):
+    def __init__(self, width, depth, bank_depth, copies=False):
+        self.copies = copies
         self.mem = BankedMemory(width, depth, bank_depth=bank_depth)
         aw = self.mem.addr_width
         super().__init__({
@@ -38,16 +41,23 @@ class _Reader(wiring.Component):
         m.d.comb += [mem.wr.addr.eq(self.w_addr), mem.wr.data.eq(self.w_data),
                      mem.wr.en.eq(self.w_en), mem.rd.addr.eq(self.r_addr),
                      mem.rd.en.eq(self.r_en),
-                     self.word.eq(mem.registered(m, self.take, "reader")),
                      self.collision.eq(mem.collision)]
+        if self.copies:
+            take = Signal()
+            m.d.sync += take.eq(self.take)
+            word = mem.registered(m, take, "reader", replicas(m, self.take, mem.banks, "take"))
+        else:
+            word = mem.registered(m, self.take, "reader")
+        m.d.comb += self.word.eq(word)
         return m
 
 
-@pytest.mark.parametrize("depth,bank_depth", [(1000, 256), (64, 16), (48, 64), (1, 8),
-                                              (300, 128)])
-def test_registered_read_matches_a_single_block_ram(depth, bank_depth):
+@pytest.mark.parametrize("depth,bank_depth,copies", [(1000, 256, False), (64, 16, False),
+                                                     (48, 64, False), (1, 8, False),
+                                                     (300, 128, False), (300, 64, True)])
+def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies):
     width = 12
-    dut = _Reader(width, depth, bank_depth)
+    dut = _Reader(width, depth, bank_depth, copies)
     assert dut.mem.banks == -(-depth // min(bank_depth, 1 << max(0, (depth - 1).bit_length())))
     rng = random.Random(depth * 7 + bank_depth)
     aw = dut.mem.addr_width
@@ -58,6 +68,7 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth):
         port = (None, None)          # (address, word) a block RAM's read port would show now
         reg = (None, None)           # (address, word) the reader's register would hold now
         collided = [False, False]    # collisions of the last two cycles
+        take_before = False          # `take` of the cycle before (with copies)
         for _ in range(3000):
             w_en = rng.random() < 0.4
             w_addr = rng.randrange(1 << aw)
@@ -76,8 +87,9 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth):
             await ctx.tick()
             # the edge: the reader's register takes the port's word, the port reads
             # (non-transparent: the old word), then the write lands
-            if take:
+            if (take_before if copies else take):
                 reg = port
+            take_before = take
             if r_en:
                 port = (r_addr, model[r_addr])
             if w_en and w_addr < depth:
@@ -104,6 +116,8 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth):
 def test_parameters_are_checked():
     with pytest.raises(ValueError):
         BankedMemory(8, 0)
+    with pytest.raises(ValueError, match="bank_en has 1 signals for 2 banks"):
+        BankedMemory(8, 100, bank_depth=64).registered(Module(), 1, "r", [Signal()])
     with pytest.raises(ValueError):
         BankedMemory(8, 100, bank_depth=48)
     sizes = {}

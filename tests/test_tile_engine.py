@@ -333,8 +333,8 @@ def test_amaranth_simulator(rng, mac_options):
 
 class _ExternalMemories(Elaboratable):
     """An engine with ``memories="external"`` and its parent's memories, whose read ports
-    register the block RAM's output ``read_latency - 1`` more times on the port's enable (as
-    the Trainer does); write ports for the bench."""
+    register the block RAM's output ``read_latency - 1`` more times on the port's enable (a
+    register of ``en_next``, as the Trainer does); write ports for the bench."""
 
     def __init__(self, cfg, read_latency):
         self.engine = TileEngine(**cfg, memories="external", read_latency=read_latency)
@@ -349,9 +349,13 @@ class _ExternalMemories(Elaboratable):
             rd = mem.read_port(transparent_for=())
             m.d.comb += [rd.addr.eq(port.addr), rd.en.eq(port.en)]
             data_out = rd.data
+            # the stages load on a register of en_next (as the Trainer's copies do): it must
+            # equal en in every cycle, including the first after reset
+            en_copy = Signal(name=f"{name}_en_copy", init=1)
+            m.d.sync += en_copy.eq(port.en_next)
             for stage in range(read_latency - 1):
                 q = Signal(shape, name=f"{name}_q{stage}")
-                with m.If(port.en):
+                with m.If(en_copy):
                     m.d.sync += q.eq(data_out)
                 data_out = q
             m.d.comb += port.data.eq(data_out)
