@@ -22,9 +22,10 @@ Protocol (``operands`` is an ``amaranth.lib.stream`` input)
   carries ``last=1`` (this *drains*: when its product has been added, the
   tile moves to the result bank).  A one-beat tile has both flags set.
   Beats between tiles need no gaps; every tile must start with ``first``.
-* ``valid`` means "accumulate this operand pair"; ``ready`` is low only while
-  a finished tile waits for the result bank to empty (see below).  ``ready``
-  does not depend on ``valid`` or on the payload.
+* ``valid`` means "accumulate this operand pair"; ``ready`` is low only for a
+  tile's *last* beat, while the result bank is not free for it (see Flow
+  control).  ``ready`` does not depend on ``valid``; it depends on the
+  payload's ``last`` flag and on registered state.
 * Results leave on the ``results`` stream, one row of the tile per transfer
   (row 0 first): ``payload.row`` holds ``cols`` accumulators, ``payload.index``
   the row number, ``payload.last`` marks the tile's last row and
@@ -32,9 +33,7 @@ Protocol (``operands`` is an ``amaranth.lib.stream`` input)
   ``acc_width`` (its value is then wrapped and must not be used).
 * The result bank is a second set of ``rows x cols`` registers, so the array
   accumulates the next tile while the previous one drains.  The bank empties
-  in ``rows`` cycles (when ``results.ready`` stays high) and is refilled one
-  cycle later: tiles of at least ``rows + 1`` beats stream at one beat per
-  cycle indefinitely; shorter tiles make ``operands.ready`` drop at times.
+  in ``rows`` cycles (when ``results.ready`` stays high).
 * Latency: a tile's row 0 is valid :attr:`MacArray.latency` cycles after its
   last beat is accepted (:func:`pipeline_latency`: 6 for the default 8 x 18
   array with LUT multipliers, 4 with ``multiplier="dsp"`` (5 when ``b`` is wider than
@@ -43,6 +42,21 @@ Protocol (``operands`` is an ``amaranth.lib.stream`` input)
 * ``overflow`` (output) is sticky: set when any accumulation of any tile left
   ``acc_width`` (checked by computing each sum with one extra bit); cleared only
   by reset.
+
+Flow control
+------------
+The array never stalls: no register in it has a clock enable.  A finished tile
+moves to the result bank in the cycle after its last beat has been added, so
+the bank must be empty then.  Only a last beat can fill the bank, so only a
+last beat waits: it is taken when the bank is empty and no other last beat is
+on its way (``operands.ready = ~last | ~(bank_full | last_pending)``).  Tiles of
+at least :attr:`MacArray.stream_beats` (``latency + rows``) beats stream at one
+beat per cycle when ``results.ready`` stays high; back to back, a shorter tile
+takes ``stream_beats`` cycles.
+
+Each element steers its accumulator and its bank registers from copies of its
+own of the flags (valid, first beat, tile done, bank full:
+:class:`hw.replica.Replica`), so that no flag drives the whole array.
 
 Widths
 ------
@@ -73,9 +87,8 @@ Multipliers (``multiplier``)
   SB_MAC16 absorbs the registers there), as described below.
 * ``"ecp5_dsp"`` (ECP5 only; ``a_width, b_width <= 18``): each element's product
   is a MULT18X18D instantiated by hand (:mod:`hw.ecp5_dsp`) with its input,
-  pipeline and output registers on ``CLK0``, all enabled by the array's
-  ``advance`` (``CE0``), so stalls freeze the block like the rest of the
-  pipeline.  The operands go from the beat, sign-extended to 18 bits, straight
+  pipeline and output registers on ``CLK0``, always enabled (``CE0`` = 1; the
+  array never stalls).  The operands go from the beat, sign-extended to 18 bits, straight
   into the block's input registers (they are the operand stage); the product
   then takes one more fabric register (:data:`ECP5_DSP_FABRIC_STAGES`) before
   the fabric accumulator, so neither the multiplier nor the DSP -> fabric route

@@ -194,7 +194,7 @@ def build_program(layer: ForwardLayer, rng) -> Program:
         (8, 20, 3, "init", 3, {}),
         (5, 7, 6, "mid", 20, dict(tc_major_out=True)),
         (9, 33, 7, "mid", 10, dict(a_k_major=True)),
-        (3, 2, 5, "mid", 16, {}),          # K < rows: the array stalls between tiles
+        (3, 2, 5, "mid", 16, {}),          # K < rows: last beats wait for the bank
         (1, 1, 1, "mid", 5, {}),
         (6, 0, 6, "mid", 4, {}),           # empty: writes nothing
         (7, 12, 5, "init", 8, dict(tc_major_out=True)),

@@ -214,7 +214,7 @@ def test_corner_cases_extreme_operands(rng, multiplier):
 
 @pytest.mark.parametrize("multiplier", ["lut", "dsp", "ecp5_dsp", "dsp-9x24"])
 def test_stalls_bubbles_and_backpressure(rng, multiplier):
-    """Short tiles (stalls while the bank drains), gaps in the operand stream and a consumer
+    """Short tiles (last beats wait for the bank), gaps in the operand stream and a consumer
     that is not always ready: results stay exact and in order."""
     cfg = {**NARROW_3X5, "multiplier": multiplier}
     if multiplier == "dsp-9x24":    # the Trainer's widths: b split over two hard multipliers

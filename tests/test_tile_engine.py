@@ -234,8 +234,8 @@ def test_extreme_operands(rng):
 
 
 def test_short_tiles_backpressure_and_empty(rng):
-    """3 x 5 array: random shapes and layouts, including tiles of 1..rows beats (the array stalls
-    while its bank drains), a consumer ready 60 % of the time, idle gaps between instructions and
+    """3 x 5 array: random shapes and layouts, including tiles of 1..rows beats (their last beats
+    wait for the array's result bank), a consumer ready 60 % of the time, idle gaps between instructions and
     instructions with nothing to do."""
     cfg = NARROW_3X5
     image = Image(cfg["rows"], cfg["cols"])
@@ -367,7 +367,7 @@ class _ExternalMemories(Elaboratable):
 @pytest.mark.parametrize("read_latency", [1, 2, 3])
 def test_external_memories_read_latency(rng, read_latency):
     """External memories whose read ports take 1, 2 or 3 cycles (the Trainer's is 3): short
-    tiles (the array stalls while its bank drains) and a consumer ready at random, so held
+    tiles (their last beats wait for the bank) and a consumer ready at random, so held
     beats must keep their words in every stage; exact products, and the fixed overhead grows
     by one cycle per extra stage."""
     from amaranth.sim import Simulator
@@ -379,7 +379,7 @@ def test_external_memories_read_latency(rng, read_latency):
     image = Image(cfg["rows"], cfg["cols"])
     for k in (1, 2, 5):
         image.product(rand_width(rng, (6, k), 6), rand_width(rng, (k, 9), 7), a_k_major=bool(k % 2))
-    # long runs of 0 so that the array stalls with every stage full
+    # long runs of 0 so that the engine holds with every stage full
     ready = np.concatenate([np.zeros(9, int), (rng.random(23) < 0.5).astype(int)])
     got = [[] for _ in image.instrs]
     stalls = 0
