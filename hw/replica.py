@@ -6,7 +6,7 @@ the area it covers.  The fix is to register the flag's *next value* several time
 group of loads: each copy holds the same value as the register in every cycle, and drives only
 its group.
 
-``Replica(d)`` is that copy, in a module of its own::
+A :class:`Replica` is that copy, in a module of its own::
 
     m.submodules.copy = copy = Replica()
     m.d.comb += copy.d.eq(flag_next)        # the D input of the register being copied
