@@ -8,9 +8,8 @@ its group.
 
 A :class:`Replica` is that copy, in a module of its own::
 
-    m.submodules.copy = copy = Replica()
-    m.d.comb += copy.d.eq(flag_next)        # the D input of the register being copied
-    ...copy.q...                            # equals `flag` in every cycle
+    copy = replica(m, flag_next, "copy")    # flag_next: the D input of the register copied
+    ...copy...                              # equals `flag` in every cycle
 
 Why a module: Yosys's ``opt_merge`` folds flip-flops with the same input back into one, and a
 ``keep`` on the flip-flop cells (which stops it) makes ABC fail in YoWASP's Yosys 0.70.  The
@@ -26,7 +25,7 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Replica", "REPLICA_ATTR", "replicas"]
+__all__ = ["Replica", "REPLICA_ATTR", "replica", "replicas"]
 
 #: RTLIL attribute on a Replica's output register; the board build keeps the modules holding
 #: one as separate hierarchy.
@@ -52,13 +51,15 @@ class Replica(wiring.Component):
         return m
 
 
+def replica(m: Module, d, name: str, init: int = 0):
+    """One Replica of the register whose next value is ``d``, added to ``m`` as submodule
+    ``name``; returns its output."""
+    m.submodules[name] = copy = Replica(init)
+    m.d.comb += copy.d.eq(d)
+    return copy.q
+
+
 def replicas(m: Module, d, count: int, name: str, init: int = 0) -> list:
     """``count`` Replicas of the register whose next value is ``d``, added to ``m`` as
     submodules ``{name}{i}``; returns their outputs."""
-    out = []
-    for i in range(count):
-        copy = Replica(init)
-        m.submodules[f"{name}{i}"] = copy
-        m.d.comb += copy.d.eq(d)
-        out.append(copy.q)
-    return out
+    return [replica(m, d, f"{name}{i}", init) for i in range(count)]

@@ -40,7 +40,7 @@ from hw.banked_memory import BankedMemory
 from hw.host_link import BusSignature
 from hw.nitro_relu import ReluCode
 from hw.post_lanes import CODE_WIDTH, PostLanes
-from hw.replica import replicas
+from hw.replica import replica, replicas
 from hw.tile_engine import TileEngine
 from nitrod.isa import (BUS_ADDR_WIDTH, INSTRUCTION_BITS, INSTRUCTION_FIELDS, MAGIC,
                         ONE_HOT_VALUE, PAD_LABEL, REGION_SHIFT, Geometry, Op, Reg, Region, chunk_bits_of,
@@ -355,14 +355,14 @@ class Trainer(wiring.Component):
         m.d.sync += [rd_pending0.eq(bus_r_en), rd_pending.eq(rd_pending0)]
         # each region's bank registers load on a copy of rd_pending of their own (the block
         # RAMs are spread over the whole die)
-        rd_pending_of = {r: replicas(m, rd_pending0, 1, f"rd_pending_{r.name.lower()}")[0]
+        rd_pending_of = {r: replica(m, rd_pending0, f"rd_pending_{r.name.lower()}")
                          for r in self.words}
         rd_raw = {r: mems[r].registered(m, rd_pending_of[r], f"rd_raw_{r.name.lower()}")
                   for r in self.words}
         rd_words = {r: Signal(g.word_bits(r), name=f"rd_word_{r.name.lower()}", reset_less=True)
                     for r in self.words}
         for r in self.words:
-            with m.If(replicas(m, rd_pending, 1, f"rd_pending2_{r.name.lower()}")[0]):
+            with m.If(replica(m, rd_pending, f"rd_pending2_{r.name.lower()}")):
                 m.d.sync += rd_words[r].eq(rd_raw[r])
         # region, chunk, register value and "ok" travel beside the read to the output cycle
         rd_meta = (rd_region, rd_chunk, rd_reg, rd_ok)
@@ -453,8 +453,9 @@ class Trainer(wiring.Component):
             m, eng.b_rd.en, "wgt_p", en_copies(eng.b_rd, mems[Region.WGT].banks, "wgt_p_en"))
         err_p = mems[Region.ERR].registered(
             m, eng.b_rd.en, "err_p", en_copies(eng.b_rd, mems[Region.ERR].banks, "err_p_en"))
-        act_q_en, = en_copies(eng.a_rd, 1, "act_q_en")
-        wgt_q_en, err_q_en = en_copies(eng.b_rd, 2, "bq_en")
+        act_q_en = replica(m, eng.a_rd.en_next, "act_q_en", init=1)
+        wgt_q_en = replica(m, eng.b_rd.en_next, "wgt_q_en", init=1)
+        err_q_en = replica(m, eng.b_rd.en_next, "err_q_en", init=1)
         with m.If(act_q_en):
             m.d.sync += act_q.eq(act_p)
         with m.If(wgt_q_en):
@@ -499,14 +500,14 @@ class Trainer(wiring.Component):
         code_rd = rd[Region.CODE]
         # F1 and F2's registers load on copies of valid1 and valid2 (hw/replica.py): one per
         # bank register and per row register, which sit far apart
-        with m.If(replicas(m, take_f, 1, "row2_en")[0]):
+        with m.If(replica(m, take_f, "row2_en")):
             m.d.sync += row2.eq(row1)
         wgt2 = mems[Region.WGT].registered(
             m, valid1, "wgt2", replicas(m, take_f, mems[Region.WGT].banks, "wgt2_en"))
         code2 = mems[Region.CODE].registered(
             m, valid1, "code2", replicas(m, take_f, mems[Region.CODE].banks, "code2_en"))
         for reg, src, name in ((row3, row2, "row3"), (wgt3, wgt2, "wgt3"), (code3, code2, "code3")):
-            with m.If(replicas(m, valid1, 1, f"{name}_en")[0]):
+            with m.If(replica(m, valid1, f"{name}_en")):
                 m.d.sync += reg.eq(src)
         with m.If(take_f & res.payload.overflow):
             m.d.sync += ovf_mac.eq(1)
