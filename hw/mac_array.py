@@ -42,6 +42,10 @@ Protocol (``operands`` is an ``amaranth.lib.stream`` input)
 * ``overflow`` (output) is sticky: set when any accumulation of any tile left
   ``acc_width`` (checked by computing each sum with one extra bit); cleared only
   by reset.
+* ``tile_lost`` (output) is high for one cycle when a tile finished while the
+  result bank still held the previous one, which the flow control below rules
+  out: the watch on that rule.  A lost tile overwrites the bank, so the results
+  are wrong; the Trainer makes it the sticky ``STATUS.tile_lost``.
 
 Flow control
 ------------
@@ -230,6 +234,8 @@ class MacArray(wiring.Component):
     operands : In(stream.Signature(operand_layout(...)))
     results : Out(stream.Signature(result_layout(...)))
     overflow : Out(1), sticky.
+    tile_lost : Out(1), one cycle per tile that finished while the bank was full (never,
+        by the flow control; a watch, see the module docstring).
     """
 
     def __init__(self, rows: int = 4, cols: int = 4, a_width: int = ACT_WIDTH,
@@ -257,7 +263,12 @@ class MacArray(wiring.Component):
             "operands": In(stream.Signature(operand_layout(rows, cols, a_width, b_width))),
             "results": Out(stream.Signature(result_layout(rows, cols, acc_width))),
             "overflow": Out(1),
+            "tile_lost": Out(1),
         })
+
+    def _last_beat_may_enter(self, bank_full, last_pending):
+        """The flow-control rule: a tile's last beat is taken only when this is high."""
+        return ~(bank_full | last_pending)
 
     def elaborate(self, platform):
         m = Module()
@@ -273,7 +284,8 @@ class MacArray(wiring.Component):
         last_pending = Signal()     # a last beat has been taken and has not reached the bank
         tile_done = Signal()        # the accumulators hold a finished tile
         beat = self.operands.payload
-        m.d.comb += self.operands.ready.eq(~beat.last | ~(bank_full | last_pending))
+        m.d.comb += self.operands.ready.eq(
+            ~beat.last | self._last_beat_may_enter(bank_full, last_pending))
         accepted = self.operands.valid & self.operands.ready
         with m.If(accepted & beat.last):
             m.d.sync += last_pending.eq(1)
@@ -428,6 +440,8 @@ class MacArray(wiring.Component):
         bank_full_next = Signal()
         m.d.comb += bank_full_next.eq(tile_done | (bank_full & ~(transfer & at_last_row)))
         m.d.sync += bank_full.eq(bank_full_next)
+        # The watch on the flow control: a tile that finishes now overwrites the bank.
+        m.d.sync += self.tile_lost.eq(tile_done & bank_full)
         with m.If(tile_done):
             m.d.sync += [index.eq(0), bank_overflow.eq(tile_overflow_now)]
         with m.Elif(transfer):

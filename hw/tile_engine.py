@@ -244,6 +244,7 @@ class TileEngine(wiring.Component):
             "busy": Out(1),
             "done": Out(1),
             "overflow": Out(1),
+            "tile_lost": Out(1),
             "cycles": Out(cycle_width),
         })
 
@@ -446,6 +447,7 @@ class TileEngine(wiring.Component):
             self.results.payload.final.eq(out_final),
             self.results.payload.overflow.eq(res.overflow),
             self.overflow.eq(mac.overflow),
+            self.tile_lost.eq(mac.tile_lost),
         ]
         with m.If(accept):
             p = self.instr.payload

@@ -259,6 +259,7 @@ class Trainer(wiring.Component):
         access_error = Signal()
         ovf_mac = Signal()
         ovf_backerr = Signal()
+        tile_lost = Signal()                  # sticky: the MacArray's flow-control watch
         start = Signal()
         clear = Signal()
         instr_done = Signal()
@@ -326,7 +327,7 @@ class Trainer(wiring.Component):
 
         # register reads: value registered, memory words chunk-selected, one cycle latency
         reg_value = Signal(32)
-        status = Cat(busy, done_flag, op_error, access_error, collision)
+        status = Cat(busy, done_flag, op_error, access_error, collision, tile_lost)
         overflow = Cat(ovf_mac, ovf_backerr, lanes.sgd_overflow)
         m.d.comb += self.overflow.eq(overflow)
         reg_table = {Reg.ID: MAGIC, Reg.STATUS: status, Reg.OVERFLOW: overflow,
@@ -431,7 +432,9 @@ class Trainer(wiring.Component):
             m.d.comb += eng.instr.payload[name].eq(cur[name])
         with m.If(clear):
             m.d.sync += [op_error.eq(0), access_error.eq(0), ovf_mac.eq(0), ovf_backerr.eq(0),
-                         collision.eq(0)]
+                         collision.eq(0), tile_lost.eq(0)]
+        with m.Elif(eng.tile_lost):
+            m.d.sync += tile_lost.eq(1)
         m.d.comb += lanes.clear.eq(clear)
 
         # ---- engine operand reads ----------------------------------------------------------

@@ -126,11 +126,18 @@ class AcceleratorBackend:
         """Start the program at PROG_START 0 and wait for the end; returns its cycles."""
         self.write_reg(Reg.PROG_START, 0)
         self.write_reg(Reg.CONTROL, 1)
-        self.bus.wait_reg(REGS | Reg.STATUS, 1 << STATUS_BITS["busy"], 0,
-                          max_cycles=self.max_cycles)
+        try:
+            self.bus.wait_reg(REGS | Reg.STATUS, 1 << STATUS_BITS["busy"], 0,
+                              max_cycles=self.max_cycles)
+        except TimeoutError:                  # SimBus gives up by raising; STATUS says more
+            pass
         status = self.read_reg(Reg.STATUS)
         if status & (1 << STATUS_BITS["busy"]):
-            raise AcceleratorError(f"the program did not end within {self.max_cycles} cycles")
+            flags = self.flags(status)
+            raised = [k for k, v in flags.items() if v]
+            why = f"; accelerator reported {', '.join(raised)}" if raised else ""
+            raise AcceleratorError(f"the program did not end within {self.max_cycles} "
+                                   f"cycles{why}", flags)
         self._check_flags(status)
         cycles = self.read_reg(Reg.CYCLES)
         self.last_cycles = cycles
@@ -142,7 +149,7 @@ class AcceleratorBackend:
         overflow = self.read_reg(Reg.OVERFLOW)
         out = {f"overflow_{k}": bool(overflow >> b & 1) for k, b in OVERFLOW_BITS.items()}
         out.update({k: bool(status >> b & 1) for k, b in STATUS_BITS.items()
-                    if k in ("op_error", "access_error", "collision")})
+                    if k in ("op_error", "access_error", "collision", "tile_lost")})
         return out
 
     def _check_flags(self, status: int | None = None) -> None:

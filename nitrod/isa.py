@@ -123,7 +123,10 @@ class Reg(enum.IntEnum):
 
 #: ``collision``: a memory was read and written at the same word in the same cycle (the
 #: board's block RAMs do not define the word read; hw/banked_memory.py)
-STATUS_BITS = {"busy": 0, "done": 1, "op_error": 2, "access_error": 3, "collision": 4}
+#: ``tile_lost``: a tile finished in the MacArray while its result bank still held the previous
+#: one (ruled out by the array's flow control; the watch on it, hw/mac_array.py)
+STATUS_BITS = {"busy": 0, "done": 1, "op_error": 2, "access_error": 3, "collision": 4,
+               "tile_lost": 5}
 OVERFLOW_BITS = {"mac": 0, "backerr": 1, "sgd": 2}
 
 #: Instruction fields, least significant first: (name, width).

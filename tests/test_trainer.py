@@ -190,3 +190,39 @@ def test_memory_access_while_running_or_out_of_range_is_an_error(bus):
         backend.run_program()
     backend.write_reg(Reg.CONTROL, 2)
     assert backend.read_reg(Reg.STATUS) == 1 << isa.STATUS_BITS["done"]
+
+
+# ------------------------------------------------------------- the array's flow-control watch
+
+def test_a_tile_lost_in_the_array_is_reported_and_cleared():
+    """STATUS.tile_lost reaches the host: a Trainer whose MacArray takes every last beat
+    (tests/test_mac_array.py: _NoFlowControl) loses tiles of one beat on the first FORWARD
+    and then waits forever for their rows; the API gives up after max_cycles naming the
+    flag (the Trainer stays busy: only a reset frees it), and CONTROL bit 1 clears the flag.
+    (Every other Trainer run checks the flag stays low
+    with the real array.)"""
+    from test_mac_array import _NoFlowControl
+
+    g = Geometry(side=2, act_depth=256, wgt_depth=256, err_depth=128, code_depth=128,
+                 label_depth=64, prog_depth=16)
+
+    def broken_trainer():
+        trainer = Trainer(g, bank_depth=64)
+        mac = trainer.engine.mac
+        mac._MustUse__silence = True             # replaced, never elaborated
+        trainer.engine.mac = _NoFlowControl(rows=mac.rows, cols=mac.cols, a_width=mac.a_width,
+                                            b_width=mac.b_width, acc_width=mac.acc_width,
+                                            multiplier=mac.multiplier)
+        return trainer
+
+    spec = NetworkSpec((1, 1, 1), 2, ("l2",))
+    rng = np.random.default_rng(5)
+    with SimBus.start(broken_trainer, "trainer", read_latency=Trainer.READ_LATENCY) as b:
+        backend = AcceleratorBackend(b, spec, batch=8, seed=0, max_cycles=20_000)
+        x = rng.integers(-128, 128, size=(8, 1, 1, 1), dtype=np.int8)
+        with pytest.raises(AcceleratorError, match="did not end.*tile_lost") as info:
+            backend.train_step(x, one_hot(rng.integers(0, 2, 8), 2), lr_inv=256)
+        assert info.value.flags["tile_lost"]
+        backend.write_reg(Reg.CONTROL, 2)
+        bits = isa.STATUS_BITS                   # still waiting for the lost rows: busy
+        assert backend.read_reg(Reg.STATUS) == 1 << bits["busy"]
