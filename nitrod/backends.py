@@ -179,12 +179,18 @@ class LinkBus:
 
     ``wait_reg`` polls; between polls it sleeps ``poll_seconds``, or, if the client's transport
     has ``idle(cycles)`` (a simulated line: sim/link_client.py), lets ``poll_cycles`` (or the
-    caller's ``poll``) clock cycles pass and then gives up after ``max_cycles`` of them."""
+    caller's ``poll``) clock cycles pass and then gives up after ``max_cycles`` of them.  On a
+    board it gives up after ``max_cycles / min_clock_hz`` seconds (the slowest core clock of
+    the boards/ builds is 30 MHz), so a Trainer that never ends cannot hang the host."""
 
-    def __init__(self, client, poll_seconds: float = 0.001, poll_cycles: int = 2048):
+    def __init__(self, client, poll_seconds: float = 0.001, poll_cycles: int = 2048,
+                 min_clock_hz: float = 10e6):
+        if min_clock_hz <= 0:
+            raise ValueError(f"min_clock_hz must be positive, got {min_clock_hz}")
         self.client = client
         self.poll_seconds = poll_seconds
         self.poll_cycles = poll_cycles
+        self.min_clock_hz = min_clock_hz
 
     def write(self, addr: int, words) -> None:
         self.client.write_words(addr, list(words))
@@ -196,8 +202,11 @@ class LinkBus:
         import time
         idle = getattr(getattr(self.client, "transport", None), "idle", None)
         waited = 0
+        deadline = time.monotonic() + max_cycles / self.min_clock_hz if max_cycles else None
         while (self.read(addr, 1)[0] & mask) != value:
             if idle is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
                 time.sleep(self.poll_seconds)
                 continue
             if max_cycles and waited >= max_cycles:

@@ -161,3 +161,31 @@ def test_corrupted_frames_between_steps_change_nothing(uart_backend):
     _same_weights(backend, net, "after the corrupted frames")
     _step(backend, net, rng, 512, "step 1 after the corrupted frames")
     assert transport.stats()["line_errors"] == 0
+
+
+def test_link_bus_gives_up_on_a_board_that_stays_busy():
+    """On a board (no simulated ``idle``) LinkBus.wait_reg gives up after
+    max_cycles / min_clock_hz seconds instead of polling forever; a value that comes in time
+    still ends the wait."""
+    from nitrod.backends import LinkBus
+
+    class StuckClient:                          # a board whose STATUS never changes
+        transport = None
+
+        def __init__(self, word):
+            self.word, self.reads = word, 0
+
+        def read_words(self, addr, n):
+            self.reads += 1
+            return [self.word] * n
+
+    client = StuckClient(word=1)
+    bus = LinkBus(client, poll_seconds=0.001, min_clock_hz=1e6)
+    t0 = time.monotonic()
+    assert bus.wait_reg(2, 1, 0, max_cycles=50_000) is None
+    assert 0.05 <= time.monotonic() - t0 < 5
+    assert client.reads > 1
+    client.word = 0
+    assert bus.wait_reg(2, 1, 0, max_cycles=50_000) is None and client.reads > 1
+    with pytest.raises(ValueError, match="min_clock_hz"):
+        LinkBus(client, min_clock_hz=0)
