@@ -285,7 +285,12 @@ class Trainer(wiring.Component):
             nch = chunks_of(g.word_bits(r))
             hit = (region == r) & host_in_range[r] & ~busy
             if nch > 1:
-                with m.If(bus_w_en & hit & (host_chunk[r] < nch - 1)):
+                # Staging is not a memory write: only the last chunk, checked in full, writes
+                # the word from it.  So a chunk is staged without the range and busy checks,
+                # which keeps the depth compare off the path to the 32 x (n - 1) stage
+                # flip-flops (the 2 x 2 board build's critical path).  A dropped chunk still
+                # sets access_error below.
+                with m.If(bus_w_en & (region == r) & (host_chunk[r] < nch - 1)):
                     m.d.sync += stage.word_select(host_chunk[r], 32).eq(bus_w_data)
             m.d.comb += [
                 host_wr[r].eq(bus_w_en & hit & (host_chunk[r] == nch - 1)),
