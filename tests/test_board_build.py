@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from boards import build as bb
 from boards.boards import (BOARD, FitError, Memory, board_geometry, ecp5_pll, get_board,
-                           ice40_pll, plan_memories, trainer_memories)
+                           ice40_pll, network_max_batch, plan_memories, trainer_memories)
 from boards.top import MemoryCore
 from nitrod.cli import main as nitrod_main
 from nitrod.isa import MAGIC, Geometry, Reg, Region, bus_address
@@ -79,6 +79,34 @@ def test_cli_refuses_oversized_side_with_status_3(tmp_path, capsys):
                           "--out", str(tmp_path)])
     assert status == 3
     assert "refused before synthesis" in capsys.readouterr().err
+
+
+def test_cli_depth_sets_the_geometry_and_is_checked(tmp_path, capsys):
+    """--depth MEM=WORDS reaches the geometry that is fit-checked (an ACT too deep for the
+    85F is refused naming it, status 3); malformed values are refused with status 2."""
+    status = nitrod_main(["build", "--board", "ulx3s-85f", "--core", "trainer",
+                          "--depth", "act=262144", "--out", str(tmp_path)])
+    assert status == 3
+    assert "refused before synthesis" in capsys.readouterr().err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["geometry"]["act_depth"] == 262144
+    assert report["geometry"]["wgt_depth"] == get_board("ulx3s-85f").geometry.wgt_depth
+    for bad, why in (("acts=8192", "MEM one of"), ("act=8k", "whole number"),
+                     ("act=0", "at least 1"), ("act", "MEM=WORDS")):
+        assert nitrod_main(["build", "--board", "ulx3s-85f", "--depth", bad,
+                            "--out", str(tmp_path)]) == 2
+        assert why in capsys.readouterr().err, bad
+
+
+def test_batch_32_geometry_frees_block_ram():
+    """ACT at 8,192 words (MNIST 784-100-50-10 at batch 32) needs 32 fewer DP16KD than the
+    ECP5 default and still holds batch 32 of the board's network."""
+    board = get_board("ulx3s-85f")
+    small = board_geometry(board, **bb.parse_depths(["act=8192"]))
+    need = {g: plan_memories(board, trainer_memories(g))["bram_needed"]
+            for g in (board.geometry, small)}
+    assert need[board.geometry] - need[small] == 32
+    assert network_max_batch(board, small)[0] == 32
 
 
 def test_cli_checks_cycles_and_batch_go_together(tmp_path, capsys):
