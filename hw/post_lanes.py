@@ -37,6 +37,9 @@ from nitrod.isa import Op
 __all__ = ["PostLanes"]
 
 CODE_WIDTH = 2
+#: quotient bits per stage of the NitroReluBackward lanes' long division (section 8 of
+#: docs/ARCHITECTURE.md: area of the lanes)
+BACKWARD_BITS_PER_STAGE = 2
 
 
 class PostLanes(wiring.Component):
@@ -66,7 +69,11 @@ class PostLanes(wiring.Component):
         self.scalers = [Scaler(acc_width, fan_in_width=fan_in_width, out_width=act_width)
                         for _ in range(side)]
         self.relus = [NitroRelu(act_width, act_width) for _ in range(side)]
-        self.backwards = [NitroReluBackward(err_width) for _ in range(side)]
+        # Two quotient bits per stage: the divisor (the slope, <= 31) is 5 bits wide, so a
+        # stage is two chained 6-bit compare-and-subtracts, which fit 100 MHz (not 150), and
+        # the 24-bit quotient shift register is kept in half as many stages.
+        self.backwards = [NitroReluBackward(err_width, bits_per_stage=BACKWARD_BITS_PER_STAGE)
+                          for _ in range(side)]
         self.sgds = [SgdUpdate(wgt_width, acc_width, lr_div_max=lr_div_max, decay_max=decay_max)
                      for _ in range(side)]
         self.value_width = max(err_width, wgt_width, act_width + 1)
