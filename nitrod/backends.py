@@ -24,7 +24,8 @@ import numpy as np
 
 from golden.network import Network, NetworkSpec
 from nitrod import isa
-from nitrod.isa import OVERFLOW_BITS, REGION_SHIFT, STATUS_BITS, Geometry, Reg, Region
+from nitrod.isa import (OVERFLOW_BITS, REGION_SHIFT, STATUS_BITS, STATUS_ERRORS, Geometry,
+                        Reg, Region)
 
 __all__ = ["AcceleratorError", "GoldenBackend", "AcceleratorBackend", "LinkBus", "open_backend"]
 
@@ -133,11 +134,8 @@ class AcceleratorBackend:
             pass
         status = self.read_reg(Reg.STATUS)
         if status & (1 << STATUS_BITS["busy"]):
-            flags = self.flags(status)
-            raised = [k for k, v in flags.items() if v]
-            why = f"; accelerator reported {', '.join(raised)}" if raised else ""
-            raise AcceleratorError(f"the program did not end within {self.max_cycles} "
-                                   f"cycles{why}", flags)
+            self._check_flags(status, f"the program did not end within {self.max_cycles} "
+                                      "cycles", always=True)
         self._check_flags(status)
         cycles = self.read_reg(Reg.CYCLES)
         self.last_cycles = cycles
@@ -148,15 +146,20 @@ class AcceleratorBackend:
         status = self.read_reg(Reg.STATUS) if status is None else status
         overflow = self.read_reg(Reg.OVERFLOW)
         out = {f"overflow_{k}": bool(overflow >> b & 1) for k, b in OVERFLOW_BITS.items()}
-        out.update({k: bool(status >> b & 1) for k, b in STATUS_BITS.items()
-                    if k in ("op_error", "access_error", "collision", "tile_lost")})
+        out.update({k: bool(status >> STATUS_BITS[k] & 1) for k in STATUS_ERRORS})
         return out
 
-    def _check_flags(self, status: int | None = None) -> None:
+    def _check_flags(self, status: int | None = None, what: str = "",
+                     always: bool = False) -> None:
+        """Raise AcceleratorError naming every raised flag (after ``what``, if given); with
+        ``always``, raise even if no flag is up."""
         flags = self.flags(status)
         raised = [k for k, v in flags.items() if v]
-        if raised:
-            raise AcceleratorError("accelerator reported " + ", ".join(raised), flags)
+        if raised or always:
+            parts = [what] if what else []
+            if raised:
+                parts.append("accelerator reported " + ", ".join(raised))
+            raise AcceleratorError("; ".join(parts), flags)
 
     def train_step(self, x, target, lr_inv: int) -> np.ndarray:
         x = np.asarray(x)
@@ -181,7 +184,8 @@ class LinkBus:
     has ``idle(cycles)`` (a simulated line: sim/link_client.py), lets ``poll_cycles`` (or the
     caller's ``poll``) clock cycles pass and then gives up after ``max_cycles`` of them.  On a
     board it gives up after ``max_cycles / min_clock_hz`` seconds (the slowest core clock of
-    the boards/ builds is 30 MHz), so a Trainer that never ends cannot hang the host."""
+    the boards/ builds is the iCEBreaker's 12 MHz oscillator, with ``--no-pll``), so a Trainer
+    that never ends cannot hang the host."""
 
     def __init__(self, client, poll_seconds: float = 0.001, poll_cycles: int = 2048,
                  min_clock_hz: float = 10e6):

@@ -67,8 +67,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "Op", "Region", "Reg", "PAD_LABEL", "INSTRUCTION_FIELDS", "INSTRUCTION_BITS", "MAGIC", "REGION_SHIFT",
-    "STATUS_BITS", "OVERFLOW_BITS", "pack_instruction", "unpack_instruction", "chunks_of",
-    "chunk_bits_of", "bus_address", "Geometry", "pack_word", "unpack_word",
+    "STATUS_BITS", "STATUS_ERRORS", "OVERFLOW_BITS", "pack_instruction", "unpack_instruction",
+    "chunks_of", "chunk_bits_of", "bus_address", "Geometry", "pack_word", "unpack_word",
 ]
 
 MAGIC = 0x4E49_5452          # "NITR"
@@ -127,6 +127,8 @@ class Reg(enum.IntEnum):
 #: one (ruled out by the array's flow control; the watch on it, hw/mac_array.py)
 STATUS_BITS = {"busy": 0, "done": 1, "op_error": 2, "access_error": 3, "collision": 4,
                "tile_lost": 5}
+#: the STATUS bits that report an error (sticky until CONTROL bit 1); the backends raise on each
+STATUS_ERRORS = tuple(k for k in STATUS_BITS if k not in ("busy", "done"))
 OVERFLOW_BITS = {"mac": 0, "backerr": 1, "sgd": 2}
 
 #: Instruction fields, least significant first: (name, width).

@@ -199,8 +199,7 @@ def test_a_tile_lost_in_the_array_is_reported_and_cleared():
     (tests/test_mac_array.py: _NoFlowControl) loses tiles of one beat on the first FORWARD
     and then waits forever for their rows; the API gives up after max_cycles naming the
     flag (the Trainer stays busy: only a reset frees it), and CONTROL bit 1 clears the flag.
-    (Every other Trainer run checks the flag stays low
-    with the real array.)"""
+    (Every other Trainer run checks the flag stays low with the real array.)"""
     from test_mac_array import _NoFlowControl
 
     g = Geometry(side=2, act_depth=256, wgt_depth=256, err_depth=128, code_depth=128,
