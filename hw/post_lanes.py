@@ -14,6 +14,15 @@ op             chain (per lane)                                    ``value`` out
 ``SGD``        SgdUpdate(w = ``wgt`` lane, g = acc, d_g, d_w)      ``w'``
 =============  ==================================================  =====================
 
+SGD rows may go through fewer SgdUpdate units than there are lanes (``sgd_row_cycles`` = k > 1,
+free-running lanes only): ``S / k`` units, each row registered, then handed to them in k chunks
+of ``S / k`` values on k consecutive cycles, and gathered again into one output row.  The
+SgdUpdate units are the largest part of the lanes (two long divisions each, 41 and 21 bits
+wide), and the SGD rows are sparse: a gradient tile accumulates over ``batch`` beats and then
+drains S rows, so k cycles per row hide behind the next tile's beats.  The producer must space
+SGD items at least k cycles apart (``i.ready`` is low in between; the Trainer throttles its
+front instead, hw/trainer.py).
+
 The ``op`` and the constants must stay still while items are in flight (the Trainer changes
 them only between instructions, when the lanes are empty).  The units are the ones tested
 against golden one by one (hw/scaler.py, hw/nitro_relu.py, hw/sgd_update.py).
@@ -62,9 +71,20 @@ class PostLanes(wiring.Component):
 
     def __init__(self, side: int, *, acc_width: int = 48, act_width: int = 8,
                  wgt_width: int = 18, err_width: int = 24, fan_in_width: int = 14,
-                 lr_div_max: int = 2**40, decay_max: int = 2**20, free_running: bool = False):
+                 lr_div_max: int = 2**40, decay_max: int = 2**20, free_running: bool = False,
+                 sgd_row_cycles: int = 1):
         self.side = side
         self.free_running = bool(free_running)
+        if sgd_row_cycles < 1 or side % sgd_row_cycles or (sgd_row_cycles > 1
+                                                           and not self.free_running):
+            self._MustUse__silence = True       # never built: no "unused" warning
+        if sgd_row_cycles < 1 or side % sgd_row_cycles:
+            raise ValueError(f"sgd_row_cycles must divide the side {side}, got {sgd_row_cycles}")
+        if sgd_row_cycles > 1 and not self.free_running:
+            raise ValueError("sgd_row_cycles > 1 needs free_running lanes")
+        #: cycles an SGD row takes to enter the SgdUpdate units, ``side / sgd_row_cycles`` of them
+        self.sgd_row_cycles = int(sgd_row_cycles)
+        self.sgd_units = side // self.sgd_row_cycles
         self.acc_width, self.wgt_width, self.err_width = acc_width, wgt_width, err_width
         self.scalers = [Scaler(acc_width, fan_in_width=fan_in_width, out_width=act_width)
                         for _ in range(side)]
@@ -75,7 +95,7 @@ class PostLanes(wiring.Component):
         self.backwards = [NitroReluBackward(err_width, bits_per_stage=BACKWARD_BITS_PER_STAGE)
                           for _ in range(side)]
         self.sgds = [SgdUpdate(wgt_width, acc_width, lr_div_max=lr_div_max, decay_max=decay_max)
-                     for _ in range(side)]
+                     for _ in range(self.sgd_units)]
         self.value_width = max(err_width, wgt_width, act_width + 1)
         self.in_layout = data.StructLayout({
             "acc": data.ArrayLayout(signed(acc_width), side),
@@ -91,7 +111,8 @@ class PostLanes(wiring.Component):
             Op.FORWARD: s0.latency + self.relus[0].latency,
             Op.LOSS: s0.latency,
             Op.BACKWARD: 1 + self.backwards[0].latency,
-            Op.SGD: g0.latency,
+            # k > 1: the row register, k - 1 more chunks, the gathered-row register
+            Op.SGD: g0.latency + (self.sgd_row_cycles + 1 if self.sgd_row_cycles > 1 else 0),
         }
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
@@ -116,7 +137,8 @@ class PostLanes(wiring.Component):
             m.submodules[f"scaler{j}"] = self.scalers[j]
             m.submodules[f"relu{j}"] = self.relus[j]
             m.submodules[f"backward{j}"] = self.backwards[j]
-            m.submodules[f"sgd{j}"] = self.sgds[j]
+        for u, sg in enumerate(self.sgds):
+            m.submodules[f"sgd{u}"] = sg
 
         def all_of(signals):
             return Cat(*signals).all()
@@ -129,13 +151,18 @@ class PostLanes(wiring.Component):
         bw_out_valid = all_of(b.o.valid for b in self.backwards)
         sg_in_ready = all_of(g.i.ready for g in self.sgds)
         sg_out_valid = all_of(g.o.valid for g in self.sgds)
+        serial_sgd = self.sgd_row_cycles > 1
+        if serial_sgd:
+            sg_in_ready, sg_out_valid, sgd_values = self._serial_sgd(m, is_sgd)
 
         # ---- input side: the item goes to the op's first unit -------------------------------
         in_ready = Signal()
         m.d.comb += in_ready.eq(Mux(is_fwd | is_loss, sc_in_ready,
                                     Mux(is_bwd, bw_in_ready, Mux(is_sgd, sg_in_ready, 0))))
         if self.free_running:
-            sc_in_ready = re_in_ready = bw_in_ready = sg_in_ready = in_ready = 1
+            sc_in_ready = re_in_ready = bw_in_ready = 1
+            if not serial_sgd:
+                sg_in_ready = in_ready = 1
         m.d.comb += self.i.ready.eq(in_ready)
         take = self.i.valid & in_ready
         lo, hi = -(2 ** (self.err_width - 1)), 2 ** (self.err_width - 1) - 1
@@ -159,9 +186,8 @@ class PostLanes(wiring.Component):
         with m.If(bw_in_ready):
             m.d.sync += sat_valid.eq(self.i.valid & is_bwd)
 
-        sgd_flags = []
         for j in range(S):
-            sc, re, bw, sg = self.scalers[j], self.relus[j], self.backwards[j], self.sgds[j]
+            sc, re, bw = self.scalers[j], self.relus[j], self.backwards[j]
             acc = self.i.payload.acc[j]
             sat = Signal(signed(self.err_width), name=f"sat{j}")
             with m.If(acc > hi):
@@ -178,9 +204,6 @@ class PostLanes(wiring.Component):
                 sc.divisor.eq(self.divisor),
                 re.inv_slope.eq(self.inv_slope),
                 bw.inv_slope.eq(self.inv_slope),
-                sg.d_g.eq(self.d_g),
-                sg.d_w.eq(self.d_w),
-                sg.clear.eq(self.clear),
                 sc.i.valid.eq(self.i.valid & (is_fwd | is_loss) & sc_in_ready),
                 sc.i.payload.eq(acc),
                 re.i.valid.eq(sc_out_valid & is_fwd & re_in_ready),
@@ -189,12 +212,8 @@ class PostLanes(wiring.Component):
                 bw.i.valid.eq(sat_valid & bw_in_ready),
                 bw.i.payload.d.eq(sat_q),
                 bw.i.payload.code.as_value().eq(code_q),
-                sg.i.valid.eq(self.i.valid & is_sgd & sg_in_ready),
-                sg.i.payload.w.eq(self.i.payload.wgt[j]),
-                sg.i.payload.g.eq(acc),
                 re.o.ready.eq(1 if self.free_running else is_fwd & o_ready & re_out_valid),
                 bw.o.ready.eq(1 if self.free_running else is_bwd & o_ready & bw_out_valid),
-                sg.o.ready.eq(1 if self.free_running else is_sgd & o_ready & sg_out_valid),
             ]
             value = self.o.payload.value[j]
             with m.Switch(op):
@@ -206,7 +225,54 @@ class PostLanes(wiring.Component):
                 with m.Case(Op.BACKWARD):
                     m.d.comb += value.eq(bw.o.payload)
                 with m.Case(Op.SGD):
-                    m.d.comb += value.eq(sg.o.payload)
-            sgd_flags.append(sg.overflow)
-        m.d.comb += self.sgd_overflow.eq(Cat(*sgd_flags).any())
+                    m.d.comb += value.eq(sgd_values[j] if serial_sgd else self.sgds[j].o.payload)
+        for j, sg in enumerate(self.sgds):
+            m.d.comb += [sg.d_g.eq(self.d_g), sg.d_w.eq(self.d_w), sg.clear.eq(self.clear)]
+            if serial_sgd:
+                continue
+            m.d.comb += [
+                sg.i.valid.eq(self.i.valid & is_sgd & sg_in_ready),
+                sg.i.payload.w.eq(self.i.payload.wgt[j]),
+                sg.i.payload.g.eq(self.i.payload.acc[j]),
+                sg.o.ready.eq(1 if self.free_running else is_sgd & o_ready & sg_out_valid),
+            ]
+        m.d.comb += self.sgd_overflow.eq(Cat(*(sg.overflow for sg in self.sgds)).any())
         return m
+
+    def _serial_sgd(self, m, is_sgd):
+        """SGD rows through ``S / k`` units in k chunks (module doc); returns the input's
+        ready, the output row's valid and its values."""
+        S, k, U = self.side, self.sgd_row_cycles, self.sgd_units
+        # the row, registered, then shifted down by U values a cycle: the units read its head
+        chunk_acc = Signal(data.ArrayLayout(signed(self.acc_width), S), reset_less=True)
+        chunk_wgt = Signal(data.ArrayLayout(signed(self.wgt_width), S), reset_less=True)
+        chunk_valid = Signal()
+        chunks_left = Signal(range(k))
+        free = Signal()
+        m.d.comb += free.eq(~chunk_valid | (chunks_left == 0))
+        with m.If(self.i.valid & is_sgd & free):
+            m.d.sync += [chunk_acc.eq(self.i.payload.acc), chunk_wgt.eq(self.i.payload.wgt),
+                         chunk_valid.eq(1), chunks_left.eq(k - 1)]
+        with m.Elif(chunks_left != 0):
+            m.d.sync += chunks_left.eq(chunks_left - 1)
+            for j in range(S - U):
+                m.d.sync += [chunk_acc[j].eq(chunk_acc[j + U]), chunk_wgt[j].eq(chunk_wgt[j + U])]
+        with m.Else():
+            m.d.sync += chunk_valid.eq(0)
+        for u, sg in enumerate(self.sgds):
+            m.d.comb += [sg.i.valid.eq(chunk_valid), sg.i.payload.w.eq(chunk_wgt[u]),
+                         sg.i.payload.g.eq(chunk_acc[u]), sg.o.ready.eq(1)]
+        # the results, k chunks on consecutive cycles, shifted into one row
+        gathered = Signal(data.ArrayLayout(signed(self.wgt_width), S), reset_less=True)
+        gathered_chunks = Signal(range(k))
+        row_valid = Signal()
+        chunk_out = self.sgds[0].o.valid
+        with m.If(chunk_out):
+            for j in range(S - U):
+                m.d.sync += gathered[j].eq(gathered[j + U])
+            for u, sg in enumerate(self.sgds):
+                m.d.sync += gathered[S - U + u].eq(sg.o.payload)
+            m.d.sync += gathered_chunks.eq(Mux(gathered_chunks == k - 1, 0, gathered_chunks + 1))
+        m.d.sync += row_valid.eq(chunk_out & (gathered_chunks == k - 1))
+        return free, row_valid, gathered
+
