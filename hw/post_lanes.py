@@ -14,14 +14,16 @@ op             chain (per lane)                                    ``value`` out
 ``SGD``        SgdUpdate(w = ``wgt`` lane, g = acc, d_g, d_w)      ``w'``
 =============  ==================================================  =====================
 
-SGD rows may go through fewer SgdUpdate units than there are lanes (``sgd_row_cycles`` = k > 1,
-free-running lanes only): ``S / k`` units, each row registered, then handed to them in k chunks
-of ``S / k`` values on k consecutive cycles, and gathered again into one output row.  The
-SgdUpdate units are the largest part of the lanes (two long divisions each, 41 and 21 bits
-wide), and the SGD rows are sparse: a gradient tile accumulates over ``batch`` beats and then
-drains S rows, so k cycles per row hide behind the next tile's beats.  The producer must space
-SGD items at least k cycles apart (``i.ready`` is low in between; the Trainer throttles its
-front instead, hw/trainer.py).
+Rows may go through fewer units than there are lanes (``row_cycles`` = k > 1, free-running lanes
+only): ``S / k`` Scaler, NitroRelu and SgdUpdate units; each FORWARD, LOSS or SGD row is
+registered, handed to the units in k chunks of ``S / k`` values on k consecutive cycles, and
+gathered again into one output row.  The SgdUpdate units are the largest part of the lanes (two
+long divisions each, 41 and 21 bits wide), and these rows are sparse: a tile accumulates over its
+``k_len`` beats (the batch for SGD, the fan-in for FORWARD and LOSS) and then drains S rows, so
+k cycles per row hide behind the next tile's beats.  BACKWARD keeps S NitroReluBackward units
+(its tiles over the classes are only a few beats long).  The producer must space those rows at
+least k cycles apart (``i.ready`` is low in between; the Trainer throttles its front instead,
+hw/trainer.py).
 
 The ``op`` and the constants must stay still while items are in flight (the Trainer changes
 them only between instructions, when the lanes are empty).  The units are the ones tested
@@ -72,30 +74,30 @@ class PostLanes(wiring.Component):
     def __init__(self, side: int, *, acc_width: int = 48, act_width: int = 8,
                  wgt_width: int = 18, err_width: int = 24, fan_in_width: int = 14,
                  lr_div_max: int = 2**40, decay_max: int = 2**20, free_running: bool = False,
-                 sgd_row_cycles: int = 1):
+                 row_cycles: int = 1):
         self.side = side
         self.free_running = bool(free_running)
-        if sgd_row_cycles < 1 or side % sgd_row_cycles or (sgd_row_cycles > 1
-                                                           and not self.free_running):
+        bad_k = row_cycles < 1 or side % row_cycles
+        if bad_k or (row_cycles > 1 and not self.free_running):
             self._MustUse__silence = True       # never built: no "unused" warning
-        if sgd_row_cycles < 1 or side % sgd_row_cycles:
-            raise ValueError(f"sgd_row_cycles must divide the side {side}, got {sgd_row_cycles}")
-        if sgd_row_cycles > 1 and not self.free_running:
-            raise ValueError("sgd_row_cycles > 1 needs free_running lanes")
-        #: cycles an SGD row takes to enter the SgdUpdate units, ``side / sgd_row_cycles`` of them
-        self.sgd_row_cycles = int(sgd_row_cycles)
-        self.sgd_units = side // self.sgd_row_cycles
+            if bad_k:
+                raise ValueError(f"row_cycles must divide the side {side}, got {row_cycles}")
+            raise ValueError("row_cycles > 1 needs free_running lanes")
+        #: cycles a FORWARD, LOSS or SGD row takes to enter its units (module doc)
+        self.row_cycles = int(row_cycles)
+        #: Scaler, NitroRelu and SgdUpdate units: ``side / row_cycles`` of each
+        self.units = side // self.row_cycles
         self.acc_width, self.wgt_width, self.err_width = acc_width, wgt_width, err_width
         self.scalers = [Scaler(acc_width, fan_in_width=fan_in_width, out_width=act_width)
-                        for _ in range(side)]
-        self.relus = [NitroRelu(act_width, act_width) for _ in range(side)]
+                        for _ in range(self.units)]
+        self.relus = [NitroRelu(act_width, act_width) for _ in range(self.units)]
         # Two quotient bits per stage: the divisor (the slope, <= 31) is 5 bits wide, so a
         # stage is two chained 6-bit compare-and-subtracts, which fit 100 MHz (not 150), and
         # the 24-bit quotient shift register is kept in half as many stages.
         self.backwards = [NitroReluBackward(err_width, bits_per_stage=BACKWARD_BITS_PER_STAGE)
                           for _ in range(side)]
         self.sgds = [SgdUpdate(wgt_width, acc_width, lr_div_max=lr_div_max, decay_max=decay_max)
-                     for _ in range(self.sgd_units)]
+                     for _ in range(self.units)]
         self.value_width = max(err_width, wgt_width, act_width + 1)
         self.in_layout = data.StructLayout({
             "acc": data.ArrayLayout(signed(acc_width), side),
@@ -107,12 +109,13 @@ class PostLanes(wiring.Component):
             "code": data.ArrayLayout(unsigned(CODE_WIDTH), side),
         })
         s0, g0 = self.scalers[0], self.sgds[0]
+        # k > 1: the row register, k - 1 more chunks, the gathered-row register
+        chunking = self.row_cycles + 1 if self.row_cycles > 1 else 0
         self.latency = {
-            Op.FORWARD: s0.latency + self.relus[0].latency,
-            Op.LOSS: s0.latency,
+            Op.FORWARD: s0.latency + self.relus[0].latency + chunking,
+            Op.LOSS: s0.latency + chunking,
             Op.BACKWARD: 1 + self.backwards[0].latency,
-            # k > 1: the row register, k - 1 more chunks, the gathered-row register
-            Op.SGD: g0.latency + (self.sgd_row_cycles + 1 if self.sgd_row_cycles > 1 else 0),
+            Op.SGD: g0.latency + chunking,
         }
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
@@ -129,16 +132,17 @@ class PostLanes(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        S = self.side
+        S, U = self.side, self.units
+        chunked = self.row_cycles > 1
         op = self.op
         is_fwd, is_loss = op == Op.FORWARD, op == Op.LOSS
         is_bwd, is_sgd = op == Op.BACKWARD, op == Op.SGD
+        for u in range(U):
+            m.submodules[f"scaler{u}"] = self.scalers[u]
+            m.submodules[f"relu{u}"] = self.relus[u]
+            m.submodules[f"sgd{u}"] = self.sgds[u]
         for j in range(S):
-            m.submodules[f"scaler{j}"] = self.scalers[j]
-            m.submodules[f"relu{j}"] = self.relus[j]
             m.submodules[f"backward{j}"] = self.backwards[j]
-        for u, sg in enumerate(self.sgds):
-            m.submodules[f"sgd{u}"] = sg
 
         def all_of(signals):
             return Cat(*signals).all()
@@ -151,18 +155,21 @@ class PostLanes(wiring.Component):
         bw_out_valid = all_of(b.o.valid for b in self.backwards)
         sg_in_ready = all_of(g.i.ready for g in self.sgds)
         sg_out_valid = all_of(g.o.valid for g in self.sgds)
-        serial_sgd = self.sgd_row_cycles > 1
-        if serial_sgd:
-            sg_in_ready, sg_out_valid, sgd_values = self._serial_sgd(m, is_sgd)
 
         # ---- input side: the item goes to the op's first unit -------------------------------
         in_ready = Signal()
-        m.d.comb += in_ready.eq(Mux(is_fwd | is_loss, sc_in_ready,
-                                    Mux(is_bwd, bw_in_ready, Mux(is_sgd, sg_in_ready, 0))))
+        if chunked:
+            free, unit_valid, unit_acc, unit_wgt = self._chunks(m, ~is_bwd)
+            m.d.comb += in_ready.eq(is_bwd | free)
+        else:
+            unit_valid = self.i.valid
+            unit_acc, unit_wgt = self.i.payload.acc, self.i.payload.wgt
+            m.d.comb += in_ready.eq(Mux(is_fwd | is_loss, sc_in_ready,
+                                        Mux(is_bwd, bw_in_ready, Mux(is_sgd, sg_in_ready, 0))))
         if self.free_running:
-            sc_in_ready = re_in_ready = bw_in_ready = 1
-            if not serial_sgd:
-                sg_in_ready = in_ready = 1
+            sc_in_ready = re_in_ready = bw_in_ready = sg_in_ready = 1
+            if not chunked:
+                in_ready = 1
         m.d.comb += self.i.ready.eq(in_ready)
         take = self.i.valid & in_ready
         lo, hi = -(2 ** (self.err_width - 1)), 2 ** (self.err_width - 1) - 1
@@ -175,19 +182,54 @@ class PostLanes(wiring.Component):
         o_ready = self.o.ready
         if self.free_running:
             sc_out_ready = o_ready = 1
-        out_valid = Signal()
-        m.d.comb += out_valid.eq(Mux(is_fwd, re_out_valid, Mux(is_loss, sc_out_valid,
-                                 Mux(is_bwd, bw_out_valid, Mux(is_sgd, sg_out_valid, 0)))))
-        m.d.comb += self.o.valid.eq(out_valid)
 
-        # BACKWARD: the saturation (two wide compares) is registered before NitroReluBackward,
-        # whose first stage is a carry chain of its own; the register advances with the unit
+        # ---- FORWARD, LOSS and SGD units (U of each) -------------------------------------------
+        unit_out_valid = Signal()
+        m.d.comb += unit_out_valid.eq(Mux(is_fwd, re_out_valid, Mux(is_loss, sc_out_valid,
+                                                                    is_sgd & sg_out_valid)))
+        unit_value = [Signal(signed(self.value_width), name=f"unit_value{u}") for u in range(U)]
+        unit_code = [Signal(CODE_WIDTH, name=f"unit_code{u}") for u in range(U)]
+        for u in range(U):
+            sc, re, sg = self.scalers[u], self.relus[u], self.sgds[u]
+            m.d.comb += [
+                sc.divisor.eq(self.divisor),
+                re.inv_slope.eq(self.inv_slope),
+                sg.d_g.eq(self.d_g),
+                sg.d_w.eq(self.d_w),
+                sg.clear.eq(self.clear),
+                sc.i.valid.eq(unit_valid & (is_fwd | is_loss) & sc_in_ready),
+                sc.i.payload.eq(unit_acc[u]),
+                re.i.valid.eq(sc_out_valid & is_fwd & re_in_ready),
+                re.i.payload.eq(sc.o.payload),
+                sc.o.ready.eq(sc_out_ready if self.free_running else sc_out_ready & sc_out_valid),
+                re.o.ready.eq(1 if self.free_running else is_fwd & o_ready & re_out_valid),
+                sg.i.valid.eq(unit_valid & is_sgd & sg_in_ready),
+                sg.i.payload.w.eq(unit_wgt[u]),
+                sg.i.payload.g.eq(unit_acc[u]),
+                sg.o.ready.eq(1 if self.free_running else is_sgd & o_ready & sg_out_valid),
+            ]
+            with m.Switch(op):
+                with m.Case(Op.FORWARD):
+                    m.d.comb += [unit_value[u].eq(re.o.payload.h),
+                                 unit_code[u].eq(re.o.payload.code.as_value())]
+                with m.Case(Op.LOSS):
+                    m.d.comb += unit_value[u].eq(sc.o.payload)
+                with m.Case(Op.SGD):
+                    m.d.comb += unit_value[u].eq(sg.o.payload)
+        m.d.comb += self.sgd_overflow.eq(Cat(*(sg.overflow for sg in self.sgds)).any())
+        if chunked:
+            row_valid, row_value, row_code = self._gather(m, unit_out_valid, unit_value, unit_code)
+        else:
+            row_valid, row_value, row_code = unit_out_valid, unit_value, unit_code
+
+        # ---- BACKWARD (S units) ----------------------------------------------------------------
+        # the saturation (two wide compares) is registered before NitroReluBackward, whose first
+        # stage is a carry chain of its own; the register advances with the unit
         sat_valid = Signal()
         with m.If(bw_in_ready):
             m.d.sync += sat_valid.eq(self.i.valid & is_bwd)
-
         for j in range(S):
-            sc, re, bw = self.scalers[j], self.relus[j], self.backwards[j]
+            bw = self.backwards[j]
             acc = self.i.payload.acc[j]
             sat = Signal(signed(self.err_width), name=f"sat{j}")
             with m.If(acc > hi):
@@ -201,56 +243,34 @@ class PostLanes(wiring.Component):
             with m.If(bw_in_ready):
                 m.d.sync += [sat_q.eq(sat), code_q.eq(self.i.payload.code[j])]
             m.d.comb += [
-                sc.divisor.eq(self.divisor),
-                re.inv_slope.eq(self.inv_slope),
                 bw.inv_slope.eq(self.inv_slope),
-                sc.i.valid.eq(self.i.valid & (is_fwd | is_loss) & sc_in_ready),
-                sc.i.payload.eq(acc),
-                re.i.valid.eq(sc_out_valid & is_fwd & re_in_ready),
-                re.i.payload.eq(sc.o.payload),
-                sc.o.ready.eq(sc_out_ready if self.free_running else sc_out_ready & sc_out_valid),
                 bw.i.valid.eq(sat_valid & bw_in_ready),
                 bw.i.payload.d.eq(sat_q),
                 bw.i.payload.code.as_value().eq(code_q),
-                re.o.ready.eq(1 if self.free_running else is_fwd & o_ready & re_out_valid),
                 bw.o.ready.eq(1 if self.free_running else is_bwd & o_ready & bw_out_valid),
             ]
-            value = self.o.payload.value[j]
-            with m.Switch(op):
-                with m.Case(Op.FORWARD):
-                    m.d.comb += [value.eq(re.o.payload.h),
-                                 self.o.payload.code[j].eq(re.o.payload.code.as_value())]
-                with m.Case(Op.LOSS):
-                    m.d.comb += value.eq(sc.o.payload)
-                with m.Case(Op.BACKWARD):
-                    m.d.comb += value.eq(bw.o.payload)
-                with m.Case(Op.SGD):
-                    m.d.comb += value.eq(sgd_values[j] if serial_sgd else self.sgds[j].o.payload)
-        for j, sg in enumerate(self.sgds):
-            m.d.comb += [sg.d_g.eq(self.d_g), sg.d_w.eq(self.d_w), sg.clear.eq(self.clear)]
-            if serial_sgd:
-                continue
+
+        # ---- output ----------------------------------------------------------------------------
+        m.d.comb += self.o.valid.eq(Mux(is_bwd, bw_out_valid, row_valid))
+        for j in range(S):
             m.d.comb += [
-                sg.i.valid.eq(self.i.valid & is_sgd & sg_in_ready),
-                sg.i.payload.w.eq(self.i.payload.wgt[j]),
-                sg.i.payload.g.eq(self.i.payload.acc[j]),
-                sg.o.ready.eq(1 if self.free_running else is_sgd & o_ready & sg_out_valid),
+                self.o.payload.value[j].eq(Mux(is_bwd, self.backwards[j].o.payload, row_value[j])),
+                self.o.payload.code[j].eq(row_code[j]),
             ]
-        m.d.comb += self.sgd_overflow.eq(Cat(*(sg.overflow for sg in self.sgds)).any())
         return m
 
-    def _serial_sgd(self, m, is_sgd):
-        """SGD rows through ``S / k`` units in k chunks (module doc); returns the input's
-        ready, the output row's valid and its values."""
-        S, k, U = self.side, self.sgd_row_cycles, self.sgd_units
-        # the row, registered, then shifted down by U values a cycle: the units read its head
+    def _chunks(self, m, accept):
+        """The row register of chunked lanes: an accepted row (``i.valid & accept``, when
+        free), shifted down by ``S / k`` values a cycle; the units read its head.  Returns
+        (free, the units' valid, their ``acc`` and ``wgt`` inputs)."""
+        S, k, U = self.side, self.row_cycles, self.units
         chunk_acc = Signal(data.ArrayLayout(signed(self.acc_width), S), reset_less=True)
         chunk_wgt = Signal(data.ArrayLayout(signed(self.wgt_width), S), reset_less=True)
         chunk_valid = Signal()
         chunks_left = Signal(range(k))
         free = Signal()
         m.d.comb += free.eq(~chunk_valid | (chunks_left == 0))
-        with m.If(self.i.valid & is_sgd & free):
+        with m.If(self.i.valid & accept & free):
             m.d.sync += [chunk_acc.eq(self.i.payload.acc), chunk_wgt.eq(self.i.payload.wgt),
                          chunk_valid.eq(1), chunks_left.eq(k - 1)]
         with m.Elif(chunks_left != 0):
@@ -259,20 +279,22 @@ class PostLanes(wiring.Component):
                 m.d.sync += [chunk_acc[j].eq(chunk_acc[j + U]), chunk_wgt[j].eq(chunk_wgt[j + U])]
         with m.Else():
             m.d.sync += chunk_valid.eq(0)
-        for u, sg in enumerate(self.sgds):
-            m.d.comb += [sg.i.valid.eq(chunk_valid), sg.i.payload.w.eq(chunk_wgt[u]),
-                         sg.i.payload.g.eq(chunk_acc[u]), sg.o.ready.eq(1)]
-        # the results, k chunks on consecutive cycles, shifted into one row
-        gathered = Signal(data.ArrayLayout(signed(self.wgt_width), S), reset_less=True)
-        gathered_chunks = Signal(range(k))
+        return (free, chunk_valid, [chunk_acc[u] for u in range(U)],
+                [chunk_wgt[u] for u in range(U)])
+
+    def _gather(self, m, chunk_out, values, codes):
+        """The units' results, k chunks on consecutive cycles, shifted into one row.  Returns
+        (the row's valid, its values, its codes), registers."""
+        S, k, U = self.side, self.row_cycles, self.units
+        row_value = Signal(data.ArrayLayout(signed(self.value_width), S), reset_less=True)
+        row_code = Signal(data.ArrayLayout(unsigned(CODE_WIDTH), S), reset_less=True)
+        gathered = Signal(range(k))
         row_valid = Signal()
-        chunk_out = self.sgds[0].o.valid
         with m.If(chunk_out):
             for j in range(S - U):
-                m.d.sync += gathered[j].eq(gathered[j + U])
-            for u, sg in enumerate(self.sgds):
-                m.d.sync += gathered[S - U + u].eq(sg.o.payload)
-            m.d.sync += gathered_chunks.eq(Mux(gathered_chunks == k - 1, 0, gathered_chunks + 1))
-        m.d.sync += row_valid.eq(chunk_out & (gathered_chunks == k - 1))
-        return free, row_valid, gathered
-
+                m.d.sync += [row_value[j].eq(row_value[j + U]), row_code[j].eq(row_code[j + U])]
+            for u in range(U):
+                m.d.sync += [row_value[S - U + u].eq(values[u]), row_code[S - U + u].eq(codes[u])]
+            m.d.sync += gathered.eq(Mux(gathered == k - 1, 0, gathered + 1))
+        m.d.sync += row_valid.eq(chunk_out & (gathered == k - 1))
+        return row_valid, [row_value[j] for j in range(S)], [row_code[j] for j in range(S)]

@@ -51,14 +51,15 @@ __all__ = ["Trainer", "instruction_layout"]
 
 COUNT_WIDTH = 16
 
-#: cycles per SGD row in the post-processing lanes (hw/post_lanes.py): the Trainer has
-#: ``side / SGD_ROW_CYCLES`` SgdUpdate units (docs/ARCHITECTURE.md section 7, *SGD lanes*)
-SGD_ROW_CYCLES = 4
+#: cycles per FORWARD, LOSS or SGD row in the post-processing lanes (hw/post_lanes.py): the
+#: Trainer has ``side / ROW_CYCLES`` Scaler, NitroRelu and SgdUpdate units
+#: (docs/ARCHITECTURE.md section 7, *Fewer units than lanes*)
+ROW_CYCLES = 4
 
 
-def default_sgd_row_cycles(side: int) -> int:
-    """``SGD_ROW_CYCLES``, or the largest divisor of it that divides ``side``."""
-    return math.gcd(side, SGD_ROW_CYCLES)
+def default_row_cycles(side: int) -> int:
+    """``ROW_CYCLES``, or the largest divisor of it that divides ``side``."""
+    return math.gcd(side, ROW_CYCLES)
 
 
 def instruction_layout() -> data.StructLayout:
@@ -173,7 +174,7 @@ class Trainer(wiring.Component):
     collision_free_memories = ("mem_*",)
 
     def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None,
-                 bank_depth: int = 2048, sgd_row_cycles: int | None = None):
+                 bank_depth: int = 2048, row_cycles: int | None = None):
         g = geometry
         if bank_depth < 1 or bank_depth & (bank_depth - 1):
             self._MustUse__silence = True       # never built: no "unused" warning
@@ -212,8 +213,8 @@ class Trainer(wiring.Component):
                                fan_in_width=g.divisor_max.bit_length(),
                                lr_div_max=2 ** (g.d_g_width - 1),
                                decay_max=2 ** (g.d_w_width - 1), free_running=True,
-                               sgd_row_cycles=(default_sgd_row_cycles(S) if sgd_row_cycles is None
-                                               else sgd_row_cycles))
+                               row_cycles=(default_row_cycles(S) if row_cycles is None
+                                           else row_cycles))
         if self.lanes.sgds[0].d_g.shape().width != g.d_g_width:
             raise ValueError("d_g_width does not match the SgdUpdate")
         self.instr_layout = instruction_layout()
@@ -507,18 +508,18 @@ class Trainer(wiring.Component):
         take_f = Signal()
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
         has_credit = Signal()
-        # SGD rows leave the engine at most one every ``sgd_row_cycles`` cycles: the lanes
-        # hand each to their SgdUpdate units in that many chunks (hw/post_lanes.py)
-        k = self.lanes.sgd_row_cycles
-        sgd_spaced = Signal(init=1)
+        # FORWARD, LOSS and SGD rows leave the engine at most one every ``row_cycles`` cycles:
+        # the lanes hand each to their units in that many chunks (hw/post_lanes.py)
+        k = self.lanes.row_cycles
+        spaced = Signal(init=1)
         if k > 1:
-            sgd_wait = Signal(range(k))
-            with m.If(take_f & (op == Op.SGD)):
-                m.d.sync += [sgd_wait.eq(k - 1), sgd_spaced.eq(0)]
-            with m.Elif(sgd_wait != 0):
-                m.d.sync += [sgd_wait.eq(sgd_wait - 1), sgd_spaced.eq(sgd_wait == 1)]
+            row_wait = Signal(range(k))
+            with m.If(take_f & (op != Op.BACKWARD)):
+                m.d.sync += [row_wait.eq(k - 1), spaced.eq(0)]
+            with m.Elif(row_wait != 0):
+                m.d.sync += [row_wait.eq(row_wait - 1), spaced.eq(row_wait == 1)]
         m.d.comb += [
-            res.ready.eq(run & has_credit & sgd_spaced),
+            res.ready.eq(run & has_credit & spaced),
             take_f.eq(res.valid & res.ready),
         ]
         # the front's aux address (CODE or WGT word of the row taken) is a register of the walker
