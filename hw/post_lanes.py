@@ -65,9 +65,13 @@ class PostLanes(wiring.Component):
     backerr : Out(1) -- pulse: a BACKWARD item entered with an out-of-range accumulator
     sgd_overflow : Out(1) -- sticky, cleared by ``clear``
 
+    ``row_cycles`` = k: ``side / k`` Scaler, NitroRelu and SgdUpdate units, k cycles a row
+    (module doc); ``side`` NitroReluBackward units.
+
     ``free_running=True``: the consumer promises ``o.ready == 1`` always (the Trainer's lanes
     feed a FIFO with a credit for every item in flight), so every unit advances every cycle
-    and ``i.ready`` is 1.  No ready signal then runs through the lanes and no clock enable
+    and ``i.ready`` is 1 (with ``row_cycles`` = k > 1: low for k - 1 cycles after a FORWARD,
+    LOSS or SGD item).  No ready signal then runs through the lanes and no clock enable
     fans out to their pipeline registers (a long, high-fanout path at 100 MHz on ECP5).
     """
 

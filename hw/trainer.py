@@ -152,6 +152,9 @@ class Trainer(wiring.Component):
         hard multipliers, as on the boards, so that simulation and bitstream are one design).
     bank_depth : words per memory bank (a power of two; hw/banked_memory.py): 2048, one
         DP16KD of 9-bit lanes on the ECP5, so that no depth multiplexer follows a block RAM.
+    row_cycles : cycles each FORWARD, LOSS or SGD row takes to enter the post-processing
+        lanes, which then have ``side / row_cycles`` Scaler, NitroRelu and SgdUpdate units
+        (hw/post_lanes.py); default ``default_row_cycles(side)``.
 
     Ports
     -----
