@@ -514,7 +514,7 @@ class Trainer(wiring.Component):
         # FORWARD, LOSS and SGD rows leave the engine at most one every ``row_cycles`` cycles:
         # the lanes hand each to their units in that many chunks (hw/post_lanes.py)
         k = self.lanes.row_cycles
-        spaced = Signal(init=1)
+        spaced = Signal(init=1)         # row_wait == 0, registered (res.ready stays short)
         if k > 1:
             row_wait = Signal(range(k))
             with m.If(take_f & (op != Op.BACKWARD)):
