@@ -218,6 +218,9 @@ class Trainer(wiring.Component):
                                decay_max=2 ** (g.d_w_width - 1), free_running=True,
                                row_cycles=(default_row_cycles(S) if row_cycles is None
                                            else row_cycles))
+        #: cycles between two FORWARD, LOSS or SGD rows the front hands to the lanes (their
+        #: ``row_cycles``); ``STATUS.row_lost`` watches that the lanes took every row
+        self.row_spacing = self.lanes.row_cycles
         if self.lanes.sgds[0].d_g.shape().width != g.d_g_width:
             raise ValueError("d_g_width does not match the SgdUpdate")
         self.instr_layout = instruction_layout()
@@ -276,6 +279,7 @@ class Trainer(wiring.Component):
         ovf_mac = Signal()
         ovf_backerr = Signal()
         tile_lost = Signal()                  # sticky: the MacArray's flow-control watch
+        row_lost = Signal()                   # sticky: a row the lanes were not ready for
         start = Signal()
         clear = Signal()
         instr_done = Signal()
@@ -348,7 +352,7 @@ class Trainer(wiring.Component):
 
         # register reads: value registered, memory words chunk-selected, one cycle latency
         reg_value = Signal(32)
-        status = Cat(busy, done_flag, op_error, access_error, collision, tile_lost)
+        status = Cat(busy, done_flag, op_error, access_error, collision, tile_lost, row_lost)
         overflow = Cat(ovf_mac, ovf_backerr, lanes.sgd_overflow)
         m.d.comb += self.overflow.eq(overflow)
         reg_table = {Reg.ID: MAGIC, Reg.STATUS: status, Reg.OVERFLOW: overflow,
@@ -453,9 +457,14 @@ class Trainer(wiring.Component):
             m.d.comb += eng.instr.payload[name].eq(cur[name])
         with m.If(clear):
             m.d.sync += [op_error.eq(0), access_error.eq(0), ovf_mac.eq(0), ovf_backerr.eq(0),
-                         collision.eq(0), tile_lost.eq(0)]
-        with m.Elif(eng.tile_lost):
-            m.d.sync += tile_lost.eq(1)
+                         collision.eq(0), tile_lost.eq(0), row_lost.eq(0)]
+        with m.Else():
+            with m.If(eng.tile_lost):
+                m.d.sync += tile_lost.eq(1)
+            # the front spaces FORWARD, LOSS and SGD rows ``row_spacing`` cycles apart and
+            # does not look at the lanes' ready; a row offered while it is low is dropped
+            with m.If(lanes.i.valid & ~lanes.i.ready):
+                m.d.sync += row_lost.eq(1)
         m.d.comb += lanes.clear.eq(clear)
 
         # ---- engine operand reads ----------------------------------------------------------
@@ -513,7 +522,7 @@ class Trainer(wiring.Component):
         has_credit = Signal()
         # FORWARD, LOSS and SGD rows leave the engine at most one every ``row_cycles`` cycles:
         # the lanes hand each to their units in that many chunks (hw/post_lanes.py)
-        k = self.lanes.row_cycles
+        k = self.row_spacing
         spaced = Signal(init=1)         # row_wait == 0, registered (res.ready stays short)
         if k > 1:
             row_wait = Signal(range(k))

@@ -125,8 +125,10 @@ class Reg(enum.IntEnum):
 #: board's block RAMs do not define the word read; hw/banked_memory.py)
 #: ``tile_lost``: a tile finished in the MacArray while its result bank still held the previous
 #: one (ruled out by the array's flow control; the watch on it, hw/mac_array.py)
+#: ``row_lost``: the post-processing lanes were offered a row while not ready for it (ruled
+#: out by the front's spacing of FORWARD, LOSS and SGD rows; hw/trainer.py, hw/post_lanes.py)
 STATUS_BITS = {"busy": 0, "done": 1, "op_error": 2, "access_error": 3, "collision": 4,
-               "tile_lost": 5}
+               "tile_lost": 5, "row_lost": 6}
 #: the STATUS bits that report an error (sticky until CONTROL bit 1); the backends raise on each
 STATUS_ERRORS = tuple(k for k in STATUS_BITS if k not in ("busy", "done"))
 OVERFLOW_BITS = {"mac": 0, "backerr": 1, "sgd": 2}

@@ -225,3 +225,30 @@ def test_a_tile_lost_in_the_array_is_reported_and_cleared():
         backend.write_reg(Reg.CONTROL, 2)
         bits = isa.STATUS_BITS                   # still waiting for the lost rows: busy
         assert backend.read_reg(Reg.STATUS) == 1 << bits["busy"]
+
+
+def test_a_row_the_lanes_were_not_ready_for_is_reported_and_cleared():
+    """STATUS.row_lost reaches the host: a Trainer whose front hands FORWARD rows to the lanes
+    every cycle while their units take a row only every second cycle (``row_spacing`` set
+    to 1 against the lanes' ``row_cycles`` of 2) drops rows, never finishes the program, and
+    the API names the flag after max_cycles.  (Every other Trainer run checks it stays low.)"""
+    g = Geometry(side=2, act_depth=256, wgt_depth=256, err_depth=128, code_depth=128,
+                 label_depth=64, prog_depth=16)
+
+    def unspaced_trainer():
+        trainer = Trainer(g, bank_depth=64, row_cycles=2)
+        assert trainer.row_spacing == 2
+        trainer.row_spacing = 1
+        return trainer
+
+    spec = NetworkSpec((1, 1, 4), 2, ("l2",))
+    rng = np.random.default_rng(6)
+    with SimBus.start(unspaced_trainer, "trainer", read_latency=Trainer.READ_LATENCY) as b:
+        backend = AcceleratorBackend(b, spec, batch=8, seed=0, max_cycles=20_000)
+        x = rng.integers(-128, 128, size=(8, 1, 1, 4), dtype=np.int8)
+        with pytest.raises(AcceleratorError, match="did not end.*row_lost") as info:
+            backend.train_step(x, one_hot(rng.integers(0, 2, 8), 2), lr_inv=256)
+        assert info.value.flags["row_lost"]
+        assert not info.value.flags["tile_lost"]
+        backend.write_reg(Reg.CONTROL, 2)
+        assert not backend.read_reg(Reg.STATUS) >> isa.STATUS_BITS["row_lost"] & 1
