@@ -41,7 +41,8 @@ from pathlib import Path
 from .boards import (BOARD, Board, FitError, Memory, board_geometry, core_memories,
                      get_board, network_max_batch, plan_memories, trainer_memories)
 from .synth_unit import (_FMAX_RE, TARGETS, _critical_path_text, _pct,
-                         _summarise_critical_path, parse_nextpnr_log, yosys_keep_replicas)
+                         _summarise_critical_path, parse_nextpnr_log, yosys_keep_replicas,
+                         yosys_plain_names)
 from .toolchain import tool_path, yowasp_environ
 
 __all__ = ["BuildError", "CoreNotAvailable", "build_board", "CORES", "add_arguments", "run",
@@ -331,7 +332,8 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
         overrides["synth_opts"] = board.synth_opts
     collision_free = yosys_collision_free(core_obj)
     overrides["script_after_read"] = "\n".join(filter(None, [collision_free,
-                                                             yosys_keep_replicas()]))
+                                                             yosys_keep_replicas(),
+                                                             yosys_plain_names()]))
     if collision_free:
         report["yosys_collision_free"] = collision_free
     with yowasp_environ():

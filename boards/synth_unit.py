@@ -578,6 +578,22 @@ def yosys_keep_replicas() -> str:
     return f"setattr -mod -set keep_hierarchy 1 a:{REPLICA_ATTR} %m"
 
 
+def yosys_plain_names() -> str:
+    """Yosys command renaming every wire whose name holds a bracket (Amaranth names the
+    elements of a ``lib.data`` array ``x[0]``, ``x[1]``, ...) to plain characters (``x_0_``),
+    ports excepted.
+
+    With such names, YoWASP's Yosys 0.70 stopped in ``abc9``'s reintegration of the mapped
+    netlist on the 8 x 8 Trainer of the ECP5 boards (``Assert GetSize(conn.first) ==
+    GetSize(conn.second) failed``), and Yosys 0.69 wrote a netlist in which flip-flops of
+    other bits drove four bits of the engine's ``data_s_b[0]`` (``check``: multiple conflicting
+    drivers; nextpnr refuses it).  Both look like the name parsing in the reintegration
+    (``x[0]`` bit 5 against ``x`` bit 5); with the brackets renamed away, Yosys 0.70 maps the
+    same design and ``check`` finds no problem.  Run it before synthesis.
+    """
+    return "rename -unescape w:*[* i:* o:* %u %d"
+
+
 def synth_component(component, target, out_dir, *, name="unit", params=None,
                     target_mhz=None, seed=1, timeout=1800):
     """Synthesise + place and route ``component`` (wrapped in :class:`SynthHarness`).
@@ -601,7 +617,7 @@ def synth_component(component, target, out_dir, *, name="unit", params=None,
     times["verilog"] = round(time.monotonic() - start, 2)
 
     script = (f"read_verilog {top}.v\n"
-              f"proc\n{yosys_keep_replicas()}\n"
+              f"proc\n{yosys_keep_replicas()}\n{yosys_plain_names()}\n"
               f"{tgt.synth_cmd} -top {top} -json {top}.json\n"
               f"tee -q -o yosys_stat.json stat -json\n")
     (out / "synth.ys").write_text(script)
