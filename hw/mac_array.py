@@ -37,7 +37,7 @@ Protocol (``operands`` is an ``amaranth.lib.stream`` input)
 * Latency: a tile's row 0 is valid :attr:`MacArray.latency` cycles after its
   last beat is accepted (:func:`pipeline_latency`: 6 for the default 8 x 18
   array with LUT multipliers, 4 with ``multiplier="dsp"`` (5 when ``b`` is wider than
-  18 bits and is split over two blocks), 6 with
+  18 bits and its high bits are multiplied in LUTs beside the block), 6 with
   ``multiplier="ecp5_dsp"``).
 * ``overflow`` (output) is sticky: set when any accumulation of any tile left
   ``acc_width`` (checked by computing each sum with one extra bit); cleared only
@@ -74,8 +74,9 @@ Widths
   ``d`` ``BACKERR_WIDTH`` bits: an array shared by all three products needs
   ``a_width >= 9`` (stream ``x`` or ``e`` on ``a``) and, for the gradient of a
   forward layer ``G.T = X.T @ D`` (``a`` = ``X[k, in block]``, ``b`` =
-  ``D[k, out block]``), ``b_width >= BACKERR_WIDTH`` -- more than one DSP per
-  element beyond 18 bits (ECP5) or 16 bits (iCE40).
+  ``D[k, out block]``), ``b_width >= BACKERR_WIDTH`` -- beyond 18 bits (ECP5) the
+  ``"dsp"`` style multiplies ``b``'s high bits in LUTs (:func:`_dsp_split`), beyond 16
+  (iCE40) Yosys adds a partial product in logic.
 
 Multipliers (``multiplier``)
 ----------------------------
@@ -177,11 +178,20 @@ DSP_OPERAND_WIDTH = 18
 
 def _dsp_split(a_width: int, b_width: int) -> bool:
     """``multiplier="dsp"`` with ``b`` wider than a hard multiplier (``a`` not): the product
-    is two registered products, ``a * b[:17]`` (``b``'s low bits as a non-negative 18-bit
-    value) and ``a * b[17:]``, summed in the next stage.  Left to Yosys, the wide product
-    becomes the same two blocks but with the adder between them and the product register,
-    which with the block's unregistered delay does not meet 100 MHz on ECP5."""
-    return b_width > DSP_OPERAND_WIDTH and a_width <= DSP_OPERAND_WIDTH
+    is ``a * b[:17]`` (``b``'s low bits as a non-negative 18-bit value) on one hard multiplier
+    and ``a * b[17:]`` (at most :data:`DSP_LUT_HIGH_BITS` bits) from shifted copies of ``a`` in
+    LUTs, as two partial sums; all three are registered and summed in the next stage.  Left
+    to Yosys, the wide product becomes two blocks with the adder between them and the product
+    register, which with the block's unregistered delay does not meet 100 MHz on ECP5; and a
+    second block per element fills the ECP5's DSP sites with the 8 x 8 array (128 of 156),
+    which spreads the array over the die (docs/ARCHITECTURE.md section 8)."""
+    return (DSP_OPERAND_WIDTH < b_width <= DSP_OPERAND_WIDTH - 1 + DSP_LUT_HIGH_BITS
+            and a_width <= DSP_OPERAND_WIDTH)
+
+
+#: Most bits of ``b`` above a hard multiplier's 17 that the ``"dsp"`` style multiplies in LUTs
+#: (:func:`_dsp_split`): the Trainer's 24-bit ``b`` has 7.
+DSP_LUT_HIGH_BITS = 8
 
 
 #: The latency of the default array (``ACT_WIDTH`` x ``WEIGHT_WIDTH``, LUT multipliers);
@@ -317,14 +327,24 @@ class MacArray(wiring.Component):
                     if not split:
                         m.d.sync += p.eq(a_reg[r] * b_reg[c])
                     else:
+                        # a * b[:17] on the hard multiplier; a * b[17:] (a few bits) from
+                        # shifted copies of a in LUTs, in two registered partial sums, so
+                        # that each element takes one hard multiplier, not two
                         b_lo = Cat(b_reg[c][:low], 0).as_signed()
-                        b_hi = b_reg[c][low:].as_signed()
+                        b_hi = b_reg[c][low:]
+                        n_hi = len(b_hi)
+                        assert n_hi <= DSP_LUT_HIGH_BITS
                         p_lo = Signal(signed(self.a_width + low + 1), name=f"product_lo_{r}_{c}",
                                       reset_less=True)
-                        p_hi = Signal(signed(self.a_width + self.b_width - low),
-                                      name=f"product_hi_{r}_{c}", reset_less=True)
-                        m.d.sync += [p_lo.eq(a_reg[r] * b_lo), p_hi.eq(a_reg[r] * b_hi),
-                                     p.eq(p_lo + (p_hi << low))]
+                        terms = [Mux(b_hi[i], a_reg[r], 0) << i for i in range(n_hi - 1)]
+                        terms.append(-(Mux(b_hi[n_hi - 1], a_reg[r], 0) << (n_hi - 1)))
+                        half = (len(terms) + 1) // 2
+                        hi_w = self.a_width + n_hi + 1
+                        h_a = Signal(signed(hi_w), name=f"product_hi_a_{r}_{c}", reset_less=True)
+                        h_b = Signal(signed(hi_w), name=f"product_hi_b_{r}_{c}", reset_less=True)
+                        m.d.sync += [p_lo.eq(a_reg[r] * b_lo), h_a.eq(sum(terms[:half])),
+                                     h_b.eq(sum(terms[half:])),
+                                     p.eq(p_lo + ((h_a + h_b) << low))]
                     product[r][c] = p
             n_levels = 2 if split else 1
         elif self.multiplier == "ecp5_dsp":
