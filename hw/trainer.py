@@ -165,10 +165,10 @@ class Trainer(wiring.Component):
 
     #: cycles from ``bus.r_en`` to the word on ``bus.r_data`` (hw/host_link.py: BusSignature):
     #: the bus inputs are registered at the Trainer's edge (1), the decoded memory strobes,
-    #: word address and data are registered (1), the block RAM words are registered twice as
-    #: they leave the RAM (2), then chunk and region are selected into a register (1), which
-    #: drives ``bus.r_data`` (1)
-    READ_LATENCY = 6
+    #: word address and data are registered (1), the block RAM reads (1), its words are
+    #: registered twice as they leave the RAM (2), then each region's chunk is selected into a
+    #: register (1), then the region into the register that drives ``bus.r_data`` (1)
+    READ_LATENCY = 7
 
     #: the memories (module paths below the Trainer) whose read never meets a write of the same
     #: word in the same cycle (host accesses only while idle; an instruction's read and written
@@ -362,11 +362,13 @@ class Trainer(wiring.Component):
             for addr, value in reg_table.items():
                 with m.Case(int(addr)):
                     m.d.comb += reg_value.eq(value)
-        # Read latency READ_LATENCY = 6: the bus inputs are registered (above), then the
+        # Read latency READ_LATENCY = 7: the bus inputs are registered (above), then the
         # memories' host strobes; the words out of the block RAMs are registered twice as they
         # are (no logic behind a block RAM's slow output, and the first register may sit
-        # beside the RAM); then the chunk and the region are selected from flip-flops into
-        # the register that drives bus.r_data (the host link's logic starts from it).
+        # beside the RAM); then each region selects the chunk read into a 32-bit register of
+        # its own (beside its banks), and the region is selected from those into the register
+        # that drives bus.r_data (the host link's logic starts from it).  So 32 bits per
+        # region, not every region's whole word, travel to the r_data register.
         rd_region = Signal(range(len(Region)))
         rd_chunk = Signal(max(1, ceil_log2(max_chunks)))
         rd_reg = Signal(32)
@@ -392,20 +394,30 @@ class Trainer(wiring.Component):
                 m.d.sync += rd_words[r].eq(rd_raw[r])
         # region, chunk, register value and "ok" travel beside the read to the output cycle
         rd_meta = (rd_region, rd_chunk, rd_reg, rd_ok)
-        for n in range(2, self.READ_LATENCY - 1):
+        for n in range(2, self.READ_LATENCY - 2):
             later = tuple(Signal.like(sig, name=f"{sig.name}{n}") for sig in rd_meta)
             m.d.sync += [dst.eq(src) for dst, src in zip(later, rd_meta)]
             rd_meta = later
-        rd_region3, rd_chunk3, rd_reg3, rd_ok3 = rd_meta
+        # the chunk of each region's word, zero when the read was refused
+        rd_chunk_at = rd_meta[1]
+        rd_ok_at = rd_meta[3]
+        rd_sel = {}
+        for r in self.words:
+            nch = chunks_of(g.word_bits(r))
+            bits = Cat(rd_words[r], Const(0, 32 * nch - g.word_bits(r)))
+            rd_sel[r] = Signal(32, name=f"rd_sel_{r.name.lower()}", reset_less=True)
+            chunk = bits.word_select(rd_chunk_at[:ceil_log2(nch)], 32) if nch > 1 else bits
+            m.d.sync += rd_sel[r].eq(Mux(rd_ok_at, chunk, 0))
+        later = tuple(Signal.like(sig, name=f"{sig.name}_last") for sig in rd_meta)
+        m.d.sync += [dst.eq(src) for dst, src in zip(later, rd_meta)]
+        rd_region_last, _, rd_reg_last, _ = later
         r_data = Signal(32)
-        with m.Switch(rd_region3):
+        with m.Switch(rd_region_last):
             with m.Case(Region.REGS):
-                m.d.sync += r_data.eq(rd_reg3)
+                m.d.sync += r_data.eq(rd_reg_last)
             for r in self.words:
                 with m.Case(r):
-                    nch = chunks_of(g.word_bits(r))
-                    bits = Cat(rd_words[r], Const(0, 32 * nch - g.word_bits(r)))
-                    m.d.sync += r_data.eq(Mux(rd_ok3, bits.word_select(rd_chunk3, 32), 0))
+                    m.d.sync += r_data.eq(rd_sel[r])
         m.d.comb += bus.r_data.eq(r_data)
 
         # ---- sequencer ----------------------------------------------------------------------
