@@ -427,10 +427,16 @@ class Trainer(wiring.Component):
         fetched = Signal(self.instr_layout)     # ... registered once more
         with m.If(busy):
             m.d.sync += cycles.eq(cycles + 1)
+        # busy's next value, so that copies of busy (hw/replica.py) can drive the memories'
+        # port multiplexers below, one per region (their block RAMs are spread over the die)
+        busy_next = Signal()
+        m.d.comb += busy_next.eq(busy)
+        m.d.sync += busy.eq(busy_next)
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(start):
-                    m.d.sync += [busy.eq(1), pc.eq(prog_start), cycles.eq(0), retired.eq(0),
+                    m.d.comb += busy_next.eq(1)
+                    m.d.sync += [pc.eq(prog_start), cycles.eq(0), retired.eq(0),
                                  done_flag.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
@@ -449,12 +455,14 @@ class Trainer(wiring.Component):
                 nonempty = ((fetched.k_len != 0) & (fetched.tiles_r != 0) &
                             (fetched.tiles_c != 0))
                 with m.If(fetched.op == Op.END):
-                    m.d.sync += [busy.eq(0), done_flag.eq(1)]
+                    m.d.comb += busy_next.eq(0)
+                    m.d.sync += done_flag.eq(1)
                     m.next = "IDLE"
                 with m.Elif(valid_op & nonempty & (pc < g.prog_depth)):
                     m.next = "ISSUE"
                 with m.Else():
-                    m.d.sync += [busy.eq(0), done_flag.eq(1), op_error.eq(1)]
+                    m.d.comb += busy_next.eq(0)
+                    m.d.sync += [done_flag.eq(1), op_error.eq(1)]
                     m.next = "IDLE"
             with m.State("ISSUE"):
                 m.d.comb += [issue.eq(1), eng.instr.valid.eq(1)]
@@ -764,29 +772,32 @@ class Trainer(wiring.Component):
             # CODE: FORWARD rows
             with m.If(w2_valid & (op == Op.FORWARD)):
                 dp_write(Region.CODE, w2_code_addr, Cat(*codes))
-        with m.If(busy):
-            for r in dp_regions:
+        # each region's ports are switched by a copy of busy of its own
+        busy_of = {r: replica(m, busy_next, f"busy_{r.name.lower()}") for r in self.words}
+        for r in dp_regions:
+            with m.If(busy_of[r]):
                 m.d.comb += [wr[r].addr.eq(dp_wr[r].addr), wr[r].data.eq(dp_wr[r].data),
                              wr[r].en.eq(dp_wr[r].en)]
-        with m.Else():
-            for r in dp_regions:
+            with m.Else():
                 host_ports(r)
 
         # read ports: the datapath while busy, the host while idle
-        with m.If(busy):
-            m.d.comb += [
-                # the block RAMs read only a beat's word (the stages move on eng.*_rd.en)
-                act_rd.addr.eq(eng.a_rd.addr), act_rd.en.eq(eng.a_rd.en & eng.a_rd.valid),
-                err_rd.addr.eq(eng.b_rd.addr), err_rd.en.eq(eng.b_rd.en & eng.b_rd.valid),
-                code_rd.addr.eq(aux_addr), code_rd.en.eq(take_f),
-            ]
+        # (the block RAMs read only a beat's word: the stages move on eng.*_rd.en)
+        with m.If(busy_of[Region.ACT]):
+            m.d.comb += [act_rd.addr.eq(eng.a_rd.addr),
+                         act_rd.en.eq(eng.a_rd.en & eng.a_rd.valid)]
+        with m.If(busy_of[Region.ERR]):
+            m.d.comb += [err_rd.addr.eq(eng.b_rd.addr),
+                         err_rd.en.eq(eng.b_rd.en & eng.b_rd.valid)]
+        with m.If(busy_of[Region.CODE]):
+            m.d.comb += [code_rd.addr.eq(aux_addr), code_rd.en.eq(take_f)]
+        with m.If(busy_of[Region.WGT]):
             with m.If(op == Op.SGD):
                 m.d.comb += [wgt_rd.addr.eq(aux_addr), wgt_rd.en.eq(take_f)]
             with m.Else():
                 m.d.comb += [wgt_rd.addr.eq(eng.b_rd.addr),
                              wgt_rd.en.eq(eng.b_rd.en & eng.b_rd.valid)]
-        with m.Else():
-            for r in (Region.ACT, Region.WGT, Region.ERR, Region.CODE, Region.LABEL,
-                      Region.PROG):
+        for r in self.words:
+            with m.If(~busy_of[r]):
                 m.d.comb += [rd[r].addr.eq(host_word_q[r]), rd[r].en.eq(host_rd_q[r])]
         return m
