@@ -56,7 +56,10 @@ last beat waits: it is taken when the bank is empty and no other last beat is
 on its way (``operands.ready = ~last | ~(bank_full | last_pending)``).  Tiles of
 at least :attr:`MacArray.stream_beats` (``latency + rows``) beats stream at one
 beat per cycle when ``results.ready`` stays high; back to back, a shorter tile
-takes ``stream_beats`` cycles.
+takes ``stream_beats`` cycles.  ``last_may_enter_next`` is the rule's value in the
+next cycle, ``~(bank_full | last_pending)`` one cycle ahead: a sender can register
+copies of it beside its operand registers and compute ``ready`` from them
+(hw/tile_engine.py), instead of drawing one net from the array to all of them.
 
 Each element steers its accumulator and its bank registers from copies of its
 own of the flags (valid, first beat, tile done, bank full:
@@ -274,6 +277,7 @@ class MacArray(wiring.Component):
             "results": Out(stream.Signature(result_layout(rows, cols, acc_width))),
             "overflow": Out(1),
             "tile_lost": Out(1),
+            "last_may_enter_next": Out(1),
         })
 
     def _last_beat_may_enter(self, bank_full, last_pending):
@@ -297,10 +301,10 @@ class MacArray(wiring.Component):
         m.d.comb += self.operands.ready.eq(
             ~beat.last | self._last_beat_may_enter(bank_full, last_pending))
         accepted = self.operands.valid & self.operands.ready
-        with m.If(accepted & beat.last):
-            m.d.sync += last_pending.eq(1)
-        with m.Elif(tile_done):
-            m.d.sync += last_pending.eq(0)
+        last_pending_next = Signal()
+        m.d.comb += last_pending_next.eq(
+            Mux(accepted & beat.last, 1, Mux(tile_done, 0, last_pending)))
+        m.d.sync += last_pending.eq(last_pending_next)
 
         # ---- stage 1: operand registers (multiplier inputs) ---------------------
         # Data registers without reset (valid1/valid2 say whether they hold a beat): this
@@ -460,6 +464,10 @@ class MacArray(wiring.Component):
         bank_full_next = Signal()
         m.d.comb += bank_full_next.eq(tile_done | (bank_full & ~(transfer & at_last_row)))
         m.d.sync += bank_full.eq(bank_full_next)
+        # the rule's value in the next cycle: a sender may keep copies of the rule (registers
+        # of this) beside its operand registers, instead of one net from the array to all
+        m.d.comb += self.last_may_enter_next.eq(
+            self._last_beat_may_enter(bank_full_next, last_pending_next))
         # The watch on the flow control: a tile that finishes now overwrites the bank.
         m.d.sync += self.tile_lost.eq(tile_done & bank_full)
         with m.If(tile_done):

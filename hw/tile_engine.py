@@ -72,7 +72,10 @@ a beat arriving from stage 1 while the main entry is held goes to the skid entry
 the main entry when the array next takes.  Stages 0 and 1 advance together when stage 1 is empty
 or the skid entry is (``advance = ~valid1 | ~valid_s``, registered state only, so the array's
 ``ready`` fans out to stage 2 alone), the read ports being enabled by ``advance`` so that a held
-beat in stage 1 keeps its data.  One beat per cycle flows while the array is ready.  Beats of
+beat in stage 1 keeps its data.  Stage 2's data registers do not see the array's ``ready``
+either: each lane of ``a`` and of ``b`` computes it from copies of its own (hw/replica.py) of
+``last`` and of the array's rule (``MacArray.last_may_enter_next``), and the skid entry loads
+whenever it is empty.  One beat per cycle flows while the array is ready.  Beats of
 consecutive tiles follow each other without a gap (the tile switch is just another address
 update).
 
@@ -97,6 +100,7 @@ from amaranth.utils import ceil_log2
 
 from hw import mac_array as _mac_array
 from hw.mac_array import MacArray
+from hw.replica import replica
 from hw.widths import ACC_WIDTH, ACT_WIDTH, WEIGHT_WIDTH
 
 __all__ = ["TileEngine", "instruction_layout", "result_layout", "write_port_signature",
@@ -365,20 +369,37 @@ class TileEngine(wiring.Component):
             with m.If(mac.operands.ready):
                 m.d.sync += [
                     valid2.eq(1), first2.eq(first_s), last2.eq(last_s),
-                    data2_a.eq(data_s_a), data2_b.eq(data_s_b),
                     valid_s.eq(0),
                 ]
         with m.Elif(~valid2 | mac.operands.ready):
-            m.d.sync += [
-                valid2.eq(valid1), first2.eq(first1), last2.eq(last1),
-                data2_a.eq(rd_a.data), data2_b.eq(rd_b.data),
-            ]
+            m.d.sync += [valid2.eq(valid1), first2.eq(first1), last2.eq(last1)]
         with m.Elif(valid1):
             # the array holds main: stage 1's beat goes to the skid entry
-            m.d.sync += [
-                valid_s.eq(1), first_s.eq(first1), last_s.eq(last1),
-                data_s_a.eq(rd_a.data), data_s_b.eq(rd_b.data),
-            ]
+            m.d.sync += [valid_s.eq(1), first_s.eq(first1), last_s.eq(last1)]
+        # The data registers follow the flags above, but each lane's (of a and of b) decides
+        # from copies of its own (hw/replica.py) of the flags and of the array's rule
+        # (MacArray.last_may_enter_next), so that no net runs from the array to all of them:
+        # main loads when the array takes its beat or it is empty (from the skid entry if
+        # that is full, else from stage 1), the skid entry whenever it is empty (it holds
+        # nothing then, and so holds stage 1's beat when it becomes full).
+        valid2_next, last2_next = Signal(), Signal()
+        m.d.comb += [
+            valid2_next.eq(Mux(valid_s, valid2 | ready, Mux(~valid2 | ready, valid1, valid2))),
+            last2_next.eq(Mux(valid_s, Mux(ready, last_s, last2),
+                              Mux(~valid2 | ready, last1, last2))),
+        ]
+        lanes = [("a", i, data2_a[i], data_s_a[i], rd_a.data[i]) for i in range(self.rows)]
+        lanes += [("b", j, data2_b[j], data_s_b[j], rd_b.data[j]) for j in range(self.cols)]
+        for side, i, main, skid, word in lanes:
+            valid2_c = replica(m, valid2_next, f"valid2_{side}{i}")
+            last2_c = replica(m, last2_next, f"last2_{side}{i}")
+            valid_s_c = replica(m, valid_s_next, f"valid_s_{side}{i}")
+            may_enter_c = replica(m, mac.last_may_enter_next, f"may_enter_{side}{i}", init=1)
+            ready_c = ~last2_c | may_enter_c        # = mac.operands.ready
+            with m.If(ready_c | (~valid_s_c & ~valid2_c)):
+                m.d.sync += main.eq(Mux(valid_s_c, skid, word))
+            with m.If(~valid_s_c):
+                m.d.sync += skid.eq(word)
 
         with m.If(accept):
             p = self.instr.payload
