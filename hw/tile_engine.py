@@ -364,30 +364,29 @@ class TileEngine(wiring.Component):
             for stage in [*early, (valid1, first1, last1)]:
                 m.d.sync += [reg.eq(src) for reg, src in zip(stage, flags)]
                 flags = stage
-        with m.If(valid_s):
-            # skid full (so main is full): main takes the skid entry when the array takes
-            with m.If(mac.operands.ready):
-                m.d.sync += [
-                    valid2.eq(1), first2.eq(first_s), last2.eq(last_s),
-                    valid_s.eq(0),
-                ]
-        with m.Elif(~valid2 | mac.operands.ready):
-            m.d.sync += [valid2.eq(valid1), first2.eq(first1), last2.eq(last1)]
-        with m.Elif(valid1):
-            # the array holds main: stage 1's beat goes to the skid entry
-            m.d.sync += [valid_s.eq(1), first_s.eq(first1), last_s.eq(last1)]
+        # skid full (so main is full): main takes the skid entry when the array takes;
+        # else main takes stage 1's beat when the array takes or main is empty; else (the
+        # array holds main) stage 1's beat goes to the skid entry
+        from_skid = valid_s & ready
+        from_stage1 = ~valid_s & (~valid2 | ready)
+        valid2_next, last2_next = Signal(), Signal()
+        m.d.comb += [
+            valid2_next.eq(Mux(from_skid, 1, Mux(from_stage1, valid1, valid2))),
+            last2_next.eq(Mux(from_skid, last_s, Mux(from_stage1, last1, last2))),
+        ]
+        m.d.sync += [valid2.eq(valid2_next), last2.eq(last2_next), valid_s.eq(valid_s_next)]
+        with m.If(from_skid):
+            m.d.sync += first2.eq(first_s)
+        with m.Elif(from_stage1):
+            m.d.sync += first2.eq(first1)
+        with m.Elif(~valid_s & valid1):
+            m.d.sync += [first_s.eq(first1), last_s.eq(last1)]
         # The data registers follow the flags above, but each lane's (of a and of b) decides
         # from copies of its own (hw/replica.py) of the flags and of the array's rule
         # (MacArray.last_may_enter_next), so that no net runs from the array to all of them:
         # main loads when the array takes its beat or it is empty (from the skid entry if
         # that is full, else from stage 1), the skid entry whenever it is empty (it holds
         # nothing then, and so holds stage 1's beat when it becomes full).
-        valid2_next, last2_next = Signal(), Signal()
-        m.d.comb += [
-            valid2_next.eq(Mux(valid_s, valid2 | ready, Mux(~valid2 | ready, valid1, valid2))),
-            last2_next.eq(Mux(valid_s, Mux(ready, last_s, last2),
-                              Mux(~valid2 | ready, last1, last2))),
-        ]
         lanes = [("a", i, data2_a[i], data_s_a[i], rd_a.data[i]) for i in range(self.rows)]
         lanes += [("b", j, data2_b[j], data_s_b[j], rd_b.data[j]) for j in range(self.cols)]
         for side, i, main, skid, word in lanes:

@@ -393,14 +393,14 @@ class Trainer(wiring.Component):
             with m.If(replica(m, rd_pending, f"rd_pending2_{r.name.lower()}")):
                 m.d.sync += rd_words[r].eq(rd_raw[r])
         # region, chunk, register value and "ok" travel beside the read to the output cycle
-        rd_meta = (rd_region, rd_chunk, rd_reg, rd_ok)
-        for n in range(2, self.READ_LATENCY - 2):
-            later = tuple(Signal.like(sig, name=f"{sig.name}{n}") for sig in rd_meta)
-            m.d.sync += [dst.eq(src) for dst, src in zip(later, rd_meta)]
-            rd_meta = later
-        # the chunk of each region's word, zero when the read was refused
-        rd_chunk_at = rd_meta[1]
-        rd_ok_at = rd_meta[3]
+        rd_meta = [(rd_region, rd_chunk, rd_reg, rd_ok)]
+        for n in range(2, self.READ_LATENCY - 1):
+            later = tuple(Signal.like(sig, name=f"{sig.name}{n}") for sig in rd_meta[-1])
+            m.d.sync += [dst.eq(src) for dst, src in zip(later, rd_meta[-1])]
+            rd_meta.append(later)
+        # the chunk of each region's word (selected one stage before the output register),
+        # zero when the read was refused
+        _, rd_chunk_at, _, rd_ok_at = rd_meta[-2]
         rd_sel = {}
         for r in self.words:
             nch = chunks_of(g.word_bits(r))
@@ -408,9 +408,7 @@ class Trainer(wiring.Component):
             rd_sel[r] = Signal(32, name=f"rd_sel_{r.name.lower()}", reset_less=True)
             chunk = bits.word_select(rd_chunk_at[:ceil_log2(nch)], 32) if nch > 1 else bits
             m.d.sync += rd_sel[r].eq(Mux(rd_ok_at, chunk, 0))
-        later = tuple(Signal.like(sig, name=f"{sig.name}_last") for sig in rd_meta)
-        m.d.sync += [dst.eq(src) for dst, src in zip(later, rd_meta)]
-        rd_region_last, _, rd_reg_last, _ = later
+        rd_region_last, _, rd_reg_last, _ = rd_meta[-1]
         r_data = Signal(32)
         with m.Switch(rd_region_last):
             with m.Case(Region.REGS):
