@@ -259,10 +259,17 @@ class BoardTop(wiring.Component):
             m.d.comb += [self.led_busy.eq(busy), self.led_link.eq(~link.idle)]
             return m
         leds = b.leds
+        # each LED from a flip-flop of its own: its pin then pulls no logic of the core or
+        # the link towards the die's edge (the link's state decode, shared with its LED, was
+        # on a long path of the 4 x 4 Trainer)
         if "busy" in leds:
-            m.d.comb += _pin(m, platform, "o", *leds["busy"], cache=pins).eq(busy)
+            led_busy = Signal()
+            m.d.sync += led_busy.eq(busy)
+            m.d.comb += _pin(m, platform, "o", *leds["busy"], cache=pins).eq(led_busy)
         if "link" in leds:
-            m.d.comb += _pin(m, platform, "o", *leds["link"], cache=pins).eq(~link.idle)
+            led_link = Signal()
+            m.d.sync += led_link.eq(~link.idle)
+            m.d.comb += _pin(m, platform, "o", *leds["link"], cache=pins).eq(led_link)
         if "alive" in leds:
             half = int(self.core_hz // 2)
             beat = Signal(range(half))

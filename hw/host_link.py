@@ -81,7 +81,8 @@ buffer in 32 TRELLIS_DPR16X4 (distributed RAM), no DP16KD.
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Cat, Module, Signal
+from amaranth.hdl import C, Cat, Module, Signal, signed
+from amaranth.utils import bits_for
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -274,7 +275,10 @@ class HostLink(wiring.Component):
         word_idx = Signal(8)                 # word within a burst
         word = Signal(DATA_WIDTH)            # payload assembly / response word
         crc_idx = Signal()
-        idle_cycles = Signal(range(self.timeout + 1))
+        # cycles left before the inter-byte timeout, minus one: it counts down in a frame
+        # and its sign bit says the timeout has come, so the FSM tests one flip-flop (an
+        # equality compare of the count there was a long path on the boards)
+        idle_left = Signal(signed(bits_for(self.timeout - 2) + 1), init=self.timeout - 2)
         cur_addr = Signal(aw)
         w_data = Signal(DATA_WIDTH)          # the word being committed (registered buffer output)
         commit_last = Signal()               # the word in ``w_data`` is the burst's last
@@ -324,18 +328,18 @@ class HostLink(wiring.Component):
 
         def count_timeout():
             with m.If(accept):
-                m.d.sync += idle_cycles.eq(0)
-            with m.Elif(idle_cycles == self.timeout - 1):
-                m.d.sync += idle_cycles.eq(0)
+                m.d.sync += idle_left.eq(self.timeout - 2)
+            with m.Elif(idle_left[-1]):
+                m.d.sync += idle_left.eq(self.timeout - 2)
                 fail(ERR_TIMEOUT)
             with m.Else():
-                m.d.sync += idle_cycles.eq(idle_cycles + 1)
+                m.d.sync += idle_left.eq(idle_left - 1)
 
         with m.FSM(name="link"):
             # ---------------------------------------------------------------- request
             with m.State("HUNT"):
                 m.d.comb += [self.rx.ready.eq(1), self.idle.eq(1), rx_crc.clear.eq(1)]
-                m.d.sync += [hdr_idx.eq(0), idle_cycles.eq(0)]
+                m.d.sync += [hdr_idx.eq(0), idle_left.eq(self.timeout - 2)]
                 with m.If(accept & (self.rx.payload == SYNC)):
                     m.next = "HEADER"
 

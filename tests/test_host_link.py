@@ -32,7 +32,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.crc import Crc16, crc16_reference
-from hw.host_link import BusSignature, HostLink
+from hw.host_link import (CMD_READ, ERR_TIMEOUT, RSP_ERROR, SYNC, BusSignature,
+                          HostLink)
 from hw.uart import UartRx, UartTx
 from sim.harness import run_cocotb
 
@@ -477,3 +478,55 @@ def test_uart_link_round_trip_and_fuzz():
     assert int(out["framing_errors"]) > 0
     assert int(out["mismatch_frames"]) == 16
     np.testing.assert_array_equal(out["memory"], out["expected_memory"])
+
+
+def _answer_after_gap(timeout: int, gap: int):
+    """Send SYNC and one header byte, wait ``gap`` cycles without a byte, then offer a
+    second header byte.  Returns (bytes taken, cycles from the last byte taken to the first
+    response byte, the response's kind and info bytes)."""
+    from amaranth.sim import Simulator
+
+    link = HostLink(addr_width=model.ADDR_WIDTH, max_burst=4, timeout=timeout)
+    m = Module()
+    m.submodules.link = link
+    m.submodules.target = target = DemoTarget(read_latency=1)
+    wiring.connect(m, link.bus, target.bus)
+    result = []
+
+    async def bench(ctx):
+        ctx.set(link.tx.ready, 1)
+        taken = 0
+        since = 0               # cycles since the last byte was taken
+        sent = []
+        schedule = [SYNC, CMD_READ] + [None] * gap + [1]
+        for cycle in range(len(schedule) + 4 * timeout + 40):
+            byte = schedule[cycle] if cycle < len(schedule) else None
+            ctx.set(link.rx.valid, byte is not None)
+            ctx.set(link.rx.payload, 0 if byte is None else byte)
+            if ctx.get(link.tx.valid):
+                sent.append(ctx.get(link.tx.payload))
+                if len(sent) == 1:
+                    latency = since
+                if len(sent) == 3:
+                    result.extend([taken, latency, sent[1], sent[2]])
+                    return
+            took = byte is not None and ctx.get(link.rx.ready)
+            await ctx.tick()
+            since = 0 if took else since + 1
+            taken += took
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return tuple(result)
+
+
+@pytest.mark.parametrize("timeout", [2, 5, 48])
+def test_inter_byte_timeout_is_exact(timeout):
+    """Inside a frame, ``timeout - 1`` cycles without a byte (the byte comes in the
+    ``timeout``-th) keep the frame; ``timeout`` cycles end it with ERROR 0x04."""
+    kept = _answer_after_gap(timeout, timeout - 1)
+    cut = _answer_after_gap(timeout, timeout)
+    assert kept[0] == 3 and cut[0] == 2, (kept, cut)
+    assert kept[1:] == cut[1:] == (timeout, RSP_ERROR, ERR_TIMEOUT), (kept, cut)
