@@ -280,13 +280,17 @@ class Trainer(wiring.Component):
         ovf_backerr = Signal()
         tile_lost = Signal()                  # sticky: the MacArray's flow-control watch
         row_lost = Signal()                   # sticky: a row the lanes were not ready for
-        start = Signal()
+        start = Signal()                      # a START written in the last bus cycle (a
+                                              # flip-flop: the bus decode stays off the
+                                              # sequencer's next state and busy's copies)
         clear = Signal()
         instr_done = Signal()
         issue = Signal()                      # ISSUE state: walkers reset, engine offered
         run = Signal()                        # in the RUN state (a flip-flop of its own, not
                                               # decoded from the state: it gates the FIFO's reads)
         busy = self.busy
+        engaged = Signal()                    # busy, or a START about to make it so: what the
+        m.d.comb += engaged.eq(busy | start)  # host sees as busy and what refuses its accesses
         op = cur.op
 
         # ---- host bus decode ----------------------------------------------------------------
@@ -303,7 +307,7 @@ class Trainer(wiring.Component):
         host_rd = {r: Signal(name=f"host_rd_{r.name.lower()}") for r in self.words}
         for r in self.words:
             nch = chunks_of(g.word_bits(r))
-            hit = (region == r) & host_in_range[r] & ~busy
+            hit = (region == r) & host_in_range[r] & ~engaged
             if nch > 1:
                 # Staging is not a memory write: only the last chunk, checked in full, writes
                 # the word from it.  So a chunk is staged without the range and busy checks,
@@ -318,7 +322,7 @@ class Trainer(wiring.Component):
             ]
         mem_region = (region >= Region.PROG) & (region <= Region.LABEL)
         with m.If((bus_w_en | bus_r_en) & mem_region):
-            bad = busy
+            bad = engaged
             for r in self.words:
                 bad = bad | ((region == r) & ~host_in_range[r])
             with m.If(bad):
@@ -343,16 +347,18 @@ class Trainer(wiring.Component):
             return Cat(stage_q[:32 * (nch - 1)], w_data_q)[:g.word_bits(r)]
 
         # register writes
+        m.d.sync += start.eq(0)
         with m.If(bus_w_en & (region == Region.REGS)):
             with m.Switch(offset):
                 with m.Case(Reg.CONTROL):
-                    m.d.comb += [start.eq(bus_w_data[0] & ~busy), clear.eq(bus_w_data[1])]
+                    m.d.sync += start.eq(bus_w_data[0] & ~engaged)
+                    m.d.comb += clear.eq(bus_w_data[1])
                 with m.Case(Reg.PROG_START):
                     m.d.sync += prog_start.eq(bus_w_data)
 
         # register reads: value registered, memory words chunk-selected, one cycle latency
         reg_value = Signal(32)
-        status = Cat(busy, done_flag, op_error, access_error, collision, tile_lost, row_lost)
+        status = Cat(engaged, done_flag, op_error, access_error, collision, tile_lost, row_lost)
         overflow = Cat(ovf_mac, ovf_backerr, lanes.sgd_overflow)
         m.d.comb += self.overflow.eq(overflow)
         reg_table = {Reg.ID: MAGIC, Reg.STATUS: status, Reg.OVERFLOW: overflow,

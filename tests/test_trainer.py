@@ -252,3 +252,57 @@ def test_a_row_the_lanes_were_not_ready_for_is_reported_and_cleared():
         assert not info.value.flags["tile_lost"]
         backend.write_reg(Reg.CONTROL, 2)
         assert not backend.read_reg(Reg.STATUS) >> isa.STATUS_BITS["row_lost"] & 1
+
+
+# ------------------------------------------------------------- START, seen from the bus
+
+def test_start_is_busy_and_refuses_memory_writes_from_the_next_bus_cycle():
+    """The START strobe is registered after the bus decode (one cycle before the sequencer
+    leaves IDLE); from the very next bus cycle the host must still see STATUS.busy, and a
+    memory write there must be refused with access_error, not lost to the datapath's port.
+    Amaranth's simulator, one bus access per cycle; the program is PROG[0] = 0, an END."""
+    from amaranth.sim import Simulator
+
+    g = Geometry(side=2, act_depth=64, wgt_depth=64, err_depth=64, code_depth=64,
+                 prog_depth=16, label_depth=16)
+    dut = Trainer(g, bank_depth=32)
+    got = {}
+
+    def addr(region, word=0):
+        return isa.bus_address(region, word, 0, g.word_bits(region))
+
+    async def access(ctx, address, data=None):
+        ctx.set(dut.bus.addr, address)
+        ctx.set(dut.bus.w_data, data or 0)
+        ctx.set(dut.bus.w_en, data is not None)
+        ctx.set(dut.bus.r_en, data is None)
+        await ctx.tick()
+        ctx.set(dut.bus.w_en, 0)
+        ctx.set(dut.bus.r_en, 0)
+
+    async def read_after(ctx, cycles_since_r_en=1):
+        await ctx.tick().repeat(Trainer.READ_LATENCY - cycles_since_r_en)
+        return ctx.get(dut.bus.r_data)
+
+    async def bench(ctx):
+        await access(ctx, addr(Region.REGS, Reg.CONTROL), 1)
+        await access(ctx, addr(Region.REGS, Reg.STATUS))
+        got["status"] = await read_after(ctx)
+        await ctx.tick().repeat(40)
+        await access(ctx, addr(Region.REGS, Reg.STATUS))
+        got["status_end"] = await read_after(ctx)
+        await access(ctx, addr(Region.REGS, Reg.CONTROL), 1)
+        await access(ctx, addr(Region.ACT, 3), 0x5A)
+        await ctx.tick().repeat(40)
+        await access(ctx, addr(Region.REGS, Reg.STATUS))
+        got["status_write"] = await read_after(ctx)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    bits = isa.STATUS_BITS
+    assert got["status"] >> bits["busy"] & 1, hex(got["status"])
+    assert got["status_end"] == 1 << bits["done"], hex(got["status_end"])
+    assert got["status_write"] >> bits["access_error"] & 1, hex(got["status_write"])
+    assert not got["status_write"] >> bits["busy"] & 1
