@@ -72,10 +72,11 @@ a beat arriving from stage 1 while the main entry is held goes to the skid entry
 the main entry when the array next takes.  Stages 0 and 1 advance together when stage 1 is empty
 or the skid entry is (``advance = ~valid1 | ~valid_s``, registered state only, so the array's
 ``ready`` fans out to stage 2 alone), the read ports being enabled by ``advance`` so that a held
-beat in stage 1 keeps its data.  Stage 2's data registers do not see the array's ``ready``
-either: each lane of ``a`` and of ``b`` computes it from copies of its own (hw/replica.py) of
-``last`` and of the array's rule (``MacArray.last_may_enter_next``), and the skid entry loads
-whenever it is empty.  One beat per cycle flows while the array is ready.  Beats of
+beat in stage 1 keeps its data.  No logic here uses the array's combinational ``ready``: the
+engine computes the same value from a register of the array's rule (``~last2 |
+may_enter``, ``may_enter`` a copy of ``MacArray.last_may_enter_next``), and stage 2's data
+registers from copies of their own (hw/replica.py): each lane of ``a`` and of ``b`` has its own
+copies of ``last`` and of the rule, and the skid entry loads whenever it is empty.  One beat per cycle flows while the array is ready.  Beats of
 consecutive tiles follow each other without a gap (the tile switch is just another address
 update).
 
@@ -339,7 +340,13 @@ class TileEngine(wiring.Component):
         data_s_b = Signal(self.b_word)
         advance = Signal()                    # stages 0 and 1 advance (read ports enabled)
         # its next value, from the next values of valid1 and valid_s (their logic below)
-        ready = mac.operands.ready
+        # The array's ``ready`` computed here, from a copy of the array's rule beside the
+        # engine's flags (MacArray.last_may_enter_next, registered): the same value, but no
+        # net from the array's bank state runs through the engine's flags to the read ports'
+        # enables and their copies beside the block RAMs
+        may_enter = replica(m, mac.last_may_enter_next, "may_enter", init=1)
+        ready = Signal()
+        m.d.comb += ready.eq(~last2 | may_enter)
         valid1_next, valid_s_next, advance_next = Signal(), Signal(), Signal()
         m.d.comb += [
             valid1_next.eq(Mux(advance, early[-1][0] if early else issuing, valid1)),
