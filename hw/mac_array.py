@@ -93,7 +93,9 @@ Multipliers (``multiplier``)
   roughly ``min(a,b) * max(a,b)`` LUTs per element.
 * ``"dsp"``: one ``$mul`` per element for the DSP blocks (what the iCE40 needs:
   SB_MAC16 absorbs the registers there), as described below.
-* ``"ecp5_dsp"`` (ECP5 only; ``a_width, b_width <= 18``): each element's product
+* ``"ecp5_dsp"`` (ECP5 only; ``a_width, b_width <= 18``, or ``b_width`` up to 25 split
+  as for ``"dsp"``, see :func:`_dsp_split`: the block's product then meets the LUTs' high
+  part, summed meanwhile, in the fabric stage; the Trainer's default): each element's product
   is a MULT18X18D instantiated by hand (:mod:`hw.ecp5_dsp`) with its input,
   pipeline and output registers on ``CLK0``, always enabled (``CE0`` = 1; the
   array never stalls).  The operands go from the beat, sign-extended to 18 bits, straight
@@ -169,6 +171,8 @@ def pipeline_latency(a_width: int = ACT_WIDTH, b_width: int = WEIGHT_WIDTH,
     if multiplier == "dsp":
         return 5 if _dsp_split(a_width, b_width) else 4
     if multiplier == "ecp5_dsp":
+        # the same with b split (_dsp_split): the fabric stage adds the block's product and
+        # the LUTs' high part
         assert ECP5_DSP_REGISTERS["input_regs"], "the input registers are the operand stage"
         return 3 + mult18x18d_latency(**ECP5_DSP_REGISTERS) - 1 + ECP5_DSP_FABRIC_STAGES
     return 3 + max(1, ceil_log2(min(a_width, b_width)))
@@ -262,9 +266,12 @@ class MacArray(wiring.Component):
             raise ValueError(f"acc_width {acc_width} cannot hold an {a_width} x {b_width} product")
         if multiplier not in MULTIPLIERS:
             raise ValueError(f"multiplier must be one of {MULTIPLIERS}, got {multiplier!r}")
-        if multiplier == "ecp5_dsp" and max(a_width, b_width) > ECP5_DSP_MAX_WIDTH:
+        if (multiplier == "ecp5_dsp" and max(a_width, b_width) > ECP5_DSP_MAX_WIDTH
+                and not _dsp_split(a_width, b_width)):
             raise ValueError(f"multiplier='ecp5_dsp' takes operands of at most "
-                             f"{ECP5_DSP_MAX_WIDTH} bits, got {a_width} x {b_width}")
+                             f"{ECP5_DSP_MAX_WIDTH} bits (b of at most "
+                             f"{DSP_OPERAND_WIDTH - 1 + DSP_LUT_HIGH_BITS}, its high bits in "
+                             f"LUTs), got {a_width} x {b_width}")
         self.rows, self.cols = rows, cols
         self.a_width, self.b_width, self.acc_width = a_width, b_width, acc_width
         self.multiplier = multiplier
@@ -312,7 +319,8 @@ class MacArray(wiring.Component):
         # With multiplier="ecp5_dsp" the MULT18X18D input registers are this stage.
         valid1, first1, last1 = Signal(), Signal(), Signal()
         m.d.sync += [valid1.eq(accepted), first1.eq(beat.first), last1.eq(beat.last)]
-        if self.multiplier != "ecp5_dsp":
+        split = _dsp_split(self.a_width, self.b_width)
+        if self.multiplier != "ecp5_dsp" or split:
             a_reg = [Signal(signed(self.a_width), name=f"a_reg{r}", reset_less=True)
                      for r in range(rows)]
             b_reg = [Signal(signed(self.b_width), name=f"b_reg{c}", reset_less=True)
@@ -322,9 +330,24 @@ class MacArray(wiring.Component):
 
         # ---- product: one registered $mul (DSP) or a registered adder tree (LUTs) --
         product = [[None] * cols for _ in range(rows)]
+        low = DSP_OPERAND_WIDTH - 1
+
+        def high_part(r, c):
+            """``a * b[17:]`` (a few bits of ``b``) from shifted copies of ``a`` in LUTs, as two
+            registered partial sums, one stage after the operand registers."""
+            b_hi = b_reg[c][low:]
+            n_hi = len(b_hi)
+            assert n_hi <= DSP_LUT_HIGH_BITS
+            terms = [Mux(b_hi[i], a_reg[r], 0) << i for i in range(n_hi - 1)]
+            terms.append(-(Mux(b_hi[n_hi - 1], a_reg[r], 0) << (n_hi - 1)))
+            half = (len(terms) + 1) // 2
+            hi_w = self.a_width + n_hi + 1
+            h_a = Signal(signed(hi_w), name=f"product_hi_a_{r}_{c}", reset_less=True)
+            h_b = Signal(signed(hi_w), name=f"product_hi_b_{r}_{c}", reset_less=True)
+            m.d.sync += [h_a.eq(sum(terms[:half])), h_b.eq(sum(terms[half:]))]
+            return h_a, h_b
+
         if self.multiplier == "dsp":
-            split = _dsp_split(self.a_width, self.b_width)
-            low = DSP_OPERAND_WIDTH - 1
             for r in range(rows):
                 for c in range(cols):
                     p = Signal(signed(product_width), name=f"product_{r}_{c}", reset_less=True)
@@ -335,30 +358,35 @@ class MacArray(wiring.Component):
                         # shifted copies of a in LUTs, in two registered partial sums, so
                         # that each element takes one hard multiplier, not two
                         b_lo = Cat(b_reg[c][:low], 0).as_signed()
-                        b_hi = b_reg[c][low:]
-                        n_hi = len(b_hi)
-                        assert n_hi <= DSP_LUT_HIGH_BITS
                         p_lo = Signal(signed(self.a_width + low + 1), name=f"product_lo_{r}_{c}",
                                       reset_less=True)
-                        terms = [Mux(b_hi[i], a_reg[r], 0) << i for i in range(n_hi - 1)]
-                        terms.append(-(Mux(b_hi[n_hi - 1], a_reg[r], 0) << (n_hi - 1)))
-                        half = (len(terms) + 1) // 2
-                        hi_w = self.a_width + n_hi + 1
-                        h_a = Signal(signed(hi_w), name=f"product_hi_a_{r}_{c}", reset_less=True)
-                        h_b = Signal(signed(hi_w), name=f"product_hi_b_{r}_{c}", reset_less=True)
-                        m.d.sync += [p_lo.eq(a_reg[r] * b_lo), h_a.eq(sum(terms[:half])),
-                                     h_b.eq(sum(terms[half:])),
-                                     p.eq(p_lo + ((h_a + h_b) << low))]
+                        h_a, h_b = high_part(r, c)
+                        m.d.sync += [p_lo.eq(a_reg[r] * b_lo), p.eq(p_lo + ((h_a + h_b) << low))]
                     product[r][c] = p
             n_levels = 2 if split else 1
         elif self.multiplier == "ecp5_dsp":
             # One MULT18X18D per element, fed straight from the operand beat: its input
-            # registers, pipeline (and output) registers, always enabled.
+            # registers, pipeline (and output) registers, always enabled.  A ``b`` wider than
+            # 18 bits: the block multiplies ``b[:17]`` (as a non-negative 18-bit value), the
+            # LUTs ``b[17:]`` (high_part, then the two halves summed while the block's
+            # product is on its way), and the fabric stage adds the two.
+            dsp_latency = mult18x18d_latency(**ECP5_DSP_REGISTERS)
+            assert not split or (dsp_latency == 3 and ECP5_DSP_FABRIC_STAGES == 1)
             for r in range(rows):
                 for c in range(cols):
-                    dsp, p = mult18x18d(beat.a[r], beat.b[c], Const(1, 1), name=f"dsp_{r}_{c}",
+                    b_in = Cat(beat.b[c][:low], 0).as_signed() if split else beat.b[c]
+                    dsp, p = mult18x18d(beat.a[r], b_in, Const(1, 1), name=f"dsp_{r}_{c}",
                                         **ECP5_DSP_REGISTERS)
                     m.submodules[f"dsp_{r}_{c}"] = dsp
+                    if split:
+                        h_a, h_b = high_part(r, c)
+                        h = Signal(signed(len(h_a) + 1), name=f"product_hi_{r}_{c}",
+                                   reset_less=True)
+                        q = Signal(signed(product_width), name=f"product_{r}_{c}",
+                                   reset_less=True)
+                        m.d.sync += [h.eq(h_a + h_b), q.eq(p + (h << low))]
+                        product[r][c] = q
+                        continue
                     for stage in range(ECP5_DSP_FABRIC_STAGES):
                         q = Signal(signed(product_width), name=f"product_{r}_{c}_s{stage}",
                                    reset_less=True)

@@ -148,8 +148,10 @@ class Trainer(wiring.Component):
     Parameters
     ----------
     geometry : nitrod.isa.Geometry -- array side, memory depths and lane widths.
-    mac_options : further keyword arguments of the MacArray (default ``multiplier="dsp"``:
-        hard multipliers, as on the boards, so that simulation and bitstream are one design).
+    mac_options : further keyword arguments of the MacArray (default
+        ``multiplier="ecp5_dsp"``: one MULT18X18D per element with its own registers, as on
+        the ECP5 boards, so that simulation and bitstream are one design; Verilator runs the
+        block's model, sim/harness.py.  ``"dsp"`` leaves the multipliers to Yosys (iCE40)).
     bank_depth : words per memory bank (a power of two; hw/banked_memory.py): 2048, one
         DP16KD of 9-bit lanes on the ECP5, so that no depth multiplexer follows a block RAM.
     row_cycles : cycles each FORWARD, LOSS or SGD row takes to enter the post-processing
@@ -208,7 +210,7 @@ class Trainer(wiring.Component):
                                  acc_width=g.acc_width, a_depth=g.act_depth,
                                  b_depth=max(g.wgt_depth, g.err_depth), count_width=COUNT_WIDTH,
                                  cycle_width=32,
-                                 mac_options={"multiplier": "dsp", **(mac_options or {})},
+                                 mac_options={"multiplier": "ecp5_dsp", **(mac_options or {})},
                                  memories="external",
                                  read_latency=3)
         self.lanes = PostLanes(S, acc_width=g.acc_width, wgt_width=g.wgt_width,

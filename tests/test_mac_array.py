@@ -212,13 +212,13 @@ def test_corner_cases_extreme_operands(rng, multiplier):
     assert not out["overflow"].any() and out["sticky_overflow"] == 0
 
 
-@pytest.mark.parametrize("multiplier", ["lut", "dsp", "ecp5_dsp", "dsp-9x24"])
+@pytest.mark.parametrize("multiplier", ["lut", "dsp", "ecp5_dsp", "dsp-9x24", "ecp5_dsp-9x24"])
 def test_stalls_bubbles_and_backpressure(rng, multiplier):
     """Short tiles (last beats wait for the bank), gaps in the operand stream and a consumer
     that is not always ready: results stay exact and in order."""
     cfg = {**NARROW_3X5, "multiplier": multiplier}
-    if multiplier == "dsp-9x24":    # the Trainer's widths: b split over two hard multipliers
-        cfg.update(multiplier="dsp", a_width=9, b_width=24, acc_width=40)
+    if multiplier.endswith("-9x24"):    # the Trainer's widths: b's high bits in LUTs
+        cfg.update(multiplier=multiplier[:-5], a_width=9, b_width=24, acc_width=40)
     rows, cols = cfg["rows"], cfg["cols"]
     tiles = extreme_tiles(cfg, rng)
     for _ in range(150):
@@ -415,8 +415,11 @@ def test_ecp5_dsp_instantiates_one_mult18x18d_per_element():
 
 
 def test_ecp5_dsp_rejects_operands_wider_than_18_bits():
+    """Beyond 18 bits only ``b`` is taken, up to 25 (its 8 high bits in LUTs)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnusedElaboratable)
         with pytest.raises(ValueError):
-            MacArray(a_width=9, b_width=24, acc_width=40, multiplier="ecp5_dsp")
+            MacArray(a_width=19, b_width=18, acc_width=40, multiplier="ecp5_dsp")
+        with pytest.raises(ValueError):
+            MacArray(a_width=9, b_width=26, acc_width=40, multiplier="ecp5_dsp")
         gc.collect()

@@ -265,7 +265,7 @@ def test_start_is_busy_and_refuses_memory_writes_from_the_next_bus_cycle():
 
     g = Geometry(side=2, act_depth=64, wgt_depth=64, err_depth=64, code_depth=64,
                  prog_depth=16, label_depth=16)
-    dut = Trainer(g, bank_depth=32)
+    dut = Trainer(g, bank_depth=32, mac_options={"multiplier": "dsp"})   # no Instance here
     got = {}
 
     def addr(region, word=0):
