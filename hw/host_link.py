@@ -297,6 +297,11 @@ class HostLink(wiring.Component):
             self.bus.addr.eq(cur_addr),
             buf_r.addr.eq(word_idx),
             self.bus.w_data.eq(w_data),
+            # the WRITE buffer's address and data whatever the state (only its enable is
+            # PAYLOAD's): no state decode in front of the distributed RAM's write address,
+            # which was the 4 x 4 board build's critical path
+            buf_w.addr.eq(word_idx),
+            buf_w.data.eq(Cat(word[8:], self.rx.payload)),
         ]
 
         # The checks are registered in CHECK and acted on in DECIDE.  ``end`` is
@@ -365,11 +370,7 @@ class HostLink(wiring.Component):
 
             with m.State("PAYLOAD"):
                 m.d.comb += [self.rx.ready.eq(1), rx_crc.en.eq(accept)]
-                m.d.comb += [
-                    buf_w.addr.eq(word_idx),
-                    buf_w.data.eq(Cat(word[8:], self.rx.payload)),
-                    buf_w.en.eq(accept & (byte_idx == 3) & (word_idx < self.max_burst)),
-                ]
+                m.d.comb += buf_w.en.eq(accept & (byte_idx == 3) & (word_idx < self.max_burst))
                 with m.If(accept):
                     m.d.sync += [word.eq(Cat(word[8:], self.rx.payload)), byte_idx.eq(byte_idx + 1)]
                     with m.If(byte_idx == 3):
