@@ -274,6 +274,9 @@ _ECP5_85F_BOARD = dict(
     bram_bits=18432,
     memory_core_words=4096,
     link_max_burst=64,
+    # each MAC element's MULT18X18D with its own input, pipeline and output registers
+    # (hw/mac_array.py: "ecp5_dsp"); Yosys's mapping ("dsp") leaves them in the fabric
+    trainer_params={"mac_options": {"multiplier": "ecp5_dsp"}},
 )
 
 

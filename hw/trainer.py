@@ -148,10 +148,12 @@ class Trainer(wiring.Component):
     Parameters
     ----------
     geometry : nitrod.isa.Geometry -- array side, memory depths and lane widths.
-    mac_options : further keyword arguments of the MacArray (default
-        ``multiplier="ecp5_dsp"``: one MULT18X18D per element with its own registers, as on
-        the ECP5 boards, so that simulation and bitstream are one design; Verilator runs the
-        block's model, sim/harness.py.  ``"dsp"`` leaves the multipliers to Yosys (iCE40)).
+    mac_options : further keyword arguments of the MacArray (default ``multiplier="dsp"``:
+        hard multipliers mapped by Yosys, as on the iCE40).  The ECP5 boards pass
+        ``"ecp5_dsp"`` (each MULT18X18D with its own registers, array latency 6 instead of 5;
+        Verilator runs the block's model, sim/harness.py): the same results, one cycle later
+        per tile.  The default stays ``"dsp"`` because Verilator compiles the 64 blocks' model
+        of the 8 x 8 several times slower (tests/test_trainer.py runs both).
     bank_depth : words per memory bank (a power of two; hw/banked_memory.py): 2048, one
         DP16KD of 9-bit lanes on the ECP5, so that no depth multiplexer follows a block RAM.
     row_cycles : cycles each FORWARD, LOSS or SGD row takes to enter the post-processing
@@ -210,7 +212,7 @@ class Trainer(wiring.Component):
                                  acc_width=g.acc_width, a_depth=g.act_depth,
                                  b_depth=max(g.wgt_depth, g.err_depth), count_width=COUNT_WIDTH,
                                  cycle_width=32,
-                                 mac_options={"multiplier": "ecp5_dsp", **(mac_options or {})},
+                                 mac_options={"multiplier": "dsp", **(mac_options or {})},
                                  memories="external",
                                  read_latency=3)
         self.lanes = PostLanes(S, acc_width=g.acc_width, wgt_width=g.wgt_width,

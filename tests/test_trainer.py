@@ -79,6 +79,26 @@ def _clear(backend):
 @pytest.mark.parametrize("net_cfg", NETWORKS, ids=lambda c: f"{c[0]}-{'-'.join(map(str, c[1]))}"
                          f"-{c[2]}_M{c[3]}")
 def test_steps_are_bit_exact_with_golden(bus, net_cfg):
+    _check_steps(bus, net_cfg)
+
+
+@pytest.fixture(scope="module")
+def bus_ecp5():
+    """The Trainer as the ECP5 boards build it: each MAC element's MULT18X18D with its own
+    registers (hw/mac_array.py: "ecp5_dsp"; Verilator runs the block's model)."""
+    with SimBus.start(lambda: Trainer(GEOMETRY, bank_depth=BANK_DEPTH,
+                                      mac_options={"multiplier": "ecp5_dsp"}),
+                      "trainer_ecp5", read_latency=Trainer.READ_LATENCY) as b:
+        yield b
+
+
+@pytest.mark.parametrize("net_cfg", NETWORKS[::2], ids=lambda c: f"{c[0]}-{'-'.join(map(str, c[1]))}"
+                         f"-{c[2]}_M{c[3]}")
+def test_steps_are_bit_exact_with_golden_on_the_ecp5_blocks(bus_ecp5, net_cfg):
+    _check_steps(bus_ecp5, net_cfg)
+
+
+def _check_steps(bus, net_cfg):
     k, hidden, classes, cap, seed, slope, lrs, sizes = net_cfg
     rng = np.random.default_rng(seed)
     spec = _spec(k, hidden, classes, slope, rng)
