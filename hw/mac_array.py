@@ -95,7 +95,8 @@ Multipliers (``multiplier``)
   SB_MAC16 absorbs the registers there), as described below.
 * ``"ecp5_dsp"`` (ECP5 only; ``a_width, b_width <= 18``, or ``b_width`` up to 25 split
   as for ``"dsp"``, see :func:`_dsp_split`: the block's product then meets the LUTs' high
-  part, summed meanwhile, in the fabric stage; the Trainer's default): each element's product
+  part, summed meanwhile, in the fabric stage; what the ECP5 boards build the Trainer
+  with): each element's product
   is a MULT18X18D instantiated by hand (:mod:`hw.ecp5_dsp`) with its input,
   pipeline and output registers on ``CLK0``, always enabled (``CE0`` = 1; the
   array never stalls).  The operands go from the beat, sign-extended to 18 bits, straight

@@ -76,9 +76,9 @@ beat in stage 1 keeps its data.  No logic here uses the array's combinational ``
 engine computes the same value from a register of the array's rule (``~last2 |
 may_enter``, ``may_enter`` a copy of ``MacArray.last_may_enter_next``), and stage 2's data
 registers from copies of their own (hw/replica.py): each lane of ``a`` and of ``b`` has its own
-copies of ``last`` and of the rule, and the skid entry loads whenever it is empty.  One beat per cycle flows while the array is ready.  Beats of
-consecutive tiles follow each other without a gap (the tile switch is just another address
-update).
+copies of ``last`` and of the rule, and the skid entry loads whenever it is empty.  One beat
+per cycle flows while the array is ready.  Beats of consecutive tiles follow each other
+without a gap (the tile switch is just another address update).
 
 With ``results`` always ready, an instruction of ``T = tiles_r * tiles_c`` tiles takes exactly
 ``k_len + (T - 1) * max(k_len, mac.stream_beats) + fixed_cycles`` cycles (``cycles``;
