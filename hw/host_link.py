@@ -278,7 +278,8 @@ class HostLink(wiring.Component):
         # cycles left before the inter-byte timeout, minus one: it counts down in a frame
         # and its sign bit says the timeout has come, so the FSM tests one flip-flop (an
         # equality compare of the count there was a long path on the boards)
-        idle_left = Signal(signed(bits_for(self.timeout - 2) + 1), init=self.timeout - 2)
+        idle_reload = self.timeout - 2
+        idle_left = Signal(signed(bits_for(idle_reload) + 1), init=idle_reload)
         cur_addr = Signal(aw)
         w_data = Signal(DATA_WIDTH)          # the word being committed (registered buffer output)
         commit_last = Signal()               # the word in ``w_data`` is the burst's last
@@ -333,9 +334,9 @@ class HostLink(wiring.Component):
 
         def count_timeout():
             with m.If(accept):
-                m.d.sync += idle_left.eq(self.timeout - 2)
+                m.d.sync += idle_left.eq(idle_reload)
             with m.Elif(idle_left[-1]):
-                m.d.sync += idle_left.eq(self.timeout - 2)
+                m.d.sync += idle_left.eq(idle_reload)
                 fail(ERR_TIMEOUT)
             with m.Else():
                 m.d.sync += idle_left.eq(idle_left - 1)
@@ -344,7 +345,7 @@ class HostLink(wiring.Component):
             # ---------------------------------------------------------------- request
             with m.State("HUNT"):
                 m.d.comb += [self.rx.ready.eq(1), self.idle.eq(1), rx_crc.clear.eq(1)]
-                m.d.sync += [hdr_idx.eq(0), idle_left.eq(self.timeout - 2)]
+                m.d.sync += [hdr_idx.eq(0), idle_left.eq(idle_reload)]
                 with m.If(accept & (self.rx.payload == SYNC)):
                     m.next = "HEADER"
 

@@ -300,8 +300,8 @@ def test_start_is_busy_and_refuses_memory_writes_from_the_next_bus_cycle():
         ctx.set(dut.bus.w_en, 0)
         ctx.set(dut.bus.r_en, 0)
 
-    async def read_after(ctx, cycles_since_r_en=1):
-        await ctx.tick().repeat(Trainer.READ_LATENCY - cycles_since_r_en)
+    async def read_after(ctx):              # access() has ticked once since r_en
+        await ctx.tick().repeat(Trainer.READ_LATENCY - 1)
         return ctx.get(dut.bus.r_data)
 
     async def bench(ctx):
