@@ -16,6 +16,23 @@ Ports (one write and one read port, like the Trainer's memories)
   and the bank number is registered beside them, all on ``en`` (synchronous, non-transparent,
   held while ``en`` is 0: a block RAM read port).
 
+Registered ports (``registered_ports=True``)
+--------------------------------------------
+A block RAM's address, enable and data pins are the far end of whatever drives them: a
+multiplexer in front of them (the host's port or the datapath's) adds its routing from the
+logic that drives it to the blocks, spread over the die, in the same cycle.  With
+``registered_ports`` the memory keeps the last register in front of its blocks itself, so that
+the pins come from flip-flops the placer can put beside the blocks:
+
+* ``rd`` gains ``load``: a read address register loads ``addr`` in cycles with ``load``, and a
+  cycle with ``en`` reads the address that register holds (so an address reaches the block one
+  ``load`` later: a reader whose stages move on one enable passes it as both ``load`` and
+  ``en``, and the word arrives one stage later; a reader whose address is a register can pass
+  that register's next value with ``load`` = 1, and nothing is later);
+* ``wr``'s ``addr``, ``data`` and ``en`` are registered once: a write lands one cycle later.
+
+The collision watch then compares the registered values (what the blocks see).
+
 A reader does not see a data port: it calls :meth:`BankedMemory.registered` with the enable of
 the register it would have loaded from a read port's ``data``, and gets that register's value.
 
@@ -30,6 +47,8 @@ reports any collision (``STATUS.collision``) so that the claim is checked on eve
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from amaranth import Module, Mux, Signal
 from amaranth.lib import wiring
@@ -48,17 +67,21 @@ class BankedMemory(wiring.Component):
     shape : the word's shape (a width or a ``lib.data`` layout).
     depth : words (>= 1).
     bank_depth : words per bank, a power of two (the device's block depth for the word).
+    registered_ports : the read address and the write port registered in front of the
+        blocks (module docstring).
 
     Attributes: ``banks`` (their number), ``bank_sizes`` (words in each bank, in order),
     ``addr_width``.
     """
 
-    def __init__(self, shape, depth: int, bank_depth: int = 2048):
+    def __init__(self, shape, depth: int, bank_depth: int = 2048, *,
+                 registered_ports: bool = False):
         if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
             self._MustUse__silence = True       # never built: no "unused" warning
             raise ValueError(f"need depth >= 1 and a power-of-two bank_depth, got depth "
                              f"{depth}, bank_depth {bank_depth}")
         self.shape, self.depth = shape, depth
+        self.registered_ports = bool(registered_ports)
         self.bank_depth = min(bank_depth, 1 << ceil_log2(depth))
         self.banks = -(-depth // self.bank_depth)
         self.addr_width = max(1, ceil_log2(depth))
@@ -68,7 +91,8 @@ class BankedMemory(wiring.Component):
         super().__init__({
             "wr": In(wiring.Signature({"addr": Out(self.addr_width), "data": Out(shape),
                                        "en": Out(1)})),
-            "rd": In(wiring.Signature({"addr": Out(self.addr_width), "en": Out(1)})),
+            "rd": In(wiring.Signature({"addr": Out(self.addr_width), "en": Out(1),
+                                       **({"load": Out(1)} if registered_ports else {})})),
             "collision": Out(1),
         })
         # each bank's read data and the registered bank number, driven in elaborate()
@@ -104,11 +128,23 @@ class BankedMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         low = self._low
+        # what the blocks' pins see: the ports as they are, or registered (module docstring)
+        if self.registered_ports:
+            wr = SimpleNamespace(addr=Signal(self.addr_width, name="wr_addr_q", reset_less=True),
+                                 data=Signal(self.shape, name="wr_data_q", reset_less=True),
+                                 en=Signal(name="wr_en_q"))
+            m.d.sync += [wr.addr.eq(self.wr.addr), wr.data.eq(self.wr.data),
+                         wr.en.eq(self.wr.en)]
+            rd = SimpleNamespace(addr=Signal(self.addr_width, name="rd_addr_q",
+                                             reset_less=True), en=self.rd.en)
+            with m.If(self.rd.load):
+                m.d.sync += rd.addr.eq(self.rd.addr)
+        else:
+            wr, rd = self.wr, self.rd
         for b, size in enumerate(self.bank_sizes):
             m.submodules[f"bank{b}"] = mem = Memory(shape=self.shape, depth=size, init=[])
             wp = mem.write_port()
             rp = mem.read_port(domain="sync", transparent_for=())
-            wr, rd = self.wr, self.rd
             hit = (wr.addr[low:] == b) if self.addr_width > low else 1
             if mem.depth < self.bank_depth:     # a short last bank: its address would wrap
                 hit = hit & (wr.addr < self.depth)
@@ -121,9 +157,9 @@ class BankedMemory(wiring.Component):
         # collision watch: the port strobes registered, compared in the next cycle, registered
         w_q, r_q = Signal(), Signal()
         wa_q, ra_q = (Signal(self.addr_width, reset_less=True) for _ in range(2))
-        m.d.sync += [w_q.eq(self.wr.en), r_q.eq(self.rd.en), wa_q.eq(self.wr.addr),
-                     ra_q.eq(self.rd.addr), self.collision.eq(w_q & r_q & (wa_q == ra_q))]
+        m.d.sync += [w_q.eq(wr.en), r_q.eq(rd.en), wa_q.eq(wr.addr),
+                     ra_q.eq(rd.addr), self.collision.eq(w_q & r_q & (wa_q == ra_q))]
         if self.addr_width > low:
-            with m.If(self.rd.en):
-                m.d.sync += self._r_bank.eq(self.rd.addr[low:])
+            with m.If(rd.en):
+                m.d.sync += self._r_bank.eq(rd.addr[low:])
         return m

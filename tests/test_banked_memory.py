@@ -25,14 +25,15 @@ class _Reader(wiring.Component):
     """A BankedMemory and one reader register loaded on ``take``; with ``copies``, loaded one
     cycle after ``take``, each bank's register on a copy of its own (hw/replica.py)."""
 
-    def __init__(self, width, depth, bank_depth, copies=False):
+    def __init__(self, width, depth, bank_depth, copies=False, registered_ports=False):
         self.copies = copies
-        self.mem = BankedMemory(width, depth, bank_depth=bank_depth)
+        self.mem = BankedMemory(width, depth, bank_depth=bank_depth,
+                                registered_ports=registered_ports)
         aw = self.mem.addr_width
         super().__init__({
             "w_addr": In(aw), "w_data": In(width), "w_en": In(1),
-            "r_addr": In(aw), "r_en": In(1), "take": In(1), "word": Out(width),
-            "collision": Out(1),
+            "r_addr": In(aw), "r_en": In(1), "r_load": In(1), "take": In(1),
+            "word": Out(width), "collision": Out(1),
         })
 
     def elaborate(self, platform):
@@ -42,6 +43,8 @@ class _Reader(wiring.Component):
                      mem.wr.en.eq(self.w_en), mem.rd.addr.eq(self.r_addr),
                      mem.rd.en.eq(self.r_en),
                      self.collision.eq(mem.collision)]
+        if self.mem.registered_ports:
+            m.d.comb += mem.rd.load.eq(self.r_load)
         if self.copies:
             take = Signal()
             m.d.sync += take.eq(self.take)
@@ -52,12 +55,16 @@ class _Reader(wiring.Component):
         return m
 
 
-@pytest.mark.parametrize("depth,bank_depth,copies", [(1000, 256, False), (64, 16, False),
-                                                     (48, 64, False), (1, 8, False),
-                                                     (300, 128, False), (300, 64, True)])
-def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies):
+@pytest.mark.parametrize("depth,bank_depth,copies,registered_ports", [
+    (1000, 256, False, False), (64, 16, False, False), (48, 64, False, False),
+    (1, 8, False, False), (300, 128, False, False), (300, 64, True, False),
+    (1000, 256, False, True), (300, 64, True, True), (48, 64, False, True)])
+def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies,
+                                                    registered_ports):
+    """With ``registered_ports`` the model is a block RAM behind those registers: it reads
+    the address register (loaded on ``load``), and writes land one cycle late."""
     width = 12
-    dut = _Reader(width, depth, bank_depth, copies)
+    dut = _Reader(width, depth, bank_depth, copies, registered_ports)
     assert dut.mem.banks == -(-depth // min(bank_depth, 1 << max(0, (depth - 1).bit_length())))
     rng = random.Random(depth * 7 + bank_depth)
     aw = dut.mem.addr_width
@@ -69,6 +76,8 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies):
         reg = (None, None)           # (address, word) the reader's register would hold now
         collided = [False, False]    # collisions of the last two cycles
         take_before = False          # `take` of the cycle before (with copies)
+        addr_reg = 0                 # the read address register (registered_ports)
+        w_late = (False, 0, 0)       # the write registered in the last cycle (registered_ports)
         for _ in range(3000):
             w_en = rng.random() < 0.4
             w_addr = rng.randrange(1 << aw)
@@ -76,8 +85,12 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies):
             r_en = rng.random() < 0.6
             r_addr = rng.randrange(depth)
             take = rng.random() < 0.5
+            load = rng.random() < 0.5
             if rng.random() < 0.05:      # force some collisions
                 w_en, r_en, w_addr = True, True, r_addr
+                # registered: both registers take the address; a read next cycle meets it
+                load = True
+            ctx.set(dut.r_load, load)
             ctx.set(dut.w_en, w_en)
             ctx.set(dut.w_addr, w_addr)
             ctx.set(dut.w_data, w_data)
@@ -90,13 +103,26 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies):
             if (take_before if copies else take):
                 reg = port
             take_before = take
-            if r_en:
-                port = (r_addr, model[r_addr])
-            if w_en and w_addr < depth:
-                model[w_addr] = w_data
+            if registered_ports:
+                # the block reads the word at the address register; last cycle's write lands;
+                # this cycle's enters the write register; the address register loads
+                if r_en:
+                    port = (addr_reg, model[addr_reg] if addr_reg < depth else None)
+                met = w_late[0] and r_en and w_late[1] == addr_reg
+                if w_late[0] and w_late[1] < depth:
+                    model[w_late[1]] = w_late[2]
+                w_late = (w_en, w_addr, w_data)
+                if load:
+                    addr_reg = r_addr
+            else:
+                if r_en:
+                    port = (r_addr, model[r_addr])
+                met = w_en and r_en and w_addr == r_addr
+                if w_en and w_addr < depth:
+                    model[w_addr] = w_data
             got = ctx.get(dut.word)
             # collision: reported two cycles after the cycle in which both ports met
-            collided = [w_en and r_en and w_addr == r_addr, collided[0]]
+            collided = [met, collided[0]]
             assert ctx.get(dut.collision) == collided[1]
             checked["collisions"] += collided[1]
             if reg[1] is not None:
