@@ -75,7 +75,8 @@ class _RowWalk:
     row.  ``off`` and ``m`` are registers too (computed from the next counters on a step), so
     that an address is one adder away from flip-flops.  With ``base`` (constant while an
     instruction runs), ``addr = base + off`` is a register as well, so that a block RAM's read
-    address comes straight from flip-flops."""
+    address comes straight from flip-flops; ``addr_next`` is its next value (a memory's own
+    address register, hw/banked_memory.py, loads it to hold ``addr`` in the same cycle)."""
 
     def __init__(self, m: Module, name: str, side: int, cur, reset, step, base=None):
         S = side
@@ -129,17 +130,20 @@ class _RowWalk:
                 m.d.comb += [next_tile_off.eq(tile_off + cur.tc_stride), next_m.eq(self.tr_off)]
             m.d.comb += next_off.eq(next_tile_off)
         self.addr = sig("addr")
+        self.addr_next = sig("addr_next")
+        m.d.comb += self.addr_next.eq(self.addr)
+        m.d.sync += self.addr.eq(self.addr_next)
         with m.If(reset):
             m.d.sync += [r.eq(0) for r in regs.values()]
             m.d.sync += [self.off.eq(0), self.m.eq(0), tile_off.eq(0)]
             m.d.sync += [tc_last.eq(cur.tiles_c - 1), tr_last.eq(cur.tiles_r - 1)]
             if base is not None:
-                m.d.sync += self.addr.eq(base)
+                m.d.comb += self.addr_next.eq(base)
         with m.Elif(step):
             m.d.sync += [r.eq(n[k]) for k, r in regs.items()]
             m.d.sync += [self.off.eq(next_off), self.m.eq(next_m), tile_off.eq(next_tile_off)]
             if base is not None:
-                m.d.sync += self.addr.eq(base + next_off)
+                m.d.comb += self.addr_next.eq(base + next_off)
 
 
 class Trainer(wiring.Component):
@@ -214,7 +218,7 @@ class Trainer(wiring.Component):
                                  cycle_width=32,
                                  mac_options={"multiplier": "dsp", **(mac_options or {})},
                                  memories="external",
-                                 read_latency=3)
+                                 read_latency=4)
         self.lanes = PostLanes(S, acc_width=g.acc_width, wgt_width=g.wgt_width,
                                err_width=g.err_width,
                                fan_in_width=g.divisor_max.bit_length(),
@@ -261,11 +265,15 @@ class Trainer(wiring.Component):
 
         # ---- memories: one write port and one read port each -------------------------------
         # cut into banks of one block RAM's depth (hw/banked_memory.py); every reader
-        # registers each bank's word before the bank is selected
+        # registers each bank's word before the bank is selected.  The datapath's memories
+        # keep the registers in front of their blocks themselves (registered_ports): the
+        # multiplexer between the host's port and the datapath's comes before them.
         mems, wr, rd = {}, {}, {}
         collision = Signal()                  # sticky: some memory's read met its write
+        dp_regions = (Region.ACT, Region.WGT, Region.ERR, Region.CODE)
         for region, shape in self.words.items():
-            mem = BankedMemory(shape, g.depth(region), bank_depth=self.bank_depth)
+            mem = BankedMemory(shape, g.depth(region), bank_depth=self.bank_depth,
+                               registered_ports=region in dp_regions)
             m.submodules[f"mem_{region.name.lower()}"] = mems[region] = mem
             wr[region], rd[region] = mem.wr, mem.rd
             with m.If(mem.collision):
@@ -496,10 +504,10 @@ class Trainer(wiring.Component):
         m.d.comb += lanes.clear.eq(clear)
 
         # ---- engine operand reads ----------------------------------------------------------
-        # read latency 3: each block RAM's output is registered twice as it is (on the port's
+        # read latency 4: the address is registered in front of the block RAM (the memory's
+        # own register, below), its output is registered twice as it is (on the port's
         # enable; the first register may sit beside the RAM), and only then is the B source
         # selected
-        act_rd, wgt_rd, err_rd = rd[Region.ACT], rd[Region.WGT], rd[Region.ERR]
         act_q, wgt_q, err_q = (Signal(self.words[r], reset_less=True)
                                for r in (Region.ACT, Region.WGT, Region.ERR))
         # every bank's register and each of act_q/wgt_q/err_q loads on a copy of the port's
@@ -562,13 +570,12 @@ class Trainer(wiring.Component):
             res.ready.eq(run & has_credit & spaced),
             take_f.eq(res.valid & res.ready),
         ]
-        # the front's aux address (CODE or WGT word of the row taken) is a register of the walker
+        # the front's aux address (CODE or WGT word of the row taken) is a register of the
+        # walker, front.addr; the memory's address register holds the same (front.addr_next)
         front = _RowWalk(m, "front", S, cur, issue, take_f,
                          base=Mux(op == Op.SGD, cur.row_base, cur.aux_base))
-        aux_addr = front.addr
         m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row), valid2.eq(valid1),
                      valid3.eq(valid2)]
-        code_rd = rd[Region.CODE]
         # F1 and F2's registers load on copies of valid1 and valid2 (hw/replica.py): one per
         # bank register and per row register, which sit far apart
         with m.If(replica(m, take_f, "row2_en")):
@@ -748,9 +755,9 @@ class Trainer(wiring.Component):
         # The datapath's writes are registered (dp_wr) before the port multiplexer: the row
         # values, masks and the transposer's column select end at a flip-flop, and the block
         # RAMs' write ports see only that register and the busy/host multiplexer.  A write
-        # lands one cycle later; the next instruction's first read is at least four cycles
-        # after the last write of this one (FETCH, LOAD, LOAD2, DECODE).
-        dp_regions = (Region.ACT, Region.WGT, Region.ERR, Region.CODE)
+        # lands one cycle later (two: the memory registers it again, registered_ports); the
+        # next instruction's first read is at least five cycles after the last write of this
+        # one (FETCH, LOAD, LOAD2, DECODE, ISSUE, then the read address register).
         dp_wr = {r: SimpleNamespace(
                      addr=Signal.like(wr[r].addr, name=f"dp_wr_{r.name.lower()}_addr",
                                       reset_less=True),
@@ -789,23 +796,42 @@ class Trainer(wiring.Component):
             with m.Else():
                 host_ports(r)
 
-        # read ports: the datapath while busy, the host while idle
-        # (the block RAMs read only a beat's word: the stages move on eng.*_rd.en)
-        with m.If(busy_of[Region.ACT]):
-            m.d.comb += [act_rd.addr.eq(eng.a_rd.addr),
-                         act_rd.en.eq(eng.a_rd.en & eng.a_rd.valid)]
-        with m.If(busy_of[Region.ERR]):
-            m.d.comb += [err_rd.addr.eq(eng.b_rd.addr),
-                         err_rd.en.eq(eng.b_rd.en & eng.b_rd.valid)]
-        with m.If(busy_of[Region.CODE]):
-            m.d.comb += [code_rd.addr.eq(aux_addr), code_rd.en.eq(take_f)]
-        with m.If(busy_of[Region.WGT]):
-            with m.If(op == Op.SGD):
-                m.d.comb += [wgt_rd.addr.eq(aux_addr), wgt_rd.en.eq(take_f)]
-            with m.Else():
-                m.d.comb += [wgt_rd.addr.eq(eng.b_rd.addr),
-                             wgt_rd.en.eq(eng.b_rd.en & eng.b_rd.valid)]
-        for r in self.words:
+        # Read ports: the datapath while busy, the host while idle.  The datapath's memories
+        # read the address their own register holds (registered_ports), so each source
+        # offers the value that register is to hold next:
+        # * the engine's port, with its stages (load and read on eng.*_rd.en: the address
+        #   register is the first of its read_latency = 4 stages; ``valid`` travels beside
+        #   it, and the block RAM reads only a beat's word);
+        # * the front's walker, whose next address makes the register hold ``front.addr``;
+        # * the host's offset, whose registered copy is the host's word address.
+        for r in (Region.PROG, Region.LABEL):
             with m.If(~busy_of[r]):
                 m.d.comb += [rd[r].addr.eq(host_word_q[r]), rd[r].en.eq(host_rd_q[r])]
+        for r in dp_regions:
+            with m.If(~busy_of[r]):
+                m.d.comb += [rd[r].addr.eq(offset[chunk_bits_of(g.word_bits(r)):]),
+                             rd[r].load.eq(1), rd[r].en.eq(host_rd_q[r])]
+
+        def engine_reads(r, port):
+            beat = Signal(name=f"{r.name.lower()}_rd_beat")     # the address register's valid
+            with m.If(port.en):
+                m.d.sync += beat.eq(port.valid)
+            m.d.comb += [rd[r].addr.eq(port.addr), rd[r].load.eq(port.en),
+                         rd[r].en.eq(port.en & beat)]
+
+        def front_reads(r):
+            m.d.comb += [rd[r].addr.eq(front.addr_next), rd[r].load.eq(1),
+                         rd[r].en.eq(take_f)]
+
+        with m.If(busy_of[Region.ACT]):
+            engine_reads(Region.ACT, eng.a_rd)
+        with m.If(busy_of[Region.ERR]):
+            engine_reads(Region.ERR, eng.b_rd)
+        with m.If(busy_of[Region.CODE]):
+            front_reads(Region.CODE)
+        with m.If(busy_of[Region.WGT]):
+            with m.If(op == Op.SGD):
+                front_reads(Region.WGT)
+            with m.Else():
+                engine_reads(Region.WGT, eng.b_rd)
         return m
