@@ -276,6 +276,30 @@ def test_a_row_the_lanes_were_not_ready_for_is_reported_and_cleared():
 
 # ------------------------------------------------------------- START, seen from the bus
 
+# A 2 x 2 Trainer for the tests that drive its bus cycle by cycle in Amaranth's simulator
+SMALL = Geometry(side=2, act_depth=64, wgt_depth=64, err_depth=64, code_depth=64,
+                 prog_depth=16, label_depth=16)
+
+
+def _small_trainer():
+    return Trainer(SMALL, bank_depth=32, mac_options={"multiplier": "dsp"})  # no Instance here
+
+
+def _small_addr(region, word=0, chunk=0):
+    return isa.bus_address(region, word, chunk, SMALL.word_bits(region))
+
+
+async def _bus_access(ctx, dut, address, data=None):
+    """One bus cycle: a write of ``data``, or a read (its word comes READ_LATENCY later)."""
+    ctx.set(dut.bus.addr, address)
+    ctx.set(dut.bus.w_data, data or 0)
+    ctx.set(dut.bus.w_en, data is not None)
+    ctx.set(dut.bus.r_en, data is None)
+    await ctx.tick()
+    ctx.set(dut.bus.w_en, 0)
+    ctx.set(dut.bus.r_en, 0)
+
+
 def test_start_is_busy_and_refuses_memory_writes_from_the_next_bus_cycle():
     """The START strobe is registered after the bus decode (one cycle before the sequencer
     leaves IDLE); from the very next bus cycle the host must still see STATUS.busy, and a
@@ -283,22 +307,12 @@ def test_start_is_busy_and_refuses_memory_writes_from_the_next_bus_cycle():
     Amaranth's simulator, one bus access per cycle; the program is PROG[0] = 0, an END."""
     from amaranth.sim import Simulator
 
-    g = Geometry(side=2, act_depth=64, wgt_depth=64, err_depth=64, code_depth=64,
-                 prog_depth=16, label_depth=16)
-    dut = Trainer(g, bank_depth=32, mac_options={"multiplier": "dsp"})   # no Instance here
+    dut = _small_trainer()
     got = {}
-
-    def addr(region, word=0):
-        return isa.bus_address(region, word, 0, g.word_bits(region))
+    addr = _small_addr
 
     async def access(ctx, address, data=None):
-        ctx.set(dut.bus.addr, address)
-        ctx.set(dut.bus.w_data, data or 0)
-        ctx.set(dut.bus.w_en, data is not None)
-        ctx.set(dut.bus.r_en, data is None)
-        await ctx.tick()
-        ctx.set(dut.bus.w_en, 0)
-        ctx.set(dut.bus.r_en, 0)
+        await _bus_access(ctx, dut, address, data)
 
     async def read_after(ctx):              # access() has ticked once since r_en
         await ctx.tick().repeat(Trainer.READ_LATENCY - 1)
@@ -326,3 +340,52 @@ def test_start_is_busy_and_refuses_memory_writes_from_the_next_bus_cycle():
     assert got["status_end"] == 1 << bits["done"], hex(got["status_end"])
     assert got["status_write"] >> bits["access_error"] & 1, hex(got["status_write"])
     assert not got["status_write"] >> bits["busy"] & 1
+
+
+def test_a_host_write_reads_back_from_the_second_bus_cycle_and_the_first_is_a_collision():
+    """The datapath's memories register a write once more in front of their blocks
+    (registered_ports): a host write lands one cycle later than the bus decode.  A read two bus
+    cycles after the write sees the new word; a read in the very next bus cycle meets the
+    write in the block, which STATUS.collision must report (docs/ARCHITECTURE.md section 7).
+    Amaranth's simulator, one bus access per cycle."""
+    from amaranth.sim import Simulator
+
+    dut = _small_trainer()
+    got = {}
+    addr = _small_addr
+
+    async def access(ctx, address, data=None):
+        await _bus_access(ctx, dut, address, data)
+
+    async def read(ctx, address):
+        await access(ctx, address)
+        await ctx.tick().repeat(Trainer.READ_LATENCY - 1)
+        return ctx.get(dut.bus.r_data)
+
+    async def bench(ctx):
+        # (region, word, its 32-bit chunks in order: the last one writes the word)
+        for region, word, chunks in ((Region.ACT, 3, [0x5A]), (Region.ERR, 5, [0x1234, 0x5]),
+                                     (Region.WGT, 2, [0x789, 0x6]), (Region.CODE, 7, [0x3])):
+            assert len(chunks) == isa.chunks_of(SMALL.word_bits(region))
+            for c, value in enumerate(chunks):
+                await access(ctx, addr(region, word, c), value)
+            await ctx.tick()                                    # one bus cycle between
+            got[region, "later"] = await read(ctx, addr(region, word, len(chunks) - 1))
+        got["status_later"] = await read(ctx, addr(Region.REGS, Reg.STATUS))
+        await access(ctx, addr(Region.ACT, 4), 0x33)
+        got["next"] = await read(ctx, addr(Region.ACT, 4))     # the very next bus cycle
+        got["status_next"] = await read(ctx, addr(Region.REGS, Reg.STATUS))
+        got["again"] = await read(ctx, addr(Region.ACT, 4))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    bit = 1 << isa.STATUS_BITS["collision"]
+    assert got[Region.ACT, "later"] == 0x5A
+    assert got[Region.ERR, "later"] == 0x5
+    assert got[Region.WGT, "later"] == 0x6
+    assert got[Region.CODE, "later"] == 0x3
+    assert not got["status_later"] & bit, hex(got["status_later"])
+    assert got["status_next"] & bit, hex(got["status_next"])
+    assert got["again"] == 0x33
