@@ -75,8 +75,9 @@ class _RowWalk:
     row.  ``off`` and ``m`` are registers too (computed from the next counters on a step), so
     that an address is one adder away from flip-flops.  With ``base`` (constant while an
     instruction runs), ``addr = base + off`` is a register as well, so that a block RAM's read
-    address comes straight from flip-flops; ``addr_next`` is its next value (a memory's own
-    address register, hw/banked_memory.py, loads it to hold ``addr`` in the same cycle)."""
+    address comes straight from flip-flops; ``addr_next`` and ``m_next`` are the next values of
+    ``addr`` and ``m`` (a memory's own address register, hw/banked_memory.py, loads one to
+    hold the same address in the same cycle)."""
 
     def __init__(self, m: Module, name: str, side: int, cur, reset, step, base=None):
         S = side
@@ -131,17 +132,20 @@ class _RowWalk:
             m.d.comb += next_off.eq(next_tile_off)
         self.addr = sig("addr")
         self.addr_next = sig("addr_next")
-        m.d.comb += self.addr_next.eq(self.addr)
-        m.d.sync += self.addr.eq(self.addr_next)
+        self.m_next = sig("m_next")
+        m.d.comb += [self.addr_next.eq(self.addr), self.m_next.eq(self.m)]
+        m.d.sync += [self.addr.eq(self.addr_next), self.m.eq(self.m_next)]
         with m.If(reset):
             m.d.sync += [r.eq(0) for r in regs.values()]
-            m.d.sync += [self.off.eq(0), self.m.eq(0), tile_off.eq(0)]
+            m.d.sync += [self.off.eq(0), tile_off.eq(0)]
+            m.d.comb += self.m_next.eq(0)
             m.d.sync += [tc_last.eq(cur.tiles_c - 1), tr_last.eq(cur.tiles_r - 1)]
             if base is not None:
                 m.d.comb += self.addr_next.eq(base)
         with m.Elif(step):
             m.d.sync += [r.eq(n[k]) for k, r in regs.items()]
-            m.d.sync += [self.off.eq(next_off), self.m.eq(next_m), tile_off.eq(next_tile_off)]
+            m.d.sync += [self.off.eq(next_off), tile_off.eq(next_tile_off)]
+            m.d.comb += self.m_next.eq(next_m)
             if base is not None:
                 m.d.comb += self.addr_next.eq(base + next_off)
 
@@ -266,14 +270,14 @@ class Trainer(wiring.Component):
         # ---- memories: one write port and one read port each -------------------------------
         # cut into banks of one block RAM's depth (hw/banked_memory.py); every reader
         # registers each bank's word before the bank is selected.  The datapath's memories
-        # keep the registers in front of their blocks themselves (registered_ports): the
-        # multiplexer between the host's port and the datapath's comes before them.
+        # (all of them) keep the registers in front of their blocks themselves
+        # (registered_ports): the multiplexer between the host's port and the datapath's
+        # comes before them.
         mems, wr, rd = {}, {}, {}
         collision = Signal()                  # sticky: some memory's read met its write
-        dp_regions = (Region.ACT, Region.WGT, Region.ERR, Region.CODE)
         for region, shape in self.words.items():
             mem = BankedMemory(shape, g.depth(region), bank_depth=self.bank_depth,
-                               registered_ports=region in dp_regions)
+                               registered_ports=True)
             m.submodules[f"mem_{region.name.lower()}"] = mems[region] = mem
             wr[region], rd[region] = mem.wr, mem.rd
             with m.If(mem.collision):
@@ -448,15 +452,19 @@ class Trainer(wiring.Component):
         busy_next = Signal()
         m.d.comb += busy_next.eq(busy)
         m.d.sync += busy.eq(busy_next)
+        # pc's next value: PROG's address register loads it (registered_ports), so that it
+        # holds pc in FETCH
+        pc_next = Signal.like(pc)
+        m.d.comb += pc_next.eq(pc)
+        m.d.sync += pc.eq(pc_next)
         with m.FSM(name="seq"):
             with m.State("IDLE"):
                 with m.If(start):
-                    m.d.comb += busy_next.eq(1)
-                    m.d.sync += [pc.eq(prog_start), cycles.eq(0), retired.eq(0),
-                                 done_flag.eq(0)]
+                    m.d.comb += [busy_next.eq(1), pc_next.eq(prog_start)]
+                    m.d.sync += [cycles.eq(0), retired.eq(0), done_flag.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                m.d.comb += [prog_rd.addr.eq(pc), prog_rd.en.eq(1)]
+                m.d.comb += prog_rd.en.eq(1)
                 m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += loading.eq(1)
@@ -487,7 +495,8 @@ class Trainer(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(instr_done):
-                    m.d.sync += [pc.eq(pc + 1), retired.eq(retired + 1), run.eq(0)]
+                    m.d.comb += pc_next.eq(pc + 1)
+                    m.d.sync += [retired.eq(retired + 1), run.eq(0)]
                     m.next = "FETCH"
         for name in eng.instr_layout.members:
             m.d.comb += eng.instr.payload[name].eq(cur[name])
@@ -740,7 +749,7 @@ class Trainer(wiring.Component):
         column = [tbuf[i][0] for i in range(S)]
 
         # LABEL[m] of the row taken (W0), registered in W1 and W2
-        m.d.comb += [label_rd.addr.eq(walk.m), label_rd.en.eq(take_w)]
+        # (read with take_w at walk.m: the port's code is below, with the other regions')
 
         # ---- memory port multiplexing ---------------------------------------------------------
         def host_ports(r):
@@ -758,6 +767,7 @@ class Trainer(wiring.Component):
         # lands one cycle later (two: the memory registers it again, registered_ports); the
         # next instruction's first read is at least five cycles after the last write of this
         # one (FETCH, LOAD, LOAD2, DECODE, ISSUE, then the read address register).
+        dp_regions = (Region.ACT, Region.WGT, Region.ERR, Region.CODE)
         dp_wr = {r: SimpleNamespace(
                      addr=Signal.like(wr[r].addr, name=f"dp_wr_{r.name.lower()}_addr",
                                       reset_less=True),
@@ -796,21 +806,26 @@ class Trainer(wiring.Component):
             with m.Else():
                 host_ports(r)
 
-        # Read ports: the datapath while busy, the host while idle.  The datapath's memories
-        # read the address their own register holds (registered_ports), so each source
-        # offers the value that register is to hold next:
+        # Read ports: the datapath while busy, the host while idle.  The memories read the
+        # address their own register holds (registered_ports), so each source offers the
+        # value that register is to hold next:
         # * the engine's port, with its stages (load and read on eng.*_rd.en: the address
         #   register is the first of its read_latency = 4 stages; ``valid`` travels beside
         #   it, and the block RAM reads only a beat's word);
-        # * the front's walker, whose next address makes the register hold ``front.addr``;
+        # * the front's walker, whose next address makes the register hold ``front.addr``,
+        #   and the writer's, whose next row index makes LABEL's hold ``walk.m``;
+        # * the sequencer's next pc, from the START on (``engaged``), so that PROG's
+        #   register holds pc in FETCH (the FSM reads it there);
         # * the host's offset, whose registered copy is the host's word address.
-        for r in (Region.PROG, Region.LABEL):
-            with m.If(~busy_of[r]):
-                m.d.comb += [rd[r].addr.eq(host_word_q[r]), rd[r].en.eq(host_rd_q[r])]
-        for r in dp_regions:
+        for r in self.words:
             with m.If(~busy_of[r]):
                 m.d.comb += [rd[r].addr.eq(offset[chunk_bits_of(g.word_bits(r)):]),
                              rd[r].load.eq(1), rd[r].en.eq(host_rd_q[r])]
+        with m.If(engaged):
+            m.d.comb += [prog_rd.addr.eq(pc_next), prog_rd.load.eq(1)]
+        with m.If(busy_of[Region.LABEL]):
+            m.d.comb += [label_rd.addr.eq(walk.m_next), label_rd.load.eq(1),
+                         label_rd.en.eq(take_w)]
 
         def engine_reads(r, port):
             beat = Signal(name=f"{r.name.lower()}_rd_beat")     # the address register's valid

@@ -343,8 +343,8 @@ def test_start_is_busy_and_refuses_memory_writes_from_the_next_bus_cycle():
 
 
 def test_a_host_write_reads_back_from_the_second_bus_cycle_and_the_first_is_a_collision():
-    """The datapath's memories register a write once more in front of their blocks
-    (registered_ports): a host write lands one cycle later than the bus decode.  A read two bus
+    """The memories register a write once more in front of their blocks (registered_ports):
+    a host write lands one cycle later than the bus decode.  A read two bus
     cycles after the write sees the new word; a read in the very next bus cycle meets the
     write in the block, which STATUS.collision must report (docs/ARCHITECTURE.md section 7).
     Amaranth's simulator, one bus access per cycle."""
@@ -364,8 +364,10 @@ def test_a_host_write_reads_back_from_the_second_bus_cycle_and_the_first_is_a_co
 
     async def bench(ctx):
         # (region, word, its 32-bit chunks in order: the last one writes the word)
+        prog = [0x100 + c for c in range(isa.chunks_of(SMALL.word_bits(Region.PROG)))]
         for region, word, chunks in ((Region.ACT, 3, [0x5A]), (Region.ERR, 5, [0x1234, 0x5]),
-                                     (Region.WGT, 2, [0x789, 0x6]), (Region.CODE, 7, [0x3])):
+                                     (Region.WGT, 2, [0x789, 0x6]), (Region.CODE, 7, [0x3]),
+                                     (Region.LABEL, 1, [0x42]), (Region.PROG, 2, prog)):
             assert len(chunks) == isa.chunks_of(SMALL.word_bits(region))
             for c, value in enumerate(chunks):
                 await access(ctx, addr(region, word, c), value)
@@ -386,6 +388,9 @@ def test_a_host_write_reads_back_from_the_second_bus_cycle_and_the_first_is_a_co
     assert got[Region.ERR, "later"] == 0x5
     assert got[Region.WGT, "later"] == 0x6
     assert got[Region.CODE, "later"] == 0x3
+    assert got[Region.LABEL, "later"] == 0x42
+    assert got[Region.PROG, "later"] == 0x100 + isa.chunks_of(SMALL.word_bits(Region.PROG)) - 1
     assert not got["status_later"] & bit, hex(got["status_later"])
     assert got["status_next"] & bit, hex(got["status_next"])
     assert got["again"] == 0x33
+
