@@ -299,7 +299,9 @@ class Trainer(wiring.Component):
         start = Signal()                      # a START written in the last bus cycle (a
                                               # flip-flop: the bus decode stays off the
                                               # sequencer's next state and busy's copies)
-        clear = Signal()
+        clear = Signal()                      # a CONTROL clear written in the last bus cycle
+                                              # (a flip-flop, as start: the decode stays off
+                                              # the sticky flags' enables)
         instr_done = Signal()
         issue = Signal()                      # ISSUE state: walkers reset, engine offered
         run = Signal()                        # in the RUN state (a flip-flop of its own, not
@@ -363,21 +365,24 @@ class Trainer(wiring.Component):
             return Cat(stage_q[:32 * (nch - 1)], w_data_q)[:g.word_bits(r)]
 
         # register writes
-        m.d.sync += start.eq(0)
+        m.d.sync += [start.eq(0), clear.eq(0)]
         with m.If(bus_w_en & (region == Region.REGS)):
             with m.Switch(offset):
                 with m.Case(Reg.CONTROL):
-                    m.d.sync += start.eq(bus_w_data[0] & ~engaged)
-                    m.d.comb += clear.eq(bus_w_data[1])
+                    m.d.sync += [start.eq(bus_w_data[0] & ~engaged), clear.eq(bus_w_data[1])]
                 with m.Case(Reg.PROG_START):
                     m.d.sync += prog_start.eq(bus_w_data)
 
         # register reads: value registered, memory words chunk-selected, one cycle latency
         reg_value = Signal(32)
-        status = Cat(engaged, done_flag, op_error, access_error, collision, tile_lost, row_lost)
-        overflow = Cat(ovf_mac, ovf_backerr, lanes.sgd_overflow)
+        errors = Cat(op_error, access_error, collision, tile_lost, row_lost)   # sticky
+        overflow = Cat(ovf_mac, ovf_backerr, lanes.sgd_overflow)                # sticky
         m.d.comb += self.overflow.eq(overflow)
-        reg_table = {Reg.ID: MAGIC, Reg.STATUS: status, Reg.OVERFLOW: overflow,
+        # the sticky flags read as cleared from the bus cycle after the CONTROL write, in
+        # which the clear flip-flop clears them
+        status = Cat(engaged, done_flag, errors & ~clear.replicate(len(errors)))
+        reg_table = {Reg.ID: MAGIC, Reg.STATUS: status,
+                     Reg.OVERFLOW: overflow & ~clear.replicate(len(overflow)),
                      Reg.CYCLES: cycles, Reg.RETIRED: retired, Reg.PROG_START: prog_start,
                      **g.registers()}
         with m.Switch(offset):

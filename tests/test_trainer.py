@@ -98,6 +98,7 @@ def test_steps_are_bit_exact_with_golden_on_the_ecp5_blocks(bus_ecp5, net_cfg):
     _check_steps(bus_ecp5, net_cfg)
 
 
+
 def _check_steps(bus, net_cfg):
     k, hidden, classes, cap, seed, slope, lrs, sizes = net_cfg
     rng = np.random.default_rng(seed)
@@ -394,3 +395,33 @@ def test_a_host_write_reads_back_from_the_second_bus_cycle_and_the_first_is_a_co
     assert got["status_next"] & bit, hex(got["status_next"])
     assert got["again"] == 0x33
 
+
+def test_a_clear_shows_in_status_from_the_next_bus_cycle():
+    """CONTROL bit 1 loads a clear flip-flop (the decode stays off the sticky flags'
+    enables), which clears the flags one cycle later; STATUS must still read them as cleared
+    in the very next bus cycle.  Amaranth's simulator, one bus access per cycle."""
+    from amaranth.sim import Simulator
+
+    dut = _small_trainer()
+    got = {}
+
+    async def read(ctx, address):
+        await _bus_access(ctx, dut, address)
+        await ctx.tick().repeat(Trainer.READ_LATENCY - 1)
+        return ctx.get(dut.bus.r_data)
+
+    async def bench(ctx):
+        status = _small_addr(Region.REGS, Reg.STATUS)
+        await _bus_access(ctx, dut, _small_addr(Region.ACT, SMALL.act_depth + 3))  # refused
+        got["set"] = await read(ctx, status)
+        await _bus_access(ctx, dut, _small_addr(Region.REGS, Reg.CONTROL), 2)
+        got["next"] = await read(ctx, status)
+        got["later"] = await read(ctx, status)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    bit = 1 << isa.STATUS_BITS["access_error"]
+    assert got["set"] & bit, hex(got["set"])
+    assert got["next"] == got["later"] == 0, (hex(got["next"]), hex(got["later"]))
