@@ -98,6 +98,22 @@ def test_steps_are_bit_exact_with_golden_on_the_ecp5_blocks(bus_ecp5, net_cfg):
     _check_steps(bus_ecp5, net_cfg)
 
 
+@pytest.fixture(scope="module")
+def bus_rows1():
+    """A Trainer whose lanes take a row every cycle (``row_cycles=1``: one Scaler, NitroRelu
+    and SgdUpdate unit per lane), so that the front and the writer take rows back to back in
+    FORWARD, LOSS and SGD too, and each memory's address register must load the walkers' next
+    address, not their address."""
+    with SimBus.start(lambda: Trainer(GEOMETRY, bank_depth=BANK_DEPTH, row_cycles=1),
+                      "trainer_rows1", read_latency=Trainer.READ_LATENCY) as b:
+        yield b
+
+
+@pytest.mark.parametrize("net_cfg", NETWORKS[1::2], ids=lambda c: f"{c[0]}-{'-'.join(map(str, c[1]))}"
+                         f"-{c[2]}_M{c[3]}")
+def test_steps_are_bit_exact_with_golden_with_a_row_every_cycle(bus_rows1, net_cfg):
+    _check_steps(bus_rows1, net_cfg)
+
 
 def _check_steps(bus, net_cfg):
     k, hidden, classes, cap, seed, slope, lrs, sizes = net_cfg
