@@ -832,26 +832,29 @@ class Trainer(wiring.Component):
             m.d.comb += [label_rd.addr.eq(walk.m_next), label_rd.load.eq(1),
                          label_rd.en.eq(take_w)]
 
-        def engine_reads(r, port):
+        def engine_reads(r, port, used=1):
+            # ``used``: the instruction takes its operand from this memory (WGT and ERR share
+            # the engine's B port; the other one reads nothing, rather than words at the
+            # operand's addresses that the writer may be writing)
             beat = Signal(name=f"{r.name.lower()}_rd_beat")     # the address register's valid
             with m.If(port.en):
-                m.d.sync += beat.eq(port.valid)
+                m.d.sync += beat.eq(port.valid & used)
             m.d.comb += [rd[r].addr.eq(port.addr), rd[r].load.eq(port.en),
                          rd[r].en.eq(port.en & beat)]
 
-        def front_reads(r):
+        def front_reads(r, used):
             m.d.comb += [rd[r].addr.eq(front.addr_next), rd[r].load.eq(1),
-                         rd[r].en.eq(take_f)]
+                         rd[r].en.eq(take_f & used)]
 
         with m.If(busy_of[Region.ACT]):
             engine_reads(Region.ACT, eng.a_rd)
         with m.If(busy_of[Region.ERR]):
-            engine_reads(Region.ERR, eng.b_rd)
+            engine_reads(Region.ERR, eng.b_rd, used=cur.b_src)
         with m.If(busy_of[Region.CODE]):
-            front_reads(Region.CODE)
+            front_reads(Region.CODE, used=op == Op.BACKWARD)     # NitroReluBackward's codes
         with m.If(busy_of[Region.WGT]):
             with m.If(op == Op.SGD):
-                front_reads(Region.WGT)
+                front_reads(Region.WGT, used=1)
             with m.Else():
-                engine_reads(Region.WGT, eng.b_rd)
+                engine_reads(Region.WGT, eng.b_rd, used=~cur.b_src)
         return m

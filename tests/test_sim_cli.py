@@ -68,3 +68,13 @@ def test_first_difference():
 def test_sim_refuses_cnn(capsys):
     assert main(["sim", "--dataset", "digits", "--model", "cnn", "--epochs", "1"]) == 2
     assert "MLP" in capsys.readouterr().err
+
+
+def test_bench_sim_step_has_no_collision(capsys):
+    """`nitrod bench sim` on the 4 x 4 Trainer, MLP 256-100-50-10 at batch 64, one step.  WGT
+    and ERR share the engine's B port: before each read only when the instruction takes its B
+    operand from it (and CODE only in BACKWARD), the other memory read words at the operand's
+    addresses while the writer was writing them, and STATUS.collision stopped this run."""
+    assert main(["bench", "sim", "--side", "4", "--steps", "1", "--inputs", "256",
+                 "--batch", "64"]) == 0
+    assert "cycles per step" in capsys.readouterr().out
