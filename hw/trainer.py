@@ -269,10 +269,9 @@ class Trainer(wiring.Component):
 
         # ---- memories: one write port and one read port each -------------------------------
         # cut into banks of one block RAM's depth (hw/banked_memory.py); every reader
-        # registers each bank's word before the bank is selected.  The datapath's memories
-        # (all of them) keep the registers in front of their blocks themselves
-        # (registered_ports): the multiplexer between the host's port and the datapath's
-        # comes before them.
+        # registers each bank's word before the bank is selected.  Every memory keeps the
+        # registers in front of its blocks itself (registered_ports): the multiplexer between
+        # the host's port and the datapath's comes before them.
         mems, wr, rd = {}, {}, {}
         collision = Signal()                  # sticky: some memory's read met its write
         for region, shape in self.words.items():
