@@ -317,6 +317,13 @@ async def _bus_access(ctx, dut, address, data=None):
     ctx.set(dut.bus.r_en, 0)
 
 
+async def _bus_read(ctx, dut, address):
+    """A read bus cycle, then the READ_LATENCY - 1 cycles to its word; returns the word."""
+    await _bus_access(ctx, dut, address)
+    await ctx.tick().repeat(Trainer.READ_LATENCY - 1)
+    return ctx.get(dut.bus.r_data)
+
+
 def test_start_is_busy_and_refuses_memory_writes_from_the_next_bus_cycle():
     """The START strobe is registered after the bus decode (one cycle before the sequencer
     leaves IDLE); from the very next bus cycle the host must still see STATUS.busy, and a
@@ -375,9 +382,7 @@ def test_a_host_write_reads_back_from_the_second_bus_cycle_and_the_first_is_a_co
         await _bus_access(ctx, dut, address, data)
 
     async def read(ctx, address):
-        await access(ctx, address)
-        await ctx.tick().repeat(Trainer.READ_LATENCY - 1)
-        return ctx.get(dut.bus.r_data)
+        return await _bus_read(ctx, dut, address)
 
     async def bench(ctx):
         # (region, word, its 32-bit chunks in order: the last one writes the word)
@@ -422,9 +427,7 @@ def test_a_clear_shows_in_status_from_the_next_bus_cycle():
     got = {}
 
     async def read(ctx, address):
-        await _bus_access(ctx, dut, address)
-        await ctx.tick().repeat(Trainer.READ_LATENCY - 1)
-        return ctx.get(dut.bus.r_data)
+        return await _bus_read(ctx, dut, address)
 
     async def bench(ctx):
         status = _small_addr(Region.REGS, Reg.STATUS)
