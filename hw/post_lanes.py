@@ -41,6 +41,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.nitro_relu import NitroRelu, NitroReluBackward
+from hw.replica import replicas
 from hw.scaler import Scaler
 from hw.sgd_update import SgdUpdate
 from nitrod.isa import Op
@@ -266,23 +267,44 @@ class PostLanes(wiring.Component):
     def _chunks(self, m, accept):
         """The row register of chunked lanes: an accepted row (``i.valid & accept``, when
         free), shifted down by ``S / k`` values a cycle; the units read its head.  Returns
-        (free, the units' valid, their ``acc`` and ``wgt`` inputs)."""
+        (free, the units' valid, their ``acc`` and ``wgt`` inputs).
+
+        The register has no enable: while free it loads the input every cycle (a row not
+        accepted leaves ``chunk_valid`` low, so its values are never read), otherwise it
+        shifts.  Each lane selects between the two on a copy of ``free`` of its own
+        (hw/replica.py), so neither the op nor the input's valid reaches its flip-flops
+        (a path of the 4 x 4 at 5540e9a: ``op`` -> the input's valid -> these enables)."""
         S, k, U = self.side, self.row_cycles, self.units
         chunk_acc = Signal(data.ArrayLayout(signed(self.acc_width), S), reset_less=True)
         chunk_wgt = Signal(data.ArrayLayout(signed(self.wgt_width), S), reset_less=True)
         chunk_valid = Signal()
         chunks_left = Signal(range(k))
         free = Signal()
-        m.d.comb += free.eq(~chunk_valid | (chunks_left == 0))
-        with m.If(self.i.valid & accept & free):
-            m.d.sync += [chunk_acc.eq(self.i.payload.acc), chunk_wgt.eq(self.i.payload.wgt),
-                         chunk_valid.eq(1), chunks_left.eq(k - 1)]
-        with m.Elif(chunks_left != 0):
+        load = Signal()
+        # chunk_valid == 0 implies chunks_left == 0: a row loads both, and chunk_valid falls
+        # only once chunks_left has counted down
+        m.d.comb += [free.eq(chunks_left == 0), load.eq(self.i.valid & accept & free)]
+        with m.If(load):
+            m.d.sync += [chunk_valid.eq(1), chunks_left.eq(k - 1)]
+        with m.Elif(~free):
             m.d.sync += chunks_left.eq(chunks_left - 1)
-            for j in range(S - U):
-                m.d.sync += [chunk_acc[j].eq(chunk_acc[j + U]), chunk_wgt[j].eq(chunk_wgt[j + U])]
         with m.Else():
             m.d.sync += chunk_valid.eq(0)
+        # free in the next cycle: nothing loaded now, and at most one chunk was left
+        free_next = ~load & (chunks_left <= 1)
+        lane_free = replicas(m, free_next, S - U, "chunk_free", init=1)
+        for j in range(S - U):
+            with m.If(lane_free[j]):
+                m.d.sync += [chunk_acc[j].eq(self.i.payload.acc[j]),
+                             chunk_wgt[j].eq(self.i.payload.wgt[j])]
+            with m.Else():
+                m.d.sync += [chunk_acc[j].eq(chunk_acc[j + U]), chunk_wgt[j].eq(chunk_wgt[j + U])]
+        # the last S / k lanes load every cycle: the first shift moves their row's values
+        # down, and what they take after it is k - 1 shifts from the units' lanes when the
+        # next row loads
+        for j in range(S - U, S):
+            m.d.sync += [chunk_acc[j].eq(self.i.payload.acc[j]),
+                         chunk_wgt[j].eq(self.i.payload.wgt[j])]
         return (free, chunk_valid, [chunk_acc[u] for u in range(U)],
                 [chunk_wgt[u] for u in range(U)])
 
