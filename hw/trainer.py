@@ -628,9 +628,10 @@ class Trainer(wiring.Component):
 
         # ---- writer: row writes, LOSS target, transposer -------------------------------------
         # Four stages: W0 takes a row from the FIFO, steps the walker and reads LABEL[m]; W0R
-        # registers the row; W1 adds the bases and compares the masks (from registers) while
-        # the label is registered out of the block RAM; W2 applies the LOSS
-        # target (the label now registered) and the masks, and writes.  A row that completes
+        # registers the row while the label is registered out of the block RAM; W1 adds the
+        # bases and compares the masks and, from the label's register, which lane is the
+        # label's class (and whether the row is padding); W2 applies the LOSS target and the
+        # masks from those flags, and writes.  A row that completes
         # a tile to be transposed holds further takes until the transposer has emitted it.
         emitting = Signal()
         hold = Signal()
@@ -683,7 +684,7 @@ class Trainer(wiring.Component):
         # W2
         w2_valid, w2_ilast, w2_final, w2_row_in = Signal(), Signal(), Signal(), Signal()
         w2_i = Signal.like(walk.i)
-        w2_label = Signal(8)
+        w2_padded = Signal()    # LOSS on a padding row (label PAD_LABEL): writes zeros
         w2_row_addr, w2_code_addr, w2_col_addr = (Signal(16, name=f"w2_{n}") for n in
                                                   ("row_addr", "code_addr", "col_addr"))
         w2_value = [Signal(signed(vw), name=f"w2_value{j}", reset_less=True) for j in range(S)]
@@ -691,12 +692,12 @@ class Trainer(wiring.Component):
                      for j in range(S)]
         w2_code = [Signal(CODE_WIDTH, name=f"w2_code{j}") for j in range(S)]
         w2_lane_in = [Signal(name=f"w2_lane_in{j}") for j in range(S)]
-        w2_lane_idx = [Signal(16, name=f"w2_lane_idx{j}") for j in range(S)]
+        w2_hit = [Signal(name=f"w2_hit{j}") for j in range(S)]   # lane j is the label's class
         m.d.sync += w2_valid.eq(w1_valid)
         with m.If(w1_valid):
             m.d.sync += [
                 w2_i.eq(w1_i), w2_ilast.eq(w1_ilast), w2_final.eq(w1_final),
-                w2_label.eq(w1_label),
+                w2_padded.eq((op == Op.LOSS) & (w1_label == PAD_LABEL)),
                 w2_row_in.eq(w1_m < cur.row_len),
                 w2_row_addr.eq(cur.row_base + w1_off),
                 w2_code_addr.eq(cur.aux_base + w1_off),
@@ -708,15 +709,15 @@ class Trainer(wiring.Component):
                     w2_target[j].eq(w1.value[j] - ONE_HOT_VALUE),
                     w2_code[j].eq(w1.code[j]),
                     w2_lane_in[j].eq((w1_tc_cls + j) < cur.col_len),
-                    w2_lane_idx[j].eq(w1_tc_cls + j),
+                    w2_hit[j].eq((w1_tc_cls + j) == w1_label),
                 ]
         values = [Signal(signed(vw), name=f"wb_value{j}") for j in range(S)]
         codes = [Signal(CODE_WIDTH, name=f"wb_code{j}") for j in range(S)]
         row_on = Signal()
-        m.d.comb += row_on.eq(w2_row_in & ~((op == Op.LOSS) & (w2_label == PAD_LABEL)))
+        m.d.comb += row_on.eq(w2_row_in & ~w2_padded)
         for j in range(S):
             lane_on = row_on & w2_lane_in[j]
-            hit = w2_lane_idx[j] == w2_label
+            hit = w2_hit[j]
             with m.If(~lane_on):
                 m.d.comb += [values[j].eq(0), codes[j].eq(ReluCode.ZERO)]
             with m.Elif(op == Op.LOSS):
