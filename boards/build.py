@@ -33,6 +33,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 import time
@@ -45,8 +46,8 @@ from .synth_unit import (_FMAX_RE, TARGETS, _critical_path_text, _pct,
                          yosys_plain_names)
 from .toolchain import tool_path, yowasp_environ
 
-__all__ = ["BuildError", "CoreNotAvailable", "build_board", "CORES", "add_arguments", "run",
-           "main", "format_table"]
+__all__ = ["BuildError", "CoreNotAvailable", "build_board", "check_nextpnr_opts", "CORES",
+           "add_arguments", "run", "main", "format_table"]
 
 TOP_NAME = "top"
 
@@ -199,22 +200,59 @@ def yosys_collision_free(core) -> str:
                      for pattern in patterns)
 
 
+# What an extra nextpnr option may look like: it goes into the build script's command line, so
+# only option names and plain values (numbers, words) are let through.
+_NEXTPNR_OPT_RE = re.compile(r"--[a-z][a-z0-9-]*(=[A-Za-z0-9_.+-]+)?")
+_NEXTPNR_VALUE_RE = re.compile(r"[A-Za-z0-9_.+-]+")
+# Options the flow sets itself (or that would make it write somewhere else).
+_NEXTPNR_OWN = ("--json", "--lpf", "--pcf", "--textcfg", "--asc", "--report", "--log",
+                "--package", "--seed", "--timing-allow-fail", "--freq", "--up5k", "--85k",
+                "--25k", "--45k", "--12k", "--speed", "--quiet", "--gui", "--pre-pack",
+                "--pre-place", "--pre-route", "--post-route", "--run", "--write")
+
+
+def check_nextpnr_opts(opts) -> list:
+    """The extra nextpnr options ``opts`` as a list of words, or :class:`ValueError`.
+
+    ``opts`` is a string (split on white space) or a sequence of strings.  Each option is
+    ``--name``, ``--name=value`` or ``--name`` followed by a plain value (a number or a word);
+    nothing that a shell would read differently, and none of the options the flow sets itself
+    (``--seed`` has its own argument)."""
+    words = opts.split() if isinstance(opts, str) else [w for o in opts for w in str(o).split()]
+    for i, word in enumerate(words):
+        if word.startswith("--"):
+            if not _NEXTPNR_OPT_RE.fullmatch(word):
+                raise ValueError(f"nextpnr option {word!r}: expected --name or --name=value "
+                                 "with a plain value (letters, digits, . _ + -)")
+            if word.split("=")[0] in _NEXTPNR_OWN:
+                raise ValueError(f"nextpnr option {word!r} is set by the build flow itself"
+                                 + (" (use --seed)" if word.startswith("--seed") else ""))
+        elif i == 0 or not _NEXTPNR_VALUE_RE.fullmatch(word):
+            raise ValueError(f"nextpnr option value {word!r}: expected a plain value after an "
+                             "option name (letters, digits, . _ + -)")
+    return words
+
+
 def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geometry=None,
                 memories=None, cycles_per_step=None, batch=None, seed=1, baud=115200,
-                fit_check=True, freq_mhz=None, use_pll=None, log=None):
+                fit_check=True, freq_mhz=None, use_pll=None, nextpnr_opts=(), log=None):
     """Build the board top for ``board`` (a name or :class:`Board`) into ``out_dir``.
 
     ``core``: ``"memory"``, ``"trainer"`` or ``"auto"``; or pass ``make_core(board) ->
     Component`` (then ``core`` is only its name in the report and ``memories``, a list of
     :class:`boards.boards.Memory`, is what the fit check checks, if given).
     ``geometry``/``side`` override the board's Trainer geometry; ``freq_mhz`` the core clock
-    (the PLL's target), ``use_pll=False`` runs the core on the board oscillator.  Raises
+    (the PLL's target), ``use_pll=False`` runs the core on the board oscillator.
+    ``nextpnr_opts``: extra nextpnr options, each a ``--name`` or ``--name=value`` string or a
+    ``--name value`` pair (e.g. ``["--placer-heap-beta", "0.6"]``; checked by
+    :func:`check_nextpnr_opts`), appended after the flow's own.  Raises
     :class:`FitError` before synthesis if the memories cannot fit, :class:`BuildError` if a
     tool fails.  Returns the report (also in ``out_dir/report.json``).
     """
     from .top import BoardTop
 
     t_start = time.monotonic()
+    extra_opts = check_nextpnr_opts(nextpnr_opts)
     board = get_board(board) if isinstance(board, str) else board
     if use_pll is False:
         board = dataclasses.replace(board, use_pll=False, target_mhz=board.clock_mhz)
@@ -319,13 +357,16 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
                 notes.append(f"fit check overridden: {plan['reason']}")
     top = BoardTop(board, core_obj, baud=baud)
     report["link"] = top.info
-    nextpnr_opts = f"--timing-allow-fail --seed {int(seed)} --report nextpnr_report.json"
-    if board.family != "ice40":
+    flow_opts = f"--timing-allow-fail --seed {int(seed)} --report nextpnr_report.json"
+    if board.family != "ice40" and not any(w.split("=")[0] == "--router" for w in extra_opts):
         # nextpnr-ecp5 0.11 routes with router1 by default; router2 finishes the 8 x 8 Trainer
         # in a fraction of the time
-        nextpnr_opts += " --router router2"
+        flow_opts += " --router router2"
+    if extra_opts:
+        flow_opts += " " + " ".join(extra_opts)
+    report["nextpnr_opts"] = flow_opts
     overrides = {
-        "nextpnr_opts": nextpnr_opts,
+        "nextpnr_opts": flow_opts,
         "script_after_synth": "tee -q -o yosys_stat.json stat -json",
     }
     if board.synth_opts:
@@ -489,6 +530,9 @@ def add_arguments(parser):
     parser.add_argument("--no-pll", action="store_true",
                         help="run the core on the board oscillator (12 / 25 / 48 MHz)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--nextpnr-opt", action="append", default=[], metavar="OPT",
+                        help="an extra nextpnr option (repeatable; quote an option with its "
+                             "value), e.g. --nextpnr-opt='--placer-heap-beta 0.6'")
     parser.add_argument("--baud", type=int, default=115200, help="UART baud rate")
     parser.add_argument("--no-fit-check", action="store_true",
                         help="build even if the memories do not fit the block RAM estimate")
@@ -502,6 +546,7 @@ def run(args):
         return 2
     try:
         depths = parse_depths(args.depth)
+        check_nextpnr_opts(args.nextpnr_opt)
     except ValueError as exc:
         print(f"nitrod build: {exc}", file=sys.stderr)
         return 2
@@ -517,6 +562,7 @@ def run(args):
                               cycles_per_step=args.cycles_per_step, batch=args.batch,
                               seed=args.seed, baud=args.baud, fit_check=not args.no_fit_check,
                               freq_mhz=args.freq, use_pll=False if args.no_pll else None,
+                              nextpnr_opts=args.nextpnr_opt,
                               log=lambda s: print(f"# {s}", file=sys.stderr))
         except FitError as exc:
             print(f"nitrod build: {exc}", file=sys.stderr)

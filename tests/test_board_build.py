@@ -115,6 +115,21 @@ def test_cli_checks_cycles_and_batch_go_together(tmp_path, capsys):
     assert "go together" in capsys.readouterr().err
 
 
+def test_cli_refuses_bad_nextpnr_options_with_status_2(tmp_path, capsys):
+    """--nextpnr-opt takes option names and plain values only (they go into the build
+    script's command line) and not the options the flow sets itself; refused before anything
+    is built."""
+    for bad, why in (("--placer-heap-beta $(id)", "plain value"), ("0.6", "plain value"),
+                     ("--x;ls", "--name or --name=value"), ("--seed 3", "use --seed"),
+                     ("--json=x.json", "set by the build flow")):
+        assert nitrod_main(["build", "--board", "ulx3s-85f", f"--nextpnr-opt={bad}",
+                            "--out", str(tmp_path)]) == 2, bad
+        assert why in capsys.readouterr().err, bad
+    assert not list(tmp_path.iterdir())
+    assert bb.check_nextpnr_opts(["--placer-heap-beta 0.6", "--router=router1"]) == [
+        "--placer-heap-beta", "0.6", "--router=router1"]
+
+
 def test_trainer_core_missing_is_reported(tmp_path, monkeypatch, capsys):
     import sys
     monkeypatch.setitem(sys.modules, "hw.trainer", None)     # import hw.trainer fails
@@ -208,6 +223,7 @@ def test_memory_core_registers_and_ram():
 # -- full builds (YoWASP) --------------------------------------------------------------------
 
 CYCLES, BATCH = 175_000, 64
+EXTRA_NEXTPNR_OPT = "--placer-heap-beta 0.6"
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +231,8 @@ def built_all(tmp_path_factory):
     """``nitrod build --board all --core memory``: returns (root, exit status)."""
     root = tmp_path_factory.mktemp("boards")
     status = nitrod_main(["build", "--board", "all", "--core", "memory", "--out", str(root),
-                          "--cycles-per-step", str(CYCLES), "--batch", str(BATCH)])
+                          "--cycles-per-step", str(CYCLES), "--batch", str(BATCH),
+                          f"--nextpnr-opt={EXTRA_NEXTPNR_OPT}"])
     return root, status
 
 
@@ -256,6 +273,11 @@ def test_board_report(built_all, name):
     assert report["projected_samples_per_second"] == pytest.approx(
         report["fmax_mhz"] * 1e6 / CYCLES * BATCH, rel=1e-3)
     assert report["geometry"]["side"] == board.geometry.side
+    # --nextpnr-opt reached the command nextpnr ran, after the flow's own options
+    assert report["nextpnr_opts"].endswith(EXTRA_NEXTPNR_OPT)
+    script = (out / "build_top.sh").read_text()
+    assert "--seed 1 " in script and EXTRA_NEXTPNR_OPT in script
+    assert ("--router router2" in script) == (board.family == "ecp5")
     suffix = "bin" if board.family == "ice40" else "bit"
     assert (out / f"top.{suffix}").stat().st_size > 1000
     assert report["bitstream"].endswith(f"top.{suffix}")
