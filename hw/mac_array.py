@@ -143,7 +143,7 @@ from amaranth.utils import ceil_log2
 
 from hw.ecp5_dsp import MAX_WIDTH as ECP5_DSP_MAX_WIDTH
 from hw.ecp5_dsp import mult18x18d, mult18x18d_latency
-from hw.replica import replicas
+from hw.replica import replica, replicas
 from hw.widths import ACC_WIDTH, ACT_WIDTH, WEIGHT_WIDTH
 
 __all__ = ["MacArray", "operand_layout", "result_layout", "PIPELINE_LATENCY",
@@ -321,7 +321,7 @@ class MacArray(wiring.Component):
         valid1, first1, last1 = Signal(), Signal(), Signal()
         m.d.sync += [valid1.eq(accepted), first1.eq(beat.first), last1.eq(beat.last)]
         split = _dsp_split(self.a_width, self.b_width)
-        if self.multiplier != "ecp5_dsp" or split:
+        if self.multiplier != "ecp5_dsp":
             a_reg = [Signal(signed(self.a_width), name=f"a_reg{r}", reset_less=True)
                      for r in range(rows)]
             b_reg = [Signal(signed(self.b_width), name=f"b_reg{c}", reset_less=True)
@@ -333,19 +333,25 @@ class MacArray(wiring.Component):
         product = [[None] * cols for _ in range(rows)]
         low = DSP_OPERAND_WIDTH - 1
 
-        def high_part(r, c):
-            """``a * b[17:]`` (a few bits of ``b``) from shifted copies of ``a`` in LUTs, as two
-            registered partial sums, one stage after the operand registers."""
-            b_hi = b_reg[c][low:]
+        def tree_sum(terms):
+            """The sum of ``terms`` as a balanced tree of adders (a left fold would chain
+            ``len(terms) - 1`` carry chains)."""
+            while len(terms) > 1:
+                terms = [sum(terms[j:j + 2]) for j in range(0, len(terms), 2)]
+            return terms[0]
+
+        def high_part(r, c, a, b_hi):
+            """``a * b[17:]`` (``b_hi``: a few bits of ``b``) from shifted copies of ``a`` in
+            LUTs, as two registered partial sums, one stage after the operand registers."""
             n_hi = len(b_hi)
             assert n_hi <= DSP_LUT_HIGH_BITS
-            terms = [Mux(b_hi[i], a_reg[r], 0) << i for i in range(n_hi - 1)]
-            terms.append(-(Mux(b_hi[n_hi - 1], a_reg[r], 0) << (n_hi - 1)))
+            terms = [Mux(b_hi[i], a, 0) << i for i in range(n_hi - 1)]
+            terms.append(-(Mux(b_hi[n_hi - 1], a, 0) << (n_hi - 1)))
             half = (len(terms) + 1) // 2
             hi_w = self.a_width + n_hi + 1
             h_a = Signal(signed(hi_w), name=f"product_hi_a_{r}_{c}", reset_less=True)
             h_b = Signal(signed(hi_w), name=f"product_hi_b_{r}_{c}", reset_less=True)
-            m.d.sync += [h_a.eq(sum(terms[:half])), h_b.eq(sum(terms[half:]))]
+            m.d.sync += [h_a.eq(tree_sum(terms[:half])), h_b.eq(tree_sum(terms[half:]))]
             return h_a, h_b
 
         if self.multiplier == "dsp":
@@ -361,7 +367,7 @@ class MacArray(wiring.Component):
                         b_lo = Cat(b_reg[c][:low], 0).as_signed()
                         p_lo = Signal(signed(self.a_width + low + 1), name=f"product_lo_{r}_{c}",
                                       reset_less=True)
-                        h_a, h_b = high_part(r, c)
+                        h_a, h_b = high_part(r, c, a_reg[r], b_reg[c][low:])
                         m.d.sync += [p_lo.eq(a_reg[r] * b_lo), p.eq(p_lo + ((h_a + h_b) << low))]
                     product[r][c] = p
             n_levels = 2 if split else 1
@@ -380,7 +386,12 @@ class MacArray(wiring.Component):
                                         **ECP5_DSP_REGISTERS)
                     m.submodules[f"dsp_{r}_{c}"] = dsp
                     if split:
-                        h_a, h_b = high_part(r, c)
+                        # The LUTs' operands: each element's own copy of a and of b[17:]
+                        # (next to its LUTs), not one register per row and column
+                        # driving every element's multiplexers across the DSP columns.
+                        a_e = replica(m, beat.a[r], f"a_copy_{r}_{c}").as_signed()
+                        b_hi_e = replica(m, beat.b[c][low:], f"b_hi_copy_{r}_{c}")
+                        h_a, h_b = high_part(r, c, a_e, b_hi_e)
                         h = Signal(signed(len(h_a) + 1), name=f"product_hi_{r}_{c}",
                                    reset_less=True)
                         q = Signal(signed(product_width), name=f"product_{r}_{c}",

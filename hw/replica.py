@@ -21,7 +21,7 @@ it copies (``init``).
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,28 +33,28 @@ REPLICA_ATTR = "nitrod_replica"
 
 
 class Replica(wiring.Component):
-    """One flip-flop registering ``d`` (reset value ``init``): a copy of the register whose
-    next value is ``d``.
+    """``width`` flip-flops registering ``d`` (reset value ``init``): a copy of the register
+    whose next value is ``d``.
 
-    Ports: ``d`` In(1), ``q`` Out(1).
+    Ports: ``d`` In(width), ``q`` Out(width) (unsigned; ``.as_signed()`` a signed copy).
     """
 
-    def __init__(self, init: int = 0):
-        self._init = int(init)
-        super().__init__({"d": In(1), "q": Out(1, init=self._init)})
+    def __init__(self, init: int = 0, width: int = 1):
+        self._init, self._width = int(init), int(width)
+        super().__init__({"d": In(self._width), "q": Out(self._width, init=self._init)})
 
     def elaborate(self, platform):
         m = Module()
-        copy = Signal(init=self._init, attrs={REPLICA_ATTR: 1})
+        copy = Signal(self._width, init=self._init, attrs={REPLICA_ATTR: 1})
         m.d.sync += copy.eq(self.d)
         m.d.comb += self.q.eq(copy)
         return m
 
 
 def replica(m: Module, d, name: str, init: int = 0):
-    """One Replica of the register whose next value is ``d``, added to ``m`` as submodule
-    ``name``; returns its output."""
-    m.submodules[name] = copy = Replica(init)
+    """One Replica (as wide as ``d``) of the register whose next value is ``d``, added to ``m``
+    as submodule ``name``; returns its output (unsigned)."""
+    m.submodules[name] = copy = Replica(init, width=len(Value.cast(d)))
     m.d.comb += copy.d.eq(d)
     return copy.q
 
