@@ -24,8 +24,9 @@ Overflow (sticky flags in :attr:`IsaMachine.overflow`, like the ``OVERFLOW`` reg
   ERR lane range before the ReLU backward;
 * ``sgd``: an updated weight leaves signed ``wgt_width``; it is saturated.
 
-``LOSS`` treats a row whose ``LABEL`` is ``>= tiles_c * S`` (the instruction's column count,
-the only class count the hardware knows) as a padding sample: its error is forced to 0.
+``LOSS`` treats a row whose ``LABEL`` is ``PAD_LABEL`` (255) as a padding sample: its error
+is forced to 0.  (Another label that no column of the instruction has just gets no one-hot
+target.)
 ``IsaMachine(geometry, pad_errors=False)`` models a Trainer without that rule (the padding
 rows then keep ``Scaler(acc)``); the compiler's per-batch programs
 (``Plan.program(lr_inv, m)``) never read those rows, so they are exact either way.
