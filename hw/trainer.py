@@ -73,23 +73,29 @@ class _RowWalk:
 
     ``reset`` (re)loads the limits from the instruction register; ``step`` moves to the next
     row.  ``off`` and ``m`` are registers too (computed from the next counters on a step), so
-    that an address is one adder away from flip-flops.  With ``base`` (constant while an
-    instruction runs), ``addr = base + off`` is a register as well, so that a block RAM's read
-    address comes straight from flip-flops; ``addr_next`` and ``m_next`` are the next values of
-    ``addr`` and ``m`` (a memory's own address register, hw/banked_memory.py, loads one to
-    hold the same address in the same cycle)."""
+    that an address is one adder away from flip-flops.  The ``at_*_last`` flags are registers
+    as well (compared on the counters' next values), so that no compare sits before the
+    adders.  With ``base`` (constant while an instruction runs), ``addr = base + off`` is a
+    register, and so are the addresses of the current tile's and tile row's row 0: the next
+    address is one adder (``addr + 1``, ``tile_addr + tc_stride`` or ``tr_addr + S``) and a
+    choice away from flip-flops, so that a block RAM's read address comes straight from
+    flip-flops; ``addr_next`` and ``m_next`` are the next values of ``addr`` and ``m`` (a
+    memory's own address register, hw/banked_memory.py, loads one to hold the same address in
+    the same cycle)."""
 
     def __init__(self, m: Module, name: str, side: int, cur, reset, step, base=None):
         S = side
         iw = max(1, ceil_log2(S))
-        sig = lambda n, w=COUNT_WIDTH: Signal(w, name=f"{name}_{n}")  # noqa: E731
+        sig = lambda n, w=COUNT_WIDTH, **kw: Signal(w, name=f"{name}_{n}", **kw)  # noqa: E731
         self.i, self.tc, self.tr = sig("i", iw), sig("tc"), sig("tr")
         self.tr_off, self.tc_off = sig("tr_off"), sig("tc_off")       # tr*S, tc*tc_stride
         self.tc_cls, self.col_tr_off = sig("tc_cls"), sig("col_tr_off")  # tc*S, tr*col_tr_stride
         tc_last, tr_last = sig("tc_last"), sig("tr_last")
-        self.at_i_last = Signal(name=f"{name}_at_i_last")
-        self.at_tc_last = Signal(name=f"{name}_at_tc_last")
-        self.at_tr_last = Signal(name=f"{name}_at_tr_last")
+        # registers equal to i == S - 1, tc == tc_last, tr == tr_last in every cycle (they
+        # change with the counters, on reset and step only); the reset values match
+        self.at_i_last = sig("at_i_last", 1, init=int(S == 1))
+        self.at_tc_last = sig("at_tc_last", 1, init=1)
+        self.at_tr_last = sig("at_tr_last", 1, init=1)
         self.final = Signal(name=f"{name}_final")
         self.off = sig("off")
         self.m = sig("m")
@@ -98,12 +104,7 @@ class _RowWalk:
               ("tc_off", COUNT_WIDTH), ("tc_cls", COUNT_WIDTH), ("col_tr_off", COUNT_WIDTH))}
         regs = {"i": self.i, "tc": self.tc, "tr": self.tr, "tr_off": self.tr_off,
                 "tc_off": self.tc_off, "tc_cls": self.tc_cls, "col_tr_off": self.col_tr_off}
-        m.d.comb += [
-            self.at_i_last.eq(self.i == S - 1),
-            self.at_tc_last.eq(self.tc == tc_last),
-            self.at_tr_last.eq(self.tr == tr_last),
-            self.final.eq(self.at_i_last & self.at_tc_last & self.at_tr_last),
-        ]
+        m.d.comb += self.final.eq(self.at_i_last & self.at_tc_last & self.at_tr_last)
         m.d.comb += [n[k].eq(v) for k, v in regs.items()]
         with m.If(self.at_i_last):
             m.d.comb += n["i"].eq(0)
@@ -135,19 +136,40 @@ class _RowWalk:
         self.m_next = sig("m_next")
         m.d.comb += [self.addr_next.eq(self.addr), self.m_next.eq(self.m)]
         m.d.sync += [self.addr.eq(self.addr_next), self.m.eq(self.m_next)]
+        if base is not None:
+            # base + tile_off and base + tr_off, kept like tile_off and tr_off
+            tile_addr, tr_addr = sig("tile_addr"), sig("tr_addr")
+            next_tile_addr = sig("next_tile_addr")
+            m.d.comb += next_tile_addr.eq(tile_addr)
+            with m.If(self.at_i_last):
+                with m.If(self.at_tc_last):
+                    m.d.comb += next_tile_addr.eq(tr_addr + S)
+                with m.Else():
+                    m.d.comb += next_tile_addr.eq(tile_addr + cur.tc_stride)
         with m.If(reset):
             m.d.sync += [r.eq(0) for r in regs.values()]
             m.d.sync += [self.off.eq(0), tile_off.eq(0)]
             m.d.comb += self.m_next.eq(0)
             m.d.sync += [tc_last.eq(cur.tiles_c - 1), tr_last.eq(cur.tiles_r - 1)]
+            m.d.sync += [self.at_i_last.eq(S == 1),
+                         self.at_tc_last.eq((cur.tiles_c - 1)[:COUNT_WIDTH] == 0),
+                         self.at_tr_last.eq((cur.tiles_r - 1)[:COUNT_WIDTH] == 0)]
             if base is not None:
                 m.d.comb += self.addr_next.eq(base)
+                m.d.sync += [tile_addr.eq(base), tr_addr.eq(base)]
         with m.Elif(step):
             m.d.sync += [r.eq(n[k]) for k, r in regs.items()]
             m.d.sync += [self.off.eq(next_off), tile_off.eq(next_tile_off)]
+            m.d.sync += [self.at_i_last.eq(n["i"] == S - 1),
+                         self.at_tc_last.eq(n["tc"] == tc_last),
+                         self.at_tr_last.eq(n["tr"] == tr_last)]
             m.d.comb += self.m_next.eq(next_m)
             if base is not None:
-                m.d.comb += self.addr_next.eq(base + next_off)
+                m.d.comb += self.addr_next.eq(Mux(self.at_i_last, next_tile_addr,
+                                                  self.addr + 1))
+                m.d.sync += tile_addr.eq(next_tile_addr)
+                with m.If(self.at_i_last & self.at_tc_last):
+                    m.d.sync += tr_addr.eq(tr_addr + S)
 
 
 class Trainer(wiring.Component):
