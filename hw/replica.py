@@ -1,10 +1,11 @@
-"""Replica: a flip-flop that copies a register, to split the register's fan-out.
+"""Replica: flip-flops that copy a register, to split the register's fan-out.
 
 A control flag that steers thousands of flip-flops (the MAC array's accumulate and bank
 enables, the transposer's shift) is one net spread over the die; its routing delay grows with
 the area it covers.  The fix is to register the flag's *next value* several times, once per
 group of loads: each copy holds the same value as the register in every cycle, and drives only
-its group.
+its group.  The same holds for a data register read by many distant elements (the MAC array's
+operands of its LUT half-products, one copy per element): a Replica is as wide as ``d``.
 
 A :class:`Replica` is that copy, in a module of its own::
 
