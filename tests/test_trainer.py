@@ -253,7 +253,8 @@ def test_loss_zeroes_the_rows_labelled_padding(bus):
     assert results[False].read(Region.ERR, 0, tiles_c * rows)[pad_words].any()
     backend._write_blocks(blocks + [(Region.PROG, 0, [pack_instruction(i) for i in prog])])
     backend.run_program()
-    for region, base, n in ((Region.ERR, 0, tiles_c * rows), (Region.ACT, 64, rows)):
+    # the transposed copy: ACT[64 + tr*tiles_c*S + tc*S + c], one word per column of each tile
+    for region, base, n in ((Region.ERR, 0, tiles_c * rows), (Region.ACT, 64, tiles_c * rows)):
         got = [isa.unpack_word(w, _lane_width(g, region), S)
                for w in backend._read_words(region, base, n)]
         assert got == model.read(region, base, n).tolist(), region.name
