@@ -389,8 +389,11 @@ class MacArray(wiring.Component):
                         # The LUTs' operands: each element's own copy of a and of b[17:]
                         # (next to its LUTs), not one register per row and column
                         # driving every element's multiplexers across the DSP columns.
-                        a_e = replica(m, beat.a[r], f"a_copy_{r}_{c}").as_signed()
-                        b_hi_e = replica(m, beat.b[c][low:], f"b_hi_copy_{r}_{c}")
+                        # Data copies have no reset, like the operand registers.
+                        a_e = replica(m, beat.a[r], f"a_copy_{r}_{c}",
+                                      reset_less=True).as_signed()
+                        b_hi_e = replica(m, beat.b[c][low:], f"b_hi_copy_{r}_{c}",
+                                         reset_less=True)
                         h_a, h_b = high_part(r, c, a_e, b_hi_e)
                         h = Signal(signed(len(h_a) + 1), name=f"product_hi_{r}_{c}",
                                    reset_less=True)
