@@ -118,6 +118,11 @@ class _RowWalk:
                              n["tc_cls"].eq(self.tc_cls + S)]
         with m.Else():
             m.d.comb += n["i"].eq(self.i + 1)
+        def next_tile(tile, tr_row0):
+            # row 0 of the tile after a tile's last row, as an offset or an address: the
+            # next tile row's (its row 0 + S) or the next tile's in this tile row
+            return Mux(self.at_tc_last, tr_row0 + S, tile + cur.tc_stride)
+
         # off and m kept incrementally (one adder each): tile_off = tr_off + tc_off is the
         # offset of the current tile's row 0
         tile_off = sig("tile_off")
@@ -126,11 +131,9 @@ class _RowWalk:
         m.d.comb += [next_tile_off.eq(tile_off), next_off.eq(self.off + 1),
                      next_m.eq(self.m + 1)]
         with m.If(self.at_i_last):
-            with m.If(self.at_tc_last):
-                m.d.comb += [next_tile_off.eq(self.tr_off + S), next_m.eq(self.tr_off + S)]
-            with m.Else():
-                m.d.comb += [next_tile_off.eq(tile_off + cur.tc_stride), next_m.eq(self.tr_off)]
-            m.d.comb += next_off.eq(next_tile_off)
+            m.d.comb += [next_tile_off.eq(next_tile(tile_off, self.tr_off)),
+                         next_m.eq(Mux(self.at_tc_last, self.tr_off + S, self.tr_off)),
+                         next_off.eq(next_tile_off)]
         self.addr = sig("addr")
         self.addr_next = sig("addr_next")
         self.m_next = sig("m_next")
@@ -140,12 +143,8 @@ class _RowWalk:
             # base + tile_off and base + tr_off, kept like tile_off and tr_off
             tile_addr, tr_addr = sig("tile_addr"), sig("tr_addr")
             next_tile_addr = sig("next_tile_addr")
-            m.d.comb += next_tile_addr.eq(tile_addr)
-            with m.If(self.at_i_last):
-                with m.If(self.at_tc_last):
-                    m.d.comb += next_tile_addr.eq(tr_addr + S)
-                with m.Else():
-                    m.d.comb += next_tile_addr.eq(tile_addr + cur.tc_stride)
+            m.d.comb += next_tile_addr.eq(Mux(self.at_i_last, next_tile(tile_addr, tr_addr),
+                                              tile_addr))
         with m.If(reset):
             m.d.sync += [r.eq(0) for r in regs.values()]
             m.d.sync += [self.off.eq(0), tile_off.eq(0)]
@@ -693,11 +692,12 @@ class Trainer(wiring.Component):
         w0r = row_regs("w0r")
         w1_regs = row_regs("w1")
         w1_valid, w1, w1_i, w1_ilast, w1_final, w1_off, w1_m, w1_tc_cls, w1_col_tr_off = w1_regs
+        # W0R's data registers load in every cycle (W1 reads them only after a take, as
+        # w0r_valid says): the take drives the FIFO, the walker and w0r_valid, not these
         m.d.sync += w0r[0].eq(take_w)
-        with m.If(take_w):
-            m.d.sync += [reg.eq(src) for reg, src in zip(w0r[1:], (
-                fifo.r_data, walk.i, walk.at_i_last, walk.final, walk.off, walk.m, walk.tc_cls,
-                walk.col_tr_off))]
+        m.d.sync += [reg.eq(src) for reg, src in zip(w0r[1:], (
+            fifo.r_data, walk.i, walk.at_i_last, walk.final, walk.off, walk.m, walk.tc_cls,
+            walk.col_tr_off))]
         m.d.sync += w1_valid.eq(w0r[0])
         w1_label = mems[Region.LABEL].registered(m, w0r[0], "w1_label")
         with m.If(w0r[0]):
@@ -776,7 +776,8 @@ class Trainer(wiring.Component):
         column = [tbuf[i][0] for i in range(S)]
 
         # LABEL[m] of the row taken (W0), registered in W1 and W2
-        # (read with take_w at walk.m: the port's code is below, with the other regions')
+        # (read at walk.m in every busy cycle: the port's code is below, with the other
+        # regions')
 
         # ---- memory port multiplexing ---------------------------------------------------------
         def host_ports(r):
@@ -840,7 +841,9 @@ class Trainer(wiring.Component):
         #   register is the first of its read_latency = 4 stages; ``valid`` travels beside
         #   it, and the block RAM reads only a beat's word);
         # * the front's walker, whose next address makes the register hold ``front.addr``,
-        #   and the writer's, whose next row index makes LABEL's hold ``walk.m``;
+        #   and the writer's, whose next row index makes LABEL's hold ``walk.m`` (LABEL reads
+        #   in every cycle: in the cycle after a take its word is that row's label, which
+        #   W1 registers; the host writes LABEL only while idle);
         # * the sequencer's next pc, from the START on (``engaged``), so that PROG's
         #   register holds pc in FETCH (the FSM reads it there);
         # * the host's offset, whose registered copy is the host's word address.
@@ -852,7 +855,7 @@ class Trainer(wiring.Component):
             m.d.comb += [prog_rd.addr.eq(pc_next), prog_rd.load.eq(1)]
         with m.If(busy_of[Region.LABEL]):
             m.d.comb += [label_rd.addr.eq(walk.m_next), label_rd.load.eq(1),
-                         label_rd.en.eq(take_w)]
+                         label_rd.en.eq(1)]
 
         def engine_reads(r, port, used=1):
             # ``used``: the instruction takes its operand from this memory (WGT and ERR share
