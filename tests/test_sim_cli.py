@@ -6,7 +6,6 @@ Runs with a 4 x 4 array (`--side 4`), the same Verilator build as tests/test_tra
 import json
 
 import numpy as np
-import pytest
 
 from nitrod.cli import main
 from nitrod.sim_train import first_difference
