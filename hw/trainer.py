@@ -118,6 +118,7 @@ class _RowWalk:
                              n["tc_cls"].eq(self.tc_cls + S)]
         with m.Else():
             m.d.comb += n["i"].eq(self.i + 1)
+
         def next_tile(tile, tr_row0):
             # row 0 of the tile after a tile's last row, as an offset or an address: the
             # next tile row's (its row 0 + S) or the next tile's in this tile row
