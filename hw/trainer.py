@@ -342,19 +342,30 @@ class Trainer(wiring.Component):
             host_in_range[r] = offset[cb:] < g.depth(r)
         max_chunks = max(chunks_of(g.word_bits(r)) for r in self.words)
         stage = Signal(32 * max(1, max_chunks - 1))
+        # The staging register's word enables are flip-flops, decoded from the bus inputs in
+        # the cycle bus_addr registers them (so they equal the decode of bus_addr): each
+        # drives its word's 32 flip-flops, and no decode of bus_addr drives all of them.
+        stage_en = Signal(max(1, max_chunks - 1), name="stage_en")
+        stage_en_next = [Const(0, 1)] * len(stage_en)
+        for r in self.words:
+            cb = chunk_bits_of(g.word_bits(r))
+            for k in range(chunks_of(g.word_bits(r)) - 1):
+                stage_en_next[k] = stage_en_next[k] | (
+                    bus.w_en & (bus.addr[REGION_SHIFT:] == r) & (bus.addr[:cb] == k))
+        m.d.sync += stage_en.eq(Cat(*stage_en_next))
+        for k in range(len(stage_en)):
+            with m.If(stage_en[k]):
+                m.d.sync += stage.word_select(k, 32).eq(bus_w_data)
         host_wr = {r: Signal(name=f"host_wr_{r.name.lower()}") for r in self.words}
         host_rd = {r: Signal(name=f"host_rd_{r.name.lower()}") for r in self.words}
         for r in self.words:
             nch = chunks_of(g.word_bits(r))
             hit = (region == r) & host_in_range[r] & ~engaged
-            if nch > 1:
-                # Staging is not a memory write: only the last chunk, checked in full, writes
-                # the word from it.  So a chunk is staged without the range and busy checks,
-                # which keeps the depth compare off the path to the 32 x (n - 1) stage
-                # flip-flops (the 2 x 2 board build's critical path).  A dropped chunk still
-                # sets access_error below.
-                with m.If(bus_w_en & (region == r) & (host_chunk[r] < nch - 1)):
-                    m.d.sync += stage.word_select(host_chunk[r], 32).eq(bus_w_data)
+            # Staging (stage_en, above) is not a memory write: only the last chunk, checked
+            # in full, writes the word from it.  So a chunk is staged without the range and
+            # busy checks, which keeps the depth compare off the path to the 32 x (n - 1)
+            # stage flip-flops (the 2 x 2 board build's critical path).  A dropped chunk
+            # still sets access_error below.
             m.d.comb += [
                 host_wr[r].eq(bus_w_en & hit & (host_chunk[r] == nch - 1)),
                 host_rd[r].eq(bus_r_en & hit),
