@@ -74,9 +74,10 @@ class _RowWalk:
     ``reset`` (re)loads the limits from the instruction register; ``step`` moves to the next
     row.  ``off`` and ``m`` are registers too (computed from the next counters on a step), so
     that an address is one adder away from flip-flops.  The ``at_*_last`` flags are registers
-    as well (compared on the counters' next values), so that no compare sits before the
-    adders.  With ``base`` (constant while an instruction runs), ``addr = base + off`` is a
-    register, and so are the addresses of the current tile's and tile row's row 0: the next
+    as well, set on a step from the current counters and flags (``tc == tiles_c - 2`` rather
+    than ``tc + 1 == tiles_c - 1``), so that no compare sits before the adders and no adder
+    before a compare.  With ``base`` (constant while an instruction runs), ``addr = base +
+    off`` is a register, and so are the addresses of the current tile's and tile row's row 0: the next
     address is one adder (``addr + 1``, ``tile_addr + tc_stride`` or ``tr_addr + S``) and a
     choice away from flip-flops, so that a block RAM's read address comes straight from
     flip-flops; ``addr_next`` and ``m_next`` are the next values of ``addr`` and ``m`` (a
@@ -90,9 +91,13 @@ class _RowWalk:
         self.i, self.tc, self.tr = sig("i", iw), sig("tc"), sig("tr")
         self.tr_off, self.tc_off = sig("tr_off"), sig("tc_off")       # tr*S, tc*tc_stride
         self.tc_cls, self.col_tr_off = sig("tc_cls"), sig("col_tr_off")  # tc*S, tr*col_tr_stride
-        tc_last, tr_last = sig("tc_last"), sig("tr_last")
-        # registers equal to i == S - 1, tc == tc_last, tr == tr_last in every cycle (they
-        # change with the counters, on reset and step only); the reset values match
+        # the penultimate tile column and tile row (tiles - 2, modulo 2**COUNT_WIDTH), and
+        # whether there is one tile column: the flags below are compared on the current
+        # counters, with no adder before the compare (tc + 1 == tiles_c - 1 is tc == tc_pen)
+        tc_pen, tr_pen = sig("tc_pen"), sig("tr_pen")
+        tc_one = sig("tc_one", 1, init=1)
+        # registers equal to i == S - 1, tc == tiles_c - 1, tr == tiles_r - 1 in every cycle
+        # (they change with the counters, on reset and step only); the reset values match
         self.at_i_last = sig("at_i_last", 1, init=int(S == 1))
         self.at_tc_last = sig("at_tc_last", 1, init=1)
         self.at_tr_last = sig("at_tr_last", 1, init=1)
@@ -150,7 +155,8 @@ class _RowWalk:
             m.d.sync += [r.eq(0) for r in regs.values()]
             m.d.sync += [self.off.eq(0), tile_off.eq(0)]
             m.d.comb += self.m_next.eq(0)
-            m.d.sync += [tc_last.eq(cur.tiles_c - 1), tr_last.eq(cur.tiles_r - 1)]
+            m.d.sync += [tc_pen.eq(cur.tiles_c - 2), tr_pen.eq(cur.tiles_r - 2),
+                         tc_one.eq((cur.tiles_c - 1)[:COUNT_WIDTH] == 0)]
             m.d.sync += [self.at_i_last.eq(S == 1),
                          self.at_tc_last.eq((cur.tiles_c - 1)[:COUNT_WIDTH] == 0),
                          self.at_tr_last.eq((cur.tiles_r - 1)[:COUNT_WIDTH] == 0)]
@@ -160,9 +166,14 @@ class _RowWalk:
         with m.Elif(step):
             m.d.sync += [r.eq(n[k]) for k, r in regs.items()]
             m.d.sync += [self.off.eq(next_off), tile_off.eq(next_tile_off)]
-            m.d.sync += [self.at_i_last.eq(n["i"] == S - 1),
-                         self.at_tc_last.eq(n["tc"] == tc_last),
-                         self.at_tr_last.eq(n["tr"] == tr_last)]
+            # the flags of the next counters (n), from the current ones: after a tile's last
+            # row i is 0 (last if S == 1), tc is 0 after the last tile column (last if there
+            # is one) and tc + 1 otherwise, and tr moves on after a tile row's last tile
+            m.d.sync += self.at_i_last.eq(~self.at_i_last & (self.i == S - 2) if S > 1 else 1)
+            with m.If(self.at_i_last):
+                m.d.sync += self.at_tc_last.eq(Mux(self.at_tc_last, tc_one, self.tc == tc_pen))
+                with m.If(self.at_tc_last):
+                    m.d.sync += self.at_tr_last.eq(self.tr == tr_pen)
             m.d.comb += self.m_next.eq(next_m)
             if base is not None:
                 m.d.comb += self.addr_next.eq(Mux(self.at_i_last, next_tile_addr,
