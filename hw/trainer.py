@@ -77,8 +77,8 @@ class _RowWalk:
     as well, set on a step from the current counters and flags (``tc == tiles_c - 2`` rather
     than ``tc + 1 == tiles_c - 1``), so that no compare sits before the adders and no adder
     before a compare.  With ``base`` (constant while an instruction runs), ``addr = base +
-    off`` is a register, and so are the addresses of the current tile's and tile row's row 0: the next
-    address is one adder (``addr + 1``, ``tile_addr + tc_stride`` or ``tr_addr + S``) and a
+    off`` is a register, and so are the addresses of the current tile's and tile row's row 0:
+    the next address is one adder (``addr + 1``, ``tile_addr + tc_stride`` or ``tr_addr + S``) and a
     choice away from flip-flops, so that a block RAM's read address comes straight from
     flip-flops; ``addr_next`` and ``m_next`` are the next values of ``addr`` and ``m`` (a
     memory's own address register, hw/banked_memory.py, loads one to hold the same address in
@@ -155,10 +155,11 @@ class _RowWalk:
             m.d.sync += [r.eq(0) for r in regs.values()]
             m.d.sync += [self.off.eq(0), tile_off.eq(0)]
             m.d.comb += self.m_next.eq(0)
+            one_tc = (cur.tiles_c - 1)[:COUNT_WIDTH] == 0
             m.d.sync += [tc_pen.eq(cur.tiles_c - 2), tr_pen.eq(cur.tiles_r - 2),
-                         tc_one.eq((cur.tiles_c - 1)[:COUNT_WIDTH] == 0)]
+                         tc_one.eq(one_tc)]
             m.d.sync += [self.at_i_last.eq(S == 1),
-                         self.at_tc_last.eq((cur.tiles_c - 1)[:COUNT_WIDTH] == 0),
+                         self.at_tc_last.eq(one_tc),
                          self.at_tr_last.eq((cur.tiles_r - 1)[:COUNT_WIDTH] == 0)]
             if base is not None:
                 m.d.comb += self.addr_next.eq(base)
@@ -353,9 +354,13 @@ class Trainer(wiring.Component):
             host_in_range[r] = offset[cb:] < g.depth(r)
         max_chunks = max(chunks_of(g.word_bits(r)) for r in self.words)
         stage = Signal(32 * max(1, max_chunks - 1))
-        # The staging register's word enables are flip-flops, decoded from the bus inputs in
-        # the cycle bus_addr registers them (so they equal the decode of bus_addr): each
-        # drives its word's 32 flip-flops, and no decode of bus_addr drives all of them.
+        # Staging is not a memory write: only the last chunk, checked in full, writes the
+        # word from it.  So a chunk is staged without the range and busy checks, which keeps
+        # the depth compare off the path to the 32 x (n - 1) stage flip-flops (the 2 x 2
+        # board build's critical path); a dropped chunk still sets access_error below.  The
+        # staging register's word enables are flip-flops, decoded from the bus inputs in the
+        # cycle bus_addr registers them (so they equal the decode of bus_addr): each drives
+        # its word's 32 flip-flops, and no decode of bus_addr drives all of them.
         stage_en = Signal(max(1, max_chunks - 1), name="stage_en")
         stage_en_next = [Const(0, 1)] * len(stage_en)
         for r in self.words:
@@ -372,11 +377,6 @@ class Trainer(wiring.Component):
         for r in self.words:
             nch = chunks_of(g.word_bits(r))
             hit = (region == r) & host_in_range[r] & ~engaged
-            # Staging (stage_en, above) is not a memory write: only the last chunk, checked
-            # in full, writes the word from it.  So a chunk is staged without the range and
-            # busy checks, which keeps the depth compare off the path to the 32 x (n - 1)
-            # stage flip-flops (the 2 x 2 board build's critical path).  A dropped chunk
-            # still sets access_error below.
             m.d.comb += [
                 host_wr[r].eq(bus_w_en & hit & (host_chunk[r] == nch - 1)),
                 host_rd[r].eq(bus_r_en & hit),
