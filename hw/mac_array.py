@@ -492,10 +492,9 @@ class MacArray(wiring.Component):
                 for r in range(rows)]
         bank_overflow = Signal()
         index = Signal(range(max(rows, 2)))
-        at_last_row = Signal()
+        at_last_row = Signal(init=rows == 1)    # index == rows - 1, a register (see below)
         transfer = Signal()
         m.d.comb += [
-            at_last_row.eq(index == rows - 1),
             self.results.valid.eq(bank_full),
             self.results.payload.index.eq(index),
             self.results.payload.last.eq(at_last_row),
@@ -513,10 +512,13 @@ class MacArray(wiring.Component):
             self._last_beat_may_enter(bank_full_next, last_pending_next))
         # The watch on the flow control: a tile that finishes now overwrites the bank.
         m.d.sync += self.tile_lost.eq(tile_done & bank_full)
+        # at_last_row is a register, so that bank_full's next value (which every element's
+        # copy loads) is one LUT of flip-flops when results.ready is one (hw/trainer.py)
         with m.If(tile_done):
-            m.d.sync += [index.eq(0), bank_overflow.eq(tile_overflow_now)]
+            m.d.sync += [index.eq(0), at_last_row.eq(rows == 1),
+                         bank_overflow.eq(tile_overflow_now)]
         with m.Elif(transfer):
-            m.d.sync += index.eq(index + 1)
+            m.d.sync += [index.eq(index + 1), at_last_row.eq(index == rows - 2)]
         # each element loads and shifts its bank register on copies of its own
         full_e = _element_copies(m, bank_full_next, rows, cols, "bank_full")
         for r in range(rows):

@@ -339,6 +339,11 @@ class Trainer(wiring.Component):
         issue = Signal()                      # ISSUE state: walkers reset, engine offered
         run = Signal()                        # in the RUN state (a flip-flop of its own, not
                                               # decoded from the state: it gates the FIFO's reads)
+        # run's next value (the front's ready register is computed from it): set as ISSUE
+        # hands the instruction to the engine, cleared as RUN ends
+        run_next = Signal()
+        m.d.comb += run_next.eq((issue & eng.instr.ready) | (run & ~instr_done))
+        m.d.sync += run.eq(run_next)
         busy = self.busy
         engaged = Signal()                    # busy, or a START about to make it so: what the
         m.d.comb += engaged.eq(busy | start)  # host sees as busy and what refuses its accesses
@@ -539,12 +544,11 @@ class Trainer(wiring.Component):
             with m.State("ISSUE"):
                 m.d.comb += [issue.eq(1), eng.instr.valid.eq(1)]
                 with m.If(eng.instr.ready):
-                    m.d.sync += run.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
                 with m.If(instr_done):
                     m.d.comb += pc_next.eq(pc + 1)
-                    m.d.sync += [retired.eq(retired + 1), run.eq(0)]
+                    m.d.sync += retired.eq(retired + 1)
                     m.next = "FETCH"
         for name in eng.instr_layout.members:
             m.d.comb += eng.instr.payload[name].eq(cur[name])
@@ -612,19 +616,29 @@ class Trainer(wiring.Component):
         code3 = Signal(self.words[Region.CODE], reset_less=True)
         take_f = Signal()
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
-        has_credit = Signal()
         # FORWARD, LOSS and SGD rows leave the engine at most one every ``row_cycles`` cycles:
         # the lanes hand each to their units in that many chunks (hw/post_lanes.py)
         k = self.row_spacing
-        spaced = Signal(init=1)         # row_wait == 0, registered (res.ready stays short)
+        spaced = Signal(init=1)         # row_wait == 0, registered
+        spaced_next = Signal()
+        m.d.comb += spaced_next.eq(spaced)
+        m.d.sync += spaced.eq(spaced_next)
         if k > 1:
             row_wait = Signal(range(k))
             with m.If(take_f & (op != Op.BACKWARD)):
-                m.d.sync += [row_wait.eq(k - 1), spaced.eq(0)]
+                m.d.sync += row_wait.eq(k - 1)
+                m.d.comb += spaced_next.eq(0)
             with m.Elif(row_wait != 0):
-                m.d.sync += [row_wait.eq(row_wait - 1), spaced.eq(row_wait == 1)]
+                m.d.sync += row_wait.eq(row_wait - 1)
+                m.d.comb += spaced_next.eq(row_wait == 1)
+        # The engine's ready is a flip-flop of its own (run, a credit and the spacing, from
+        # their next values): it drives the MAC array's result bank, whose registers
+        # are spread over every DSP column, so no logic may sit in front of that net.
+        has_credit_next = Signal()
+        front_ready = Signal()
+        m.d.sync += front_ready.eq(run_next & has_credit_next & spaced_next)
         m.d.comb += [
-            res.ready.eq(run & has_credit & spaced),
+            res.ready.eq(front_ready),
             take_f.eq(res.valid & res.ready),
         ]
         # the front's aux address (CODE or WGT word of the row taken) is a register of the
@@ -690,12 +704,8 @@ class Trainer(wiring.Component):
             m.d.sync += credits.eq(credits - 1)
         with m.Elif(take_w & ~take_f):
             m.d.sync += credits.eq(credits + 1)
-        # registered: credits > 1, or credits == 1 and none is being taken now
-        with m.If(issue):
-            m.d.sync += has_credit.eq(1)
-        with m.Else():
-            next_credits = credits - take_f + take_w
-            m.d.sync += has_credit.eq(next_credits != 0)
+        # a credit in the next cycle: credits > 1, or credits == 1 and none is being taken now
+        m.d.comb += has_credit_next.eq(Mux(issue, 1, (credits - take_f + take_w) != 0))
         walk = _RowWalk(m, "writer", S, cur, issue, take_w)
         label_rd = rd[Region.LABEL]
         with m.If(take_w & walk.at_i_last & cur.col_en):
