@@ -47,7 +47,7 @@ from .synth_unit import (_FMAX_RE, TARGETS, _critical_path_text, _pct,
 from .toolchain import tool_path, yowasp_environ
 
 __all__ = ["BuildError", "CoreNotAvailable", "build_board", "check_nextpnr_opts", "CORES",
-           "add_arguments", "run", "main", "format_table"]
+           "flow_nextpnr_opts", "add_arguments", "run", "main", "format_table"]
 
 TOP_NAME = "top"
 
@@ -233,6 +233,28 @@ def check_nextpnr_opts(opts) -> list:
     return words
 
 
+def flow_nextpnr_opts(family: str, seed: int, extra_opts) -> str:
+    """The nextpnr options of the build flow for a device ``family`` (``"ice40"`` or
+    ``"ecp5"``), with the checked extra options ``extra_opts`` (a list of words) last.
+
+    On the ECP5 the flow routes with ``router2`` and places with the ``static`` placer, unless
+    ``extra_opts`` chooses a router or a placer itself; a ``--placer-heap-*`` option alone
+    chooses the ``heap`` placer (nextpnr's default), whose option it is.  (nextpnr-ecp5 0.11's
+    router1 had not finished the 8 x 8 Trainer after 50 minutes; after the heap placer, router2
+    closed in on it and then diverged, while after the static placer it routes: docs section 8.)
+    """
+    names = [w.split("=")[0] for w in extra_opts if w.startswith("--")]
+    opts = f"--timing-allow-fail --seed {int(seed)} --report nextpnr_report.json"
+    if family != "ice40":
+        if "--router" not in names:
+            opts += " --router router2"
+        if "--placer" not in names and not any(n.startswith("--placer-heap-") for n in names):
+            opts += " --placer static"
+    if extra_opts:
+        opts += " " + " ".join(extra_opts)
+    return opts
+
+
 def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geometry=None,
                 memories=None, cycles_per_step=None, batch=None, seed=1, baud=115200,
                 fit_check=True, freq_mhz=None, use_pll=None, nextpnr_opts=(), log=None):
@@ -357,13 +379,7 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
                 notes.append(f"fit check overridden: {plan['reason']}")
     top = BoardTop(board, core_obj, baud=baud)
     report["link"] = top.info
-    flow_opts = f"--timing-allow-fail --seed {int(seed)} --report nextpnr_report.json"
-    if board.family != "ice40" and not any(w.split("=")[0] == "--router" for w in extra_opts):
-        # nextpnr-ecp5 0.11 routes with router1 by default; router2 finishes the 8 x 8 Trainer
-        # in a fraction of the time
-        flow_opts += " --router router2"
-    if extra_opts:
-        flow_opts += " " + " ".join(extra_opts)
+    flow_opts = flow_nextpnr_opts(board.family, seed, extra_opts)
     report["nextpnr_opts"] = flow_opts
     overrides = {
         "nextpnr_opts": flow_opts,

@@ -220,10 +220,26 @@ def test_memory_core_registers_and_ram():
     assert got["cycles"] == 5
 
 
+def test_flow_nextpnr_opts_choose_router2_and_the_static_placer_on_the_ecp5():
+    base = "--timing-allow-fail --seed 3 --report nextpnr_report.json"
+    assert bb.flow_nextpnr_opts("ice40", 3, []) == base
+    assert bb.flow_nextpnr_opts("ice40", 3, ["--tmg-ripup"]) == base + " --tmg-ripup"
+    assert bb.flow_nextpnr_opts("ecp5", 3, []) == base + " --router router2 --placer static"
+    # the caller's own router or placer replaces the flow's; extra options come last
+    assert bb.flow_nextpnr_opts("ecp5", 3, ["--router=router1"]) == (
+        base + " --placer static --router=router1")
+    assert bb.flow_nextpnr_opts("ecp5", 3, ["--placer", "heap"]) == (
+        base + " --router router2 --placer heap")
+    # a heap placer option alone means the heap placer (nextpnr's default)
+    assert bb.flow_nextpnr_opts("ecp5", 3, ["--placer-heap-beta", "0.6"]) == (
+        base + " --router router2 --placer-heap-beta 0.6")
+
+
 # -- full builds (YoWASP) --------------------------------------------------------------------
 
 CYCLES, BATCH = 175_000, 64
-EXTRA_NEXTPNR_OPT = "--placer-heap-beta 0.6"
+# an option that changes no placement or routing, so the ECP5 builds keep the flow's placer
+EXTRA_NEXTPNR_OPT = "--no-print-critical-path-source"
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +294,7 @@ def test_board_report(built_all, name):
     script = (out / "build_top.sh").read_text()
     assert "--seed 1 " in script and EXTRA_NEXTPNR_OPT in script
     assert ("--router router2" in script) == (board.family == "ecp5")
+    assert ("--placer static" in script) == (board.family == "ecp5")
     suffix = "bin" if board.family == "ice40" else "bit"
     assert (out / f"top.{suffix}").stat().st_size > 1000
     assert report["bitstream"].endswith(f"top.{suffix}")
