@@ -214,6 +214,15 @@ def _element_copies(m, d, rows, cols, name):
     return [flat[r * cols:(r + 1) * cols] for r in range(rows)]
 
 
+def _element_copies_tree(m, d, rows, cols, name):
+    """``rows x cols`` copies of ``d`` registered *twice*, one per array element, as a tree:
+    a copy per row registers ``d``, and each element's copy registers its row's.  So no net
+    runs from one register to all the elements, which on the 8 x 8 spread over the ECP5's DSP
+    columns took 9-13 ns of routing (docs/ARCHITECTURE.md section 8)."""
+    row = replicas(m, d, rows, f"{name}_row")
+    return [replicas(m, row[r], cols, f"{name}_{r}_") for r in range(rows)]
+
+
 def operand_layout(rows: int, cols: int, a_width: int, b_width: int) -> data.StructLayout:
     """One operand beat; fields from the least significant bit: a, b, first, last."""
     return data.StructLayout({
@@ -443,14 +452,20 @@ class MacArray(wiring.Component):
         for level in range(n_levels):
             v, f, l = (Signal(name=f"{n}_p{level}") for n in ("valid", "first", "last"))
             m.d.sync += [v.eq(valid2), f.eq(first2), l.eq(last2)]
-            if level == n_levels - 1:
-                # Every element takes its own copy of the flags that steer its accumulator
-                # and its bank registers (each drives one element's ~acc_width flip-flops,
-                # not the whole array's): hw.replica.Replica.
-                valid_e = _element_copies(m, valid2, rows, cols, f"valid_p{level}")
-                first_e = _element_copies(m, first2, rows, cols, f"first_p{level}")
+            # Every element takes its own copy of the flags that steer its accumulator and
+            # its bank registers (each drives one element's ~acc_width flip-flops, not the
+            # whole array's): hw.replica.Replica.  With two levels or more, the copies of
+            # the last level's flags are a tree that starts one level earlier.
+            if n_levels >= 2 and level == n_levels - 2:
+                valid_e = _element_copies_tree(m, valid2, rows, cols, "valid_e")
+                first_e = _element_copies_tree(m, first2, rows, cols, "first_e")
+                done_e = _element_copies_tree(m, v & l, rows, cols, "done_e")
+            elif n_levels == 1:
+                valid_e = _element_copies(m, valid2, rows, cols, "valid_e")
+                first_e = _element_copies(m, first2, rows, cols, "first_e")
             valid2, first2, last2 = v, f, l
-        done_e = _element_copies(m, valid2 & last2, rows, cols, "tile_done")
+        if n_levels == 1:
+            done_e = _element_copies(m, valid2 & last2, rows, cols, "done_e")
 
         # ---- accumulators, summed with one extra bit to catch overflow -----------
         # Each element registers its overflow bit beside its accumulator; the OR over
