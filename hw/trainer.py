@@ -201,6 +201,9 @@ class Trainer(wiring.Component):
     row_cycles : cycles each FORWARD, LOSS or SGD row takes to enter the post-processing
         lanes, which then have ``side / row_cycles`` Scaler, NitroRelu and SgdUpdate units
         (hw/post_lanes.py); default ``default_row_cycles(side)``.
+    fifo_depth : rows the FIFO between the lanes and the writer holds (default 64, at least
+        3); a row leaves the engine only against a credit for one, so a small FIFO slows the
+        program and loses nothing (``STATUS.row_lost`` watches it).
 
     Ports
     -----
@@ -223,8 +226,14 @@ class Trainer(wiring.Component):
     collision_free_memories = ("mem_*",)
 
     def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None,
-                 bank_depth: int = 2048, row_cycles: int | None = None):
+                 bank_depth: int = 2048, row_cycles: int | None = None, fifo_depth: int = 64):
         g = geometry
+        if fifo_depth < 3:
+            # Amaranth's SyncFIFOBuffered of depth 2 refuses a write in the cycle after the
+            # first one into it (that row is on its way to the output register), so it
+            # does not always hold the two rows that two credits promise
+            self._MustUse__silence = True       # never built: no "unused" warning
+            raise ValueError(f"fifo_depth must be at least 3, got {fifo_depth}")
         if bank_depth < 1 or bank_depth & (bank_depth - 1):
             self._MustUse__silence = True       # never built: no "unused" warning
             raise ValueError(f"bank_depth must be a power of two, got {bank_depth}")
@@ -249,7 +258,7 @@ class Trainer(wiring.Component):
         S = g.side
         #: rows between the engine and the writer (the lanes' latency plus slack for the
         #: transposer's S-cycle emission per tile); a row leaves the engine against a credit
-        self.fifo_depth = 64
+        self.fifo_depth = fifo_depth
         self.engine = TileEngine(S, S, a_width=g.act_width, b_width=max(g.err_width, g.wgt_width),
                                  acc_width=g.acc_width, a_depth=g.act_depth,
                                  b_depth=max(g.wgt_depth, g.err_depth), count_width=COUNT_WIDTH,
@@ -329,6 +338,8 @@ class Trainer(wiring.Component):
         ovf_backerr = Signal()
         tile_lost = Signal()                  # sticky: the MacArray's flow-control watch
         row_lost = Signal()                   # sticky: a row the lanes were not ready for
+                                              # (or the writer's FIFO had no room for)
+        fifo_overrun = Signal()               # a row written to the full FIFO (below)
         start = Signal()                      # a START written in the last bus cycle (a
                                               # flip-flop: the bus decode stays off the
                                               # sequencer's next state and busy's copies)
@@ -560,7 +571,9 @@ class Trainer(wiring.Component):
                 m.d.sync += tile_lost.eq(1)
             # the front spaces FORWARD, LOSS and SGD rows ``row_spacing`` cycles apart and
             # does not look at the lanes' ready; a row offered while it is low is dropped
-            with m.If(lanes.i.valid & ~lanes.i.ready):
+            # (and the credits keep the FIFO from overflowing; a row written while it is full
+            # would be lost too)
+            with m.If((lanes.i.valid & ~lanes.i.ready) | fifo_overrun):
                 m.d.sync += row_lost.eq(1)
         m.d.comb += lanes.clear.eq(clear)
 
@@ -682,6 +695,7 @@ class Trainer(wiring.Component):
             lanes.o.ready.eq(1),
             fifo.w_en.eq(lanes.o.valid),
             fifo.w_data.eq(lanes.o.payload),
+            fifo_overrun.eq(fifo.w_en & ~fifo.w_rdy),
         ]
 
         # ---- writer: row writes, LOSS target, transposer -------------------------------------
