@@ -201,9 +201,9 @@ class Trainer(wiring.Component):
     row_cycles : cycles each FORWARD, LOSS or SGD row takes to enter the post-processing
         lanes, which then have ``side / row_cycles`` Scaler, NitroRelu and SgdUpdate units
         (hw/post_lanes.py); default ``default_row_cycles(side)``.
-    fifo_depth : rows the FIFO between the lanes and the writer holds (default 64, at least
-        3); a row leaves the engine only against a credit for one, so a small FIFO slows the
-        program and loses nothing (``STATUS.row_lost`` watches it).
+    fifo_depth : rows the FIFO between the lanes and the writer holds (default 64; 1 or at
+        least 3); a row leaves the engine only against a credit for one, so a small FIFO
+        slows the program and loses nothing (``STATUS.row_lost`` watches it).
 
     Ports
     -----
@@ -228,12 +228,12 @@ class Trainer(wiring.Component):
     def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None,
                  bank_depth: int = 2048, row_cycles: int | None = None, fifo_depth: int = 64):
         g = geometry
-        if fifo_depth < 3:
+        if fifo_depth < 1 or fifo_depth == 2:
             # Amaranth's SyncFIFOBuffered of depth 2 refuses a write in the cycle after the
             # first one into it (that row is on its way to the output register), so it
             # does not always hold the two rows that two credits promise
             self._MustUse__silence = True       # never built: no "unused" warning
-            raise ValueError(f"fifo_depth must be at least 3, got {fifo_depth}")
+            raise ValueError(f"fifo_depth must be 1 or at least 3, got {fifo_depth}")
         if bank_depth < 1 or bank_depth & (bank_depth - 1):
             self._MustUse__silence = True       # never built: no "unused" warning
             raise ValueError(f"bank_depth must be a power of two, got {bank_depth}")

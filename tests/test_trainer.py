@@ -116,24 +116,25 @@ def test_steps_are_bit_exact_with_golden_with_a_row_every_cycle(bus_rows1, net_c
 
 
 @pytest.fixture(scope="module")
-def bus_fifo3():
-    """A Trainer whose writer FIFO holds three rows: the front then waits for credits (the
-    lanes hold more rows than that), which a 64-row FIFO never makes it do in these tests."""
-    with SimBus.start(lambda: Trainer(GEOMETRY, bank_depth=BANK_DEPTH, fifo_depth=3),
-                      "trainer_fifo3", read_latency=Trainer.READ_LATENCY) as b:
+def bus_fifo1():
+    """A Trainer whose writer FIFO holds one row: the front then waits for a credit before
+    every row (the lanes hold several), which a 64-row FIFO never makes it do in these tests
+    (a front that ignores the credits passes every other whole-step test)."""
+    with SimBus.start(lambda: Trainer(GEOMETRY, bank_depth=BANK_DEPTH, fifo_depth=1),
+                      "trainer_fifo1", read_latency=Trainer.READ_LATENCY) as b:
         yield b
 
 
-def test_steps_are_bit_exact_with_golden_with_a_three_row_fifo(bus_fifo3):
+def test_steps_are_bit_exact_with_golden_with_a_one_row_fifo(bus_fifo1):
     # the credits make it slower, not different: the cycle bound is the only thing loosened
-    _check_steps(bus_fifo3, NETWORKS[1], cycle_factor=8)
+    _check_steps(bus_fifo1, NETWORKS[1], cycle_factor=40)
 
 
 def test_fifo_depth_is_checked():
-    # two is refused too: Amaranth's SyncFIFOBuffered of depth 2 does not always take the
-    # second row that a second credit promises (a run with it reports STATUS.row_lost)
+    # two is refused: Amaranth's SyncFIFOBuffered of depth 2 does not always take the second
+    # row that a second credit promises (a run with it reports STATUS.row_lost)
     for depth in (0, 2):
-        with pytest.raises(ValueError, match="fifo_depth must be at least 3"):
+        with pytest.raises(ValueError, match="fifo_depth must be 1 or at least 3"):
             Trainer(GEOMETRY, fifo_depth=depth)
 
 
