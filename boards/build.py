@@ -42,8 +42,8 @@ from pathlib import Path
 from .boards import (BOARD, Board, FitError, Memory, board_geometry, core_memories,
                      get_board, network_max_batch, plan_memories, trainer_memories)
 from .synth_unit import (_FMAX_RE, TARGETS, _critical_path_text, _pct,
-                         _summarise_critical_path, parse_nextpnr_log, yosys_keep_replicas,
-                         yosys_plain_names)
+                         _summarise_critical_path, parse_nextpnr_log, summarise_long_nets,
+                         yosys_keep_replicas, yosys_plain_names)
 from .toolchain import tool_path, yowasp_environ
 
 __all__ = ["BuildError", "CoreNotAvailable", "build_board", "check_nextpnr_opts", "CORES",
@@ -257,7 +257,8 @@ def flow_nextpnr_opts(family: str, seed: int, extra_opts) -> str:
 
 def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geometry=None,
                 memories=None, cycles_per_step=None, batch=None, seed=1, baud=115200,
-                fit_check=True, freq_mhz=None, use_pll=None, nextpnr_opts=(), log=None):
+                fit_check=True, freq_mhz=None, use_pll=None, nextpnr_opts=(), net_report=False,
+                log=None):
     """Build the board top for ``board`` (a name or :class:`Board`) into ``out_dir``.
 
     ``core``: ``"memory"``, ``"trainer"`` or ``"auto"``; or pass ``make_core(board) ->
@@ -267,7 +268,10 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     (the PLL's target), ``use_pll=False`` runs the core on the board oscillator.
     ``nextpnr_opts``: extra nextpnr options, each a ``--name`` or ``--name=value`` string or a
     ``--name value`` pair (e.g. ``["--placer-heap-beta", "0.6"]``; checked by
-    :func:`check_nextpnr_opts`), appended after the flow's own.  Raises
+    :func:`check_nextpnr_opts`), appended after the flow's own.  ``net_report``: nextpnr
+    writes its detailed net timings, and ``report["long_nets"]`` lists the nets whose routing
+    exceeds 70% of the clock period (:func:`boards.synth_unit.summarise_long_nets`; also when
+    ``nextpnr_opts`` asks for ``--detailed-timing-report``).  Raises
     :class:`FitError` before synthesis if the memories cannot fit, :class:`BuildError` if a
     tool fails.  Returns the report (also in ``out_dir/report.json``).
     """
@@ -275,6 +279,8 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
 
     t_start = time.monotonic()
     extra_opts = check_nextpnr_opts(nextpnr_opts)
+    if net_report and "--detailed-timing-report" not in extra_opts:
+        extra_opts.append("--detailed-timing-report")
     board = get_board(board) if isinstance(board, str) else board
     if use_pll is False:
         board = dataclasses.replace(board, use_pll=False, target_mhz=board.clock_mhz)
@@ -451,6 +457,9 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     report["critical_path"] = (_summarise_critical_path(clock_paths[0],
                                                         _critical_path_text(log_text))
                                if clock_paths else None)
+    long_nets = summarise_long_nets(pnr, 1000.0 / core_mhz)
+    if long_nets is not None:
+        report["long_nets"] = long_nets
     report["yosys_cells"] = cells
     report["nextpnr_utilization"] = {k: v.get("used", 0) for k, v in util.items()}
     bit = out / f"{TOP_NAME}.{'bin' if board.family == 'ice40' else 'bit'}"
@@ -549,6 +558,10 @@ def add_arguments(parser):
     parser.add_argument("--nextpnr-opt", action="append", default=[], metavar="OPT",
                         help="an extra nextpnr option (repeatable; quote an option with its "
                              "value), e.g. --nextpnr-opt='--placer-heap-beta 0.6'")
+    parser.add_argument("--net-report", action="store_true",
+                        help="list in report.json (long_nets) every net whose routing takes "
+                             "more than 70%% of the clock period, grouped by signal (nextpnr's "
+                             "--detailed-timing-report)")
     parser.add_argument("--baud", type=int, default=115200, help="UART baud rate")
     parser.add_argument("--no-fit-check", action="store_true",
                         help="build even if the memories do not fit the block RAM estimate")
@@ -578,7 +591,7 @@ def run(args):
                               cycles_per_step=args.cycles_per_step, batch=args.batch,
                               seed=args.seed, baud=args.baud, fit_check=not args.no_fit_check,
                               freq_mhz=args.freq, use_pll=False if args.no_pll else None,
-                              nextpnr_opts=args.nextpnr_opt,
+                              nextpnr_opts=args.nextpnr_opt, net_report=args.net_report,
                               log=lambda s: print(f"# {s}", file=sys.stderr))
         except FitError as exc:
             print(f"nitrod build: {exc}", file=sys.stderr)
@@ -612,6 +625,12 @@ def run(args):
         for rep in reports:
             for note in rep.get("notes", []):
                 print(f"# {rep['board']}: {note}")
+            nets = rep.get("long_nets")
+            if nets:
+                common = ", ".join(f"{sig} ({n})" for sig, n, _ in nets["groups"][:5])
+                print(f"# {rep['board']}: {nets['over_ns'][str(nets['threshold_ns'])]} nets "
+                      f"route in over {nets['threshold_ns']} ns"
+                      + (f"; commonest: {common}" if common else ""))
             if rep.get("bitstream"):
                 print(f"# {rep['board']}: bitstream {rep['bitstream']}")
     return status

@@ -62,6 +62,7 @@ __all__ = [
     "run_synth_unit",
     "synth_component",
     "parse_nextpnr_log",
+    "summarise_long_nets",
     "format_table",
     "add_arguments",
     "run",
@@ -444,6 +445,52 @@ def _signal_of(cell):
     """
     match = _CELL_SUFFIX_RE.search(cell)
     return cell[:match.start()] if match and match.start() > 0 else cell
+
+
+_NET_SUFFIX_RE = re.compile(r"(_SB_|_TRELLIS_|_DFFLC|_MULT18X18D|_CCU2C|_LUT4|_PFUMX|_L6MUX|\$)")
+
+
+def summarise_long_nets(pnr, period_ns, top=20):
+    """The nets whose routing delay to some sink exceeds 70% of the clock period, from a
+    nextpnr JSON report written with ``--detailed-timing-report`` (``None`` without it).
+
+    At 100 MHz a net of 7 ns leaves 3 for the clock-to-output, the logic and the setup, so
+    these are the nets that keep a design from its clock, *all* of them, where the critical
+    path names one.  Returns ``{"threshold_ns", "nets", "over_ns"}``, ``over_ns`` counting the
+    nets over 50/70/90/110% of the period, then ``"groups"``: the ``top`` commonest *signals*
+    among the long nets (the net name with its cell suffix cut off and every number written
+    ``#``, so ``tbuf3_5`` and ``tbuf0_1`` count together) as ``[signal, nets, worst_ns]``, and
+    ``"worst"``: the ``top`` longest nets as ``[net, sinks, ns]``.
+    """
+    nets = pnr.get("detailed_net_timings")
+    if nets is None:
+        return None
+
+    def delay(endpoint):
+        d = endpoint.get("delay", 0.0)
+        return max(d) if isinstance(d, list) else d
+
+    longest = [(max(delay(e) for e in n["endpoints"]), len(n["endpoints"]), n.get("net", "?"))
+               for n in nets if n.get("endpoints")]
+    threshold = 0.7 * period_ns
+    groups = {}
+    for ns, _, net in longest:
+        if ns > threshold:
+            match = _NET_SUFFIX_RE.search(net)
+            signal = re.sub(r"\d+", "#", net[:match.start()] if match and match.start() else net)
+            count, worst = groups.get(signal, (0, 0.0))
+            groups[signal] = (count + 1, max(worst, ns))
+    longest.sort(key=lambda x: -x[0])
+    return {
+        "threshold_ns": round(threshold, 3),
+        "nets": len(longest),
+        "over_ns": {f"{round(f * period_ns, 3)}": sum(1 for ns, _, _ in longest
+                                                      if ns > f * period_ns)
+                    for f in (0.5, 0.7, 0.9, 1.1)},
+        "groups": [[sig, c, round(w, 2)] for sig, (c, w) in
+                   sorted(groups.items(), key=lambda kv: (-kv[1][0], kv[0]))[:top]],
+        "worst": [[net, sinks, round(ns, 2)] for ns, sinks, net in longest[:top]],
+    }
 
 
 def parse_nextpnr_log(log):

@@ -235,6 +235,26 @@ def test_flow_nextpnr_opts_choose_router2_and_the_static_placer_on_the_ecp5():
         base + " --router router2 --placer-heap-beta 0.6")
 
 
+def test_long_nets_are_counted_and_grouped_by_signal():
+    from boards.synth_unit import summarise_long_nets
+    assert summarise_long_nets({"critical_paths": []}, 10.0) is None    # no detailed timings
+
+    def net(name, *delays):
+        return {"net": name, "driver": "d", "endpoints": [
+            {"cell": f"c{i}", "port": "DI", "delay": [d * 0.9, d]} for i, d in enumerate(delays)]}
+
+    pnr = {"detailed_net_timings": [
+        net("core.tbuf3_5_TRELLIS_FF_Q_2_DI", 8.0), net("core.tbuf0_1_TRELLIS_FF_Q_DI", 12.5),
+        net("core.busy_copy", 1.0, 9.5, 2.0), net("core.short", 6.9), net("core.none")]}
+    got = summarise_long_nets(pnr, 10.0, top=2)
+    assert got["threshold_ns"] == 7.0 and got["nets"] == 4     # a net without sinks is skipped
+    assert got["over_ns"] == {"5.0": 4, "7.0": 3, "9.0": 2, "11.0": 1}
+    # the longest sink decides; numbers become # and the cell suffix goes
+    assert got["groups"] == [["core.tbuf#_#", 2, 12.5], ["core.busy_copy", 1, 9.5]]
+    assert got["worst"] == [["core.tbuf0_1_TRELLIS_FF_Q_DI", 1, 12.5],
+                            ["core.busy_copy", 3, 9.5]]
+
+
 # -- full builds (YoWASP) --------------------------------------------------------------------
 
 CYCLES, BATCH = 175_000, 64
@@ -248,7 +268,7 @@ def built_all(tmp_path_factory):
     root = tmp_path_factory.mktemp("boards")
     status = nitrod_main(["build", "--board", "all", "--core", "memory", "--out", str(root),
                           "--cycles-per-step", str(CYCLES), "--batch", str(BATCH),
-                          f"--nextpnr-opt={EXTRA_NEXTPNR_OPT}"])
+                          f"--nextpnr-opt={EXTRA_NEXTPNR_OPT}", "--net-report"])
     return root, status
 
 
@@ -289,10 +309,17 @@ def test_board_report(built_all, name):
     assert report["projected_samples_per_second"] == pytest.approx(
         report["fmax_mhz"] * 1e6 / CYCLES * BATCH, rel=1e-3)
     assert report["geometry"]["side"] == board.geometry.side
-    # --nextpnr-opt reached the command nextpnr ran, after the flow's own options
-    assert report["nextpnr_opts"].endswith(EXTRA_NEXTPNR_OPT)
+    # --nextpnr-opt reached the command nextpnr ran, after the flow's own options (and then
+    # --net-report's)
+    assert report["nextpnr_opts"].endswith(f"{EXTRA_NEXTPNR_OPT} --detailed-timing-report")
+    # --net-report: the long nets, against 70% of the core clock's period
+    nets = report["long_nets"]
+    assert nets["threshold_ns"] == pytest.approx(700 / board.target_mhz, abs=1e-3)
+    assert nets["nets"] > 100 and len(nets["worst"]) == 20
+    assert sum(n for _, n, _ in nets["groups"]) <= nets["over_ns"][str(nets["threshold_ns"])]
     script = (out / "build_top.sh").read_text()
     assert "--seed 1 " in script and EXTRA_NEXTPNR_OPT in script
+    assert "--detailed-timing-report" in script
     assert ("--router router2" in script) == (board.family == "ecp5")
     assert ("--placer static" in script) == (board.family == "ecp5")
     suffix = "bin" if board.family == "ice40" else "bit"
