@@ -18,9 +18,12 @@ check +-4 % at divisor 16 and +-2 % at divisor 4).
   previous byte has not been taken when a new one completes, the new one is
   dropped and ``overrun`` pulses (there is no FIFO: the host link is half
   duplex).
-* :class:`UartTx`: takes a byte from the ``i`` stream whenever it is idle and
-  shifts it out; back-to-back bytes leave with no gap (a byte every ``10 *
-  divisor`` cycles).  ``tx`` is registered and high at reset.
+* :class:`UartTx`: takes a byte from the ``i`` stream into a holding register
+  whenever that is empty (``ready`` is a flip-flop), and shifts it out from there;
+  back-to-back bytes leave with no gap (a byte every ``10 * divisor`` cycles).  ``tx``
+  is registered and high at reset.  The holding register keeps the sender's logic
+  (the host link's response multiplexer) off the shifter's enables: on a board the
+  transmitter sits by its pin, the link wherever the placer puts it.
 
 The receiver resynchronises on every start bit, so it accepts a sender that is
 slightly faster or slower; it looks for the next falling edge from the middle of
@@ -151,8 +154,8 @@ class UartTx(wiring.Component):
 
     Ports
     -----
-    i : In(stream.Signature(8))    bytes to send; ``ready`` is high while idle and in
-                                   the last cycle of a stop bit
+    i : In(stream.Signature(8))    bytes to send; ``ready`` (a flip-flop) is high while
+                                   the holding register is empty
     tx : Out(1, init=1)            the serial line (registered, idle high)
     busy : Out(1)                  a byte is being shifted out
     """
@@ -179,11 +182,20 @@ class UartTx(wiring.Component):
         # ``ready`` and the next-state choice depend on flip-flops only, not on the
         # timer's compare and decrement: the bit timing is unchanged (``divisor``
         # cycles per bit, a new byte in the last cycle of a stop bit).
-        # Idle, or in the last cycle of a stop bit: the next byte can start.
-        m.d.comb += self.i.ready.eq(~self.busy | (at_end & in_stop))
-        with m.If(self.i.valid & self.i.ready):
+        # The holding register: a byte taken from the stream waits there until it starts.
+        held = Signal()
+        hold = Signal(8, reset_less=True)
+        start = Signal()
+        m.d.comb += self.i.ready.eq(~held)
+        with m.If(self.i.valid & ~held):
+            m.d.sync += [hold.eq(self.i.payload), held.eq(1)]
+        with m.If(start):
+            m.d.sync += held.eq(0)
+        # Idle, or in the last cycle of a stop bit: the held byte can start.
+        m.d.comb += start.eq(held & (~self.busy | (at_end & in_stop)))
+        with m.If(start):
             m.d.sync += [self.tx.eq(0),                               # start bit
-                         frame.eq(Cat(self.i.payload, 1)),            # data, then stop
+                         frame.eq(Cat(hold, 1)),                      # data, then stop
                          left.eq(9), in_stop.eq(0),
                          timer.eq(div - 1), at_end.eq(0), self.busy.eq(1)]
         with m.Elif(~self.busy):
