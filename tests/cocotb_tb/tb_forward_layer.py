@@ -25,7 +25,7 @@ from sim import tb
 async def run_layer(dut):
     p = tb.params()
     v = tb.vectors()
-    rows, cols = p["rows"], p["cols"]
+    cols = p["cols"]
     gap = int(p.get("gap", 0))
     stall_pattern = [int(x) for x in v.get("stall_pattern", np.zeros(1, int)).tolist()]
 

@@ -29,7 +29,7 @@ from sim import tb
 async def run_instructions(dut):
     p = tb.params()
     v = tb.vectors()
-    rows, cols, acc_width = p["rows"], p["cols"], p["acc_width"]
+    cols, acc_width = p["cols"], p["acc_width"]
     fields = p["instr_fields"]
     rf = p["result_fields"]
     gap = int(p.get("gap", 0))
