@@ -528,7 +528,8 @@ class MacArray(wiring.Component):
         # The watch on the flow control: a tile that finishes now overwrites the bank.
         m.d.sync += self.tile_lost.eq(tile_done & bank_full)
         # at_last_row is a register, so that bank_full's next value (which every element's
-        # copy loads) is one LUT of flip-flops when results.ready is one (hw/trainer.py)
+        # copy loads) is a function of four flip-flops when results.ready is a flip-flop (the
+        # Trainer's is)
         with m.If(tile_done):
             m.d.sync += [index.eq(0), at_last_row.eq(rows == 1),
                          bank_overflow.eq(tile_overflow_now)]
