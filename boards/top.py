@@ -8,7 +8,8 @@
     LEDs: busy (core.busy), link (host link inside a frame), alive (1 Hz heartbeat, if present)
 
 Reset: a power-on counter in a reset-less domain holds the ``sync`` reset for 2**10 cycles
-after the PLL reports lock (and while the board's reset button is held).
+after the PLL reports lock (and while the board's reset button is held); on the ECP5 the
+reset goes out on a global network (a ``DCCA``), as the clock does.
 
 The core is any :class:`amaranth.lib.wiring.Component` with ``bus: In(BusSignature(24))``
 (any ``read_latency``: the HostLink takes the core's) and optionally ``busy: Out(1)``;
@@ -226,7 +227,15 @@ class BoardTop(wiring.Component):
         # comparator in front of that net would be on a timed path)
         rst_q = Signal(init=1)
         m.d.por += rst_q.eq(por != POR_CYCLES)
-        m.d.comb += cd_sync.rst.eq(rst_q)
+        if b.family == "ecp5":
+            # ... and goes out on one of the ECP5's global networks (a DCCA buffer, like the
+            # clock): on general routing the one net to the 8 x 8 Trainer's 3,467 flip-flops
+            # with a reset took 15.7 ns (docs/ARCHITECTURE.md section 8)
+            rst_global = Signal()
+            m.submodules.rst_dcca = Instance("DCCA", i_CLKI=rst_q, i_CE=C(1), o_CLKO=rst_global)
+            m.d.comb += cd_sync.rst.eq(rst_global)
+        else:
+            m.d.comb += cd_sync.rst.eq(rst_q)
 
     def elaborate(self, platform):
         m = Module()
