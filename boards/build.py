@@ -628,8 +628,8 @@ def run(args):
             nets = rep.get("long_nets")
             if nets:
                 common = ", ".join(f"{sig} ({n})" for sig, n, _ in nets["groups"][:5])
-                print(f"# {rep['board']}: {nets['over_ns'][str(nets['threshold_ns'])]} nets "
-                      f"route in over {nets['threshold_ns']} ns"
+                print(f"# {rep['board']}: {nets['long']} nets route in over "
+                      f"{nets['threshold_ns']} ns"
                       + (f"; commonest: {common}" if common else ""))
             if rep.get("bitstream"):
                 print(f"# {rep['board']}: bitstream {rep['bitstream']}")

@@ -435,7 +435,8 @@ def _log_utilisation(log):
     return result
 
 
-_CELL_SUFFIX_RE = re.compile(r"(_SB_|_TRELLIS_|_DFFLC|_MULT18X18D|_CCU2C|_LUT4|_LC$|_DSP$)")
+_CELL_SUFFIX_RE = re.compile(
+    r"(_SB_|_TRELLIS_|_DFFLC|_MULT18X18D|_CCU2C|_LUT4|_PFUMX|_L6MUX|_LC$|_DSP$)")
 
 
 def _signal_of(cell):
@@ -447,20 +448,18 @@ def _signal_of(cell):
     return cell[:match.start()] if match and match.start() > 0 else cell
 
 
-_NET_SUFFIX_RE = re.compile(r"(_SB_|_TRELLIS_|_DFFLC|_MULT18X18D|_CCU2C|_LUT4|_PFUMX|_L6MUX|\$)")
-
-
 def summarise_long_nets(pnr, period_ns, top=20):
     """The nets whose routing delay to some sink exceeds 70% of the clock period, from a
     nextpnr JSON report written with ``--detailed-timing-report`` (``None`` without it).
 
     At 100 MHz a net of 7 ns leaves 3 for the clock-to-output, the logic and the setup, so
     these are the nets that keep a design from its clock, *all* of them, where the critical
-    path names one.  Returns ``{"threshold_ns", "nets", "over_ns"}``, ``over_ns`` counting the
-    nets over 50/70/90/110% of the period, then ``"groups"``: the ``top`` commonest *signals*
-    among the long nets (the net name with its cell suffix cut off and every number written
-    ``#``, so ``tbuf3_5`` and ``tbuf0_1`` count together) as ``[signal, nets, worst_ns]``, and
-    ``"worst"``: the ``top`` longest nets as ``[net, sinks, ns]``.
+    path names one.  Returns ``{"threshold_ns", "nets", "long", "over_ns"}``: all nets, those
+    over the threshold, and the counts over 50/70/90/110% of the period; then ``"groups"``: the
+    ``top`` commonest *signals* among the long nets (:func:`_signal_of` the net name, every
+    number written ``#``, so ``tbuf3_5`` and ``tbuf0_1`` count together) as
+    ``[signal, nets, worst_ns]``, and ``"worst"``: the ``top`` longest nets as
+    ``[net, sinks, ns]``.
     """
     nets = pnr.get("detailed_net_timings")
     if nets is None:
@@ -476,14 +475,14 @@ def summarise_long_nets(pnr, period_ns, top=20):
     groups = {}
     for ns, _, net in longest:
         if ns > threshold:
-            match = _NET_SUFFIX_RE.search(net)
-            signal = re.sub(r"\d+", "#", net[:match.start()] if match and match.start() else net)
+            signal = re.sub(r"\d+", "#", _signal_of(net))
             count, worst = groups.get(signal, (0, 0.0))
             groups[signal] = (count + 1, max(worst, ns))
     longest.sort(key=lambda x: -x[0])
     return {
         "threshold_ns": round(threshold, 3),
         "nets": len(longest),
+        "long": sum(count for count, _ in groups.values()),
         "over_ns": {f"{round(f * period_ns, 3)}": sum(1 for ns, _, _ in longest
                                                       if ns > f * period_ns)
                     for f in (0.5, 0.7, 0.9, 1.1)},
