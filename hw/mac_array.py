@@ -448,24 +448,24 @@ class MacArray(wiring.Component):
                         terms = nxt
                     assert len(terms) == 1
                     product[r][c] = terms[0]
-        valid2, first2, last2 = valid1, first1, last1
+        stages = [(valid1, first1, last1)]     # the flags at each product level
         for level in range(n_levels):
             v, f, l = (Signal(name=f"{n}_p{level}") for n in ("valid", "first", "last"))
-            m.d.sync += [v.eq(valid2), f.eq(first2), l.eq(last2)]
-            # Every element takes its own copy of the flags that steer its accumulator and
-            # its bank registers (each drives one element's ~acc_width flip-flops, not the
-            # whole array's): hw.replica.Replica.  With two levels or more, the copies of
-            # the last level's flags are a tree that starts one level earlier.
-            if n_levels >= 2 and level == n_levels - 2:
-                valid_e = _element_copies_tree(m, valid2, rows, cols, "valid_e")
-                first_e = _element_copies_tree(m, first2, rows, cols, "first_e")
-                done_e = _element_copies_tree(m, v & l, rows, cols, "done_e")
-            elif n_levels == 1:
-                valid_e = _element_copies(m, valid2, rows, cols, "valid_e")
-                first_e = _element_copies(m, first2, rows, cols, "first_e")
-            valid2, first2, last2 = v, f, l
-        if n_levels == 1:
-            done_e = _element_copies(m, valid2 & last2, rows, cols, "done_e")
+            m.d.sync += [v.eq(stages[-1][0]), f.eq(stages[-1][1]), l.eq(stages[-1][2])]
+            stages.append((v, f, l))
+        valid2, first2, last2 = stages[-1]
+        # Every element takes its own copy of the last level's valid and first and of
+        # tile_done (valid2 & last2, registered), which steer its accumulator and its bank
+        # registers (each drives one element's ~acc_width flip-flops, not the whole array's):
+        # hw.replica.Replica.  With two levels or more the copies are a tree that starts one
+        # level earlier.
+        if n_levels >= 2:
+            copies, (v_src, f_src, _), (dv, _, dl) = _element_copies_tree, stages[-3], stages[-2]
+        else:
+            copies, (v_src, f_src, _), (dv, _, dl) = _element_copies, stages[-2], stages[-1]
+        valid_e = copies(m, v_src, rows, cols, "valid_e")
+        first_e = copies(m, f_src, rows, cols, "first_e")
+        done_e = copies(m, dv & dl, rows, cols, "done_e")
 
         # ---- accumulators, summed with one extra bit to catch overflow -----------
         # Each element registers its overflow bit beside its accumulator; the OR over
