@@ -215,9 +215,13 @@ class Trainer(wiring.Component):
     #: cycles from ``bus.r_en`` to the word on ``bus.r_data`` (hw/host_link.py: BusSignature):
     #: the bus inputs are registered at the Trainer's edge (1), the decoded memory strobes,
     #: word address and data are registered (1), the block RAM reads (1), its words are
-    #: registered twice as they leave the RAM (2), then each region's chunk is selected into a
-    #: register (1), then the region into the register that drives ``bus.r_data`` (1)
-    READ_LATENCY = 7
+    #: registered twice as they leave the RAM (2), then each region selects the chunk in two
+    #: steps, within groups of :attr:`READ_GROUP` chunks (1) and among the groups (1), then
+    #: the region is selected into the register that drives ``bus.r_data`` (1)
+    READ_LATENCY = 8
+    #: chunks per group in the first step of the host read's chunk select (a 4-to-1
+    #: multiplexer per bit, one slice)
+    READ_GROUP = 4
 
     #: the memories (module paths below the Trainer) whose read never meets a write of the same
     #: word in the same cycle (host accesses only while idle; an instruction's read and written
@@ -448,13 +452,15 @@ class Trainer(wiring.Component):
             for addr, value in reg_table.items():
                 with m.Case(int(addr)):
                     m.d.comb += reg_value.eq(value)
-        # Read latency READ_LATENCY = 7: the bus inputs are registered (above), then the
+        # Read latency READ_LATENCY = 8: the bus inputs are registered (above), then the
         # memories' host strobes; the words out of the block RAMs are registered twice as they
         # are (no logic behind a block RAM's slow output, and the first register may sit
-        # beside the RAM); then each region selects the chunk read into a 32-bit register of
-        # its own (beside its banks), and the region is selected from those into the register
-        # that drives bus.r_data (the host link's logic starts from it).  So 32 bits per
-        # region, not every region's whole word, travel to the r_data register.
+        # beside the RAM); then each region selects the chunk read in two steps, each into
+        # registers of its own beside its banks (within groups of READ_GROUP chunks, then among
+        # the groups: PROG's 12 chunks through one 12-to-1 multiplexer were 5 LUTs, the 8 x 8
+        # board build's critical path), and the region is selected from those into the
+        # register that drives bus.r_data (the host link's logic starts from it).  So 32 bits
+        # per region, not every region's whole word, travel to the r_data register.
         rd_region = Signal(range(len(Region)))
         rd_chunk = Signal(max(1, ceil_log2(max_chunks)))
         rd_reg = Signal(32)
@@ -484,16 +490,39 @@ class Trainer(wiring.Component):
             later = tuple(Signal.like(sig, name=f"{sig.name}{n}") for sig in rd_meta[-1])
             m.d.sync += [dst.eq(src) for dst, src in zip(later, rd_meta[-1])]
             rd_meta.append(later)
-        # the chunk of each region's word (selected one stage before the output register),
-        # zero when the read was refused
-        _, rd_chunk_at, _, rd_ok_at = rd_meta[-2]
+        # The chunk of each region's word, in two steps: each step reads the chunk number (and
+        # "ok") from copies of its own per region (the regions' banks are spread over the die;
+        # a copy of a register from its next value, hw/replica.py).  Zero when the read was
+        # refused.
+        group = self.READ_GROUP
+        _, chunk_before_group, _, _ = rd_meta[-4]
+        _, chunk_before_sel, _, ok_before_sel = rd_meta[-3]
         rd_sel = {}
         for r in self.words:
+            name = r.name.lower()
             nch = chunks_of(g.word_bits(r))
-            bits = Cat(rd_words[r], Const(0, 32 * nch - g.word_bits(r)))
-            rd_sel[r] = Signal(32, name=f"rd_sel_{r.name.lower()}", reset_less=True)
-            chunk = bits.word_select(rd_chunk_at[:ceil_log2(nch)], 32) if nch > 1 else bits
-            m.d.sync += rd_sel[r].eq(Mux(rd_ok_at, chunk, 0))
+            chunks = [rd_words[r][32 * k:32 * (k + 1)] for k in range(nch)]
+            ngroups = (nch + group - 1) // group
+            gbits = ceil_log2(min(nch, group))
+            chunk_g = replica(m, chunk_before_group, f"rd_chunk_group_{name}")
+            rd_group = [Signal(32, name=f"rd_group_{name}{k}", reset_less=True)
+                        for k in range(ngroups)]
+            for k, reg in enumerate(rd_group):
+                members = chunks[group * k:group * (k + 1)]
+                if len(members) == 1:
+                    m.d.sync += reg.eq(members[0])
+                else:
+                    members += [Const(0, 32)] * ((1 << gbits) - len(members))
+                    m.d.sync += reg.eq(Cat(*members).word_select(chunk_g[:gbits], 32))
+            chunk_s = replica(m, chunk_before_sel, f"rd_chunk_sel_{name}")
+            ok_s = replica(m, ok_before_sel, f"rd_ok_sel_{name}")
+            rd_sel[r] = Signal(32, name=f"rd_sel_{name}", reset_less=True)
+            if ngroups == 1:
+                chosen = rd_group[0]
+            else:
+                chosen = Cat(*rd_group, Const(0, 32 * ((1 << ceil_log2(ngroups)) - ngroups)))
+                chosen = chosen.word_select(chunk_s[gbits:gbits + ceil_log2(ngroups)], 32)
+            m.d.sync += rd_sel[r].eq(Mux(ok_s, chosen, 0))
         rd_region_last, _, rd_reg_last, _ = rd_meta[-1]
         r_data = Signal(32)
         with m.Switch(rd_region_last):

@@ -521,3 +521,45 @@ def test_a_clear_shows_in_status_from_the_next_bus_cycle():
     bit = 1 << isa.STATUS_BITS["access_error"]
     assert got["set"] & bit, hex(got["set"])
     assert got["next"] == got["later"] == 0, (hex(got["next"]), hex(got["later"]))
+
+
+def test_reads_in_consecutive_bus_cycles_each_return_their_own_word():
+    """The bus allows pipelined reads (r_en high in consecutive cycles, each word
+    READ_LATENCY cycles after its r_en; hw/host_link.py BusSignature).  Words and chunks of
+    every memory and a register, read back to back, each in its own output cycle; the
+    region and chunk differ from one read to the next.  Amaranth's simulator."""
+    from amaranth.sim import Simulator
+
+    dut = _small_trainer()
+    got = {}
+    addr = _small_addr
+    nprog = isa.chunks_of(SMALL.word_bits(Region.PROG))
+    words = {(Region.ACT, 3): [0x5A], (Region.ACT, 4): [0x33], (Region.ERR, 5): [0x1234, 0x5],
+             (Region.WGT, 2): [0x789, 0x6], (Region.CODE, 7): [0x3], (Region.LABEL, 1): [0x42],
+             (Region.PROG, 2): [0x100 + c for c in range(nprog)],
+             (Region.PROG, 3): [0x200 + c for c in range(nprog)]}
+    reads = [(addr(r, w, c), v) for (r, w), chunks in words.items() for c, v in enumerate(chunks)]
+    # interleave so that consecutive reads differ in region, word and chunk
+    reads = reads[::2] + reads[1::2] + [(addr(Region.REGS, Reg.ID), isa.MAGIC)]
+    reads += [(addr(Region.PROG, 2, c), 0x100 + c) for c in reversed(range(nprog))]
+
+    async def bench(ctx):
+        for (region, word), chunks in words.items():
+            for c, value in enumerate(chunks):
+                await _bus_access(ctx, dut, addr(region, word, c), value)
+        await ctx.tick().repeat(4)
+        lat = Trainer.READ_LATENCY
+        for step in range(len(reads) + lat):
+            if step < len(reads):
+                ctx.set(dut.bus.addr, reads[step][0])
+            ctx.set(dut.bus.r_en, step < len(reads))
+            await ctx.tick()
+            if 0 <= step + 1 - lat < len(reads):
+                got[step + 1 - lat] = ctx.get(dut.bus.r_data)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    want = {i: value for i, (_, value) in enumerate(reads)}
+    assert {i: hex(v) for i, v in got.items()} == {i: hex(v) for i, v in want.items()}
