@@ -23,7 +23,7 @@ Protocol (``operands`` is an ``amaranth.lib.stream`` input)
   tile moves to the result bank).  A one-beat tile has both flags set.
   Beats between tiles need no gaps; every tile must start with ``first``.
 * ``valid`` means "accumulate this operand pair"; ``ready`` is low only for a
-  tile's *last* beat, while the result bank is not free for it (see Flow
+  tile's *last* beat, while the previous tile's rows have not all left (see Flow
   control).  ``ready`` does not depend on ``valid``; it depends on the
   payload's ``last`` flag and on registered state.
 * Results leave on the ``results`` stream, one row of the tile per transfer
@@ -32,38 +32,48 @@ Protocol (``operands`` is an ``amaranth.lib.stream`` input)
   ``payload.overflow`` says that some accumulator of this tile left
   ``acc_width`` (its value is then wrapped and must not be used).
 * The result bank is a second set of ``rows x cols`` registers, so the array
-  accumulates the next tile while the previous one drains.  The bank empties
-  in ``rows`` cycles (when ``results.ready`` stays high).
+  accumulates the next tile while the previous one drains.  The bank has no
+  enable: it loads a finished tile and shifts it out, one row per cycle, into
+  the *result FIFO* (Amaranth's ``SyncFIFOBuffered``, a whole tile deep), from
+  which ``results`` reads at the consumer's pace.
 * Latency: a tile's row 0 is valid :attr:`MacArray.latency` cycles after its
-  last beat is accepted (:func:`pipeline_latency`: 6 for the default 8 x 18
-  array with LUT multipliers, 4 with ``multiplier="dsp"`` (5 when ``b`` is wider than
-  18 bits and its high bits are multiplied in LUTs beside the block), 6 with
-  ``multiplier="ecp5_dsp"``).
+  last beat is accepted (:func:`pipeline_latency`: 8 for the default 8 x 18
+  array with LUT multipliers, 6 with ``multiplier="dsp"`` (7 when ``b`` is wider than
+  18 bits and its high bits are multiplied in LUTs beside the block), 8 with
+  ``multiplier="ecp5_dsp"``; each counts the result FIFO's 2).
 * ``overflow`` (output) is sticky: set when any accumulation of any tile left
   ``acc_width`` (checked by computing each sum with one extra bit); cleared only
   by reset.
 * ``tile_lost`` (output) is high for one cycle when a tile finished while the
-  result bank still held the previous one, which the flow control below rules
-  out: the watch on that rule.  A lost tile overwrites the bank, so the results
-  are wrong; the Trainer makes it the sticky ``STATUS.tile_lost``.
+  result bank still shifted the previous one out, or when a row met a full
+  result FIFO, which the flow control below rules out: the watch on that rule.
+  A lost tile overwrites the bank (or a row is dropped), so the results are
+  wrong; the Trainer makes it the sticky ``STATUS.tile_lost``.
 
 Flow control
 ------------
 The array never stalls: no register in it has a clock enable.  A finished tile
-moves to the result bank in the cycle after its last beat has been added, so
-the bank must be empty then.  Only a last beat can fill the bank, so only a
-last beat waits: it is taken when the bank is empty and no other last beat is
-on its way (``operands.ready = ~last | ~(bank_full | last_pending)``).  Tiles of
+moves to the result bank in the cycle after its last beat has been added, and
+the bank shifts it into the result FIFO in the next ``rows`` cycles, whatever
+the consumer does; so the bank must have shifted the previous tile out, and the
+FIFO must have room for a whole tile.  Only a last beat can finish a tile, so
+only a last beat waits: it is taken when every row of the tile before it has
+left the FIFO (``operands.ready = ~last | ~in_flight``, ``in_flight`` set when a
+last beat is taken and cleared when its tile's last row leaves).  Tiles of
 at least :attr:`MacArray.stream_beats` (``latency + rows``) beats stream at one
 beat per cycle when ``results.ready`` stays high; back to back, a shorter tile
 takes ``stream_beats`` cycles.  ``last_may_enter_next`` is the rule's value in the
-next cycle, ``~(bank_full | last_pending)`` one cycle ahead: a sender can register
+next cycle, ``~in_flight`` one cycle ahead: a sender can register
 copies of it beside its operand registers and compute ``ready`` from them
 (hw/tile_engine.py), instead of drawing one net from the array to all of them.
 
 Each element steers its accumulator and its bank registers from copies of its
-own of the flags (valid, first beat, tile done, bank full:
-:class:`hw.replica.Replica`), so that no flag drives the whole array.
+own of the flags (valid, first beat, tile done: :class:`hw.replica.Replica`,
+made as trees), so that no flag drives the whole array; the consumer's
+``ready`` reaches only the result FIFO.  (Before the FIFO, the bank shifted on
+``results.ready``, and the bank's "full" flag, which depends on that ready in
+the same cycle, went from one LUT to a copy in every element: the longest net
+of the 8 x 8 ECP5 board builds, docs/ARCHITECTURE.md section 8.)
 
 Widths
 ------
@@ -138,6 +148,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -159,24 +170,31 @@ ECP5_DSP_REGISTERS = dict(input_regs=True, pipeline_reg=True, output_reg=True)
 #: takes the DSP -> fabric route off the accumulator's carry chain.
 ECP5_DSP_FABRIC_STAGES = 1
 
+#: Cycles a result row spends in the result FIFO (Amaranth's SyncFIFOBuffered: written in one
+#: cycle, on its output two cycles later).
+RESULT_FIFO_LATENCY = 2
+
+
 def pipeline_latency(a_width: int = ACT_WIDTH, b_width: int = WEIGHT_WIDTH,
                      multiplier: str = "lut") -> int:
     """Cycles from accepting a tile's last beat to its row 0 being valid on ``results``.
 
-    ``multiplier="dsp"``: 4 (operands, product, accumulate, bank).  ``"ecp5_dsp"``: the
+    ``multiplier="dsp"``: 4 (operands, product, accumulate, bank), then the result FIFO's
+    :data:`RESULT_FIFO_LATENCY` (in every style).  ``"ecp5_dsp"``: the
     MULT18X18D's input register is the operand stage, then its pipeline (and output, if
     enabled in :data:`ECP5_DSP_REGISTERS`) registers.  ``"lut"``: the
     product takes ``max(1, ceil(log2(min(a_width, b_width))))`` adder-tree stages
     instead of one.
     """
+    fifo = RESULT_FIFO_LATENCY
     if multiplier == "dsp":
-        return 5 if _dsp_split(a_width, b_width) else 4
+        return (5 if _dsp_split(a_width, b_width) else 4) + fifo
     if multiplier == "ecp5_dsp":
         # the same with b split (_dsp_split): the fabric stage adds the block's product and
         # the LUTs' high part
         assert ECP5_DSP_REGISTERS["input_regs"], "the input registers are the operand stage"
-        return 3 + mult18x18d_latency(**ECP5_DSP_REGISTERS) - 1 + ECP5_DSP_FABRIC_STAGES
-    return 3 + max(1, ceil_log2(min(a_width, b_width)))
+        return 3 + mult18x18d_latency(**ECP5_DSP_REGISTERS) - 1 + ECP5_DSP_FABRIC_STAGES + fifo
+    return 3 + max(1, ceil_log2(min(a_width, b_width))) + fifo
 
 
 #: Widest signed operand of one hard multiplier (MULT18X18D); wider ``b`` operands of the
@@ -289,6 +307,9 @@ class MacArray(wiring.Component):
         #: Tiles of at least this many beats stream at one beat per cycle (results always
         #: taken): a tile's last beat waits until the previous tile has left the bank.
         self.stream_beats = self.latency + rows
+        #: Rows the result FIFO holds: a whole tile (Amaranth's SyncFIFOBuffered of depth 2
+        #: cannot take two writes in a row, hence at least 3).
+        self.result_fifo_depth = max(rows, 3)
         super().__init__({
             "operands": In(stream.Signature(operand_layout(rows, cols, a_width, b_width))),
             "results": Out(stream.Signature(result_layout(rows, cols, acc_width))),
@@ -297,9 +318,10 @@ class MacArray(wiring.Component):
             "last_may_enter_next": Out(1),
         })
 
-    def _last_beat_may_enter(self, bank_full, last_pending):
-        """The flow-control rule: a tile's last beat is taken only when this is high."""
-        return ~(bank_full | last_pending)
+    def _last_beat_may_enter(self, in_flight):
+        """The flow-control rule: a tile's last beat is taken only when this is high (given
+        ``in_flight``: a tile's last beat was taken and its last row has not left)."""
+        return ~in_flight
 
     def elaborate(self, platform):
         m = Module()
@@ -308,20 +330,17 @@ class MacArray(wiring.Component):
 
         # ---- flow control: the array never stalls ------------------------------------
         # Only a tile's last beat can need the result bank, so only a last beat waits: it is
-        # taken when the bank is empty and no other last beat is on its way to it.  It then
-        # finds the bank empty when it reaches the accumulators, and nothing in the array
-        # needs a clock enable (see the module docstring, "Flow control").
-        bank_full = Signal()        # the result bank holds a tile being drained
-        last_pending = Signal()     # a last beat has been taken and has not reached the bank
+        # taken when every row of the tiles before it has left the array (the result FIFO
+        # has then room for the whole tile, and the bank is empty when the tile reaches it),
+        # and nothing in the array needs a clock enable (see the module docstring, "Flow
+        # control").
+        in_flight = Signal()        # a last beat was taken, and its tile's last row has not
+        in_flight_next = Signal()   # left the result FIFO
+        may_enter = Signal(init=1)  # the rule, a register (from its next value)
         tile_done = Signal()        # the accumulators hold a finished tile
         beat = self.operands.payload
-        m.d.comb += self.operands.ready.eq(
-            ~beat.last | self._last_beat_may_enter(bank_full, last_pending))
+        m.d.comb += self.operands.ready.eq(~beat.last | may_enter)
         accepted = self.operands.valid & self.operands.ready
-        last_pending_next = Signal()
-        m.d.comb += last_pending_next.eq(
-            Mux(accepted & beat.last, 1, Mux(tile_done, 0, last_pending)))
-        m.d.sync += last_pending.eq(last_pending_next)
 
         # ---- stage 1: operand registers (multiplier inputs) ---------------------
         # Data registers without reset (valid1/valid2 say whether they hold a beat): this
@@ -499,50 +518,53 @@ class MacArray(wiring.Component):
         tile_overflow_now = Signal()
         m.d.comb += tile_overflow_now.eq(Mux(first3, 0, tile_overflow) | any_overflow)
 
-        # ---- result bank: loaded from the accumulators, drained row by row -------
-        # A shift register of rows: row 0 is on the output, a transfer shifts up.  The
-        # flow control above guarantees the bank is empty when a tile finishes.
+        # ---- result bank: loaded from the accumulators, shifted out row by row ----
+        # A shift register of rows with no enable: it loads a finished tile (on each element's
+        # copy of tile_done) and shifts up one row in every other cycle, so row 0 holds the
+        # tile's row i in the i-th cycle after the load, and those rows go into the result
+        # FIFO in consecutive cycles.  Nothing that depends on the consumer's ready reaches
+        # the elements: their only control is done_e, a copy from a tree.
         bank = [[Signal(signed(acc_width), name=f"bank_{r}_{c}", reset_less=True)
                  for c in range(cols)]
                 for r in range(rows)]
-        bank_overflow = Signal()
-        index = Signal(range(max(rows, 2)))
-        at_last_row = Signal(init=rows == 1)    # index == rows - 1, a register (see below)
-        transfer = Signal()
-        m.d.comb += [
-            self.results.valid.eq(bank_full),
-            self.results.payload.index.eq(index),
-            self.results.payload.last.eq(at_last_row),
-            self.results.payload.overflow.eq(bank_overflow),
-            transfer.eq(self.results.valid & self.results.ready),
-        ]
-        m.d.comb += [self.results.payload.row[c].eq(bank[0][c]) for c in range(cols)]
-
-        bank_full_next = Signal()
-        m.d.comb += bank_full_next.eq(tile_done | (bank_full & ~(transfer & at_last_row)))
-        m.d.sync += bank_full.eq(bank_full_next)
-        # the rule's value in the next cycle: a sender may keep copies of the rule (registers
-        # of this) beside its operand registers, instead of one net from the array to all
-        m.d.comb += self.last_may_enter_next.eq(
-            self._last_beat_may_enter(bank_full_next, last_pending_next))
-        # The watch on the flow control: a tile that finishes now overwrites the bank.
-        m.d.sync += self.tile_lost.eq(tile_done & bank_full)
-        # at_last_row is a register, so that bank_full's next value (which every element's
-        # copy loads) is a function of four flip-flops when results.ready is a flip-flop (the
-        # Trainer's is)
-        with m.If(tile_done):
-            m.d.sync += [index.eq(0), at_last_row.eq(rows == 1),
-                         bank_overflow.eq(tile_overflow_now)]
-        with m.Elif(transfer):
-            m.d.sync += [index.eq(index + 1), at_last_row.eq(index == rows - 2)]
-        # each element loads and shifts its bank register on copies of its own
-        full_e = _element_copies(m, bank_full_next, rows, cols, "bank_full")
         for r in range(rows):
             for c in range(cols):
-                with m.If(done_e[r][c]):
-                    m.d.sync += bank[r][c].eq(acc[r][c])
-                with m.Elif(full_e[r][c] & self.results.ready):
-                    if r < rows - 1:
-                        m.d.sync += bank[r][c].eq(bank[r + 1][c])
+                if r < rows - 1:
+                    m.d.sync += bank[r][c].eq(Mux(done_e[r][c], acc[r][c], bank[r + 1][c]))
+                else:
+                    with m.If(done_e[r][c]):
+                        m.d.sync += bank[r][c].eq(acc[r][c])
+        # The rows of the tile in the bank still to go into the FIFO, and the tile's flag.
+        draining = Signal(range(rows + 1))
+        bank_overflow = Signal()
+        with m.If(tile_done):
+            m.d.sync += [draining.eq(rows), bank_overflow.eq(tile_overflow_now)]
+        with m.Elif(draining != 0):
+            m.d.sync += draining.eq(draining - 1)
+        m.submodules.result_fifo = fifo = SyncFIFOBuffered(
+            width=self.results.payload.shape().size, depth=self.result_fifo_depth)
+        row_out = Signal(self.results.payload.shape())
+        m.d.comb += [
+            row_out.index.eq(rows - draining),
+            row_out.last.eq(draining == 1),
+            row_out.overflow.eq(bank_overflow),
+            fifo.w_data.eq(row_out),
+            fifo.w_en.eq(draining != 0),
+            self.results.valid.eq(fifo.r_rdy),
+            self.results.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.results.ready),
+        ]
+        m.d.comb += [row_out.row[c].eq(bank[0][c]) for c in range(cols)]
+        transfer = Signal()
+        m.d.comb += transfer.eq(self.results.valid & self.results.ready)
+        m.d.comb += in_flight_next.eq(
+            Mux(accepted & beat.last, 1,
+                Mux(transfer & self.results.payload.last, 0, in_flight)))
+        m.d.sync += in_flight.eq(in_flight_next)
+        m.d.comb += self.last_may_enter_next.eq(self._last_beat_may_enter(in_flight_next))
+        m.d.sync += may_enter.eq(self.last_may_enter_next)
+        # The watch on the flow control: a tile that finishes while the bank still shifts the
+        # previous one out, or a row the FIFO has no room for.
+        m.d.sync += self.tile_lost.eq((tile_done & (draining > 1)) | (fifo.w_en & ~fifo.w_rdy))
 
         return m
