@@ -269,8 +269,9 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     ``nextpnr_opts``: extra nextpnr options, each a ``--name`` or ``--name=value`` string or a
     ``--name value`` pair (e.g. ``["--placer-heap-beta", "0.6"]``; checked by
     :func:`check_nextpnr_opts`), appended after the flow's own.  ``net_report``: nextpnr
-    writes its detailed net timings, and ``report["long_nets"]`` lists the nets whose routing
-    exceeds 70% of the clock period (:func:`boards.synth_unit.summarise_long_nets`; also when
+    writes its detailed net timings, and ``report["long_nets"]`` lists the timing endpoints
+    (by the nets driving them) whose latest arrival exceeds 70% of the clock period
+    (:func:`boards.synth_unit.summarise_long_nets`; also when
     ``nextpnr_opts`` asks for ``--detailed-timing-report``).  Raises
     :class:`FitError` before synthesis if the memories cannot fit, :class:`BuildError` if a
     tool fails.  Returns the report (also in ``out_dir/report.json``).
@@ -559,9 +560,9 @@ def add_arguments(parser):
                         help="an extra nextpnr option (repeatable; quote an option with its "
                              "value), e.g. --nextpnr-opt='--placer-heap-beta 0.6'")
     parser.add_argument("--net-report", action="store_true",
-                        help="list in report.json (long_nets) every net whose routing takes "
-                             "more than 70%% of the clock period, grouped by signal (nextpnr's "
-                             "--detailed-timing-report)")
+                        help="list in report.json (long_nets) every timing endpoint reached more "
+                             "than 70%% of the clock period after the clock edge, grouped by "
+                             "signal (nextpnr's --detailed-timing-report)")
     parser.add_argument("--baud", type=int, default=115200, help="UART baud rate")
     parser.add_argument("--no-fit-check", action="store_true",
                         help="build even if the memories do not fit the block RAM estimate")

@@ -449,17 +449,23 @@ def _signal_of(cell):
 
 
 def summarise_long_nets(pnr, period_ns, top=20):
-    """The nets whose routing delay to some sink exceeds 70% of the clock period, from a
-    nextpnr JSON report written with ``--detailed-timing-report`` (``None`` without it).
+    """The timing endpoints whose latest arrival exceeds 70% of the clock period, by the net
+    that drives them, from a nextpnr JSON report written with ``--detailed-timing-report``
+    (``None`` without it).
 
-    At 100 MHz a net of 7 ns leaves 3 for the clock-to-output, the logic and the setup, so
-    these are the nets that keep a design from its clock, *all* of them, where the critical
-    path names one.  Returns ``{"threshold_ns", "nets", "long", "over_ns"}``: all nets, those
-    over the threshold, and the counts over 50/70/90/110% of the period; then ``"groups"``: the
-    ``top`` commonest *signals* among the long nets (:func:`_signal_of` the net name, every
-    number written ``#``, so ``tbuf3_5`` and ``tbuf0_1`` count together) as
-    ``[signal, nets, worst_ns]``, and ``"worst"``: the ``top`` longest nets as
-    ``[net, sinks, ns]``.
+    nextpnr's ``detailed_net_timings`` lists, for each net that drives a timing endpoint (a
+    flip-flop's data, enable or reset input, a block RAM or DSP input), the arrival times at
+    those endpoints: from the launching clock edge, through the clock-to-output, the logic and
+    the routing of the whole path, not the net's own routing (for a net from a flip-flop
+    straight to the endpoint the two differ by the clock-to-output, about 0.5 ns on the ECP5).
+    At 100 MHz an endpoint reached after 7 ns has under 3 ns left, so these are the paths that
+    keep a design from its clock, *all* of them, where the critical path names one.  Returns
+    ``{"threshold_ns", "nets", "long"}``: the nets, those over the threshold, and
+    ``"over_ns"``, the counts over 50/70/90/110% of the period; then ``"groups"``: the ``top``
+    commonest *signals* among the nets over it (:func:`_signal_of` the net name, every number
+    written ``#``, so ``tbuf3_5`` and ``tbuf0_1`` count together; a net into a flip-flop is
+    named after that flip-flop) as ``[signal, nets, worst_ns]``, and ``"worst"``: the ``top``
+    latest as ``[net, endpoints, ns]``.
     """
     nets = pnr.get("detailed_net_timings")
     if nets is None:
