@@ -30,7 +30,10 @@ real granularity (iCE40 EBR: 256x16, 512x8, 1024x4 or 2048x2; iCE40 SPRAM: 16384
 DP16KD: 512x36, 1024x18, 2048x9, 4096x4, 8192x2, 16384x1), taking for each memory the
 configuration that needs the fewest blocks, and on the iCE40 the assignment of memories to
 EBR or SPRAM that fits (optimistic: any memory may go to SPRAM).  Memories are never placed
-in distributed RAM or flip-flops by this estimate, so it is conservative for tiny memories.
+in distributed RAM or flip-flops by this estimate, so it is conservative for tiny memories,
+except on the ECP5 for memories of at most :data:`ECP5_LUTRAM_DEPTH` words, which Yosys maps to
+distributed RAM (TRELLIS_DPR16X4, 16 x 4 bits each: the MAC array's result FIFO, 7 x 389 bits
+on the 8 x 8, takes 98 of them and no DP16KD) and which take no block RAM here.
 The board top's own block RAM (the host link's WRITE buffer: 2 EBR on the iCE40, distributed
 RAM on the ECP5) is reserved first.
 
@@ -422,6 +425,10 @@ def core_memories(core, platform=None):
     return found, counts
 
 
+#: On the ECP5, memories of at most this many words go to distributed RAM (module docstring).
+ECP5_LUTRAM_DEPTH = 16
+
+
 def plan_memories(board: Board, memories: list[Memory], *, reserved_blocks: int | None = None,
                   reserved_spram: int = 0) -> dict:
     """Map ``memories`` onto ``board``'s block RAM (module docstring); never raises.
@@ -431,6 +438,11 @@ def plan_memories(board: Board, memories: list[Memory], *, reserved_blocks: int 
     each memory entry gives its bits, the block kind it went to, the blocks and configuration.
     """
     reserved = board.link_bram_blocks if reserved_blocks is None else reserved_blocks
+    def lutram(m):
+        return board.family == "ecp5" and m.depth <= ECP5_LUTRAM_DEPTH
+
+    distributed = [m for m in memories if lutram(m)]
+    memories = [m for m in memories if not lutram(m)]
     bram_total = board.resources["bram"]
     spram_total = board.resources.get("spram", 0)
     bits_available = bram_total * board.bram_bits + spram_total * board.spram_bits
@@ -464,6 +476,8 @@ def plan_memories(board: Board, memories: list[Memory], *, reserved_blocks: int 
                         "bits": mem.bits, "kind": "SPRAM" if s else
                         ("EBR" if board.family == "ice40" else "DP16KD"),
                         "blocks": blocks, "config": f"{d}x{w}"})
+    entries += [{"name": mem.name, "width": mem.width, "depth": mem.depth, "bits": mem.bits,
+                 "kind": "distributed", "blocks": 0, "config": "-"} for mem in distributed]
     kind = "EBR" if board.family == "ice40" else "DP16KD"
     reason = None
     if bits_needed > bits_available:

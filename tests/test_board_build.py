@@ -62,6 +62,21 @@ def test_stand_in_ram_is_not_put_in_spram():
     assert plan["spram_needed"] == 0 and plan["bram_needed"] == 16 + board.link_bram_blocks
 
 
+def test_memories_of_up_to_16_words_are_distributed_ram_on_the_ecp5():
+    """Yosys maps them to TRELLIS_DPR16X4 (the MAC array's result FIFO: 98 of them and no
+    DP16KD on the 8 x 8), so they take no block RAM on the ECP5; on the iCE40 they do."""
+    from boards.boards import ECP5_LUTRAM_DEPTH
+    ecp5, ice40 = get_board("ulx3s-85f"), get_board("icebreaker")
+    fifo = Memory("core.engine.mac.result_fifo.storage", 389, 7, spram_ok=False)
+    plan = plan_memories(ecp5, [fifo])
+    assert plan["bram_needed"] == ecp5.link_bram_blocks
+    assert [(e["kind"], e["blocks"]) for e in plan["memories"]] == [("distributed", 0)]
+    deeper = Memory("deeper", 389, ECP5_LUTRAM_DEPTH + 1, spram_ok=False)
+    assert plan_memories(ecp5, [deeper])["bram_needed"] == ecp5.link_bram_blocks + 11
+    assert plan_memories(ice40, [Memory("small", 16, 7, spram_ok=False)])["bram_needed"] == (
+        ice40.link_bram_blocks + 1)
+
+
 def test_oversized_geometry_is_refused_before_synthesis(tmp_path):
     geo = board_geometry(get_board("icebreaker"), side=8)
     with pytest.raises(FitError) as info:
