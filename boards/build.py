@@ -237,19 +237,19 @@ def flow_nextpnr_opts(family: str, seed: int, extra_opts) -> str:
     """The nextpnr options of the build flow for a device ``family`` (``"ice40"`` or
     ``"ecp5"``), with the checked extra options ``extra_opts`` (a list of words) last.
 
-    On the ECP5 the flow routes with ``router2`` and places with the ``static`` placer, unless
-    ``extra_opts`` chooses a router or a placer itself; a ``--placer-heap-*`` option alone
-    chooses the ``heap`` placer (nextpnr's default), whose option it is.  (nextpnr-ecp5 0.11's
-    router1 had not finished the 8 x 8 Trainer after 50 minutes; after the heap placer, router2
-    closed in on it and then diverged, while after the static placer it routes: docs section 8.)
+    On the ECP5 the flow places with nextpnr's ``heap`` placer and routes with ``router1``
+    (nextpnr-ecp5's own defaults, written out), unless ``extra_opts`` chooses a router or a
+    placer itself.  (The 8 x 8 Trainer with small memories: ``heap`` then ``router1`` routes
+    it at 100 MHz or more, where ``static`` then ``router2`` gave 57-67 MHz and ``heap`` then
+    ``router2`` diverged: docs section 8.)
     """
     names = [w.split("=")[0] for w in extra_opts if w.startswith("--")]
     opts = f"--timing-allow-fail --seed {int(seed)} --report nextpnr_report.json"
     if family != "ice40":
+        if "--placer" not in names:
+            opts += " --placer heap"
         if "--router" not in names:
-            opts += " --router router2"
-        if "--placer" not in names and not any(n.startswith("--placer-heap-") for n in names):
-            opts += " --placer static"
+            opts += " --router router1"
     if extra_opts:
         opts += " " + " ".join(extra_opts)
     return opts

@@ -235,19 +235,18 @@ def test_memory_core_registers_and_ram():
     assert got["cycles"] == 5
 
 
-def test_flow_nextpnr_opts_choose_router2_and_the_static_placer_on_the_ecp5():
+def test_flow_nextpnr_opts_choose_the_heap_placer_and_router1_on_the_ecp5():
     base = "--timing-allow-fail --seed 3 --report nextpnr_report.json"
     assert bb.flow_nextpnr_opts("ice40", 3, []) == base
     assert bb.flow_nextpnr_opts("ice40", 3, ["--tmg-ripup"]) == base + " --tmg-ripup"
-    assert bb.flow_nextpnr_opts("ecp5", 3, []) == base + " --router router2 --placer static"
+    assert bb.flow_nextpnr_opts("ecp5", 3, []) == base + " --placer heap --router router1"
     # the caller's own router or placer replaces the flow's; extra options come last
-    assert bb.flow_nextpnr_opts("ecp5", 3, ["--router=router1"]) == (
-        base + " --placer static --router=router1")
-    assert bb.flow_nextpnr_opts("ecp5", 3, ["--placer", "heap"]) == (
-        base + " --router router2 --placer heap")
-    # a heap placer option alone means the heap placer (nextpnr's default)
+    assert bb.flow_nextpnr_opts("ecp5", 3, ["--router=router2"]) == (
+        base + " --placer heap --router=router2")
+    assert bb.flow_nextpnr_opts("ecp5", 3, ["--placer", "static"]) == (
+        base + " --router router1 --placer static")
     assert bb.flow_nextpnr_opts("ecp5", 3, ["--placer-heap-beta", "0.6"]) == (
-        base + " --router router2 --placer-heap-beta 0.6")
+        base + " --placer heap --router router1 --placer-heap-beta 0.6")
 
 
 def test_long_nets_are_counted_and_grouped_by_signal():
@@ -337,8 +336,7 @@ def test_board_report(built_all, name):
     script = (out / "build_top.sh").read_text()
     assert "--seed 1 " in script and EXTRA_NEXTPNR_OPT in script
     assert "--detailed-timing-report" in script
-    assert ("--router router2" in script) == (board.family == "ecp5")
-    assert ("--placer static" in script) == (board.family == "ecp5")
+    assert ("--placer heap --router router1" in script) == (board.family == "ecp5")
     suffix = "bin" if board.family == "ice40" else "bit"
     assert (out / f"top.{suffix}").stat().st_size > 1000
     assert report["bitstream"].endswith(f"top.{suffix}")
