@@ -436,8 +436,8 @@ class Trainer(wiring.Component):
                 with m.Case(Reg.PROG_START):
                     m.d.sync += prog_start.eq(bus_w_data)
 
-        # register reads: value registered, memory words chunk-selected, one cycle latency
-        reg_value = Signal(32)
+        # register reads: the values sampled in the bus cycle after the read, selected in two
+        # steps (below)
         errors = Cat(op_error, access_error, collision, tile_lost, row_lost)   # sticky
         overflow = Cat(ovf_mac, ovf_backerr, lanes.sgd_overflow)                # sticky
         m.d.comb += self.overflow.eq(overflow)
@@ -448,10 +448,23 @@ class Trainer(wiring.Component):
                      Reg.OVERFLOW: overflow & ~clear.replicate(len(overflow)),
                      Reg.CYCLES: cycles, Reg.RETIRED: retired, Reg.PROG_START: prog_start,
                      **g.registers()}
-        with m.Switch(offset):
+        # Two steps: as the read is registered, the registers below 8 (the live ones) and the
+        # geometry constants (8 and up) are each selected by the offset's low bits into a
+        # register, with which of them (or none) the offset names; one cycle later, that
+        # choice.  (All of the offset against every address in one cycle was 13 ns on an
+        # 8 x 8 board build.)
+        assert all(int(addr) < 32 for addr in reg_table)
+        reg_low, reg_high = Signal(32), Signal(32)
+        with m.Switch(offset[:3]):
             for addr, value in reg_table.items():
-                with m.Case(int(addr)):
-                    m.d.comb += reg_value.eq(value)
+                if addr < 8:
+                    with m.Case(int(addr)):
+                        m.d.comb += reg_low.eq(value)
+        with m.Switch(offset[:5]):
+            for addr, value in reg_table.items():
+                if addr >= 8:
+                    with m.Case(int(addr)):
+                        m.d.comb += reg_high.eq(value)
         # Read latency READ_LATENCY = 8: the bus inputs are registered (above), then the
         # memories' host strobes; the words out of the block RAMs are registered twice as they
         # are (no logic behind a block RAM's slow output, and the first register may sit
@@ -463,11 +476,16 @@ class Trainer(wiring.Component):
         # per region, not every region's whole word, travel to the r_data register.
         rd_region = Signal(range(len(Region)))
         rd_chunk = Signal(max(1, ceil_log2(max_chunks)))
-        rd_reg = Signal(32)
+        rd_reg_low = Signal(32, reset_less=True)
+        rd_reg_high = Signal(32, reset_less=True)
+        rd_reg_which = Signal(2)            # 1: low, 2: high, 0: no register (reads 0)
         rd_ok = Signal()
         rd_pending = Signal()
         with m.If(bus_r_en):
-            m.d.sync += [rd_region.eq(region), rd_reg.eq(reg_value), rd_ok.eq(0)]
+            m.d.sync += [rd_region.eq(region), rd_ok.eq(0),
+                         rd_reg_low.eq(reg_low), rd_reg_high.eq(reg_high),
+                         rd_reg_which.eq(Mux(offset[5:] != 0, 0,
+                                             Mux(offset[3:5] == 0, 1, 2)))]
             for r in self.words:
                 with m.If(region == r):
                     m.d.sync += [rd_chunk.eq(host_chunk[r]), rd_ok.eq(host_rd[r])]
@@ -485,10 +503,18 @@ class Trainer(wiring.Component):
             with m.If(replica(m, rd_pending, f"rd_pending2_{r.name.lower()}")):
                 m.d.sync += rd_words[r].eq(rd_raw[r])
         # region, chunk, register value and "ok" travel beside the read to the output cycle
-        rd_meta = [(rd_region, rd_chunk, rd_reg, rd_ok)]
+        # (the register value from the second stage on, when its choice is made)
+        rd_meta = [(rd_region, rd_chunk, None, rd_ok)]
         for n in range(2, self.READ_LATENCY - 1):
-            later = tuple(Signal.like(sig, name=f"{sig.name}{n}") for sig in rd_meta[-1])
-            m.d.sync += [dst.eq(src) for dst, src in zip(later, rd_meta[-1])]
+            region_n, chunk_n, reg_n, ok_n = rd_meta[-1]
+            later = (Signal.like(rd_region, name=f"rd_region{n}"),
+                     Signal.like(rd_chunk, name=f"rd_chunk{n}"),
+                     Signal(32, name=f"rd_reg{n}", reset_less=True),
+                     Signal(name=f"rd_ok{n}"))
+            if reg_n is None:
+                reg_n = Mux(rd_reg_which == 1, rd_reg_low,
+                            Mux(rd_reg_which == 2, rd_reg_high, 0))
+            m.d.sync += [dst.eq(src) for dst, src in zip(later, (region_n, chunk_n, reg_n, ok_n))]
             rd_meta.append(later)
         # The chunk of each region's word, in two steps: each step reads the chunk number (and
         # "ok") from copies of its own per region (the regions' banks are spread over the die;
@@ -776,8 +802,13 @@ class Trainer(wiring.Component):
             walk.col_tr_off))]
         m.d.sync += w1_valid.eq(w0r[0])
         w1_label = mems[Region.LABEL].registered(m, w0r[0], "w1_label")
+        # each lane's class (tc_cls + j), added as W1 loads: W2 then only compares it with the
+        # label and the column length (adder and compare in one cycle were the critical path
+        # of an 8 x 8 board build, 9.7 ns)
+        w1_cls = [Signal(17, name=f"w1_cls{j}") for j in range(S)]
         with m.If(w0r[0]):
             m.d.sync += [reg.eq(src) for reg, src in zip(w1_regs[1:], w0r[1:])]
+            m.d.sync += [w1_cls[j].eq(w0r[7] + j) for j in range(S)]
 
         # W2
         w2_valid, w2_ilast, w2_final, w2_row_in = Signal(), Signal(), Signal(), Signal()
@@ -806,8 +837,8 @@ class Trainer(wiring.Component):
                     w2_value[j].eq(w1.value[j]),
                     w2_target[j].eq(w1.value[j] - ONE_HOT_VALUE),
                     w2_code[j].eq(w1.code[j]),
-                    w2_lane_in[j].eq((w1_tc_cls + j) < cur.col_len),
-                    w2_hit[j].eq((w1_tc_cls + j) == w1_label),
+                    w2_lane_in[j].eq(w1_cls[j] < cur.col_len),
+                    w2_hit[j].eq(w1_cls[j] == w1_label),
                 ]
         values = [Signal(signed(vw), name=f"wb_value{j}") for j in range(S)]
         codes = [Signal(CODE_WIDTH, name=f"wb_code{j}") for j in range(S)]

@@ -540,7 +540,10 @@ def test_reads_in_consecutive_bus_cycles_each_return_their_own_word():
              (Region.PROG, 3): [0x200 + c for c in range(nprog)]}
     reads = [(addr(r, w, c), v) for (r, w), chunks in words.items() for c, v in enumerate(chunks)]
     # interleave so that consecutive reads differ in region, word and chunk
-    reads = reads[::2] + reads[1::2] + [(addr(Region.REGS, Reg.ID), isa.MAGIC)]
+    regs = [(Reg.ID, isa.MAGIC), (Reg.ACT_DEPTH, SMALL.act_depth), (7, 0),
+            (Reg.PROG_DEPTH, SMALL.prog_depth), (Reg.STATUS, 0), (40, 0), (Reg.SIDE, SMALL.side),
+            (Reg.D_W_WIDTH, SMALL.d_w_width), (Reg.PROG_START, 0), (8 + 32, 0)]
+    reads = reads[::2] + [(addr(Region.REGS, r), v) for r, v in regs] + reads[1::2]
     reads += [(addr(Region.PROG, 2, c), 0x100 + c) for c in reversed(range(nprog))]
 
     async def bench(ctx):
