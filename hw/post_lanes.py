@@ -29,7 +29,8 @@ The ``op`` and the constants must stay still while items are in flight (the Trai
 them only between instructions, when the lanes are empty).  The units are the ones tested
 against golden one by one (hw/scaler.py, hw/nitro_relu.py, hw/sgd_update.py).
 
-Overflow: ``backerr`` pulses for every BACKWARD item with an accumulator outside the signed
+Overflow: ``backerr`` pulses (one cycle after the item is taken) for every BACKWARD item with an
+accumulator outside the signed
 ``err_width`` range (it is saturated); ``sgd_overflow`` is the lanes' sticky SgdUpdate flag
 (``clear`` clears it).
 """
@@ -63,7 +64,8 @@ class PostLanes(wiring.Component):
                                             signed wgt_width), ``code`` (S x 2 bits)
     o : Out(stream.Signature(out_layout))   ``value`` (S x signed value_width), ``code``
     op : In(3); divisor, inv_slope, d_g, d_w : In -- the instruction's constants
-    backerr : Out(1) -- pulse: a BACKWARD item entered with an out-of-range accumulator
+    backerr : Out(1) -- pulse, one cycle after a BACKWARD item entered with an out-of-range
+        accumulator
     sgd_overflow : Out(1) -- sticky, cleared by ``clear``
 
     ``row_cycles`` = k: ``side / k`` Scaler, NitroRelu and SgdUpdate units, k cycles a row
@@ -119,7 +121,7 @@ class PostLanes(wiring.Component):
         self.latency = {
             Op.FORWARD: s0.latency + self.relus[0].latency + chunking,
             Op.LOSS: s0.latency + chunking,
-            Op.BACKWARD: 1 + self.backwards[0].latency,
+            Op.BACKWARD: 2 + self.backwards[0].latency,
             Op.SGD: g0.latency + chunking,
         }
         super().__init__({
@@ -178,9 +180,13 @@ class PostLanes(wiring.Component):
         m.d.comb += self.i.ready.eq(in_ready)
         take = self.i.valid & in_ready
         lo, hi = -(2 ** (self.err_width - 1)), 2 ** (self.err_width - 1) - 1
-        out_of_range = Signal()
-        m.d.comb += out_of_range.eq(Cat(*((a < lo) | (a > hi) for a in self.i.payload.acc)).any())
-        m.d.comb += self.backerr.eq(take & is_bwd & out_of_range)
+        # each lane's range check is registered and the OR over the lanes follows (so the
+        # pulse comes one cycle after the take): the compares and the OR in one cycle, into
+        # the Trainer's sticky flag, were 14 ns on an 8 x 8 board build
+        lane_out_of_range = Signal(len(self.i.payload.acc))
+        m.d.sync += lane_out_of_range.eq(
+            Mux(take & is_bwd, Cat(*((a < lo) | (a > hi) for a in self.i.payload.acc)), 0))
+        m.d.comb += self.backerr.eq(lane_out_of_range.any())
 
         # scaler -> relu handoff (FORWARD) or scaler -> output (LOSS)
         sc_out_ready = Mux(is_fwd, re_in_ready, is_loss & self.o.ready)
@@ -228,25 +234,27 @@ class PostLanes(wiring.Component):
             row_valid, row_value, row_code = unit_out_valid, unit_value, unit_code
 
         # ---- BACKWARD (S units) ----------------------------------------------------------------
-        # the saturation (two wide compares) is registered before NitroReluBackward, whose first
-        # stage is a carry chain of its own; the register advances with the unit
-        sat_valid = Signal()
+        # the saturation is registered in two steps before NitroReluBackward, whose first stage
+        # is a carry chain of its own: the two wide compares (into flags, beside the low bits),
+        # then the choice (the compares and the choice in one cycle, into the saturated
+        # register's reset, were the critical path of an 8 x 8 board build, 9.9 ns); the
+        # registers advance with the unit
+        cmp_valid, sat_valid = Signal(), Signal()
         with m.If(bw_in_ready):
-            m.d.sync += sat_valid.eq(self.i.valid & is_bwd)
+            m.d.sync += [cmp_valid.eq(self.i.valid & is_bwd), sat_valid.eq(cmp_valid)]
         for j in range(S):
             bw = self.backwards[j]
             acc = self.i.payload.acc[j]
-            sat = Signal(signed(self.err_width), name=f"sat{j}")
-            with m.If(acc > hi):
-                m.d.comb += sat.eq(hi)
-            with m.Elif(acc < lo):
-                m.d.comb += sat.eq(lo)
-            with m.Else():
-                m.d.comb += sat.eq(acc)
+            above, below = Signal(name=f"above{j}"), Signal(name=f"below{j}")
+            low_bits = Signal(signed(self.err_width), name=f"acc_low{j}")
+            code_c = Signal(CODE_WIDTH, name=f"bw_code_c{j}")
             sat_q = Signal(signed(self.err_width), name=f"sat_q{j}")
             code_q = Signal(CODE_WIDTH, name=f"bw_code_q{j}")
             with m.If(bw_in_ready):
-                m.d.sync += [sat_q.eq(sat), code_q.eq(self.i.payload.code[j])]
+                m.d.sync += [above.eq(acc > hi), below.eq(acc < lo),
+                             low_bits.eq(acc[:self.err_width]), code_c.eq(self.i.payload.code[j]),
+                             sat_q.eq(Mux(above, hi, Mux(below, lo, low_bits))),
+                             code_q.eq(code_c)]
             m.d.comb += [
                 bw.inv_slope.eq(self.inv_slope),
                 bw.i.valid.eq(sat_valid & bw_in_ready),
