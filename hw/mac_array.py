@@ -520,9 +520,9 @@ class MacArray(wiring.Component):
 
         # ---- result bank: loaded from the accumulators, shifted out row by row ----
         # A shift register of rows with no enable: it loads a finished tile (on each element's
-        # copy of tile_done) and shifts up one row in every other cycle, so row 0 holds the
-        # tile's row i in the i-th cycle after the load, and those rows go into the result
-        # FIFO in consecutive cycles.  Nothing that depends on the consumer's ready reaches
+        # copy of tile_done) and shifts up one row in every cycle it does not load, so row 0
+        # holds the tile's row i in the i-th cycle after the load, and those rows go into the
+        # result FIFO in consecutive cycles.  Nothing that depends on the consumer's ready reaches
         # the elements: their only control is done_e, a copy from a tree.
         bank = [[Signal(signed(acc_width), name=f"bank_{r}_{c}", reset_less=True)
                  for c in range(cols)]
