@@ -183,9 +183,12 @@ class PostLanes(wiring.Component):
         # each lane's range check is registered and the OR over the lanes follows (so the
         # pulse comes one cycle after the take): the compares and the OR in one cycle, into
         # the Trainer's sticky flag, were 14 ns on an 8 x 8 board build
+        # (the same compares feed the BACKWARD saturation below)
+        above_now = [a > hi for a in self.i.payload.acc]
+        below_now = [a < lo for a in self.i.payload.acc]
         lane_out_of_range = Signal(len(self.i.payload.acc))
         m.d.sync += lane_out_of_range.eq(
-            Mux(take & is_bwd, Cat(*((a < lo) | (a > hi) for a in self.i.payload.acc)), 0))
+            Mux(take & is_bwd, Cat(*(x | y for x, y in zip(above_now, below_now))), 0))
         m.d.comb += self.backerr.eq(lane_out_of_range.any())
 
         # scaler -> relu handoff (FORWARD) or scaler -> output (LOSS)
@@ -251,7 +254,7 @@ class PostLanes(wiring.Component):
             sat_q = Signal(signed(self.err_width), name=f"sat_q{j}")
             code_q = Signal(CODE_WIDTH, name=f"bw_code_q{j}")
             with m.If(bw_in_ready):
-                m.d.sync += [above.eq(acc > hi), below.eq(acc < lo),
+                m.d.sync += [above.eq(above_now[j]), below.eq(below_now[j]),
                              low_bits.eq(acc[:self.err_width]), code_c.eq(self.i.payload.code[j]),
                              sat_q.eq(Mux(above, hi, Mux(below, lo, low_bits))),
                              code_q.eq(code_c)]

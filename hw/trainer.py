@@ -530,7 +530,9 @@ class Trainer(wiring.Component):
             chunks = [rd_words[r][32 * k:32 * (k + 1)] for k in range(nch)]
             ngroups = (nch + group - 1) // group
             gbits = ceil_log2(min(nch, group))
-            chunk_g = replica(m, chunk_before_group, f"rd_chunk_group_{name}")
+            # copies of the chunk number only where a step selects (a one-chunk word needs
+            # none, a one-group word none in the second step)
+            chunk_g = replica(m, chunk_before_group, f"rd_chunk_group_{name}") if gbits else None
             rd_group = [Signal(32, name=f"rd_group_{name}{k}", reset_less=True)
                         for k in range(ngroups)]
             for k, reg in enumerate(rd_group):
@@ -540,12 +542,12 @@ class Trainer(wiring.Component):
                 else:
                     members += [Const(0, 32)] * ((1 << gbits) - len(members))
                     m.d.sync += reg.eq(Cat(*members).word_select(chunk_g[:gbits], 32))
-            chunk_s = replica(m, chunk_before_sel, f"rd_chunk_sel_{name}")
             ok_s = replica(m, ok_before_sel, f"rd_ok_sel_{name}")
             rd_sel[r] = Signal(32, name=f"rd_sel_{name}", reset_less=True)
             if ngroups == 1:
                 chosen = rd_group[0]
             else:
+                chunk_s = replica(m, chunk_before_sel, f"rd_chunk_sel_{name}")
                 chosen = Cat(*rd_group, Const(0, 32 * ((1 << ceil_log2(ngroups)) - ngroups)))
                 chosen = chosen.word_select(chunk_s[gbits:gbits + ceil_log2(ngroups)], 32)
             m.d.sync += rd_sel[r].eq(Mux(ok_s, chosen, 0))
