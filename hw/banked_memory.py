@@ -36,6 +36,18 @@ The collision watch then compares the registered values (what the blocks see).
 A reader does not see a data port: it calls :meth:`BankedMemory.registered` with the enable of
 the register it would have loaded from a read port's ``data``, and gets that register's value.
 
+Shared bank registers
+---------------------
+By default each reader keeps its own register of every bank, so a block's output drives one
+flip-flop per reader, and each reader's multiplexer pulls its registers towards itself: with
+many banks over the die, most of them end up far from their blocks (a block output into such
+a register was 13 ns on the ECP5, 5.8 of them the block's clock-to-output).  A memory whose
+readers take turns (one read port: one reader at a time uses it) calls
+:meth:`BankedMemory.share_registers` before any :meth:`~BankedMemory.registered`: one register
+per bank, loaded on an enable the parent drives (the active reader's enable, a copy per bank),
+and every reader's :meth:`~BankedMemory.registered` selects from those (each reader keeps its
+own registered bank number).
+
 Collisions
 ----------
 ``collision`` (output) is 1 two cycles after a cycle in which the read and the write port
@@ -97,7 +109,24 @@ class BankedMemory(wiring.Component):
         })
         # each bank's read data and the registered bank number, driven in elaborate()
         self._bank_data = [Signal(shape, name=f"bank{b}_data") for b in range(self.banks)]
+        self._shared = None             # share_registers(): the bank registers every reader uses
         self._r_bank = Signal(range(max(2, 1 << (self.addr_width - self._low))), name="r_bank")
+
+    def share_registers(self, m: Module, name: str) -> list:
+        """One register per bank (in the parent's ``m``), which every later
+        :meth:`registered` of this memory selects from (module docstring).  Returns one enable
+        signal per bank for the parent to drive: each must equal, in every cycle, the enable
+        of the reader that uses the port then (the ``en`` it passes to :meth:`registered`)."""
+        if self._shared is not None:
+            raise ValueError("share_registers() was already called for this memory")
+        bank_en = [Signal(name=f"{name}_en{b}") for b in range(self.banks)]
+        regs = [Signal(self.shape, name=f"{name}_bank{b}", reset_less=True)
+                for b in range(self.banks)]
+        for reg, data, reg_en in zip(regs, self._bank_data, bank_en):
+            with m.If(reg_en):
+                m.d.sync += reg.eq(data)
+        self._shared = regs
+        return bank_en
 
     def registered(self, m: Module, en, name: str, bank_en=None):
         """Registers (in the parent's ``m``) loaded on ``en`` with every bank's word and the
@@ -105,16 +134,24 @@ class BankedMemory(wiring.Component):
         register loaded on ``en`` from a single read port's ``data`` would hold.
 
         ``bank_en``: optionally one signal per bank, each equal to ``en`` in every cycle (copies,
-        hw/replica.py), on which that bank's register loads instead."""
-        if bank_en is None:
-            bank_en = [en] * self.banks
-        if len(bank_en) != self.banks:
-            raise ValueError(f"bank_en has {len(bank_en)} signals for {self.banks} banks")
-        regs = [Signal(self.shape, name=f"{name}_bank{b}", reset_less=True)
-                for b in range(self.banks)]
-        for reg, data, reg_en in zip(regs, self._bank_data, bank_en):
-            with m.If(reg_en):
-                m.d.sync += reg.eq(data)
+        hw/replica.py), on which that bank's register loads instead.
+
+        After :meth:`share_registers` only the bank number is a register of this reader's; the
+        words come from the shared bank registers (and ``bank_en`` is refused)."""
+        if self._shared is not None:
+            if bank_en is not None:
+                raise ValueError("this memory's bank registers are shared: no bank_en")
+            regs = self._shared
+        else:
+            if bank_en is None:
+                bank_en = [en] * self.banks
+            if len(bank_en) != self.banks:
+                raise ValueError(f"bank_en has {len(bank_en)} signals for {self.banks} banks")
+            regs = [Signal(self.shape, name=f"{name}_bank{b}", reset_less=True)
+                    for b in range(self.banks)]
+            for reg, data, reg_en in zip(regs, self._bank_data, bank_en):
+                with m.If(reg_en):
+                    m.d.sync += reg.eq(data)
         if self.banks == 1:
             return regs[0]
         bank = Signal.like(self._r_bank, name=f"{name}_bank")

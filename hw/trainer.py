@@ -328,6 +328,14 @@ class Trainer(wiring.Component):
             wr[region], rd[region] = mem.wr, mem.rd
             with m.If(mem.collision):
                 m.d.sync += collision.eq(1)
+        # ACT, WGT and ERR (the engine's operands, many banks) keep one register per bank that
+        # all their readers share (hw/banked_memory.py): a block's output then drives one
+        # flip-flop, beside it.  With a register per reader (engine, front, host) a WGT block's
+        # output into the engine's register was 13 ns in the MNIST-memory 8 x 8 board build.
+        # Its enable (a copy per bank) is the enable of the reader that has the port, driven at
+        # the end (shared_en_next).
+        shared_en = {r: mems[r].share_registers(m, f"{r.name.lower()}_shared")
+                     for r in (Region.ACT, Region.WGT, Region.ERR)}
 
         # ---- sequencer state ---------------------------------------------------------------
         cur = Signal(self.instr_layout)
@@ -641,18 +649,13 @@ class Trainer(wiring.Component):
         # selected
         act_q, wgt_q, err_q = (Signal(self.words[r], reset_less=True)
                                for r in (Region.ACT, Region.WGT, Region.ERR))
-        # every bank's register and each of act_q/wgt_q/err_q loads on a copy of the port's
-        # enable of its own (hw/replica.py): the banks are spread over the die.  The enable is 1
-        # after reset (the engine's stages are empty), and so are its copies.
-        def en_copies(port, count, name):
-            return replicas(m, port.en_next, count, name, init=1)
-
-        act_p = mems[Region.ACT].registered(
-            m, eng.a_rd.en, "act_p", en_copies(eng.a_rd, mems[Region.ACT].banks, "act_p_en"))
-        wgt_p = mems[Region.WGT].registered(
-            m, eng.b_rd.en, "wgt_p", en_copies(eng.b_rd, mems[Region.WGT].banks, "wgt_p_en"))
-        err_p = mems[Region.ERR].registered(
-            m, eng.b_rd.en, "err_p", en_copies(eng.b_rd, mems[Region.ERR].banks, "err_p_en"))
+        # the bank registers are the memories' shared ones (their enables, copies, are driven
+        # at the end); each of act_q/wgt_q/err_q loads on a copy of the port's enable of its
+        # own (hw/replica.py).  The enable is 1 after reset (the engine's stages are empty),
+        # and so are its copies.
+        act_p = mems[Region.ACT].registered(m, eng.a_rd.en, "act_p")
+        wgt_p = mems[Region.WGT].registered(m, eng.b_rd.en, "wgt_p")
+        err_p = mems[Region.ERR].registered(m, eng.b_rd.en, "err_p")
         act_q_en = replica(m, eng.a_rd.en_next, "act_q_en", init=1)
         wgt_q_en = replica(m, eng.b_rd.en_next, "wgt_q_en", init=1)
         err_q_en = replica(m, eng.b_rd.en_next, "err_q_en", init=1)
@@ -721,8 +724,7 @@ class Trainer(wiring.Component):
         # bank register and per row register, which sit far apart
         with m.If(replica(m, take_f, "row2_en")):
             m.d.sync += row2.eq(row1)
-        wgt2 = mems[Region.WGT].registered(
-            m, valid1, "wgt2", replicas(m, take_f, mems[Region.WGT].banks, "wgt2_en"))
+        wgt2 = mems[Region.WGT].registered(m, valid1, "wgt2")      # shared bank registers
         code2 = mems[Region.CODE].registered(
             m, valid1, "code2", replicas(m, take_f, mems[Region.CODE].banks, "code2_en"))
         for reg, src, name in ((row3, row2, "row3"), (wgt3, wgt2, "wgt3"), (code3, code2, "code3")):
@@ -991,4 +993,19 @@ class Trainer(wiring.Component):
                 front_reads(Region.WGT, used=1)
             with m.Else():
                 engine_reads(Region.WGT, eng.b_rd, used=~cur.b_src)
+
+        # The shared bank registers' enables: copies (one per bank) of the next value of the
+        # enable of the reader that has the port -- the engine's stage enable (its en_next),
+        # for WGT in SGD the front's (valid1, whose next value is take_f), and while idle the
+        # host's (rd_pending_of, next value rd_pending0).  The choice (busy, the op) changes
+        # only between instructions, when no read is in flight.
+        host_next = ~busy_next & rd_pending0
+        shared_en_next = {
+            Region.ACT: (busy_next & eng.a_rd.en_next) | host_next,
+            Region.WGT: (busy_next & Mux(op == Op.SGD, take_f, eng.b_rd.en_next)) | host_next,
+            Region.ERR: (busy_next & eng.b_rd.en_next) | host_next,
+        }
+        for r, bank_en in shared_en.items():
+            copies = replicas(m, shared_en_next[r], len(bank_en), f"{r.name.lower()}_shared_en")
+            m.d.comb += [en.eq(c) for en, c in zip(bank_en, copies)]
         return m

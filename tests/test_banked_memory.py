@@ -23,7 +23,9 @@ from hw.replica import replicas
 
 class _Reader(wiring.Component):
     """A BankedMemory and one reader register loaded on ``take``; with ``copies``, loaded one
-    cycle after ``take``, each bank's register on a copy of its own (hw/replica.py)."""
+    cycle after ``take``, each bank's register on a copy of its own (hw/replica.py); with
+    ``copies="shared"`` the same, through the memory's shared bank registers
+    (``share_registers``, their enables driven by the copies)."""
 
     def __init__(self, width, depth, bank_depth, copies=False, registered_ports=False):
         self.copies = copies
@@ -45,7 +47,14 @@ class _Reader(wiring.Component):
                      self.collision.eq(mem.collision)]
         if self.mem.registered_ports:
             m.d.comb += mem.rd.load.eq(self.r_load)
-        if self.copies:
+        if self.copies == "shared":
+            take = Signal()
+            m.d.sync += take.eq(self.take)
+            bank_en = mem.share_registers(m, "shared")
+            m.d.comb += [en.eq(c) for en, c in
+                         zip(bank_en, replicas(m, self.take, mem.banks, "take"))]
+            word = mem.registered(m, take, "reader")
+        elif self.copies:
             take = Signal()
             m.d.sync += take.eq(self.take)
             word = mem.registered(m, take, "reader", replicas(m, self.take, mem.banks, "take"))
@@ -58,7 +67,8 @@ class _Reader(wiring.Component):
 @pytest.mark.parametrize("depth,bank_depth,copies,registered_ports", [
     (1000, 256, False, False), (64, 16, False, False), (48, 64, False, False),
     (1, 8, False, False), (300, 128, False, False), (300, 64, True, False),
-    (1000, 256, False, True), (300, 64, True, True), (48, 64, False, True)])
+    (1000, 256, False, True), (300, 64, True, True), (48, 64, False, True),
+    (300, 64, "shared", True), (1000, 128, "shared", False)])
 def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies,
                                                     registered_ports):
     """With ``registered_ports`` the model is a block RAM behind those registers: it reads
@@ -146,6 +156,13 @@ def test_parameters_are_checked():
         BankedMemory(8, 100, bank_depth=64).registered(Module(), 1, "r", [Signal()])
     with pytest.raises(ValueError):
         BankedMemory(8, 100, bank_depth=48)
+    shared = BankedMemory(8, 100, bank_depth=64)
+    assert len(shared.share_registers(Module(), "s")) == 2
+    with pytest.raises(ValueError, match="already called"):
+        shared.share_registers(Module(), "s")
+    with pytest.raises(ValueError, match="shared: no bank_en"):
+        shared.registered(Module(), 1, "r", [Signal(), Signal()])
+    Fragment.get(shared, None)           # elaborates (and is not left unused)
     sizes = {}
     for depth, bank_depth in ((12288, 2048), (2500, 1024), (100, 2048)):
         mem = BankedMemory(8, depth, bank_depth=bank_depth)
