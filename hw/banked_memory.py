@@ -46,7 +46,9 @@ readers take turns (one read port: one reader at a time uses it) calls
 :meth:`BankedMemory.share_registers` before any :meth:`~BankedMemory.registered`: one register
 per bank, loaded on an enable the parent drives (the active reader's enable, a copy per bank),
 and every reader's :meth:`~BankedMemory.registered` selects from those (each reader keeps its
-own registered bank number).
+own registered bank number).  Measured on an ECP5 board build (docs/ARCHITECTURE.md section 8)
+it saves the flip-flops but not the delay: nextpnr placed the single register away from its
+block too.
 
 Collisions
 ----------
@@ -120,13 +122,17 @@ class BankedMemory(wiring.Component):
         if self._shared is not None:
             raise ValueError("share_registers() was already called for this memory")
         bank_en = [Signal(name=f"{name}_en{b}") for b in range(self.banks)]
+        self._shared = self._bank_registers(m, bank_en, name)
+        return bank_en
+
+    def _bank_registers(self, m: Module, bank_en, name: str) -> list:
+        """Every bank's word registered (in ``m``), bank ``b``'s on ``bank_en[b]``."""
         regs = [Signal(self.shape, name=f"{name}_bank{b}", reset_less=True)
                 for b in range(self.banks)]
         for reg, data, reg_en in zip(regs, self._bank_data, bank_en):
             with m.If(reg_en):
                 m.d.sync += reg.eq(data)
-        self._shared = regs
-        return bank_en
+        return regs
 
     def registered(self, m: Module, en, name: str, bank_en=None):
         """Registers (in the parent's ``m``) loaded on ``en`` with every bank's word and the
@@ -147,11 +153,7 @@ class BankedMemory(wiring.Component):
                 bank_en = [en] * self.banks
             if len(bank_en) != self.banks:
                 raise ValueError(f"bank_en has {len(bank_en)} signals for {self.banks} banks")
-            regs = [Signal(self.shape, name=f"{name}_bank{b}", reset_less=True)
-                    for b in range(self.banks)]
-            for reg, data, reg_en in zip(regs, self._bank_data, bank_en):
-                with m.If(reg_en):
-                    m.d.sync += reg.eq(data)
+            regs = self._bank_registers(m, bank_en, name)
         if self.banks == 1:
             return regs[0]
         bank = Signal.like(self._r_bank, name=f"{name}_bank")
