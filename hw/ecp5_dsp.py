@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Signal, Value
 
+from hw.verilog_model import bus, with_model
+
 __all__ = ["MAX_WIDTH", "mult18x18d", "mult18x18d_latency", "sim_model", "with_sim_model"]
 
 #: Widest signed operand one MULT18X18D takes.
@@ -97,11 +99,6 @@ def mult18x18d(a: Value, b: Value, ce: Value, *, input_regs: bool = True,
 
 # ---------------------------------------------------------------------------- simulation model
 
-def _bus(prefix: str, width: int) -> str:
-    """``{X17, ..., X0}``: the per-bit ports as one vector, most significant first."""
-    return "{" + ", ".join(f"{prefix}{i}" for i in reversed(range(width))) + "}"
-
-
 def sim_model() -> str:
     """Behavioural Verilog of the MULT18X18D subset used by :func:`mult18x18d`."""
     in_buses = [("A", 18), ("B", 18), ("C", 18), ("SRIA", 18), ("SRIB", 18)]
@@ -134,8 +131,8 @@ def sim_model() -> str:
     lines += [f"  output {p}{i};" for p, w in out_buses for i in range(w)]
     lines += ["  output SIGNEDP;"]
     lines += [
-        f"  wire [17:0] a_pin = {_bus('A', 18)};",
-        f"  wire [17:0] b_pin = {_bus('B', 18)};",
+        f"  wire [17:0] a_pin = {bus('A', 18)};",
+        f"  wire [17:0] b_pin = {bus('B', 18)};",
         "  reg [17:0] a_q, b_q;",
         "  reg sa_q, sb_q;",
         "  reg [35:0] pipe_q, out_q;",
@@ -178,12 +175,12 @@ def sim_model() -> str:
         "      out_q <= pipe_m; sp_out_q <= sp_pipe_m;",
         "    end",
         "  end",
-        f"  assign {_bus('P', 36)} = p_m;",
+        f"  assign {bus('P', 36)} = p_m;",
         "  assign SIGNEDP = sp_m;",
     ]
     for p, w in out_buses:
         if p != "P":
-            lines.append(f"  assign {_bus(p, w)} = {w}'d0;")
+            lines.append(f"  assign {bus(p, w)} = {w}'d0;")
     lines += ["endmodule", "/* verilator lint_on UNUSEDPARAM */",
               "/* verilator lint_on UNUSEDSIGNAL */", ""]
     return "\n".join(lines)
@@ -191,6 +188,4 @@ def sim_model() -> str:
 
 def with_sim_model(verilog_text: str) -> str:
     """``verilog_text`` plus the MULT18X18D model when the design instantiates the block."""
-    if "MULT18X18D" in verilog_text and "module MULT18X18D" not in verilog_text:
-        return verilog_text + "\n" + sim_model()
-    return verilog_text
+    return with_model(verilog_text, "MULT18X18D", sim_model)
