@@ -50,6 +50,15 @@ own registered bank number).  Measured on an ECP5 board build (docs/ARCHITECTURE
 it saves the flip-flops but not the delay: nextpnr placed the single register away from its
 block too.
 
+ECP5 block RAM (``block="dp16kd"``)
+-----------------------------------
+Each bank is DP16KDs instantiated by hand (hw/ecp5_bram.py) instead of a ``Memory`` that
+Yosys maps.  With shared bank registers, those registers are the blocks' own output registers
+(``REGMODE_B = "OUTREG"``, loaded on the enables :meth:`share_registers` returns, on the
+blocks' ``OCEB``): the word leaves the block from a flip-flop, in the same cycle as before.
+Without sharing the blocks have no output register and each reader keeps its own, as above.
+Amaranth's simulator cannot run it; Verilator runs it with the block's model.
+
 Collisions
 ----------
 ``collision`` (output) is 1 two cycles after a cycle in which the read and the write port
@@ -64,13 +73,22 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Mux, Shape, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-__all__ = ["BankedMemory"]
+from hw.ecp5_bram import DP16KD_MODES, dp16kd_bank
+
+DP16KD_DEPTH = DP16KD_MODES[-1][0]
+
+__all__ = ["BankedMemory", "BLOCKS"]
+
+#: What each bank is made of: ``"memory"`` (a ``lib.memory.Memory``: any simulator, any
+#: device) or ``"dp16kd"`` (ECP5 block RAM instantiated by hand, hw/ecp5_bram.py: Verilator
+#: with the block's model, and the ECP5 build)
+BLOCKS = ("memory", "dp16kd")
 
 
 class BankedMemory(wiring.Component):
@@ -83,17 +101,27 @@ class BankedMemory(wiring.Component):
     bank_depth : words per bank, a power of two (the device's block depth for the word).
     registered_ports : the read address and the write port registered in front of the
         blocks (module docstring).
+    block : what each bank is made of, one of :data:`BLOCKS` (module docstring, ECP5 block
+        RAM).
 
     Attributes: ``banks`` (their number), ``bank_sizes`` (words in each bank, in order),
     ``addr_width``.
     """
 
     def __init__(self, shape, depth: int, bank_depth: int = 2048, *,
-                 registered_ports: bool = False):
+                 registered_ports: bool = False, block: str = "memory"):
         if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
             self._MustUse__silence = True       # never built: no "unused" warning
             raise ValueError(f"need depth >= 1 and a power-of-two bank_depth, got depth "
                              f"{depth}, bank_depth {bank_depth}")
+        if block not in BLOCKS:
+            self._MustUse__silence = True
+            raise ValueError(f"block must be one of {BLOCKS}, not {block!r}")
+        if block == "dp16kd" and min(bank_depth, 1 << ceil_log2(depth)) > DP16KD_DEPTH:
+            self._MustUse__silence = True
+            raise ValueError(f"a DP16KD bank holds at most {DP16KD_DEPTH} words, not "
+                             f"{bank_depth}")
+        self.block = block
         self.shape, self.depth = shape, depth
         self.registered_ports = bool(registered_ports)
         self.bank_depth = min(bank_depth, 1 << ceil_log2(depth))
@@ -112,6 +140,7 @@ class BankedMemory(wiring.Component):
         # each bank's read data and the registered bank number, driven in elaborate()
         self._bank_data = [Signal(shape, name=f"bank{b}_data") for b in range(self.banks)]
         self._shared = None             # share_registers(): the bank registers every reader uses
+        self._out_en = None             # with block="dp16kd": those registers' enables (OCEB)
         self._r_bank = Signal(range(max(2, 1 << (self.addr_width - self._low))), name="r_bank")
 
     def share_registers(self, m: Module, name: str) -> list:
@@ -122,7 +151,10 @@ class BankedMemory(wiring.Component):
         if self._shared is not None:
             raise ValueError("share_registers() was already called for this memory")
         bank_en = [Signal(name=f"{name}_en{b}") for b in range(self.banks)]
-        self._shared = self._bank_registers(m, bank_en, name)
+        if self.block == "dp16kd":      # the blocks' own output registers (elaborate())
+            self._shared, self._out_en = self._bank_data, bank_en
+        else:
+            self._shared = self._bank_registers(m, bank_en, name)
         return bank_en
 
     def _bank_registers(self, m: Module, bank_en, name: str) -> list:
@@ -181,16 +213,26 @@ class BankedMemory(wiring.Component):
         else:
             wr, rd = self.wr, self.rd
         for b, size in enumerate(self.bank_sizes):
+            hit = (wr.addr[low:] == b) if self.addr_width > low else 1
+            if size < self.bank_depth:          # a short last bank: its address would wrap
+                hit = hit & (wr.addr < self.depth)
+            w_addr, r_addr = (wr.addr[:low], rd.addr[:low]) if low else (0, 0)
+            if self.block == "dp16kd":
+                blocks, word = dp16kd_bank(
+                    depth=size, width=Shape.cast(self.shape).width, w_addr=w_addr,
+                    w_data=wr.data, w_en=wr.en & hit, r_addr=r_addr, r_en=rd.en,
+                    out_en=None if self._out_en is None else self._out_en[b],
+                    name=f"bank{b}")
+                for k, inst in enumerate(blocks):
+                    m.submodules[f"bank{b}_dp16kd{k}"] = inst
+                m.d.comb += self._bank_data[b].eq(word)
+                continue
             m.submodules[f"bank{b}"] = mem = Memory(shape=self.shape, depth=size, init=[])
             wp = mem.write_port()
             rp = mem.read_port(domain="sync", transparent_for=())
-            hit = (wr.addr[low:] == b) if self.addr_width > low else 1
-            if mem.depth < self.bank_depth:     # a short last bank: its address would wrap
-                hit = hit & (wr.addr < self.depth)
             m.d.comb += [
-                wp.addr.eq(wr.addr[:low] if low else 0), wp.data.eq(wr.data),
-                wp.en.eq(wr.en & hit),
-                rp.addr.eq(rd.addr[:low] if low else 0), rp.en.eq(rd.en),
+                wp.addr.eq(w_addr), wp.data.eq(wr.data), wp.en.eq(wr.en & hit),
+                rp.addr.eq(r_addr), rp.en.eq(rd.en),
                 self._bank_data[b].eq(rp.data),
             ]
         # collision watch: the port strobes registered, compared in the next cycle, registered

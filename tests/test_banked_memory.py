@@ -1,4 +1,5 @@
-"""BankedMemory (hw/banked_memory.py) against a Python model, in the Amaranth simulator.
+"""BankedMemory (hw/banked_memory.py) against a Python model, in the Amaranth simulator, and
+with ``block="dp16kd"`` (hw/ecp5_bram.py) in Verilator with the block's model.
 
 A reader's register, :meth:`BankedMemory.registered`, must hold exactly what a register loaded
 on the same enable from a single block RAM read port would hold: the word at the address of the
@@ -9,7 +10,9 @@ enables cover every bank, a last bank shorter than the others, and out-of-range 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import numpy as np
 import pytest
 from amaranth import Module, Signal
 from amaranth.hdl import Fragment
@@ -19,6 +22,9 @@ from amaranth.sim import Simulator
 
 from hw.banked_memory import BankedMemory
 from hw.replica import replicas
+from sim.harness import run_cocotb, verilog_of
+
+TB_CYCLES = Path(__file__).parent / "cocotb_tb" / "tb_cycles.py"
 
 
 class _Reader(wiring.Component):
@@ -27,10 +33,11 @@ class _Reader(wiring.Component):
     ``copies="shared"`` the same, through the memory's shared bank registers
     (``share_registers``, their enables driven by the copies)."""
 
-    def __init__(self, width, depth, bank_depth, copies=False, registered_ports=False):
+    def __init__(self, width, depth, bank_depth, copies=False, registered_ports=False,
+                 block="memory"):
         self.copies = copies
         self.mem = BankedMemory(width, depth, bank_depth=bank_depth,
-                                registered_ports=registered_ports)
+                                registered_ports=registered_ports, block=block)
         aw = self.mem.addr_width
         super().__init__({
             "w_addr": In(aw), "w_data": In(width), "w_en": In(1),
@@ -64,6 +71,92 @@ class _Reader(wiring.Component):
         return m
 
 
+INPUTS = ("w_en", "w_addr", "w_data", "r_en", "r_addr", "take", "r_load")
+
+
+def _stimulus(rng, depth, aw, width, cycles):
+    """Random cycles (one array per input of ``_Reader``): reads, writes (some beyond
+    ``depth``), enables, forced collisions; half the reads go to a word written before."""
+    stim = {name: [] for name in INPUTS}
+    written = []
+    for _ in range(cycles):
+        w_en = rng.random() < 0.4
+        w_addr = rng.randrange(1 << aw)
+        r_en = rng.random() < 0.6
+        r_addr = (rng.choice(written) if written and rng.random() < 0.5
+                  else rng.randrange(depth))
+        load = rng.random() < 0.5
+        if rng.random() < 0.05:      # force some collisions
+            w_en, r_en, w_addr = True, True, r_addr
+            # registered: both registers take the address; a read next cycle meets it
+            load = True
+        if w_en and w_addr < depth:
+            written.append(w_addr)
+        for name, value in (("w_en", w_en), ("w_addr", w_addr),
+                            ("w_data", rng.randrange(1 << width)), ("r_en", r_en),
+                            ("r_addr", r_addr), ("take", rng.random() < 0.5), ("r_load", load)):
+            stim[name].append(int(value))
+    return {name: np.array(values, dtype=np.int64) for name, values in stim.items()}
+
+
+def _expected(stim, depth, copies, registered_ports):
+    """Per cycle, after its clock edge: ``(address, word)`` the reader's register holds
+    (``(None, None)`` before any read, word ``None``: never written, any value may be read)
+    and the collision output."""
+    model = [None] * depth
+    port = (None, None)          # (address, word) a block RAM's read port would show now
+    reg = (None, None)           # (address, word) the reader's register would hold now
+    collided = [False, False]    # collisions of the last two cycles
+    take_before = False          # `take` of the cycle before (with copies)
+    addr_reg = 0                 # the read address register (registered_ports)
+    w_late = (False, 0, 0)       # the write registered in the last cycle (registered_ports)
+    regs, collisions = [], []
+    for i in range(len(stim["w_en"])):
+        w_en, w_addr, w_data, r_en, r_addr, take, load = (int(stim[n][i]) for n in INPUTS)
+        # the edge: the reader's register takes the port's word, the port reads
+        # (non-transparent: the old word), then the write lands
+        if (take_before if copies else take):
+            reg = port
+        take_before = take
+        if registered_ports:
+            # the block reads the word at the address register; last cycle's write lands;
+            # this cycle's enters the write register; the address register loads
+            if r_en:
+                port = (addr_reg, model[addr_reg] if addr_reg < depth else None)
+            met = w_late[0] and r_en and w_late[1] == addr_reg
+            if w_late[0] and w_late[1] < depth:
+                model[w_late[1]] = w_late[2]
+            w_late = (w_en, w_addr, w_data)
+            if load:
+                addr_reg = r_addr
+        else:
+            if r_en:
+                port = (r_addr, model[r_addr])
+            met = w_en and r_en and w_addr == r_addr
+            if w_en and w_addr < depth:
+                model[w_addr] = w_data
+        # collision: reported two cycles after the cycle in which both ports met
+        collided = [met, collided[0]]
+        regs.append(reg)
+        collisions.append(collided[1])
+    return regs, collisions
+
+
+def _check(dut, regs, collisions, words, collision_out):
+    checked = {"n": 0, "banks": set(), "collisions": 0}
+    for i, (reg, want, got, got_collision) in enumerate(zip(regs, collisions, words,
+                                                             collision_out)):
+        assert got_collision == want, f"cycle {i}: collision {got_collision}, expected {want}"
+        checked["collisions"] += want
+        if reg[1] is not None:
+            assert got == reg[1], f"cycle {i}: read {got}, expected {reg}"
+            checked["n"] += 1
+            checked["banks"].add(reg[0] // dut.mem.bank_depth)
+    assert checked["n"] > 300
+    assert checked["collisions"] > 20
+    assert len(checked["banks"]) == dut.mem.banks
+
+
 @pytest.mark.parametrize("depth,bank_depth,copies,registered_ports", [
     (1000, 256, False, False), (64, 16, False, False), (48, 64, False, False),
     (1, 8, False, False), (300, 128, False, False), (300, 64, True, False),
@@ -77,76 +170,44 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies,
     dut = _Reader(width, depth, bank_depth, copies, registered_ports)
     assert dut.mem.banks == -(-depth // min(bank_depth, 1 << max(0, (depth - 1).bit_length())))
     rng = random.Random(depth * 7 + bank_depth)
-    aw = dut.mem.addr_width
-    model = [None] * depth           # None: never written (any value may be read)
-    checked = {"n": 0, "banks": set(), "collisions": 0}
+    stim = _stimulus(rng, depth, dut.mem.addr_width, width, 3000)
+    words, collision_out = [], []
 
     async def bench(ctx):
-        port = (None, None)          # (address, word) a block RAM's read port would show now
-        reg = (None, None)           # (address, word) the reader's register would hold now
-        collided = [False, False]    # collisions of the last two cycles
-        take_before = False          # `take` of the cycle before (with copies)
-        addr_reg = 0                 # the read address register (registered_ports)
-        w_late = (False, 0, 0)       # the write registered in the last cycle (registered_ports)
-        for _ in range(3000):
-            w_en = rng.random() < 0.4
-            w_addr = rng.randrange(1 << aw)
-            w_data = rng.randrange(1 << width)
-            r_en = rng.random() < 0.6
-            r_addr = rng.randrange(depth)
-            take = rng.random() < 0.5
-            load = rng.random() < 0.5
-            if rng.random() < 0.05:      # force some collisions
-                w_en, r_en, w_addr = True, True, r_addr
-                # registered: both registers take the address; a read next cycle meets it
-                load = True
-            ctx.set(dut.r_load, load)
-            ctx.set(dut.w_en, w_en)
-            ctx.set(dut.w_addr, w_addr)
-            ctx.set(dut.w_data, w_data)
-            ctx.set(dut.r_en, r_en)
-            ctx.set(dut.r_addr, r_addr)
-            ctx.set(dut.take, take)
+        for i in range(len(stim["w_en"])):
+            for name in INPUTS:
+                ctx.set(getattr(dut, name), int(stim[name][i]))
             await ctx.tick()
-            # the edge: the reader's register takes the port's word, the port reads
-            # (non-transparent: the old word), then the write lands
-            if (take_before if copies else take):
-                reg = port
-            take_before = take
-            if registered_ports:
-                # the block reads the word at the address register; last cycle's write lands;
-                # this cycle's enters the write register; the address register loads
-                if r_en:
-                    port = (addr_reg, model[addr_reg] if addr_reg < depth else None)
-                met = w_late[0] and r_en and w_late[1] == addr_reg
-                if w_late[0] and w_late[1] < depth:
-                    model[w_late[1]] = w_late[2]
-                w_late = (w_en, w_addr, w_data)
-                if load:
-                    addr_reg = r_addr
-            else:
-                if r_en:
-                    port = (r_addr, model[r_addr])
-                met = w_en and r_en and w_addr == r_addr
-                if w_en and w_addr < depth:
-                    model[w_addr] = w_data
-            got = ctx.get(dut.word)
-            # collision: reported two cycles after the cycle in which both ports met
-            collided = [met, collided[0]]
-            assert ctx.get(dut.collision) == collided[1]
-            checked["collisions"] += collided[1]
-            if reg[1] is not None:
-                assert got == reg[1], (got, reg)
-                checked["n"] += 1
-                checked["banks"].add(reg[0] // dut.mem.bank_depth)
+            words.append(ctx.get(dut.word))
+            collision_out.append(ctx.get(dut.collision))
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert checked["n"] > 300
-    assert checked["collisions"] > 20
-    assert len(checked["banks"]) == dut.mem.banks
+    _check(dut, *_expected(stim, depth, copies, registered_ports), words, collision_out)
+
+
+@pytest.mark.parametrize("width,depth,bank_depth,copies", [
+    (20, 3000, 1024, "shared"),     # 1024 x 18 blocks, two per bank (both byte enables)
+    (20, 2100, 2048, "shared"),     # 2048 x 9, three per bank; a last bank of 52 words
+    (4, 6000, 4096, "shared"),      # 4096 x 4
+    (12, 300, 64, True)])           # NOREG blocks, each reader's own bank registers
+def test_dp16kd_banks_match_a_single_block_ram(width, depth, bank_depth, copies):
+    """``block="dp16kd"`` (hw/ecp5_bram.py) in Verilator, with the block's model: the same
+    reads as one block RAM (and as ``block="memory"``).  Shared bank registers are the
+    blocks' own output registers (REGMODE OUTREG, loaded on OCEB)."""
+    dut = _Reader(width, depth, bank_depth, copies, True, block="dp16kd")
+    rng = random.Random(depth * 11 + width)
+    stim = _stimulus(rng, depth, dut.mem.addr_width, width, 6000)
+    toplevel = f"banked_dp16kd_{width}_{depth}_{bank_depth}_{copies}".lower()
+    verilog = verilog_of(dut, toplevel)
+    outreg = verilog.count('"OUTREG"')
+    assert verilog.count("DP16KD ") > 0 and (outreg > 0) == (copies == "shared")
+    run = run_cocotb(verilog, toplevel, TB_CYCLES, vectors=stim,
+                     params={"outputs": ["word", "collision"]})
+    _check(dut, *_expected(stim, depth, copies, True),
+           run.outputs["word"].tolist(), run.outputs["collision"].tolist())
 
 
 def test_parameters_are_checked():
