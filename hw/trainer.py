@@ -37,7 +37,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from hw.banked_memory import BankedMemory
+from hw.banked_memory import BLOCKS, BankedMemory
 from hw.host_link import BusSignature
 from hw.nitro_relu import ReluCode
 from hw.post_lanes import CODE_WIDTH, PostLanes
@@ -198,6 +198,10 @@ class Trainer(wiring.Component):
         of the 8 x 8 several times slower (tests/test_trainer.py runs both).
     bank_depth : words per memory bank (a power of two; hw/banked_memory.py): 2048, one
         DP16KD of 9-bit lanes on the ECP5, so that no depth multiplexer follows a block RAM.
+    memory_block : what the banks of ACT, WGT and ERR are made of (hw/banked_memory.py:
+        ``BLOCKS``): ``"memory"`` (default; any simulator, any device) or ``"dp16kd"`` (the
+        ECP5 boards: block RAM instantiated by hand, hw/ecp5_bram.py, whose own output
+        registers are the shared bank registers; Verilator runs the block's model).
     row_cycles : cycles each FORWARD, LOSS or SGD row takes to enter the post-processing
         lanes, which then have ``side / row_cycles`` Scaler, NitroRelu and SgdUpdate units
         (hw/post_lanes.py); default ``default_row_cycles(side)``.
@@ -229,8 +233,13 @@ class Trainer(wiring.Component):
     #: watched by STATUS.collision.  boards/build.py tells Yosys (hw/banked_memory.py).
     collision_free_memories = ("mem_*",)
 
+    #: the memories whose readers share one register per bank (below; with
+    #: ``memory_block="dp16kd"`` those are the blocks' own output registers)
+    SHARED_REGIONS = (Region.ACT, Region.WGT, Region.ERR)
+
     def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None,
-                 bank_depth: int = 2048, row_cycles: int | None = None, fifo_depth: int = 64):
+                 bank_depth: int = 2048, row_cycles: int | None = None, fifo_depth: int = 64,
+                 memory_block: str = "memory"):
         g = geometry
         if fifo_depth < 1 or fifo_depth == 2:
             # Amaranth's SyncFIFOBuffered of depth 2 refuses a write in the cycle after the
@@ -242,6 +251,10 @@ class Trainer(wiring.Component):
             self._MustUse__silence = True       # never built: no "unused" warning
             raise ValueError(f"bank_depth must be a power of two, got {bank_depth}")
         self.bank_depth = bank_depth
+        if memory_block not in BLOCKS:
+            self._MustUse__silence = True       # never built: no "unused" warning
+            raise ValueError(f"memory_block must be one of {BLOCKS}, not {memory_block!r}")
+        self.memory_block = memory_block
         if g.side < 2:
             raise ValueError("the array side must be at least 2")
         for name in ("act_depth", "wgt_depth", "err_depth", "code_depth", "label_depth",
@@ -322,8 +335,9 @@ class Trainer(wiring.Component):
         mems, wr, rd = {}, {}, {}
         collision = Signal()                  # sticky: some memory's read met its write
         for region, shape in self.words.items():
+            block = self.memory_block if region in self.SHARED_REGIONS else "memory"
             mem = BankedMemory(shape, g.depth(region), bank_depth=self.bank_depth,
-                               registered_ports=True)
+                               registered_ports=True, block=block)
             m.submodules[f"mem_{region.name.lower()}"] = mems[region] = mem
             wr[region], rd[region] = mem.wr, mem.rd
             with m.If(mem.collision):
@@ -331,11 +345,12 @@ class Trainer(wiring.Component):
         # ACT, WGT and ERR (the engine's operands, many banks) keep one register per bank that
         # all their readers share (hw/banked_memory.py): a block's output then drives one
         # flip-flop, not one per reader (engine, front, host), 2,215 fewer on the MNIST-memory
-        # 8 x 8.  (The placer still did not put it beside its block: docs section 8.)
+        # 8 x 8.  (The placer still did not put it beside its block: docs section 8.  With
+        # memory_block="dp16kd" it is the block's own output register.)
         # Its enable (a copy per bank) is the enable of the reader that has the port, driven at
         # the end (shared_en_next).
         shared_en = {r: mems[r].share_registers(m, f"{r.name.lower()}_shared")
-                     for r in (Region.ACT, Region.WGT, Region.ERR)}
+                     for r in self.SHARED_REGIONS}
 
         # ---- sequencer state ---------------------------------------------------------------
         cur = Signal(self.instr_layout)

@@ -167,21 +167,37 @@ def test_elaborated_memory_check_sees_the_core_memories():
 
 def test_board_geometries_build_a_trainer_that_fits_the_ecp5_boards():
     """Each board's geometry and Trainer parameters construct and elaborate a
-    hw.trainer.Trainer; on the ECP5 boards its elaborated memories fit the 85F's DP16KD."""
+    hw.trainer.Trainer; on the ECP5 boards its elaborated memories fit the 85F's DP16KD.
+    With ``memory_block="dp16kd"`` (the ECP5 boards) ACT, WGT and ERR are DP16KD instances,
+    as many as the fit check counts for them."""
     from boards.boards import core_memories
+    from hw.ecp5_bram import dp16kd_blocks
     from hw.trainer import Trainer
     for board in BOARD.values():
-        trainer = Trainer(board.geometry, **board.trainer_params)
+        g = board.geometry
+        trainer = Trainer(g, **board.trainer_params)
         found, inst = core_memories(trainer, board.platform())
         # every memory is banked (hw/banked_memory.py): core.mem_act.bank0, ...
-        assert {"core.mem_act", "core.mem_wgt", "core.mem_prog"} <= {
-            m.name.rpartition(".bank")[0] for m in found}
+        names = {m.name.rpartition(".bank")[0] for m in found}
+        assert "core.mem_prog" in names
         banks = [m for m in found if m.name.startswith("core.mem_act.bank")]
-        assert sum(m.depth for m in banks) == board.geometry.act_depth
-        assert max(m.depth for m in banks) <= trainer.bank_depth
+        if trainer.memory_block == "dp16kd":
+            assert not names & {"core.mem_act", "core.mem_wgt", "core.mem_err"}
+            blocks = 0
+            for region in Trainer.SHARED_REGIONS:
+                depth, bank = g.depth(region), trainer.bank_depth
+                sizes = [min(bank, depth - b) for b in range(0, depth, bank)]
+                blocks += sum(dp16kd_blocks(n, g.word_bits(region)) for n in sizes)
+            assert inst["bram"] == blocks
+        else:
+            assert {"core.mem_act", "core.mem_wgt"} <= names
+            assert sum(m.depth for m in banks) == g.act_depth
+            assert max(m.depth for m in banks) <= trainer.bank_depth
         if board.family == "ecp5":
+            assert trainer.memory_block == "dp16kd"
             plan = plan_memories(board, found, reserved_blocks=inst["bram"])
             assert plan["fits"], plan["reason"]
+            assert plan["bram_needed"] <= 208
 
 
 # -- the stand-in core in simulation -------------------------------------------------------

@@ -29,6 +29,10 @@ from sim.bus_client import SimBus
 # and program cross bank boundaries on every read path (host, engine, front, sequencer, writer)
 GEOMETRY = Geometry(side=4, act_depth=1024, wgt_depth=1024, err_depth=512, code_depth=512)
 BANK_DEPTH = 32
+#: the ECP5 blocks' run: memories just deep enough for its networks (each DP16KD model instance
+#: adds its own code to the Verilator build: 60 of them here, 288 with GEOMETRY), still in
+#: banks of BANK_DEPTH words that the networks cross in ACT, WGT and ERR
+GEOMETRY_ECP5 = Geometry(side=4, act_depth=256, wgt_depth=256, err_depth=64, code_depth=64)
 
 # in_features, hidden, classes, batch capacity, seed, slope, lr_inv per step, batch per step
 NETWORKS = [
@@ -85,9 +89,11 @@ def test_steps_are_bit_exact_with_golden(bus, net_cfg):
 @pytest.fixture(scope="module")
 def bus_ecp5():
     """The Trainer as the ECP5 boards build it: each MAC element's MULT18X18D with its own
-    registers (hw/mac_array.py: "ecp5_dsp"; Verilator runs the block's model)."""
-    with SimBus.start(lambda: Trainer(GEOMETRY, bank_depth=BANK_DEPTH,
-                                      mac_options={"multiplier": "ecp5_dsp"}),
+    registers (hw/mac_array.py: "ecp5_dsp"), ACT, WGT and ERR in DP16KD with their output
+    registers (hw/ecp5_bram.py); Verilator runs the blocks' models."""
+    with SimBus.start(lambda: Trainer(GEOMETRY_ECP5, bank_depth=BANK_DEPTH,
+                                      mac_options={"multiplier": "ecp5_dsp"},
+                                      memory_block="dp16kd"),
                       "trainer_ecp5", read_latency=Trainer.READ_LATENCY) as b:
         yield b
 
@@ -95,7 +101,7 @@ def bus_ecp5():
 @pytest.mark.parametrize("net_cfg", NETWORKS[::2], ids=lambda c: f"{c[0]}-{'-'.join(map(str, c[1]))}"
                          f"-{c[2]}_M{c[3]}")
 def test_steps_are_bit_exact_with_golden_on_the_ecp5_blocks(bus_ecp5, net_cfg):
-    _check_steps(bus_ecp5, net_cfg)
+    _check_steps(bus_ecp5, net_cfg, geometry=GEOMETRY_ECP5)
 
 
 @pytest.fixture(scope="module")
@@ -138,18 +144,18 @@ def test_fifo_depth_is_checked():
             Trainer(GEOMETRY, fifo_depth=depth)
 
 
-def _check_steps(bus, net_cfg, cycle_factor=1):
+def _check_steps(bus, net_cfg, cycle_factor=1, geometry=GEOMETRY):
     k, hidden, classes, cap, seed, slope, lrs, sizes = net_cfg
     rng = np.random.default_rng(seed)
     spec = _spec(k, hidden, classes, slope, rng)
     net = Network(spec, seed=seed)
     backend = AcceleratorBackend.__new__(AcceleratorBackend)    # clear memories first
-    backend.bus, backend.geometry = bus, GEOMETRY
+    backend.bus, backend.geometry = bus, geometry
     _clear(backend)
     backend = AcceleratorBackend(bus, spec, batch=cap, seed=seed)
-    assert backend.geometry == GEOMETRY
+    assert backend.geometry == geometry
     plan = backend.plan
-    model = IsaMachine(GEOMETRY)
+    model = IsaMachine(geometry)
     model.load(plan.pack_weights(net.weights()))
     # loading and reading back weights round-trips exactly
     for name, w in backend.weights().items():
