@@ -279,7 +279,7 @@ _ECP5_85F_BOARD = dict(
     link_max_burst=64,
     # each MAC element's MULT18X18D with its own input, pipeline and output registers
     # (hw/mac_array.py: "ecp5_dsp"); Yosys's mapping ("dsp") leaves them in the fabric.
-    # ACT, WGT and ERR in DP16KD instantiated by hand, their output registers the shared
+    # ACT, WGT, ERR and CODE in DP16KD instantiated by hand, their output registers the shared
     # bank registers (hw/ecp5_bram.py); Yosys's mapping never uses them
     trainer_params={"mac_options": {"multiplier": "ecp5_dsp"}, "memory_block": "dp16kd"},
 )

@@ -200,6 +200,16 @@ def yosys_collision_free(core) -> str:
                      for pattern in patterns)
 
 
+def yosys_distributed(core, family: str) -> str:
+    """Yosys commands putting the core's ``distributed_memories`` (module paths below the
+    core) in distributed RAM (``ram_style``), on the ECP5 only (the iCE40 has none: Yosys
+    would build them from flip-flops)."""
+    if family != "ecp5":
+        return ""
+    return "\n".join(f'setattr -set ram_style "distributed" {TOP_NAME}.core.{path}/m:*'
+                     for path in getattr(core, "distributed_memories", ()))
+
+
 # What an extra nextpnr option may look like: it goes into the build script's command line, so
 # only option names and plain values (numbers, words) are let through.
 _NEXTPNR_OPT_RE = re.compile(r"--[a-z][a-z0-9-]*(=[A-Za-z0-9_.+-]+)?")
@@ -395,11 +405,14 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     if board.synth_opts:
         overrides["synth_opts"] = board.synth_opts
     collision_free = yosys_collision_free(core_obj)
-    overrides["script_after_read"] = "\n".join(filter(None, [collision_free,
+    distributed = yosys_distributed(core_obj, board.family)
+    overrides["script_after_read"] = "\n".join(filter(None, [collision_free, distributed,
                                                              yosys_keep_replicas(),
                                                              yosys_plain_names()]))
     if collision_free:
         report["yosys_collision_free"] = collision_free
+    if distributed:
+        report["yosys_distributed"] = distributed
     with yowasp_environ():
         plan_ = platform.build(top, name=TOP_NAME, build_dir=str(out), do_build=False,
                                do_program=False, **overrides)

@@ -198,7 +198,7 @@ class Trainer(wiring.Component):
         of the 8 x 8 several times slower (tests/test_trainer.py runs both).
     bank_depth : words per memory bank (a power of two; hw/banked_memory.py): 2048, one
         DP16KD of 9-bit lanes on the ECP5, so that no depth multiplexer follows a block RAM.
-    memory_block : what the banks of ACT, WGT and ERR are made of (hw/banked_memory.py:
+    memory_block : what the banks of ACT, WGT, ERR and CODE are made of (hw/banked_memory.py:
         ``BLOCKS``): ``"memory"`` (default; any simulator, any device) or ``"dp16kd"`` (the
         ECP5 boards: block RAM instantiated by hand, hw/ecp5_bram.py, whose own output
         registers are the shared bank registers; Verilator runs the block's model).
@@ -233,9 +233,20 @@ class Trainer(wiring.Component):
     #: watched by STATUS.collision.  boards/build.py tells Yosys (hw/banked_memory.py).
     collision_free_memories = ("mem_*",)
 
+    #: PROG words at most this deep go to distributed RAM on the ECP5 (boards/build.py): its
+    #: 362-bit words took 11 DP16KD whose outputs, 5.8 ns clock-to-output and a route across
+    #: the die into the sequencer's register, were the MNIST-memory build's critical path
+    #: (11.6 ns); 64 x 362 bits are 364 TRELLIS_DPR16X4 beside the sequencer
+    DISTRIBUTED_PROG_DEPTH = 64
+
+    @property
+    def distributed_memories(self) -> tuple:
+        """The memories (module paths below the Trainer) for distributed RAM on the ECP5."""
+        return ("mem_prog",) if self.geometry.prog_depth <= self.DISTRIBUTED_PROG_DEPTH else ()
+
     #: the memories whose readers share one register per bank (below; with
     #: ``memory_block="dp16kd"`` those are the blocks' own output registers)
-    SHARED_REGIONS = (Region.ACT, Region.WGT, Region.ERR)
+    SHARED_REGIONS = (Region.ACT, Region.WGT, Region.ERR, Region.CODE)
 
     def __init__(self, geometry: Geometry = Geometry(), *, mac_options: dict | None = None,
                  bank_depth: int = 2048, row_cycles: int | None = None, fifo_depth: int = 64,
@@ -342,11 +353,12 @@ class Trainer(wiring.Component):
             wr[region], rd[region] = mem.wr, mem.rd
             with m.If(mem.collision):
                 m.d.sync += collision.eq(1)
-        # ACT, WGT and ERR (the engine's operands, many banks) keep one register per bank that
-        # all their readers share (hw/banked_memory.py): a block's output then drives one
-        # flip-flop, not one per reader (engine, front, host), 2,215 fewer on the MNIST-memory
-        # 8 x 8.  (The placer still did not put it beside its block: docs section 8.  With
-        # memory_block="dp16kd" it is the block's own output register.)
+        # ACT, WGT, ERR and CODE (the engine's operands, many banks; the front's codes) keep
+        # one register per bank that all their readers share (hw/banked_memory.py): a block's
+        # output then drives one flip-flop, not one per reader (engine, front, host), 2,215
+        # fewer on the MNIST-memory 8 x 8 (ACT, WGT, ERR).  (The placer still did not put it
+        # beside its block: docs section 8.  With memory_block="dp16kd" it is the block's own
+        # output register.)
         # Its enable (a copy per bank) is the enable of the reader that has the port, driven at
         # the end (shared_en_next).
         shared_en = {r: mems[r].share_registers(m, f"{r.name.lower()}_shared")
@@ -740,8 +752,7 @@ class Trainer(wiring.Component):
         with m.If(replica(m, take_f, "row2_en")):
             m.d.sync += row2.eq(row1)
         wgt2 = mems[Region.WGT].registered(m, valid1, "wgt2")      # shared bank registers
-        code2 = mems[Region.CODE].registered(
-            m, valid1, "code2", replicas(m, take_f, mems[Region.CODE].banks, "code2_en"))
+        code2 = mems[Region.CODE].registered(m, valid1, "code2")     # shared bank registers
         for reg, src, name in ((row3, row2, "row3"), (wgt3, wgt2, "wgt3"), (code3, code2, "code3")):
             with m.If(replica(m, valid1, f"{name}_en")):
                 m.d.sync += reg.eq(src)
@@ -1019,6 +1030,8 @@ class Trainer(wiring.Component):
             Region.ACT: (busy_next & eng.a_rd.en_next) | host_next,
             Region.WGT: (busy_next & Mux(op == Op.SGD, take_f, eng.b_rd.en_next)) | host_next,
             Region.ERR: (busy_next & eng.b_rd.en_next) | host_next,
+            # the front reads CODE only in BACKWARD; in other ops the registers load unused
+            Region.CODE: (busy_next & take_f) | host_next,
         }
         for r, bank_en in shared_en.items():
             copies = replicas(m, shared_en_next[r], len(bank_en), f"{r.name.lower()}_shared_en")

