@@ -81,9 +81,10 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from hw.ecp5_bram import DP16KD_MODES, dp16kd_bank
 
-DP16KD_DEPTH = DP16KD_MODES[-1][0]
-
 __all__ = ["BankedMemory", "BLOCKS"]
+
+#: words in the deepest DP16KD mode (16384 x 1): the largest bank of ``block="dp16kd"``
+DP16KD_DEPTH = DP16KD_MODES[-1][0]
 
 #: What each bank is made of: ``"memory"`` (a ``lib.memory.Memory``: any simulator, any
 #: device) or ``"dp16kd"`` (ECP5 block RAM instantiated by hand, hw/ecp5_bram.py: Verilator

@@ -217,6 +217,11 @@ def test_parameters_are_checked():
         BankedMemory(8, 100, bank_depth=64).registered(Module(), 1, "r", [Signal()])
     with pytest.raises(ValueError):
         BankedMemory(8, 100, bank_depth=48)
+    with pytest.raises(ValueError, match="block must be one of"):
+        BankedMemory(8, 100, block="spram")
+    with pytest.raises(ValueError, match="holds at most 16384 words, not 32768"):
+        BankedMemory(8, 20000, bank_depth=32768, block="dp16kd")
+    assert BankedMemory(8, 20000, bank_depth=16384, block="dp16kd").banks == 2
     shared = BankedMemory(8, 100, bank_depth=64)
     assert len(shared.share_registers(Module(), "s")) == 2
     with pytest.raises(ValueError, match="already called"):
@@ -237,3 +242,9 @@ def test_trainer_refuses_a_bank_depth_that_is_not_a_power_of_two():
     from hw.trainer import Trainer
     with pytest.raises(ValueError, match="bank_depth must be a power of two"):
         Trainer(bank_depth=1000)
+
+
+def test_trainer_refuses_an_unknown_memory_block():
+    from hw.trainer import Trainer
+    with pytest.raises(ValueError, match="memory_block must be one of"):
+        Trainer(memory_block="spram")
