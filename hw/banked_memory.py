@@ -79,12 +79,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from hw.ecp5_bram import DP16KD_MODES, dp16kd_bank
+from hw.ecp5_bram import dp16kd_bank, dp16kd_mode
 
 __all__ = ["BankedMemory", "BLOCKS"]
-
-#: words in the deepest DP16KD mode (16384 x 1): the largest bank of ``block="dp16kd"``
-DP16KD_DEPTH = DP16KD_MODES[-1][0]
 
 #: What each bank is made of: ``"memory"`` (a ``lib.memory.Memory``: any simulator, any
 #: device) or ``"dp16kd"`` (ECP5 block RAM instantiated by hand, hw/ecp5_bram.py: Verilator
@@ -118,14 +115,16 @@ class BankedMemory(wiring.Component):
         if block not in BLOCKS:
             self._MustUse__silence = True
             raise ValueError(f"block must be one of {BLOCKS}, not {block!r}")
-        if block == "dp16kd" and min(bank_depth, 1 << ceil_log2(depth)) > DP16KD_DEPTH:
-            self._MustUse__silence = True
-            raise ValueError(f"a DP16KD bank holds at most {DP16KD_DEPTH} words, not "
-                             f"{bank_depth}")
+        self.bank_depth = min(bank_depth, 1 << ceil_log2(depth))
+        if block == "dp16kd":
+            try:
+                dp16kd_mode(self.bank_depth)        # a bank must fit one block's depth
+            except ValueError:
+                self._MustUse__silence = True
+                raise
         self.block = block
         self.shape, self.depth = shape, depth
         self.registered_ports = bool(registered_ports)
-        self.bank_depth = min(bank_depth, 1 << ceil_log2(depth))
         self.banks = -(-depth // self.bank_depth)
         self.addr_width = max(1, ceil_log2(depth))
         self._low = exact_log2(self.bank_depth)

@@ -136,8 +136,7 @@ def sim_model() -> str:
              "/* verilator lint_off UNUSEDPARAM */",
              "/* verilator lint_off WIDTHTRUNC */",
              "/* verilator lint_off WIDTHEXPAND */",
-             "module DP16KD(" + ", ".join(ports) + ");",
-             "  /* verilator no_inline_module */     // hundreds of instances share one model"]
+             "module DP16KD(" + ", ".join(ports) + ");"]
     params = {"DATA_WIDTH_A": 18, "DATA_WIDTH_B": 18, "REGMODE_A": '"NOREG"',
               "REGMODE_B": '"NOREG"', "RESETMODE": '"SYNC"', "ASYNC_RESET_RELEASE": '"SYNC"',
               "CSDECODE_A": '"0b000"', "CSDECODE_B": '"0b000"', "WRITEMODE_A": '"NORMAL"',

@@ -30,7 +30,7 @@ from sim.bus_client import SimBus
 GEOMETRY = Geometry(side=4, act_depth=1024, wgt_depth=1024, err_depth=512, code_depth=512)
 BANK_DEPTH = 32
 #: the ECP5 blocks' run: memories just deep enough for its networks (each DP16KD model instance
-#: adds its own code to the Verilator build: 60 of them here, 288 with GEOMETRY), still in
+#: adds its own code to the Verilator build: 62 of them here, 304 with GEOMETRY), still in
 #: banks of BANK_DEPTH words that the networks cross in ACT, WGT and ERR (CODE: one bank)
 GEOMETRY_ECP5 = Geometry(side=4, act_depth=256, wgt_depth=256, err_depth=64, code_depth=64)
 
