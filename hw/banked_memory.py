@@ -33,6 +33,16 @@ the pins come from flip-flops the placer can put beside the blocks:
 
 The collision watch then compares the registered values (what the blocks see).
 
+Registered read enables (``registered_read_enable=True``, with ``registered_ports``)
+-----------------------------------------------------------------------------------
+The read enable is a block's clock enable (a DP16KD's ``CEB``): one net to every block of
+every bank, over the whole die, which even from a flip-flop took 11.1 ns to route on the
+ECP5 (docs section 8).  With ``registered_read_enable`` the memory registers ``rd.en`` too, a
+copy per bank (hw/replica.py) that the placer can put beside that bank's blocks: a cycle with
+``en`` reads, in the *next* cycle, the address the address register holds then.  A reader
+whose enable is a register passes that register's next value and nothing is later; a reader
+that passes its enable itself reads one cycle later.
+
 A reader does not see a data port: it calls :meth:`BankedMemory.registered` with the enable of
 the register it would have loaded from a read port's ``data``, and gets that register's value.
 
@@ -80,6 +90,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from hw.ecp5_bram import dp16kd_bank, dp16kd_mode
+from hw.replica import replica, replicas
 
 __all__ = ["BankedMemory", "BLOCKS"]
 
@@ -101,13 +112,16 @@ class BankedMemory(wiring.Component):
         blocks (module docstring).
     block : what each bank is made of, one of :data:`BLOCKS` (module docstring, ECP5 block
         RAM).
+    registered_read_enable : ``rd.en`` registered, a copy per bank (module docstring; needs
+        ``registered_ports``).
 
     Attributes: ``banks`` (their number), ``bank_sizes`` (words in each bank, in order),
     ``addr_width``.
     """
 
     def __init__(self, shape, depth: int, bank_depth: int = 2048, *,
-                 registered_ports: bool = False, block: str = "memory"):
+                 registered_ports: bool = False, registered_read_enable: bool = False,
+                 block: str = "memory"):
         if depth < 1 or bank_depth < 1 or bank_depth & (bank_depth - 1):
             self._MustUse__silence = True       # never built: no "unused" warning
             raise ValueError(f"need depth >= 1 and a power-of-two bank_depth, got depth "
@@ -115,6 +129,9 @@ class BankedMemory(wiring.Component):
         if block not in BLOCKS:
             self._MustUse__silence = True
             raise ValueError(f"block must be one of {BLOCKS}, not {block!r}")
+        if registered_read_enable and not registered_ports:
+            self._MustUse__silence = True
+            raise ValueError("registered_read_enable needs registered_ports")
         self.bank_depth = min(bank_depth, 1 << ceil_log2(depth))
         if block == "dp16kd":
             try:
@@ -125,6 +142,7 @@ class BankedMemory(wiring.Component):
         self.block = block
         self.shape, self.depth = shape, depth
         self.registered_ports = bool(registered_ports)
+        self.registered_read_enable = bool(registered_read_enable)
         self.banks = -(-depth // self.bank_depth)
         self.addr_width = max(1, ceil_log2(depth))
         self._low = exact_log2(self.bank_depth)
@@ -212,6 +230,13 @@ class BankedMemory(wiring.Component):
                 m.d.sync += rd.addr.eq(self.rd.addr)
         else:
             wr, rd = self.wr, self.rd
+        # each bank's read enable: rd.en, or a copy of its own of rd.en registered (then rd.en
+        # stands for a copy the collision watch and the bank number use)
+        if self.registered_read_enable:
+            bank_r_en = replicas(m, self.rd.en, self.banks, "rd_en_q")
+            rd.en = replica(m, self.rd.en, "rd_en_q")
+        else:
+            bank_r_en = [rd.en] * self.banks
         for b, size in enumerate(self.bank_sizes):
             hit = (wr.addr[low:] == b) if self.addr_width > low else 1
             if size < self.bank_depth:          # a short last bank: its address would wrap
@@ -220,7 +245,7 @@ class BankedMemory(wiring.Component):
             if self.block == "dp16kd":
                 blocks, word = dp16kd_bank(
                     depth=size, width=Shape.cast(self.shape).width, w_addr=w_addr,
-                    w_data=wr.data, w_en=wr.en & hit, r_addr=r_addr, r_en=rd.en,
+                    w_data=wr.data, w_en=wr.en & hit, r_addr=r_addr, r_en=bank_r_en[b],
                     out_en=None if self._out_en is None else self._out_en[b],
                     name=f"bank{b}")
                 for k, inst in enumerate(blocks):
@@ -232,7 +257,7 @@ class BankedMemory(wiring.Component):
             rp = mem.read_port(domain="sync", transparent_for=())
             m.d.comb += [
                 wp.addr.eq(w_addr), wp.data.eq(wr.data), wp.en.eq(wr.en & hit),
-                rp.addr.eq(r_addr), rp.en.eq(rd.en),
+                rp.addr.eq(r_addr), rp.en.eq(bank_r_en[b]),
                 self._bank_data[b].eq(rp.data),
             ]
         # collision watch: the port strobes registered, compared in the next cycle, registered

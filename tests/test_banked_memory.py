@@ -31,13 +31,15 @@ class _Reader(wiring.Component):
     """A BankedMemory and one reader register loaded on ``take``; with ``copies``, loaded one
     cycle after ``take``, each bank's register on a copy of its own (hw/replica.py); with
     ``copies="shared"`` the same, through the memory's shared bank registers
-    (``share_registers``, their enables driven by the copies)."""
+    (``share_registers``, their enables driven by the copies).  With ``late_en`` the memory
+    registers ``r_en`` (``registered_read_enable``): the read happens a cycle after it."""
 
     def __init__(self, width, depth, bank_depth, copies=False, registered_ports=False,
-                 block="memory"):
+                 block="memory", late_en=False):
         self.copies = copies
         self.mem = BankedMemory(width, depth, bank_depth=bank_depth,
-                                registered_ports=registered_ports, block=block)
+                                registered_ports=registered_ports,
+                                registered_read_enable=late_en, block=block)
         aw = self.mem.addr_width
         super().__init__({
             "w_addr": In(aw), "w_data": In(width), "w_en": In(1),
@@ -99,10 +101,11 @@ def _stimulus(rng, depth, aw, width, cycles):
     return {name: np.array(values, dtype=np.int64) for name, values in stim.items()}
 
 
-def _expected(stim, depth, copies, registered_ports):
+def _expected(stim, depth, copies, registered_ports, late_en=False):
     """Per cycle, after its clock edge: ``(address, word)`` the reader's register holds
     (``(None, None)`` before any read, word ``None``: never written, any value may be read)
-    and the collision output."""
+    and the collision output.  ``late_en``: the read enable is registered (the block reads
+    in the cycle after ``r_en``)."""
     model = [None] * depth
     port = (None, None)          # (address, word) a block RAM's read port would show now
     reg = (None, None)           # (address, word) the reader's register would hold now
@@ -110,9 +113,12 @@ def _expected(stim, depth, copies, registered_ports):
     take_before = False          # `take` of the cycle before (with copies)
     addr_reg = 0                 # the read address register (registered_ports)
     w_late = (False, 0, 0)       # the write registered in the last cycle (registered_ports)
+    r_en_before = 0              # r_en of the cycle before (late_en)
     regs, collisions = [], []
     for i in range(len(stim["w_en"])):
         w_en, w_addr, w_data, r_en, r_addr, take, load = (int(stim[n][i]) for n in INPUTS)
+        if late_en:
+            r_en, r_en_before = r_en_before, r_en
         # the edge: the reader's register takes the port's word, the port reads
         # (non-transparent: the old word), then the write lands
         if (take_before if copies else take):
@@ -157,17 +163,22 @@ def _check(dut, regs, collisions, words, collision_out):
     assert len(checked["banks"]) == dut.mem.banks
 
 
-@pytest.mark.parametrize("depth,bank_depth,copies,registered_ports", [
-    (1000, 256, False, False), (64, 16, False, False), (48, 64, False, False),
-    (1, 8, False, False), (300, 128, False, False), (300, 64, True, False),
-    (1000, 256, False, True), (300, 64, True, True), (48, 64, False, True),
-    (300, 64, "shared", True), (1000, 128, "shared", False)])
+@pytest.mark.parametrize("depth,bank_depth,copies,registered_ports,late_en", [
+    (1000, 256, False, False, False), (64, 16, False, False, False),
+    (48, 64, False, False, False), (1, 8, False, False, False),
+    (300, 128, False, False, False), (300, 64, True, False, False),
+    (1000, 256, False, True, False), (300, 64, True, True, False),
+    (48, 64, False, True, False), (300, 64, "shared", True, False),
+    (1000, 128, "shared", False, False),
+    (1000, 256, False, True, True), (300, 64, "shared", True, True),
+    (48, 64, True, True, True)])
 def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies,
-                                                    registered_ports):
+                                                    registered_ports, late_en):
     """With ``registered_ports`` the model is a block RAM behind those registers: it reads
-    the address register (loaded on ``load``), and writes land one cycle late."""
+    the address register (loaded on ``load``), and writes land one cycle late; with
+    ``late_en`` (``registered_read_enable``) it reads in the cycle after ``r_en``."""
     width = 12
-    dut = _Reader(width, depth, bank_depth, copies, registered_ports)
+    dut = _Reader(width, depth, bank_depth, copies, registered_ports, late_en=late_en)
     assert dut.mem.banks == -(-depth // min(bank_depth, 1 << max(0, (depth - 1).bit_length())))
     rng = random.Random(depth * 7 + bank_depth)
     stim = _stimulus(rng, depth, dut.mem.addr_width, width, 3000)
@@ -185,28 +196,30 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies,
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    _check(dut, *_expected(stim, depth, copies, registered_ports), words, collision_out)
+    _check(dut, *_expected(stim, depth, copies, registered_ports, late_en), words,
+           collision_out)
 
 
-@pytest.mark.parametrize("width,depth,bank_depth,copies", [
-    (20, 3000, 1024, "shared"),     # 1024 x 18 blocks, two per bank (both byte enables)
-    (20, 2100, 2048, "shared"),     # 2048 x 9, three per bank; a last bank of 52 words
-    (4, 6000, 4096, "shared"),      # 4096 x 4
-    (12, 300, 64, True)])           # NOREG blocks, each reader's own bank registers
-def test_dp16kd_banks_match_a_single_block_ram(width, depth, bank_depth, copies):
+@pytest.mark.parametrize("width,depth,bank_depth,copies,late_en", [
+    (20, 3000, 1024, "shared", False),  # 1024 x 18 blocks, two per bank (both byte enables)
+    (20, 2100, 2048, "shared", True),   # 2048 x 9, three per bank; a last bank of 52 words;
+                                        # the read enable registered (a copy per bank)
+    (4, 6000, 4096, "shared", False),   # 4096 x 4
+    (12, 300, 64, True, False)])        # NOREG blocks, each reader's own bank registers
+def test_dp16kd_banks_match_a_single_block_ram(width, depth, bank_depth, copies, late_en):
     """``block="dp16kd"`` (hw/ecp5_bram.py) in Verilator, with the block's model: the same
     reads as one block RAM (and as ``block="memory"``).  Shared bank registers are the
     blocks' own output registers (REGMODE OUTREG, loaded on OCEB)."""
-    dut = _Reader(width, depth, bank_depth, copies, True, block="dp16kd")
+    dut = _Reader(width, depth, bank_depth, copies, True, block="dp16kd", late_en=late_en)
     rng = random.Random(depth * 11 + width)
     stim = _stimulus(rng, depth, dut.mem.addr_width, width, 6000)
-    toplevel = f"banked_dp16kd_{width}_{depth}_{bank_depth}_{copies}".lower()
+    toplevel = f"banked_dp16kd_{width}_{depth}_{bank_depth}_{copies}_{late_en}".lower()
     verilog = verilog_of(dut, toplevel)
     outreg = verilog.count('"OUTREG"')
     assert verilog.count("DP16KD ") > 0 and (outreg > 0) == (copies == "shared")
     run = run_cocotb(verilog, toplevel, TB_CYCLES, vectors=stim,
                      params={"outputs": ["word", "collision"]})
-    _check(dut, *_expected(stim, depth, copies, True),
+    _check(dut, *_expected(stim, depth, copies, True, late_en),
            run.outputs["word"].tolist(), run.outputs["collision"].tolist())
 
 
@@ -219,6 +232,8 @@ def test_parameters_are_checked():
         BankedMemory(8, 100, bank_depth=48)
     with pytest.raises(ValueError, match="block must be one of"):
         BankedMemory(8, 100, block="spram")
+    with pytest.raises(ValueError, match="registered_read_enable needs registered_ports"):
+        BankedMemory(8, 100, registered_read_enable=True)
     with pytest.raises(ValueError, match="holds at most 16384 words, not 32768"):
         BankedMemory(8, 20000, bank_depth=32768, block="dp16kd")
     assert BankedMemory(8, 20000, bank_depth=16384, block="dp16kd").banks == 2
