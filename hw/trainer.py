@@ -80,8 +80,8 @@ class _RowWalk:
     off`` is a register, and so are the addresses of the current tile's and tile row's row 0:
     the next address is one adder (``addr + 1``, ``tile_addr + tc_stride`` or ``tr_addr + S``) and a
     choice away from flip-flops, so that a block RAM's read address comes straight from
-    flip-flops; ``addr_next`` and ``m_next`` are the next values of ``addr`` and ``m`` (a
-    memory's own address register, hw/banked_memory.py, loads one to hold the same address in
+    flip-flops; ``addr_next`` and ``m_next`` are the next values of ``addr`` and ``m`` (LABEL's
+    own address register, hw/banked_memory.py, loads ``m_next`` to hold the same row index in
     the same cycle)."""
 
     def __init__(self, m: Module, name: str, side: int, cur, reset, step, base=None):
@@ -218,11 +218,13 @@ class Trainer(wiring.Component):
 
     #: cycles from ``bus.r_en`` to the word on ``bus.r_data`` (hw/host_link.py: BusSignature):
     #: the bus inputs are registered at the Trainer's edge (1), the decoded memory strobes,
-    #: word address and data are registered (1), the block RAM reads (1), its words are
-    #: registered twice as they leave the RAM (2), then each region selects the chunk in two
-    #: steps, within groups of :attr:`READ_GROUP` chunks (1) and among the groups (1), then
-    #: the region is selected into the register that drives ``bus.r_data`` (1)
-    READ_LATENCY = 8
+    #: word address and data are registered (1), and once more (the read enable a register
+    #: beside each bank, the address in the memory's address register: 1), the block RAM
+    #: reads (1), its words are registered twice as they leave the RAM (2), then each region
+    #: selects the chunk in two steps, within groups of :attr:`READ_GROUP` chunks (1) and
+    #: among the groups (1), then the region is selected into the register that drives
+    #: ``bus.r_data`` (1)
+    READ_LATENCY = 9
     #: chunks per group in the first step of the host read's chunk select (a 4-to-1
     #: multiplexer per bit, one slice)
     READ_GROUP = 4
@@ -348,7 +350,8 @@ class Trainer(wiring.Component):
         for region, shape in self.words.items():
             block = self.memory_block if region in self.SHARED_REGIONS else "memory"
             mem = BankedMemory(shape, g.depth(region), bank_depth=self.bank_depth,
-                               registered_ports=True, block=block)
+                               registered_ports=True, block=block,
+                               registered_read_enable=region in self.SHARED_REGIONS)
             m.submodules[f"mem_{region.name.lower()}"] = mems[region] = mem
             wr[region], rd[region] = mem.wr, mem.rd
             with m.If(mem.collision):
@@ -453,9 +456,11 @@ class Trainer(wiring.Component):
         w_data_q = Signal.like(bus_w_data, name="host_w_data_q", reset_less=True)
         host_wr_q = {r: Signal(name=f"host_wr_q_{r.name.lower()}") for r in self.words}
         host_rd_q = {r: Signal(name=f"host_rd_q_{r.name.lower()}") for r in self.words}
+        host_rd_qq = {r: Signal(name=f"host_rd_qq_{r.name.lower()}") for r in self.words}
         m.d.sync += [offset_q.eq(offset), stage_q.eq(stage), w_data_q.eq(bus_w_data)]
         m.d.sync += [host_wr_q[r].eq(host_wr[r]) for r in self.words]
         m.d.sync += [host_rd_q[r].eq(host_rd[r]) for r in self.words]
+        m.d.sync += [host_rd_qq[r].eq(host_rd_q[r]) for r in self.words]
         host_word_q = {r: offset_q[chunk_bits_of(g.word_bits(r)):] for r in self.words}
 
         def host_word_data(r):
@@ -500,10 +505,11 @@ class Trainer(wiring.Component):
                 if addr >= 8:
                     with m.Case(int(addr)):
                         m.d.comb += reg_high.eq(value)
-        # Read latency READ_LATENCY = 8: the bus inputs are registered (above), then the
-        # memories' host strobes; the words out of the block RAMs are registered twice as they
-        # are (no logic behind a block RAM's slow output, and the first register may sit
-        # beside the RAM); then each region selects the chunk read in two steps, each into
+        # Read latency READ_LATENCY = 9: the bus inputs are registered (above), then the
+        # memories' host strobes, then once more (the blocks read a cycle after the strobe:
+        # each bank's read enable is a register beside it); the words out of the block RAMs
+        # are registered twice as they are (no logic behind a block RAM's slow output, and
+        # the first register may sit beside the RAM); then each region selects the chunk read in two steps, each into
         # registers of its own beside its banks (within groups of READ_GROUP chunks, then among
         # the groups: PROG's 12 chunks through one 12-to-1 multiplexer were 5 LUTs, the 8 x 8
         # board build's critical path), and the region is selected from those into the
@@ -524,11 +530,12 @@ class Trainer(wiring.Component):
             for r in self.words:
                 with m.If(region == r):
                     m.d.sync += [rd_chunk.eq(host_chunk[r]), rd_ok.eq(host_rd[r])]
-        rd_pending0 = Signal()
-        m.d.sync += [rd_pending0.eq(bus_r_en), rd_pending.eq(rd_pending0)]
+        rd_pending0, rd_pending1 = Signal(), Signal()
+        m.d.sync += [rd_pending0.eq(bus_r_en), rd_pending1.eq(rd_pending0),
+                     rd_pending.eq(rd_pending1)]
         # each region's bank registers load on a copy of rd_pending of their own (the block
         # RAMs are spread over the whole die)
-        rd_pending_of = {r: replica(m, rd_pending0, f"rd_pending_{r.name.lower()}")
+        rd_pending_of = {r: replica(m, rd_pending1, f"rd_pending_{r.name.lower()}")
                          for r in self.words}
         rd_raw = {r: mems[r].registered(m, rd_pending_of[r], f"rd_raw_{r.name.lower()}")
                   for r in self.words}
@@ -703,17 +710,19 @@ class Trainer(wiring.Component):
         # always has room), so no ready signal runs back through them.  ``credits`` counts
         # the FIFO words neither holding a row nor promised to a row inside the lanes; a row
         # leaves the engine only against a credit.
-        # Stage F0 takes the row and reads its aux word; F1 registers the row; F2 registers
-        # the aux word out of the block RAM beside it; F3 registers both once more (the F2
-        # register may then sit beside the RAM) and hands them to the lanes.
+        # Stage F0 takes the row and loads its aux word's address into the memory's address
+        # register; F1 reads the aux word (the block's read enable, a register beside each
+        # bank, is valid1); F2 registers it out of the block RAM (its own output register on
+        # the ECP5); F3 selects the bank into a register; the row travels beside it (F1 to F3)
+        # and F4 hands both to the lanes.
         res = eng.results
-        valid1, valid2, valid3 = Signal(), Signal(), Signal()
+        valid1, valid2, valid3, valid4 = Signal(), Signal(), Signal(), Signal()
         # data registers have no reset (the valid flags say what they hold): fewer loads on
         # the reset net
         row1 = Signal(data.ArrayLayout(signed(g.acc_width), S), reset_less=True)
-        row2, row3 = Signal.like(row1), Signal.like(row1)
-        wgt3 = Signal(self.words[Region.WGT], reset_less=True)
-        code3 = Signal(self.words[Region.CODE], reset_less=True)
+        row2, row3, row4 = Signal.like(row1), Signal.like(row1), Signal.like(row1)
+        wgt4 = Signal(self.words[Region.WGT], reset_less=True)
+        code4 = Signal(self.words[Region.CODE], reset_less=True)
         take_f = Signal()
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
         # FORWARD, LOSS and SGD rows leave the engine at most one every ``row_cycles`` cycles:
@@ -742,27 +751,29 @@ class Trainer(wiring.Component):
             take_f.eq(res.valid & res.ready),
         ]
         # the front's aux address (CODE or WGT word of the row taken) is a register of the
-        # walker, front.addr; the memory's address register holds the same (front.addr_next)
+        # walker, front.addr; the memory's address register loads it as the row is taken
         front = _RowWalk(m, "front", S, cur, issue, take_f,
                          base=Mux(op == Op.SGD, cur.row_base, cur.aux_base))
         m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row), valid2.eq(valid1),
-                     valid3.eq(valid2)]
-        # F1 and F2's registers load on copies of valid1 and valid2 (hw/replica.py): one per
+                     valid3.eq(valid2), valid4.eq(valid3)]
+        # F1 to F3's registers load on copies of valid1 to valid3 (hw/replica.py): one per
         # bank register and per row register, which sit far apart
         with m.If(replica(m, take_f, "row2_en")):
             m.d.sync += row2.eq(row1)
-        wgt2 = mems[Region.WGT].registered(m, valid1, "wgt2")      # shared bank registers
-        code2 = mems[Region.CODE].registered(m, valid1, "code2")     # shared bank registers
-        for reg, src, name in ((row3, row2, "row3"), (wgt3, wgt2, "wgt3"), (code3, code2, "code3")):
-            with m.If(replica(m, valid1, f"{name}_en")):
+        with m.If(replica(m, valid1, "row3_en")):
+            m.d.sync += row3.eq(row2)
+        wgt3 = mems[Region.WGT].registered(m, valid2, "wgt3")      # shared bank registers
+        code3 = mems[Region.CODE].registered(m, valid2, "code3")     # shared bank registers
+        for reg, src, name in ((row4, row3, "row4"), (wgt4, wgt3, "wgt4"), (code4, code3, "code4")):
+            with m.If(replica(m, valid2, f"{name}_en")):
                 m.d.sync += reg.eq(src)
         with m.If(take_f & res.payload.overflow):
             m.d.sync += ovf_mac.eq(1)
         with m.If(lanes.backerr):
             m.d.sync += ovf_backerr.eq(1)
         m.d.comb += [
-            lanes.i.valid.eq(valid3),
-            lanes.i.payload.acc.eq(row3),
+            lanes.i.valid.eq(valid4),
+            lanes.i.payload.acc.eq(row4),
             lanes.op.eq(op),
             lanes.divisor.eq(cur.divisor),
             lanes.inv_slope.eq(cur.inv_slope),
@@ -770,8 +781,8 @@ class Trainer(wiring.Component):
             lanes.d_w.eq(cur.d_w),
         ]
         for j in range(S):
-            m.d.comb += [lanes.i.payload.wgt[j].eq(wgt3[j]),
-                         lanes.i.payload.code[j].eq(code3[j])]
+            m.d.comb += [lanes.i.payload.wgt[j].eq(wgt4[j]),
+                         lanes.i.payload.code[j].eq(code4[j])]
 
         # ---- lanes -> FIFO -> writer ------------------------------------------------------------
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=lanes.out_layout.size,
@@ -973,65 +984,78 @@ class Trainer(wiring.Component):
 
         # Read ports: the datapath while busy, the host while idle.  The memories read the
         # address their own register holds (registered_ports), so each source offers the
-        # value that register is to hold next:
-        # * the engine's port, with its stages (load and read on eng.*_rd.en: the address
-        #   register is the first of its read_latency = 4 stages; ``valid`` travels beside
-        #   it, and the block RAM reads only a beat's word);
-        # * the front's walker, whose next address makes the register hold ``front.addr``,
-        #   and the writer's, whose next row index makes LABEL's hold ``walk.m`` (LABEL reads
-        #   in every cycle: in the cycle after a take its word is that row's label, which
-        #   W1 registers; the host writes LABEL only while idle);
+        # value that register is to hold next; ACT, WGT, ERR and CODE register their read
+        # enables too, a copy per bank (registered_read_enable): their sources offer the
+        # enable's next value, or read a cycle later.
+        # * the engine's port, with its stages (load on eng.*_rd.en, read on its next value
+        #   en_next: the address register is the first of its read_latency = 4 stages;
+        #   ``valid`` travels beside it, and the block RAM reads only a beat's word);
+        # * the front's walker: the register loads ``front.addr`` as a row is taken (F0) and
+        #   the block reads it in F1 (valid1);
+        # * the writer's walker, whose next row index makes LABEL's register hold ``walk.m``
+        #   (LABEL reads in every cycle: in the cycle after a take its word is that row's
+        #   label, which W1 registers; the host writes LABEL only while idle);
         # * the sequencer's next pc, from the START on (``engaged``), so that PROG's
         #   register holds pc in FETCH (the FSM reads it there);
-        # * the host's offset, whose registered copy is the host's word address.
+        # * the host's word address (registered, host_word_q), read a cycle after its strobe
+        #   host_rd_q: the strobe is the registered enables' next value, and PROG and LABEL
+        #   read on its register host_rd_qq.
         for r in self.words:
             with m.If(~busy_of[r]):
-                m.d.comb += [rd[r].addr.eq(offset[chunk_bits_of(g.word_bits(r)):]),
-                             rd[r].load.eq(1), rd[r].en.eq(host_rd_q[r])]
+                m.d.comb += [rd[r].addr.eq(host_word_q[r]), rd[r].load.eq(1),
+                             rd[r].en.eq(host_rd_qq[r])]
         with m.If(engaged):
             m.d.comb += [prog_rd.addr.eq(pc_next), prog_rd.load.eq(1)]
         with m.If(busy_of[Region.LABEL]):
             m.d.comb += [label_rd.addr.eq(walk.m_next), label_rd.load.eq(1),
                          label_rd.en.eq(1)]
 
-        def engine_reads(r, port, used=1):
+        def engine_reads(r, port, used):
             # ``used``: the instruction takes its operand from this memory (WGT and ERR share
             # the engine's B port; the other one reads nothing, rather than words at the
-            # operand's addresses that the writer may be writing)
+            # operand's addresses that the writer may be writing).  Returns the read enable's
+            # next value (0 while idle: no beat is issued).
             beat = Signal(name=f"{r.name.lower()}_rd_beat")     # the address register's valid
-            with m.If(port.en):
-                m.d.sync += beat.eq(port.valid & used)
-            m.d.comb += [rd[r].addr.eq(port.addr), rd[r].load.eq(port.en),
-                         rd[r].en.eq(port.en & beat)]
+            beat_next = Signal(name=f"{r.name.lower()}_rd_beat_next")
+            m.d.comb += beat_next.eq(Mux(port.en, port.valid & used, beat))
+            m.d.sync += beat.eq(beat_next)
+            with m.If(busy_of[r]):
+                m.d.comb += [rd[r].addr.eq(port.addr), rd[r].load.eq(port.en)]
+            return port.en_next & beat_next
 
-        def front_reads(r, used):
-            m.d.comb += [rd[r].addr.eq(front.addr_next), rd[r].load.eq(1),
-                         rd[r].en.eq(take_f & used)]
+        def front_reads(r):
+            with m.If(busy_of[r]):
+                m.d.comb += [rd[r].addr.eq(front.addr), rd[r].load.eq(take_f)]
 
-        with m.If(busy_of[Region.ACT]):
-            engine_reads(Region.ACT, eng.a_rd)
-        with m.If(busy_of[Region.ERR]):
-            engine_reads(Region.ERR, eng.b_rd, used=cur.b_src)
-        with m.If(busy_of[Region.CODE]):
-            front_reads(Region.CODE, used=op == Op.BACKWARD)     # NitroReluBackward's codes
-        with m.If(busy_of[Region.WGT]):
-            with m.If(op == Op.SGD):
-                front_reads(Region.WGT, used=1)
-            with m.Else():
-                engine_reads(Region.WGT, eng.b_rd, used=~cur.b_src)
+        sgd = op == Op.SGD
+        engine_reads_wgt = engine_reads(Region.WGT, eng.b_rd, used=~cur.b_src & ~sgd)
+        # each shared region's read enable, one cycle ahead: the datapath's (0 while idle)
+        # or the host's (0 while busy, host_rd being refused while engaged)
+        read_en_next = {
+            Region.ACT: engine_reads(Region.ACT, eng.a_rd, used=1),
+            Region.ERR: engine_reads(Region.ERR, eng.b_rd, used=cur.b_src),
+            # NitroReluBackward's codes
+            Region.CODE: take_f & (op == Op.BACKWARD),
+            Region.WGT: Mux(sgd, take_f, engine_reads_wgt),
+        }
+        front_reads(Region.CODE)
+        with m.If(sgd):
+            front_reads(Region.WGT)
+        for r in self.SHARED_REGIONS:
+            m.d.comb += rd[r].en.eq(read_en_next[r] | host_rd_q[r])
 
-        # The shared bank registers' enables: copies (one per bank) of the next value of the
-        # enable of the reader that has the port -- the engine's stage enable (its en_next),
-        # for WGT in SGD the front's (valid1, whose next value is take_f), and while idle the
-        # host's (rd_pending_of, next value rd_pending0).  The choice (busy, the op) changes
-        # only between instructions, when no read is in flight.
-        host_next = ~busy_next & rd_pending0
+        # The shared bank registers' enables (on the ECP5 the blocks' OCEB): copies (one per
+        # bank) of the next value of the enable of the reader that has the port -- the
+        # engine's stage enable (its en_next: 1 while the engine is idle, so that the
+        # registers also take the host's words), for WGT in SGD and for CODE the front's
+        # (valid2, whose next value is valid1) and the host's (host_rd_qq delayed once more;
+        # the choice by op changes only between instructions, when no read is in flight).
+        # No term needs busy's next value: each reader's enable is 0 while it is idle.
         shared_en_next = {
-            Region.ACT: (busy_next & eng.a_rd.en_next) | host_next,
-            Region.WGT: (busy_next & Mux(op == Op.SGD, take_f, eng.b_rd.en_next)) | host_next,
-            Region.ERR: (busy_next & eng.b_rd.en_next) | host_next,
-            # the front reads CODE only in BACKWARD; in other ops the registers load unused
-            Region.CODE: (busy_next & take_f) | host_next,
+            Region.ACT: eng.a_rd.en_next,
+            Region.ERR: eng.b_rd.en_next,
+            Region.WGT: Mux(sgd, valid1, eng.b_rd.en_next) | host_rd_qq[Region.WGT],
+            Region.CODE: valid1 | host_rd_qq[Region.CODE],
         }
         for r, bank_en in shared_en.items():
             copies = replicas(m, shared_en_next[r], len(bank_en), f"{r.name.lower()}_shared_en")
