@@ -184,7 +184,7 @@ class BankedMemory(wiring.Component):
                 m.d.sync += reg.eq(data)
         return regs
 
-    def registered(self, m: Module, en, name: str, bank_en=None):
+    def registered(self, m: Module, en, name: str, bank_en=None, group: int | None = None):
         """Registers (in the parent's ``m``) loaded on ``en`` with every bank's word and the
         bank number; returns the word of the read bank, selected from those flip-flops: what a
         register loaded on ``en`` from a single read port's ``data`` would hold.
@@ -193,7 +193,17 @@ class BankedMemory(wiring.Component):
         hw/replica.py), on which that bank's register loads instead.
 
         After :meth:`share_registers` only the bank number is a register of this reader's; the
-        words come from the shared bank registers (and ``bank_en`` is refused)."""
+        words come from the shared bank registers (and ``bank_en`` is refused).
+
+        ``group`` (a power of two): the bank is selected in two steps, with registers between
+        them: in the cycle after ``en``, one register per group of ``group`` banks loads its
+        group's word of the read bank (and one the group's number), and the returned word is
+        selected from those.  It is then one cycle later: what a register loaded in the cycle
+        after ``en`` from the word above would hold (for any number of banks, one included).
+        The two multiplexers are each smaller than the one (a wide word from banks spread over
+        the die: docs/ARCHITECTURE.md section 8)."""
+        if group is not None and (group < 1 or group & (group - 1)):
+            raise ValueError(f"group must be a power of two, got {group}")
         if self._shared is not None:
             if bank_en is not None:
                 raise ValueError("this memory's bank registers are shared: no bank_en")
@@ -204,15 +214,25 @@ class BankedMemory(wiring.Component):
             if len(bank_en) != self.banks:
                 raise ValueError(f"bank_en has {len(bank_en)} signals for {self.banks} banks")
             regs = self._bank_registers(m, bank_en, name)
-        if self.banks == 1:
+        if self.banks == 1 and group is None:
             return regs[0]
         bank = Signal.like(self._r_bank, name=f"{name}_bank")
-        with m.If(en):
-            m.d.sync += bank.eq(self._r_bank)
-        word = regs[-1]
-        for b in reversed(range(self.banks - 1)):
-            word = Mux(bank == b, regs[b], word)
-        return word
+        if self.banks > 1:
+            with m.If(en):
+                m.d.sync += bank.eq(self._r_bank)
+        if group is None:
+            return _select(regs, bank)
+        low = exact_log2(group)
+        en_q = Signal(name=f"{name}_en_q")
+        m.d.sync += en_q.eq(en)
+        group_words = [Signal(self.shape, name=f"{name}_group{k}", reset_less=True)
+                       for k in range(-(-self.banks // group))]
+        which = Signal(max(1, len(bank) - low), name=f"{name}_group", reset_less=True)
+        with m.If(en_q):
+            for k, reg in enumerate(group_words):
+                m.d.sync += reg.eq(_select(regs[group * k:group * (k + 1)], bank[:low]))
+            m.d.sync += which.eq(bank[low:])
+        return _select(group_words, which)
 
     def elaborate(self, platform):
         m = Module()
@@ -269,3 +289,11 @@ class BankedMemory(wiring.Component):
             with m.If(rd.en):
                 m.d.sync += self._r_bank.eq(rd.addr[low:])
         return m
+
+
+def _select(words: list, sel):
+    """``words[sel]`` through a chain of multiplexers (the last word for any larger ``sel``)."""
+    word = words[-1]
+    for b in reversed(range(len(words) - 1)):
+        word = Mux(sel == b, words[b], word)
+    return word

@@ -32,11 +32,13 @@ class _Reader(wiring.Component):
     cycle after ``take``, each bank's register on a copy of its own (hw/replica.py); with
     ``copies="shared"`` the same, through the memory's shared bank registers
     (``share_registers``, their enables driven by the copies).  With ``late_en`` the memory
-    registers ``r_en`` (``registered_read_enable``): the read happens a cycle after it."""
+    registers ``r_en`` (``registered_read_enable``): the read happens a cycle after it.  With
+    ``group`` the reader selects the bank in two steps (``registered(..., group=)``): its word
+    is one cycle later."""
 
     def __init__(self, width, depth, bank_depth, copies=False, registered_ports=False,
-                 block="memory", late_en=False):
-        self.copies = copies
+                 block="memory", late_en=False, group=None):
+        self.copies, self.group = copies, group
         self.mem = BankedMemory(width, depth, bank_depth=bank_depth,
                                 registered_ports=registered_ports,
                                 registered_read_enable=late_en, block=block)
@@ -62,13 +64,14 @@ class _Reader(wiring.Component):
             bank_en = mem.share_registers(m, "shared")
             m.d.comb += [en.eq(c) for en, c in
                          zip(bank_en, replicas(m, self.take, mem.banks, "take"))]
-            word = mem.registered(m, take, "reader")
+            word = mem.registered(m, take, "reader", group=self.group)
         elif self.copies:
             take = Signal()
             m.d.sync += take.eq(self.take)
-            word = mem.registered(m, take, "reader", replicas(m, self.take, mem.banks, "take"))
+            word = mem.registered(m, take, "reader", replicas(m, self.take, mem.banks, "take"),
+                                  group=self.group)
         else:
-            word = mem.registered(m, self.take, "reader")
+            word = mem.registered(m, self.take, "reader", group=self.group)
         m.d.comb += self.word.eq(word)
         return m
 
@@ -101,11 +104,12 @@ def _stimulus(rng, depth, aw, width, cycles):
     return {name: np.array(values, dtype=np.int64) for name, values in stim.items()}
 
 
-def _expected(stim, depth, copies, registered_ports, late_en=False):
+def _expected(stim, depth, copies, registered_ports, late_en=False, group=None):
     """Per cycle, after its clock edge: ``(address, word)`` the reader's register holds
     (``(None, None)`` before any read, word ``None``: never written, any value may be read)
     and the collision output.  ``late_en``: the read enable is registered (the block reads
-    in the cycle after ``r_en``)."""
+    in the cycle after ``r_en``).  ``group``: the reader's word is that of a register loaded
+    in the cycle after its enable from the register above."""
     model = [None] * depth
     port = (None, None)          # (address, word) a block RAM's read port would show now
     reg = (None, None)           # (address, word) the reader's register would hold now
@@ -145,6 +149,16 @@ def _expected(stim, depth, copies, registered_ports, late_en=False):
         collided = [met, collided[0]]
         regs.append(reg)
         collisions.append(collided[1])
+    if group:
+        # the reader's enable in each cycle: take, or take of the cycle before (copies)
+        take = [int(t) for t in stim["take"]]
+        en = [0] + take[:-1] if copies else take
+        later, word = [], (None, None)
+        for i in range(len(regs)):
+            if i and en[i - 1]:
+                word = regs[i - 1]
+            later.append(word)
+        regs = later
     return regs, collisions
 
 
@@ -163,22 +177,29 @@ def _check(dut, regs, collisions, words, collision_out):
     assert len(checked["banks"]) == dut.mem.banks
 
 
-@pytest.mark.parametrize("depth,bank_depth,copies,registered_ports,late_en", [
-    (1000, 256, False, False, False), (64, 16, False, False, False),
-    (48, 64, False, False, False), (1, 8, False, False, False),
-    (300, 128, False, False, False), (300, 64, True, False, False),
-    (1000, 256, False, True, False), (300, 64, True, True, False),
-    (48, 64, False, True, False), (300, 64, "shared", True, False),
-    (1000, 128, "shared", False, False),
-    (1000, 256, False, True, True), (300, 64, "shared", True, True),
-    (48, 64, True, True, True)])
+@pytest.mark.parametrize("depth,bank_depth,copies,registered_ports,late_en,group", [
+    (1000, 256, False, False, False, None), (64, 16, False, False, False, None),
+    (48, 64, False, False, False, None), (1, 8, False, False, False, None),
+    (300, 128, False, False, False, None), (300, 64, True, False, False, None),
+    (1000, 256, False, True, False, None), (300, 64, True, True, False, None),
+    (48, 64, False, True, False, None), (300, 64, "shared", True, False, None),
+    (1000, 128, "shared", False, False, None),
+    (1000, 256, False, True, True, None), (300, 64, "shared", True, True, None),
+    (48, 64, True, True, True, None),
+    # the bank selected in two steps: 16 banks in 4 groups, 5 banks in 2 groups (the last
+    # of one bank), one group of 4, one bank, one bank per group
+    (1000, 64, "shared", True, True, 4), (300, 64, True, True, False, 4),
+    (1000, 256, False, False, False, 4), (48, 64, "shared", True, True, 4),
+    (300, 64, False, True, True, 1)])
 def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies,
-                                                    registered_ports, late_en):
+                                                    registered_ports, late_en, group):
     """With ``registered_ports`` the model is a block RAM behind those registers: it reads
     the address register (loaded on ``load``), and writes land one cycle late; with
-    ``late_en`` (``registered_read_enable``) it reads in the cycle after ``r_en``."""
+    ``late_en`` (``registered_read_enable``) it reads in the cycle after ``r_en``; with
+    ``group`` the reader's word comes a cycle later."""
     width = 12
-    dut = _Reader(width, depth, bank_depth, copies, registered_ports, late_en=late_en)
+    dut = _Reader(width, depth, bank_depth, copies, registered_ports, late_en=late_en,
+                  group=group)
     assert dut.mem.banks == -(-depth // min(bank_depth, 1 << max(0, (depth - 1).bit_length())))
     rng = random.Random(depth * 7 + bank_depth)
     stim = _stimulus(rng, depth, dut.mem.addr_width, width, 3000)
@@ -196,36 +217,44 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies,
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    _check(dut, *_expected(stim, depth, copies, registered_ports, late_en), words,
+    _check(dut, *_expected(stim, depth, copies, registered_ports, late_en, group), words,
            collision_out)
 
 
-@pytest.mark.parametrize("width,depth,bank_depth,copies,late_en", [
-    (20, 3000, 1024, "shared", False),  # 1024 x 18 blocks, two per bank (both byte enables)
-    (20, 2100, 2048, "shared", True),   # 2048 x 9, three per bank; a last bank of 52 words;
-                                        # the read enable registered (a copy per bank)
-    (4, 6000, 4096, "shared", False),   # 4096 x 4
-    (12, 300, 64, True, False)])        # NOREG blocks, each reader's own bank registers
-def test_dp16kd_banks_match_a_single_block_ram(width, depth, bank_depth, copies, late_en):
+@pytest.mark.parametrize("width,depth,bank_depth,copies,late_en,group", [
+    (20, 3000, 1024, "shared", False, None),  # 1024 x 18 blocks, two per bank (both byte
+                                              # enables)
+    (20, 2100, 2048, "shared", True, None),   # 2048 x 9, three per bank; a last bank of 52
+                                              # words; the read enable registered (a copy
+                                              # per bank)
+    (4, 6000, 4096, "shared", False, None),   # 4096 x 4
+    (12, 300, 64, True, False, None),         # NOREG blocks, each reader's own bank registers
+    (20, 5000, 512, "shared", True, 4)])      # 512 x 36, 10 banks selected in two steps
+def test_dp16kd_banks_match_a_single_block_ram(width, depth, bank_depth, copies, late_en,
+                                               group):
     """``block="dp16kd"`` (hw/ecp5_bram.py) in Verilator, with the block's model: the same
     reads as one block RAM (and as ``block="memory"``).  Shared bank registers are the
     blocks' own output registers (REGMODE OUTREG, loaded on OCEB)."""
-    dut = _Reader(width, depth, bank_depth, copies, True, block="dp16kd", late_en=late_en)
+    dut = _Reader(width, depth, bank_depth, copies, True, block="dp16kd", late_en=late_en,
+                  group=group)
     rng = random.Random(depth * 11 + width)
     stim = _stimulus(rng, depth, dut.mem.addr_width, width, 6000)
-    toplevel = f"banked_dp16kd_{width}_{depth}_{bank_depth}_{copies}_{late_en}".lower()
+    toplevel = (f"banked_dp16kd_{width}_{depth}_{bank_depth}_{copies}_{late_en}"
+                f"_{group}").lower()
     verilog = verilog_of(dut, toplevel)
     outreg = verilog.count('"OUTREG"')
     assert verilog.count("DP16KD ") > 0 and (outreg > 0) == (copies == "shared")
     run = run_cocotb(verilog, toplevel, TB_CYCLES, vectors=stim,
                      params={"outputs": ["word", "collision"]})
-    _check(dut, *_expected(stim, depth, copies, True, late_en),
+    _check(dut, *_expected(stim, depth, copies, True, late_en, group),
            run.outputs["word"].tolist(), run.outputs["collision"].tolist())
 
 
 def test_parameters_are_checked():
     with pytest.raises(ValueError):
         BankedMemory(8, 0)
+    with pytest.raises(ValueError, match="group must be a power of two, got 3"):
+        BankedMemory(8, 100, bank_depth=64).registered(Module(), 1, "r", group=3)
     with pytest.raises(ValueError, match="bank_en has 1 signals for 2 banks"):
         BankedMemory(8, 100, bank_depth=64).registered(Module(), 1, "r", [Signal()])
     with pytest.raises(ValueError):
