@@ -227,9 +227,10 @@ class Trainer(wiring.Component):
     #: that drives ``bus.r_data`` (1)
     READ_LATENCY = 10
     #: banks per group in the first step of the bank select of the host's and the front's
-    #: reads (BankedMemory.registered's ``group``): WGT's 24 banks of 128-bit words through
-    #: one 24-to-1 multiplexer into the host's register were the MNIST-memory build's critical
-    #: path (10.60 ns, 8.75 of it routing), the front's (into the lanes' WGT input) next to it
+    #: reads (BankedMemory.registered's ``group``): WGT's 6 banks of 144-bit words (16 DP16KD
+    #: each, spread over the die) through one 6-to-1 multiplexer (3 LUTs) into the host's
+    #: register were the MNIST-memory build's critical path (10.60 ns, 8.75 of it routing),
+    #: the front's (into the lanes' WGT input, 10.50) next to it
     BANK_GROUP = 4
     #: chunks per group in the first step of the host read's chunk select (a 4-to-1
     #: multiplexer per bit, one slice)
@@ -521,7 +522,7 @@ class Trainer(wiring.Component):
         # each bank's read enable is a register beside it); the words out of the block RAMs
         # are registered as they are (no logic behind a block RAM's slow output: the block's
         # own output register on the ECP5), the bank is selected in two steps into registers
-        # (within groups of BANK_GROUP banks, then among the groups: WGT's 24 banks in one
+        # (within groups of BANK_GROUP banks, then among the groups: WGT's 6 banks in one
         # step were 10.60 ns on the MNIST-memory board build); then each region selects the
         # chunk read in two steps, each into registers of its own beside its banks (within
         # groups of READ_GROUP chunks, then among the groups: PROG's 12 chunks through one
