@@ -44,7 +44,8 @@ RAM on the ECP5) is reserved first.
 memories of the elaborated core (:func:`core_memories`, which also sees, for example, the
 Trainer's internal FIFO).  For the stand-in core and the Trainer of 2026-11 the second
 estimate equals the block RAM nextpnr places (iCEBreaker stand-in 18 EBR; ECP5 Trainer 202
-DP16KD).
+DP16KD; in 2026-12 the Trainer with ``act_depth=8192``, PROG and the row FIFO in distributed
+RAM: 153 DP16KD).
 """
 
 from __future__ import annotations
