@@ -775,8 +775,8 @@ class Trainer(wiring.Component):
                          base=Mux(op == Op.SGD, cur.row_base, cur.aux_base))
         m.d.sync += [valid1.eq(take_f), row1.eq(res.payload.row), valid2.eq(valid1),
                      valid3.eq(valid2), valid4.eq(valid3), valid5.eq(valid4)]
-        # F1 to F4's registers load on copies of valid1 to valid4 (hw/replica.py): one per
-        # bank register and per row register, which sit far apart
+        # F1 to F4's registers load on copies of valid1 to valid4 (hw/replica.py), one per
+        # bank and row register (far apart); the bank select's group registers on its en_q
         with m.If(replica(m, take_f, "row2_en")):
             m.d.sync += row2.eq(row1)
         with m.If(replica(m, valid1, "row3_en")):
