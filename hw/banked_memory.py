@@ -184,7 +184,8 @@ class BankedMemory(wiring.Component):
                 m.d.sync += reg.eq(data)
         return regs
 
-    def registered(self, m: Module, en, name: str, bank_en=None, group: int | None = None):
+    def registered(self, m: Module, en, name: str, bank_en=None, group: int | None = None,
+                   group_en=None):
         """Registers (in the parent's ``m``) loaded on ``en`` with every bank's word and the
         bank number; returns the word of the read bank, selected from those flip-flops: what a
         register loaded on ``en`` from a single read port's ``data`` would hold.
@@ -201,9 +202,21 @@ class BankedMemory(wiring.Component):
         selected from those.  It is then one cycle later: what a register loaded in the cycle
         after ``en`` from the word above would hold (for any number of banks, one included).
         The two multiplexers are each smaller than the one (a wide word from banks spread over
-        the die: docs/ARCHITECTURE.md section 8)."""
+        the die: docs/ARCHITECTURE.md section 8).
+
+        ``group_en`` (with ``group``): the group registers load on it instead of in the cycle
+        after ``en``: a signal equal to ``en`` in every cycle (a copy), or a list of such, one
+        per group register.  The returned word is then what a register loaded on ``en`` from
+        the word above would hold: one more stage of a pipeline whose stages all advance with
+        ``en`` (a reader that may hold its words, as the TileEngine's read ports do)."""
         if group is not None and (group < 1 or group & (group - 1)):
             raise ValueError(f"group must be a power of two, got {group}")
+        if group_en is not None:
+            if group is None:
+                raise ValueError("group_en needs group")
+            groups = -(-self.banks // group)
+            if isinstance(group_en, (list, tuple)) and len(group_en) != groups:
+                raise ValueError(f"group_en has {len(group_en)} signals for {groups} groups")
         if self._shared is not None:
             if bank_en is not None:
                 raise ValueError("this memory's bank registers are shared: no bank_en")
@@ -223,14 +236,20 @@ class BankedMemory(wiring.Component):
         if group is None:
             return _select(regs, bank)
         low = exact_log2(group)
-        en_q = Signal(name=f"{name}_en_q")
-        m.d.sync += en_q.eq(en)
+        groups = -(-self.banks // group)
+        if group_en is None:
+            en_q = Signal(name=f"{name}_en_q")
+            m.d.sync += en_q.eq(en)
+            group_en = en_q
+        if not isinstance(group_en, (list, tuple)):
+            group_en = [group_en] * groups
         group_words = [Signal(self.shape, name=f"{name}_group{k}", reset_less=True)
-                       for k in range(-(-self.banks // group))]
+                       for k in range(groups)]
         which = Signal(max(1, len(bank) - low), name=f"{name}_group", reset_less=True)
-        with m.If(en_q):
-            for k, reg in enumerate(group_words):
+        for k, (reg, reg_en) in enumerate(zip(group_words, group_en)):
+            with m.If(reg_en):
                 m.d.sync += reg.eq(_select(regs[group * k:group * (k + 1)], bank[:low]))
+        with m.If(group_en[0]):
             m.d.sync += which.eq(bank[low:])
         return _select(group_words, which)
 

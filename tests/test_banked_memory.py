@@ -34,11 +34,12 @@ class _Reader(wiring.Component):
     (``share_registers``, their enables driven by the copies).  With ``late_en`` the memory
     registers ``r_en`` (``registered_read_enable``): the read happens a cycle after it.  With
     ``group`` the reader selects the bank in two steps (``registered(..., group=)``): its word
-    is one cycle later."""
+    is one cycle later; with ``staged`` too, its group registers load on ``take`` itself
+    (``group_en``: with ``copies``, a copy per group), one more stage advancing with it."""
 
     def __init__(self, width, depth, bank_depth, copies=False, registered_ports=False,
-                 block="memory", late_en=False, group=None):
-        self.copies, self.group = copies, group
+                 block="memory", late_en=False, group=None, staged=False):
+        self.copies, self.group, self.staged = copies, group, staged
         self.mem = BankedMemory(width, depth, bank_depth=bank_depth,
                                 registered_ports=registered_ports,
                                 registered_read_enable=late_en, block=block)
@@ -58,20 +59,26 @@ class _Reader(wiring.Component):
                      self.collision.eq(mem.collision)]
         if self.mem.registered_ports:
             m.d.comb += mem.rd.load.eq(self.r_load)
-        if self.copies == "shared":
+        group_en = None
+        if self.copies:
             take = Signal()
             m.d.sync += take.eq(self.take)
+            if self.staged:
+                group_en = replicas(m, self.take, -(-mem.banks // self.group), "group_take")
+        else:
+            take = self.take
+            if self.staged:
+                group_en = take
+        if self.copies == "shared":
             bank_en = mem.share_registers(m, "shared")
             m.d.comb += [en.eq(c) for en, c in
                          zip(bank_en, replicas(m, self.take, mem.banks, "take"))]
-            word = mem.registered(m, take, "reader", group=self.group)
+            word = mem.registered(m, take, "reader", group=self.group, group_en=group_en)
         elif self.copies:
-            take = Signal()
-            m.d.sync += take.eq(self.take)
             word = mem.registered(m, take, "reader", replicas(m, self.take, mem.banks, "take"),
-                                  group=self.group)
+                                  group=self.group, group_en=group_en)
         else:
-            word = mem.registered(m, self.take, "reader", group=self.group)
+            word = mem.registered(m, take, "reader", group=self.group, group_en=group_en)
         m.d.comb += self.word.eq(word)
         return m
 
@@ -104,12 +111,14 @@ def _stimulus(rng, depth, aw, width, cycles):
     return {name: np.array(values, dtype=np.int64) for name, values in stim.items()}
 
 
-def _expected(stim, depth, copies, registered_ports, late_en=False, group=None):
+def _expected(stim, depth, copies, registered_ports, late_en=False, group=None,
+              staged=False):
     """Per cycle, after its clock edge: ``(address, word)`` the reader's register holds
     (``(None, None)`` before any read, word ``None``: never written, any value may be read)
     and the collision output.  ``late_en``: the read enable is registered (the block reads
     in the cycle after ``r_en``).  ``group``: the reader's word is that of a register loaded
-    in the cycle after its enable from the register above."""
+    in the cycle after its enable from the register above (``staged``: loaded on its
+    enable)."""
     model = [None] * depth
     port = (None, None)          # (address, word) a block RAM's read port would show now
     reg = (None, None)           # (address, word) the reader's register would hold now
@@ -155,11 +164,31 @@ def _expected(stim, depth, copies, registered_ports, late_en=False, group=None):
         en = [0] + take[:-1] if copies else take
         later, word = [], (None, None)
         for i in range(len(regs)):
-            if i and en[i - 1]:
+            if i and (en[i] if staged else en[i - 1]):
                 word = regs[i - 1]
             later.append(word)
         regs = later
     return regs, collisions
+
+
+def _simulate(dut, stim):
+    """``dut``'s word and collision outputs after each cycle of ``stim``, in the Amaranth
+    simulator."""
+    words, collision_out = [], []
+
+    async def bench(ctx):
+        for i in range(len(stim["w_en"])):
+            for name in INPUTS:
+                ctx.set(getattr(dut, name), int(stim[name][i]))
+            await ctx.tick()
+            words.append(ctx.get(dut.word))
+            collision_out.append(ctx.get(dut.collision))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return words, collision_out
 
 
 def _check(dut, regs, collisions, words, collision_out):
@@ -203,20 +232,7 @@ def test_registered_read_matches_a_single_block_ram(depth, bank_depth, copies,
     assert dut.mem.banks == -(-depth // min(bank_depth, 1 << max(0, (depth - 1).bit_length())))
     rng = random.Random(depth * 7 + bank_depth)
     stim = _stimulus(rng, depth, dut.mem.addr_width, width, 3000)
-    words, collision_out = [], []
-
-    async def bench(ctx):
-        for i in range(len(stim["w_en"])):
-            for name in INPUTS:
-                ctx.set(getattr(dut, name), int(stim[name][i]))
-            await ctx.tick()
-            words.append(ctx.get(dut.word))
-            collision_out.append(ctx.get(dut.collision))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    words, collision_out = _simulate(dut, stim)
     _check(dut, *_expected(stim, depth, copies, registered_ports, late_en, group), words,
            collision_out)
 
@@ -250,11 +266,36 @@ def test_dp16kd_banks_match_a_single_block_ram(width, depth, bank_depth, copies,
            run.outputs["word"].tolist(), run.outputs["collision"].tolist())
 
 
+@pytest.mark.parametrize("depth,bank_depth,copies,registered_ports,late_en", [
+    (1000, 64, "shared", True, True), (300, 64, True, True, False),
+    (1000, 256, False, False, False), (48, 64, "shared", True, True),
+    (300, 64, False, True, True)])
+def test_a_staged_group_select_is_one_more_stage_on_the_readers_enable(
+        depth, bank_depth, copies, registered_ports, late_en):
+    """``group_en``: the group registers load on the reader's enable (or on copies of it, one
+    per group), so that the word is one stage further down a pipeline advancing with that
+    enable, as the Trainer's engine reads (hw/trainer.py) need: 16 banks in 4 groups, 5 in 2,
+    1 in 1; the reader holds its words over runs of cycles without its enable."""
+    width = 12
+    dut = _Reader(width, depth, bank_depth, copies, registered_ports, late_en=late_en,
+                  group=4, staged=True)
+    rng = random.Random(depth * 5 + bank_depth)
+    stim = _stimulus(rng, depth, dut.mem.addr_width, width, 3000)
+    words, collision_out = _simulate(dut, stim)
+    _check(dut, *_expected(stim, depth, copies, registered_ports, late_en, 4, staged=True),
+           words, collision_out)
+
+
 def test_parameters_are_checked():
     with pytest.raises(ValueError):
         BankedMemory(8, 0)
     with pytest.raises(ValueError, match="group must be a power of two, got 3"):
         BankedMemory(8, 100, bank_depth=64).registered(Module(), 1, "r", group=3)
+    with pytest.raises(ValueError, match="group_en needs group"):
+        BankedMemory(8, 100, bank_depth=64).registered(Module(), 1, "r", group_en=1)
+    with pytest.raises(ValueError, match="group_en has 1 signals for 2 groups"):
+        BankedMemory(8, 300, bank_depth=64).registered(Module(), 1, "r", group=4,
+                                                        group_en=[Signal()])
     with pytest.raises(ValueError, match="bank_en has 1 signals for 2 banks"):
         BankedMemory(8, 100, bank_depth=64).registered(Module(), 1, "r", [Signal()])
     with pytest.raises(ValueError):
