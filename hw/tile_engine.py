@@ -188,8 +188,10 @@ class TileEngine(wiring.Component):
         ``data`` (1: a block RAM port; 2 or 3: the parent registers the block RAM's output once
         or twice, on the same ``en``, so that no logic sits behind the RAM's slow
         clock-to-output and the first register may sit beside the RAM; 4: the parent also
-        registers the address in front of the RAM, hw/banked_memory.py).  Every stage
-        of the port advances only with ``en``, so a word waits there while the engine holds.
+        registers the address in front of the RAM, hw/banked_memory.py; 5: and selects the
+        bank of a banked memory in two steps, with registers between them,
+        ``BankedMemory.registered``'s ``group_en``).  Every stage of the port advances only
+        with ``en``, so a word waits there while the engine holds.
 
     Ports
     -----
@@ -216,8 +218,8 @@ class TileEngine(wiring.Component):
                  memories: str = "internal", read_latency: int = 1):
         if memories not in ("internal", "external"):
             raise ValueError(f"memories must be 'internal' or 'external', got {memories!r}")
-        if read_latency not in (1, 2, 3, 4) or (memories == "internal" and read_latency != 1):
-            raise ValueError("read_latency is 1, or 2 to 4 with external memories")
+        if read_latency not in (1, 2, 3, 4, 5) or (memories == "internal" and read_latency != 1):
+            raise ValueError("read_latency is 1, or 2 to 5 with external memories")
         self.memories = memories
         self.read_latency = read_latency
         self.fetch_latency = read_latency + 1

@@ -334,8 +334,8 @@ def test_amaranth_simulator(rng, mac_options):
 class _ExternalMemories(Elaboratable):
     """An engine with ``memories="external"`` and its parent's memories, whose read ports
     register the block RAM's output ``read_latency - 1`` more times on the port's enable (a
-    register of ``en_next``, as the Trainer does); with latency 4, one of those stages is an
-    address register in front of the RAM instead (as the Trainer's).  Write ports for the
+    register of ``en_next``, as the Trainer does); with latency 4 or 5, one of those stages is
+    an address register in front of the RAM instead (as the Trainer's).  Write ports for the
     bench."""
 
     def __init__(self, cfg, read_latency):
@@ -355,14 +355,14 @@ class _ExternalMemories(Elaboratable):
             en_copy = Signal(name=f"{name}_en_copy", init=1)
             m.d.sync += en_copy.eq(port.en_next)
             m.d.comb += rd.en.eq(port.en)
-            if read_latency == 4:
+            if read_latency >= 4:
                 addr_q = Signal.like(port.addr, name=f"{name}_addr_q")
                 with m.If(en_copy):
                     m.d.sync += addr_q.eq(port.addr)
                 m.d.comb += rd.addr.eq(addr_q)
             else:
                 m.d.comb += rd.addr.eq(port.addr)
-            for stage in range(min(read_latency - 1, 2)):
+            for stage in range(read_latency - 1 - (read_latency >= 4)):
                 q = Signal(shape, name=f"{name}_q{stage}")
                 with m.If(en_copy):
                     m.d.sync += q.eq(data_out)
@@ -373,9 +373,9 @@ class _ExternalMemories(Elaboratable):
         return self.m
 
 
-@pytest.mark.parametrize("read_latency", [1, 2, 3, 4])
+@pytest.mark.parametrize("read_latency", [1, 2, 3, 4, 5])
 def test_external_memories_read_latency(rng, read_latency):
-    """External memories whose read ports take 1 to 4 cycles (the Trainer's is 4): short
+    """External memories whose read ports take 1 to 5 cycles (the Trainer's is 5): short
     tiles (their last beats wait for the bank) and a consumer ready at random, so held
     beats must keep their words in every stage; exact products, and the fixed overhead grows
     by one cycle per extra stage."""
@@ -423,3 +423,11 @@ def test_external_memories_read_latency(rng, read_latency):
         assert [g[1] for g in got[n]] == exp_tr.tolist()
         assert [g[2] for g in got[n]] == exp_tc.tolist()
         assert [g[3] for g in got[n]] == exp_index.tolist()
+
+
+def test_read_latency_is_checked():
+    """Internal memories are block RAM ports (latency 1); external ones take 1 to 5 cycles."""
+    TileEngine(rows=2, cols=2, memories="external", read_latency=5)
+    for memories, latency in (("external", 0), ("external", 6), ("internal", 2)):
+        with pytest.raises(ValueError, match="read_latency is 1, or 2 to 5"):
+            TileEngine(rows=2, cols=2, memories=memories, read_latency=latency)
