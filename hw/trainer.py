@@ -307,7 +307,7 @@ class Trainer(wiring.Component):
                                  cycle_width=32,
                                  mac_options={"multiplier": "dsp", **(mac_options or {})},
                                  memories="external",
-                                 read_latency=4)
+                                 read_latency=5)
         self.lanes = PostLanes(S, acc_width=g.acc_width, wgt_width=g.wgt_width,
                                err_width=g.err_width,
                                fan_in_width=g.divisor_max.bit_length(),
@@ -696,19 +696,26 @@ class Trainer(wiring.Component):
         m.d.comb += lanes.clear.eq(clear)
 
         # ---- engine operand reads ----------------------------------------------------------
-        # read latency 4: the address is registered in front of the block RAM (the memory's
-        # own register, below), its output is registered twice as it is (on the port's
-        # enable; the first register may sit beside the RAM), and only then is the B source
-        # selected
+        # read latency 5, every stage advancing with the port's enable: the address is
+        # registered in front of the block RAM (the memory's own register, below), the block
+        # reads, its output is registered as it is (the shared bank registers, beside the
+        # blocks), the bank is selected in two steps, within groups of BANK_GROUP banks into
+        # registers and among the groups into act_q/wgt_q/err_q, and only then is the B
+        # source selected
         act_q, wgt_q, err_q = (Signal(self.words[r], reset_less=True)
                                for r in (Region.ACT, Region.WGT, Region.ERR))
         # the bank registers are the memories' shared ones (their enables, copies, are driven
-        # at the end); each of act_q/wgt_q/err_q loads on a copy of the port's enable of its
-        # own (hw/replica.py).  The enable is 1 after reset (the engine's stages are empty),
-        # and so are its copies.
-        act_p = mems[Region.ACT].registered(m, eng.a_rd.en, "act_p")
-        wgt_p = mems[Region.WGT].registered(m, eng.b_rd.en, "wgt_p")
-        err_p = mems[Region.ERR].registered(m, eng.b_rd.en, "err_p")
+        # at the end); each group register (a copy per group) and each of act_q/wgt_q/err_q
+        # loads on a copy of the port's enable of its own (hw/replica.py).  The enable is 1
+        # after reset (the engine's stages are empty), and so are its copies.
+        def operand(r, port, name):
+            groups = -(-mems[r].banks // self.BANK_GROUP)
+            group_en = replicas(m, port.en_next, groups, f"{name}_group_en", init=1)
+            return mems[r].registered(m, port.en, name, group=self.BANK_GROUP,
+                                      group_en=group_en)
+        act_p = operand(Region.ACT, eng.a_rd, "act_p")
+        wgt_p = operand(Region.WGT, eng.b_rd, "wgt_p")
+        err_p = operand(Region.ERR, eng.b_rd, "err_p")
         act_q_en = replica(m, eng.a_rd.en_next, "act_q_en", init=1)
         wgt_q_en = replica(m, eng.b_rd.en_next, "wgt_q_en", init=1)
         err_q_en = replica(m, eng.b_rd.en_next, "err_q_en", init=1)
@@ -1011,7 +1018,7 @@ class Trainer(wiring.Component):
         # enables too, a copy per bank (registered_read_enable): their sources offer the
         # enable's next value, or read a cycle later.
         # * the engine's port, with its stages (load on eng.*_rd.en, read on its next value
-        #   en_next: the address register is the first of its read_latency = 4 stages;
+        #   en_next: the address register is the first of its read_latency = 5 stages;
         #   ``valid`` travels beside it, and the block RAM reads only a beat's word);
         # * the front's walker: the register loads ``front.addr`` as a row is taken (F0) and
         #   the block reads it in F1 (valid1);
