@@ -35,7 +35,8 @@ except on the ECP5 for memories of at most :data:`ECP5_LUTRAM_DEPTH` words, whic
 distributed RAM (TRELLIS_DPR16X4, 16 x 4 bits each: the MAC array's result FIFO, 7 x 389 bits
 on the 8 x 8, takes 98 of them and no DP16KD) and which take no block RAM here, and for the
 memories the core itself sends there (the Trainer's ``distributed_memories``: PROG of at most
-64 words and the row FIFO, a Yosys ``ram_style`` set by boards/build.py).
+64 words and the row FIFO, a Yosys ``ram_style`` set by boards/build.py; the first check below
+sees PROG's through ``Trainer.distributed_regions``).
 The board top's own block RAM (the host link's WRITE buffer: 2 EBR on the iCE40, distributed
 RAM on the ECP5) is reserved first.
 
@@ -385,17 +386,23 @@ def _blocks(mem: Memory, configs) -> tuple[int, tuple]:
                 for d, w in configs), key=lambda t: t[0])
 
 
-def trainer_memories(geometry: Geometry, spram_regions=None) -> list[Memory]:
+def trainer_memories(geometry: Geometry, spram_regions=None,
+                     distributed_regions=()) -> list[Memory]:
     """The Trainer's memories for ``geometry`` (nitrod.isa's regions, word widths, depths).
 
     ``spram_regions``: the regions the Trainer can put in iCE40 SPRAM (which Yosys never
     infers: the Trainer must instantiate SB_SPRAM256KA); ``None`` allows every region.
+    ``distributed_regions``: the regions the Trainer sends to distributed RAM on the ECP5
+    (``Trainer.distributed_regions``), marked ``distributed``.
     """
+    def named(region, regions):
+        return region in regions or region.name in regions
+
     out = []
     for region in (Region.PROG, Region.ACT, Region.WGT, Region.ERR, Region.CODE, Region.LABEL):
-        ok = spram_regions is None or region in spram_regions or region.name in spram_regions
+        ok = spram_regions is None or named(region, spram_regions)
         out.append(Memory(region.name, geometry.word_bits(region), geometry.depth(region),
-                          spram_ok=ok))
+                          spram_ok=ok, distributed=named(region, distributed_regions)))
     return out
 
 

@@ -98,6 +98,17 @@ def _trainer_spram_regions():
     return tuple(getattr(trainer_cls, "SPRAM_REGIONS", ()))
 
 
+def _trainer_distributed_regions(geometry):
+    """Regions ``hw.trainer.Trainer`` sends to distributed RAM on the ECP5 with ``geometry``
+    (its ``distributed_regions``; none if it has no such method or does not import)."""
+    try:
+        trainer_cls = importlib.import_module("hw.trainer").Trainer
+    except Exception:
+        return ()
+    regions = getattr(trainer_cls, "distributed_regions", None)
+    return tuple(regions(geometry)) if regions else ()
+
+
 def _trainer_available():
     try:
         return hasattr(importlib.import_module("hw.trainer"), "Trainer")
@@ -110,7 +121,8 @@ CORES = {
     "memory": (_memory_core, lambda board, geo: [Memory("RAM", 32, board.memory_core_words,
                                                      spram_ok=False)]),
     "trainer": (_trainer_core,
-                lambda board, geo: trainer_memories(geo, _trainer_spram_regions())),
+                lambda board, geo: trainer_memories(geo, _trainer_spram_regions(),
+                                                    _trainer_distributed_regions(geo))),
 }
 
 

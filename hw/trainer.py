@@ -248,15 +248,21 @@ class Trainer(wiring.Component):
     #: (11.6 ns); 64 x 362 bits are 364 TRELLIS_DPR16X4 beside the sequencer
     DISTRIBUTED_PROG_DEPTH = 64
 
+    @classmethod
+    def distributed_regions(cls, geometry) -> tuple:
+        """The regions whose memory goes to distributed RAM on the ECP5 with ``geometry``:
+        PROG when at most :attr:`DISTRIBUTED_PROG_DEPTH` deep (the boards' first fit check,
+        on the geometry alone, uses this too)."""
+        return (Region.PROG,) if geometry.prog_depth <= cls.DISTRIBUTED_PROG_DEPTH else ()
+
     @property
     def distributed_memories(self) -> tuple:
-        """The memories (module paths below the Trainer) for distributed RAM on the ECP5: PROG
-        when at most :attr:`DISTRIBUTED_PROG_DEPTH` deep, and the row FIFO between the lanes
-        and the writer (``fifo_depth`` rows: its block RAM's output into the writer's W0R
-        registers, 10.44 ns, was the MNIST-memory build's second path after the host's WGT
-        read)."""
-        prog = ("mem_prog",) if self.geometry.prog_depth <= self.DISTRIBUTED_PROG_DEPTH else ()
-        return (*prog, "fifo")
+        """The memories (module paths below the Trainer) for distributed RAM on the ECP5: the
+        :meth:`distributed_regions`' memories, and the row FIFO between the lanes and the
+        writer (``fifo_depth`` rows: its block RAM's output into the writer's W0R registers,
+        10.44 ns, was the MNIST-memory build's second path after the host's WGT read)."""
+        regions = self.distributed_regions(self.geometry)
+        return (*(f"mem_{r.name.lower()}" for r in regions), "fifo")
 
     #: the memories whose readers share one register per bank (below; with
     #: ``memory_block="dp16kd"`` those are the blocks' own output registers)

@@ -7,6 +7,7 @@ about 25-30 s each with YoWASP once its WebAssembly is cached.
 
 import dataclasses
 import json
+import math
 
 import pytest
 from amaranth.sim import Simulator
@@ -531,3 +532,23 @@ def test_the_fit_check_counts_the_distributed_memories_as_no_block_ram_on_the_ec
     # a PROG deeper than Trainer.DISTRIBUTED_PROG_DEPTH stays in block RAM
     found, _ = core_memories(Trainer(dataclasses.replace(small, prog_depth=65)))
     assert {m.name for m in found if m.distributed} == {"core.fifo.storage"}
+
+
+def test_the_first_fit_check_on_the_geometry_counts_prog_as_distributed_when_the_trainer_does():
+    """The quick check before the core is built (``CORES["trainer"]``'s memories, from the
+    geometry) marks PROG as the Trainer will place it: distributed RAM on the ECP5 up to
+    ``Trainer.DISTRIBUTED_PROG_DEPTH`` words, block RAM beyond; its DP16KD count is then the
+    elaborated check's for the same regions (PROG's 362-bit words: 11 blocks at 64 words)."""
+    from hw.trainer import Trainer
+
+    memories = bb.CORES["trainer"][1]
+    ecp5 = get_board("ulx3s-85f")
+    geo = ecp5.geometry
+    assert geo.prog_depth <= Trainer.DISTRIBUTED_PROG_DEPTH
+    marked = {m.name for m in memories(ecp5, geo) if m.distributed}
+    assert marked == {"PROG"}
+    deep = dataclasses.replace(geo, prog_depth=Trainer.DISTRIBUTED_PROG_DEPTH + 1)
+    assert not any(m.distributed for m in memories(ecp5, deep))
+    saved = (plan_memories(ecp5, trainer_memories(geo))["bram_needed"]
+             - plan_memories(ecp5, memories(ecp5, geo))["bram_needed"])
+    assert saved == math.ceil(geo.word_bits(Region.PROG) / 36)
