@@ -84,6 +84,15 @@ def _trainer_core(board: Board, geometry):
     return trainer_cls(geometry, **board.trainer_params)
 
 
+def _trainer_class():
+    """``hw.trainer.Trainer``, or ``None`` if it does not import (the fit check still runs
+    before :func:`_trainer_core` reports the error)."""
+    try:
+        return importlib.import_module("hw.trainer").Trainer
+    except Exception:
+        return None
+
+
 def _trainer_spram_regions():
     """Regions ``hw.trainer.Trainer`` can place in iCE40 SPRAM, for the fit check.
 
@@ -91,29 +100,19 @@ def _trainer_spram_regions():
     ``lib.memory.Memory`` never becomes SPRAM).  ``None`` (any region) if it does not import,
     so that the fit check still runs, optimistically, before the import error is reported.
     """
-    try:
-        trainer_cls = importlib.import_module("hw.trainer").Trainer
-    except Exception:
-        return None
-    return tuple(getattr(trainer_cls, "SPRAM_REGIONS", ()))
+    trainer_cls = _trainer_class()
+    return None if trainer_cls is None else tuple(getattr(trainer_cls, "SPRAM_REGIONS", ()))
 
 
 def _trainer_distributed_regions(geometry):
     """Regions ``hw.trainer.Trainer`` sends to distributed RAM on the ECP5 with ``geometry``
     (its ``distributed_regions``; none if it has no such method or does not import)."""
-    try:
-        trainer_cls = importlib.import_module("hw.trainer").Trainer
-    except Exception:
-        return ()
-    regions = getattr(trainer_cls, "distributed_regions", None)
+    regions = getattr(_trainer_class(), "distributed_regions", None)
     return tuple(regions(geometry)) if regions else ()
 
 
 def _trainer_available():
-    try:
-        return hasattr(importlib.import_module("hw.trainer"), "Trainer")
-    except Exception:
-        return False
+    return _trainer_class() is not None
 
 
 #: core name -> (factory(board, geometry), memories(board, geometry) for the fit check)

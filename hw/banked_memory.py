@@ -184,6 +184,11 @@ class BankedMemory(wiring.Component):
                 m.d.sync += reg.eq(data)
         return regs
 
+    def groups(self, group: int) -> int:
+        """Registers of the first step of :meth:`registered`'s two-step select with ``group``
+        banks per group (the last group may be short)."""
+        return -(-self.banks // group)
+
     def registered(self, m: Module, en, name: str, bank_en=None, group: int | None = None,
                    group_en=None):
         """Registers (in the parent's ``m``) loaded on ``en`` with every bank's word and the
@@ -214,7 +219,7 @@ class BankedMemory(wiring.Component):
         if group_en is not None:
             if group is None:
                 raise ValueError("group_en needs group")
-            groups = -(-self.banks // group)
+            groups = self.groups(group)
             if isinstance(group_en, (list, tuple)) and len(group_en) != groups:
                 raise ValueError(f"group_en has {len(group_en)} signals for {groups} groups")
         if self._shared is not None:
@@ -236,7 +241,7 @@ class BankedMemory(wiring.Component):
         if group is None:
             return _select(regs, bank)
         low = exact_log2(group)
-        groups = -(-self.banks // group)
+        groups = self.groups(group)
         if group_en is None:
             en_q = Signal(name=f"{name}_en_q")
             m.d.sync += en_q.eq(en)

@@ -715,8 +715,8 @@ class Trainer(wiring.Component):
         # loads on a copy of the port's enable of its own (hw/replica.py).  The enable is 1
         # after reset (the engine's stages are empty), and so are its copies.
         def operand(r, port, name):
-            groups = -(-mems[r].banks // self.BANK_GROUP)
-            group_en = replicas(m, port.en_next, groups, f"{name}_group_en", init=1)
+            group_en = replicas(m, port.en_next, mems[r].groups(self.BANK_GROUP),
+                                f"{name}_group_en", init=1)
             return mems[r].registered(m, port.en, name, group=self.BANK_GROUP,
                                       group_en=group_en)
         act_p = operand(Region.ACT, eng.a_rd, "act_p")

@@ -64,7 +64,7 @@ class _Reader(wiring.Component):
             take = Signal()
             m.d.sync += take.eq(self.take)
             if self.staged:
-                group_en = replicas(m, self.take, -(-mem.banks // self.group), "group_take")
+                group_en = replicas(m, self.take, mem.groups(self.group), "group_take")
         else:
             take = self.take
             if self.staged:
