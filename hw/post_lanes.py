@@ -26,7 +26,9 @@ least k cycles apart (``i.ready`` is low in between; the Trainer throttles its f
 hw/trainer.py).
 
 The ``op`` and the constants must stay still while items are in flight (the Trainer changes
-them only between instructions, when the lanes are empty).  The units are the ones tested
+them only between instructions, when the lanes are empty).  The lanes register ``op``'s
+decode, so ``op`` must be set one cycle before the first item (the Trainer sets it many cycles
+before: an instruction's first row leaves the MAC array after its first tile).  The units are the ones tested
 against golden one by one (hw/scaler.py, hw/nitro_relu.py, hw/sgd_update.py).
 
 Overflow: ``backerr`` pulses (one cycle after the item is taken) for every BACKWARD item with an
@@ -142,8 +144,16 @@ class PostLanes(wiring.Component):
         S, U = self.side, self.units
         chunked = self.row_cycles > 1
         op = self.op
-        is_fwd, is_loss = op == Op.FORWARD, op == Op.LOSS
-        is_bwd, is_sgd = op == Op.BACKWARD, op == Op.SGD
+        # the op's decode is registered, a flag per op (module doc): ``op`` comes from the
+        # Trainer's instruction register, away from the lanes, and its decode steers every
+        # unit's valid, the gather and the range flags (instruction register -> decode -> a
+        # lane's range flag, 10.00 ns on an MNIST-memory 8 x 8 board build); the output
+        # multiplexer selects on a copy of the BACKWARD flag per lane (hw/replica.py)
+        is_fwd, is_loss, is_bwd, is_sgd = (Signal(name=f"is_{n}")
+                                           for n in ("fwd", "loss", "bwd", "sgd"))
+        m.d.sync += [is_fwd.eq(op == Op.FORWARD), is_loss.eq(op == Op.LOSS),
+                     is_bwd.eq(op == Op.BACKWARD), is_sgd.eq(op == Op.SGD)]
+        out_is_bwd = replicas(m, op == Op.BACKWARD, S, "out_is_bwd")
         for u in range(U):
             m.submodules[f"scaler{u}"] = self.scalers[u]
             m.submodules[f"relu{u}"] = self.relus[u]
@@ -183,13 +193,16 @@ class PostLanes(wiring.Component):
         # each lane's range check is registered and the OR over the lanes follows (so the
         # pulse comes one cycle after the take): the compares and the OR in one cycle, into
         # the Trainer's sticky flag, were 14 ns on an 8 x 8 board build
-        # (the same compares feed the BACKWARD saturation below)
+        # (the same compares feed the BACKWARD saturation below).  The lanes' flags register
+        # every input and the take is registered beside them, ANDed after the OR (the take
+        # into every lane's flag reset was the path of the op's decode above)
         above_now = [a > hi for a in self.i.payload.acc]
         below_now = [a < lo for a in self.i.payload.acc]
         lane_out_of_range = Signal(len(self.i.payload.acc))
-        m.d.sync += lane_out_of_range.eq(
-            Mux(take & is_bwd, Cat(*(x | y for x, y in zip(above_now, below_now))), 0))
-        m.d.comb += self.backerr.eq(lane_out_of_range.any())
+        took_bwd = Signal()
+        m.d.sync += [lane_out_of_range.eq(Cat(*(x | y for x, y in zip(above_now, below_now)))),
+                     took_bwd.eq(take & is_bwd)]
+        m.d.comb += self.backerr.eq(took_bwd & lane_out_of_range.any())
 
         # scaler -> relu handoff (FORWARD) or scaler -> output (LOSS)
         sc_out_ready = Mux(is_fwd, re_in_ready, is_loss & self.o.ready)
@@ -222,14 +235,13 @@ class PostLanes(wiring.Component):
                 sg.i.payload.g.eq(unit_acc[u]),
                 sg.o.ready.eq(1 if self.free_running else is_sgd & o_ready & sg_out_valid),
             ]
-            with m.Switch(op):
-                with m.Case(Op.FORWARD):
-                    m.d.comb += [unit_value[u].eq(re.o.payload.h),
-                                 unit_code[u].eq(re.o.payload.code.as_value())]
-                with m.Case(Op.LOSS):
-                    m.d.comb += unit_value[u].eq(sc.o.payload)
-                with m.Case(Op.SGD):
-                    m.d.comb += unit_value[u].eq(sg.o.payload)
+            with m.If(is_fwd):
+                m.d.comb += [unit_value[u].eq(re.o.payload.h),
+                             unit_code[u].eq(re.o.payload.code.as_value())]
+            with m.Elif(is_loss):
+                m.d.comb += unit_value[u].eq(sc.o.payload)
+            with m.Elif(is_sgd):
+                m.d.comb += unit_value[u].eq(sg.o.payload)
         m.d.comb += self.sgd_overflow.eq(Cat(*(sg.overflow for sg in self.sgds)).any())
         if chunked:
             row_valid, row_value, row_code = self._gather(m, unit_out_valid, unit_value, unit_code)
@@ -270,7 +282,8 @@ class PostLanes(wiring.Component):
         m.d.comb += self.o.valid.eq(Mux(is_bwd, bw_out_valid, row_valid))
         for j in range(S):
             m.d.comb += [
-                self.o.payload.value[j].eq(Mux(is_bwd, self.backwards[j].o.payload, row_value[j])),
+                self.o.payload.value[j].eq(Mux(out_is_bwd[j], self.backwards[j].o.payload,
+                                               row_value[j])),
                 self.o.payload.code[j].eq(row_code[j]),
             ]
         return m

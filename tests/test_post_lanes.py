@@ -4,7 +4,9 @@ The lanes are also checked bit-exact inside the Trainer on whole training steps
 (tests/test_trainer.py); here the chunking: each op's rows against golden (FORWARD's Scaler and
 NITRO-ReLU with the codes, LOSS's Scaler, SGD's IntegerSGD with saturation and the sticky flag,
 BACKWARD's saturation and ReLU backward), rows in order, one FORWARD/LOSS/SGD row every
-``row_cycles`` cycles with ``i.ready`` low in between, BACKWARD rows every cycle.
+``row_cycles`` cycles with ``i.ready`` low in between, BACKWARD rows every cycle, ``backerr``
+pulsing for exactly the BACKWARD rows that saturate (and never for FORWARD's large values).
+The lanes register the op's decode, so each run sets ``op`` a cycle before its first row.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ def _rows(values, rng, n, width):
     return v[:len(v) // SIDE * SIDE].reshape(-1, SIDE)
 
 
-def _run(dut, op, consts, acc, *, wgt=None, code=None, hold_valid=True):
+def _run(dut, op, consts, acc, *, wgt=None, code=None, hold_valid=True, backerr=None):
     """Offer the rows (valid held high when ``hold_valid``, else one every ``k`` cycles with
-    random extra gaps).  Returns (values, codes, cycles between accepted rows, sgd_overflow)."""
+    random extra gaps).  Returns (values, codes, cycles between accepted rows, sgd_overflow);
+    appends to ``backerr`` (a list) the index of every row taken whose ``backerr`` pulse came
+    (the cycle after its take), or ``None`` for a pulse after no take."""
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     values, codes, taken_at, flag = [], [], [], []
@@ -50,9 +54,12 @@ def _run(dut, op, consts, acc, *, wgt=None, code=None, hold_valid=True):
         ctx.set(dut.op, op)
         for name, value in consts.items():
             ctx.set(getattr(dut, name), value)
+        await ctx.tick()                # the lanes register the op's decode (module doc)
         ctx.set(dut.o.ready, 1)
         i, cycle, wait = 0, 0, 0
         while len(values) < len(acc) and cycle < 40 * len(acc) + 200:
+            if backerr is not None and ctx.get(dut.backerr):
+                backerr.append(i - 1 if taken_at and taken_at[-1] == cycle else None)
             offer = i < len(acc) and (hold_valid or wait == 0)
             ctx.set(dut.i.valid, offer)
             if i < len(acc):
@@ -124,8 +131,10 @@ def test_forward_and_loss_rows(rng, k, hold_valid):
     z = _rows(U.edge_values(ACC, [256 * fan_in, 127 * 256 * fan_in]), rng, 8, ACC)
     z[-4:] = rng.integers(-130 * 256 * fan_in, 130 * 256 * fan_in, (4, SIDE))   # unsaturated
     y = nitro_scale(z, fan_in)
+    pulses = []
     got, codes, gaps, _ = _run(dut, Op.FORWARD, {"divisor": fan_in, "inv_slope": slope}, z,
-                               hold_valid=hold_valid)
+                               hold_valid=hold_valid, backerr=pulses)
+    assert np.abs(z).max() >= 2 ** (ERR - 1) and pulses == []   # BACKWARD's range check only
     np.testing.assert_array_equal(got, nitro_relu(y, slope))
     np.testing.assert_array_equal(codes, np.vectorize(relu_code)(y))
     _spacing(gaps, k, hold_valid)
@@ -140,9 +149,14 @@ def test_backward_rows_still_one_a_cycle(rng):
     d = _rows(np.repeat(U.edge_values(ACC, [slope]), 1), rng, 12, ERR + 2)   # some saturate
     x = rng.integers(-128, 128, d.shape)
     code = np.vectorize(relu_code)(x)
-    got, _, gaps, _ = _run(dut, Op.BACKWARD, {"inv_slope": slope}, d, code=code)
+    pulses = []
+    got, _, gaps, _ = _run(dut, Op.BACKWARD, {"inv_slope": slope}, d, code=code,
+                           backerr=pulses)
     sat = np.clip(d, -2 ** (ERR - 1), 2 ** (ERR - 1) - 1)
     np.testing.assert_array_equal(got, nitro_relu_backward(sat, x, slope))
+    # backerr pulses once, the cycle after the take, for each row with a saturated lane
+    saturated = np.flatnonzero((sat != d).any(axis=1)).tolist()
+    assert 0 < len(saturated) < len(d) and pulses == saturated
     assert set(gaps.tolist()) == {1}
 
 
