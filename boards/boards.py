@@ -46,7 +46,7 @@ memories of the elaborated core (:func:`core_memories`, which also sees, for exa
 Trainer's internal FIFO).  For the stand-in core and the Trainer of 2026-11 the second
 estimate equals the block RAM nextpnr places (iCEBreaker stand-in 18 EBR; ECP5 Trainer 202
 DP16KD; in 2026-12 the Trainer with ``act_depth=8192``, PROG and the row FIFO in distributed
-RAM: 153 DP16KD).
+RAM: 153 DP16KD; LABEL too: 152).
 """
 
 from __future__ import annotations
