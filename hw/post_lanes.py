@@ -28,8 +28,8 @@ hw/trainer.py).
 The ``op`` and the constants must stay still while items are in flight (the Trainer changes
 them only between instructions, when the lanes are empty).  The lanes register ``op``'s
 decode, so ``op`` must be set one cycle before the first item (the Trainer sets it many cycles
-before: an instruction's first row leaves the MAC array after its first tile).  The units are the ones tested
-against golden one by one (hw/scaler.py, hw/nitro_relu.py, hw/sgd_update.py).
+before: an instruction's first row leaves the MAC array after its first tile).  The units are
+the ones tested against golden one by one (hw/scaler.py, hw/nitro_relu.py, hw/sgd_update.py).
 
 Overflow: ``backerr`` pulses (one cycle after the item is taken) for every BACKWARD item with an
 accumulator outside the signed
