@@ -45,7 +45,7 @@ from hw.replica import replica, replicas
 from hw.tile_engine import TileEngine
 from nitrod.isa import (BUS_ADDR_WIDTH, INSTRUCTION_BITS, INSTRUCTION_FIELDS, MAGIC,
                         ONE_HOT_VALUE, PAD_LABEL, REGION_SHIFT, Geometry, Op, Reg, Region, chunk_bits_of,
-                        chunks_of)
+                        check_geometry, chunks_of)
 
 __all__ = ["Trainer", "instruction_layout"]
 
@@ -289,22 +289,7 @@ class Trainer(wiring.Component):
             self._MustUse__silence = True       # never built: no "unused" warning
             raise ValueError(f"memory_block must be one of {BLOCKS}, not {memory_block!r}")
         self.memory_block = memory_block
-        if g.side < 2:
-            raise ValueError("the array side must be at least 2")
-        for name in ("act_depth", "wgt_depth", "err_depth", "code_depth", "label_depth",
-                     "prog_depth"):
-            depth = getattr(g, name)
-            if not 1 <= depth <= 2 ** COUNT_WIDTH:
-                raise ValueError(f"{name} = {depth} outside 1 .. 2**{COUNT_WIDTH}")
-        if g.act_width < 9:
-            raise ValueError("ACT lanes need at least 9 bits (local errors)")
-        if g.label_depth > 256:
-            raise ValueError("label_depth is at most 256 (8-bit sample index in LABEL)")
-        for region in Region:
-            if region != Region.REGS:
-                words = g.depth(region) << chunk_bits_of(g.word_bits(region))
-                if words > 1 << REGION_SHIFT:
-                    raise ValueError(f"{region.name} does not fit its bus window")
+        check_geometry(g, count_width=COUNT_WIDTH)
         self.geometry = g
         S = g.side
         #: rows between the engine and the writer (the lanes' latency plus slack for the

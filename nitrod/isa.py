@@ -68,7 +68,8 @@ from dataclasses import dataclass
 __all__ = [
     "Op", "Region", "Reg", "PAD_LABEL", "INSTRUCTION_FIELDS", "INSTRUCTION_BITS", "MAGIC", "REGION_SHIFT",
     "STATUS_BITS", "STATUS_ERRORS", "OVERFLOW_BITS", "pack_instruction", "unpack_instruction",
-    "chunks_of", "chunk_bits_of", "bus_address", "Geometry", "pack_word", "unpack_word",
+    "chunks_of", "chunk_bits_of", "bus_address", "Geometry", "check_geometry", "pack_word",
+    "unpack_word",
 ]
 
 MAGIC = 0x4E49_5452          # "NITR"
@@ -272,6 +273,30 @@ class Geometry:
                    wgt_width=regs[Reg.WGT_WIDTH], err_width=regs[Reg.ERR_WIDTH],
                    acc_width=regs[Reg.ACC_WIDTH], divisor_max=regs[Reg.DIVISOR_MAX],
                    d_g_width=regs[Reg.D_G_WIDTH], d_w_width=regs[Reg.D_W_WIDTH])
+
+
+def check_geometry(geometry: Geometry, *, count_width: int = 16, min_side: int = 2) -> None:
+    """Raise ``ValueError`` if no trainer can be built for ``geometry``: a side below
+    ``min_side``, a depth outside ``1 .. 2**count_width`` (the programs' 16-bit addresses), ACT
+    lanes narrower than 9 bits (local errors), LABEL deeper than 256 (8-bit sample index) or a
+    memory beyond its bus window."""
+    g = geometry
+    if g.side < min_side:
+        raise ValueError(f"the array side must be at least {min_side}")
+    for name in ("act_depth", "wgt_depth", "err_depth", "code_depth", "label_depth",
+                 "prog_depth"):
+        depth = getattr(g, name)
+        if not 1 <= depth <= 2 ** count_width:
+            raise ValueError(f"{name} = {depth} outside 1 .. 2**{count_width}")
+    if g.act_width < 9:
+        raise ValueError("ACT lanes need at least 9 bits (local errors)")
+    if g.label_depth > 256:
+        raise ValueError("label_depth is at most 256 (8-bit sample index in LABEL)")
+    for region in Region:
+        if region != Region.REGS:
+            words = g.depth(region) << chunk_bits_of(g.word_bits(region))
+            if words > 1 << REGION_SHIFT:
+                raise ValueError(f"{region.name} does not fit its bus window")
 
 
 def bus_writes(geometry: Geometry, region: int, base: int, words) -> list[tuple[int, list[int]]]:

@@ -144,7 +144,11 @@ def test_fifo_depth_is_checked():
             Trainer(GEOMETRY, fifo_depth=depth)
 
 
-def _check_steps(bus, net_cfg, cycle_factor=1, geometry=GEOMETRY):
+def _check_steps(bus, net_cfg, cycle_factor=1, geometry=GEOMETRY, cycle_bound=None,
+                 program_cycles=None):
+    """``cycle_bound(stats)``: the most cycles a step of the model's ``RunStats`` may take
+    (default: ``cycle_factor`` times the beats plus 160 per instruction);
+    ``program_cycles(program)``, if given, the exact cycles of a step's program."""
     k, hidden, classes, cap, seed, slope, lrs, sizes = net_cfg
     rng = np.random.default_rng(seed)
     spec = _spec(k, hidden, classes, slope, rng)
@@ -170,7 +174,8 @@ def _check_steps(bus, net_cfg, cycle_factor=1, geometry=GEOMETRY):
         # of after the default max_cycles
         model.load(plan.pack_batch(x, labels))
         stats = model.run(plan.program(lr_inv, m))
-        bound = cycle_factor * (stats.beats + 160 * (stats.retired + 1))
+        bound = (cycle_factor * (stats.beats + 160 * (stats.retired + 1))
+                 if cycle_bound is None else cycle_bound(stats))
         backend.max_cycles = bound + 1_000   # + bus cycles
         yhat = backend.train_step(x, target, lr_inv)
         want = net.train_step(x.reshape(m, 1, 1, k), target, lr_inv)
@@ -188,6 +193,8 @@ def _check_steps(bus, net_cfg, cycle_factor=1, geometry=GEOMETRY):
         # cycles: the engine's beats plus a bounded per-instruction overhead
         cycles = backend.last_cycles
         assert stats.beats <= cycles <= bound, (where, cycles)
+        if program_cycles is not None:
+            assert cycles == program_cycles(plan.program(lr_inv, m)), where
 
 
 # ---------------------------------------------------------------------- forced overflows
@@ -201,10 +208,13 @@ def _ins(**f):
 
 
 def test_overflow_is_flagged_saturated_reported_and_cleared(bus):
+    check_overflow(bus, GEOMETRY)
+
+
+def check_overflow(bus, g):
     """BACKWARD with |E * WlT| beyond the ERR lane, then SGD pushing a weight at the WGT limit
     further: both flags set, results saturated exactly like the model, the API raises an
     AcceleratorError naming them, and CONTROL bit 1 clears them."""
-    g = GEOMETRY
     S = g.side
     spec = NetworkSpec((1, 1, 4), 3, ("l4",))
     backend = AcceleratorBackend(bus, spec, batch=4, seed=0)
@@ -212,14 +222,15 @@ def test_overflow_is_flagged_saturated_reported_and_cleared(bus):
     wmax = 2 ** (g.wgt_width - 1) - 1
     pad = [0] * (S - 2)
     blocks = [
-        (Region.ACT, 0, [isa.pack_word([255, -255] + pad, g.act_width)]),
-        (Region.WGT, 0, [isa.pack_word([wmax, -wmax] + pad, g.wgt_width)]),     # B of BACKWARD
+        # two beats of 255 * wmax: beyond the ERR lane with 16-bit weights too
+        (Region.ACT, 0, [isa.pack_word([255, -255] + pad, g.act_width)] * 2),
+        (Region.WGT, 0, [isa.pack_word([wmax, -wmax] + pad, g.wgt_width)] * 2),  # B of BACKWARD
         (Region.CODE, 0, [0] * S),                                              # PASS codes
         (Region.ERR, 8, [isa.pack_word([-2 ** 22, 2 ** 22] + pad, g.err_width)]),  # B of SGD
         (Region.WGT, 8, [isa.pack_word([wmax, -wmax] + pad, g.wgt_width)] * S),  # updated
     ]
     prog = [
-        _ins(op=Op.BACKWARD, inv_slope=4, row_base=16, aux_base=0, tc_stride=0),
+        _ins(op=Op.BACKWARD, inv_slope=4, row_base=16, aux_base=0, tc_stride=0, k_len=2),
         _ins(op=Op.SGD, b_src=1, b_base=8, row_base=8, d_g=1, d_w=0),
         _ins(op=Op.END),
     ]
@@ -246,17 +257,20 @@ def test_overflow_is_flagged_saturated_reported_and_cleared(bus):
 
 
 def test_loss_zeroes_the_rows_labelled_padding(bus):
+    check_loss_padding(bus, GEOMETRY)
+
+
+def check_loss_padding(bus, g):
     """LOSS on rows inside row_len whose LABEL is PAD_LABEL: their error (ERR, and the
     transposed copy in ACT) is 0, as in the model, though their products are not.  (The
     compiler's programs never reach such rows, so the whole-step tests do not cover it.)"""
-    g = GEOMETRY
     S = g.side
     rng = np.random.default_rng(11)
     spec = NetworkSpec((1, 1, 4), 3, ("l4",))
     backend = AcceleratorBackend(bus, spec, batch=4, seed=0)
     k, tiles_r, tiles_c = 5, 2, 2
     rows = tiles_r * S
-    labels = [0, isa.PAD_LABEL, 5, isa.PAD_LABEL, 7, 3, isa.PAD_LABEL, 1]
+    labels = [0, isa.PAD_LABEL, 5, isa.PAD_LABEL, 7, 3, isa.PAD_LABEL, 1][:rows]
     a = rng.integers(-60, 61, size=(tiles_r * k, S))
     b = rng.integers(-60, 61, size=(tiles_c * k, S))
     blocks = [
@@ -295,7 +309,10 @@ def test_loss_zeroes_the_rows_labelled_padding(bus):
 
 
 def test_memory_access_while_running_or_out_of_range_is_an_error(bus):
-    g = GEOMETRY
+    check_access_errors(bus, GEOMETRY)
+
+
+def check_access_errors(bus, g):
     spec = NetworkSpec((1, 1, 4), 3, ("l4",))
     backend = AcceleratorBackend(bus, spec, batch=4, seed=0)
     # a word beyond ACT's depth: dropped, flagged
