@@ -173,6 +173,9 @@ class Board:
     memory_core_words: int = 1024  # block RAM words (32 bits) of the stand-in "memory" core
     link_max_burst: int = 64
     link_bram_blocks: int = 0       # block RAMs the host link's WRITE buffer takes
+    #: the core ``--core trainer`` builds: ``module.Class``, constructed as
+    #: ``Class(geometry, **trainer_params)``
+    trainer: str = "hw.trainer.Trainer"
     trainer_params: dict = field(default_factory=dict)   # extra Trainer(...) keyword arguments
     synth_opts: str = ""
     notes: tuple = ()
@@ -208,17 +211,18 @@ _UP5K = {"luts": 5280, "ffs": 5280, "dsp": 8, "bram": 30, "spram": 4}
 # LFE5U-85F: 83,640 LUT4 / FFs, 156 MULT18X18D, 208 DP16KD of 18 kbit, no SPRAM.
 _ECP5_85F = {"luts": 83640, "ffs": 83640, "dsp": 156, "bram": 208, "spram": 0}
 
-#: iCEBreaker geometry: a 2 x 2 array with 16-bit weights and a 36-bit accumulator (the iCE40
-#: unit parameters of boards.synth_unit.TARGET_PARAMS).  Budget (plan_memories): ACT (18-bit
-#: words) and WGT (32-bit words) in two SPRAMs each (16 K words); the instructions
-#: (nitrod.isa.INSTRUCTION_BITS, 362 bits in 2026-11) need 23 EBR (256 x 16 each) whatever
-#: the depth up to 256; ERR 256 words of 48 bits 3 EBR; CODE 1024 words 1 EBR; LABEL 256 words
-#: 1 EBR; the host link 2 EBR: 30 of 30 EBR, 4 of 4 SPRAM.  This needs a Trainer that
-#: instantiates SB_SPRAM256KA for ACT and WGT (it says so in ``Trainer.SPRAM_REGIONS``); with
-#: EBR only, no geometry fits the UP5K: PROG alone takes 23 of the 30 EBR.
+#: iCEBreaker geometry: the programs' tiles and words of a 2 x 2 array, 16-bit weights, 36-bit
+#: accumulators and SGD divisor (the iCE40 unit parameters of boards.synth_unit.TARGET_PARAMS),
+#: run by the SerialTrainer (hw/serial_trainer.py: one multiplier, one serial divider).  The
+#: digits MLP 64-100-50-10 at batch 32 needs (nitrod.compiler) ACT 8,608 words, WGT 7,450, ERR
+#: 1,760, CODE 1,600, LABEL 32, PROG 13.  Memories (SerialTrainer.region_memories, checked by
+#: the fit check): ACT (18-bit words) and WGT (32-bit) 16 K words each, two SPRAMs each; ERR
+#: 1,792 words of 48 bits 21 EBR; CODE 2,048 x 4 bits 2 EBR; PROG 32 instructions as 32-bit
+#: chunk slots (512 x 32) 4 EBR; LABEL 256 bytes 1 EBR; the host link 2 EBR: 30 of 30 EBR, 4 of
+#: 4 SPRAM.  ERR limits the batch (55 words a sample): batch 64 would need 42 EBR for it.
 ICEBREAKER_GEOMETRY = Geometry(
-    side=2, act_depth=16384, wgt_depth=16384, err_depth=256, code_depth=1024,
-    label_depth=256, prog_depth=256, wgt_width=16, acc_width=36, d_g_width=36)
+    side=2, act_depth=16384, wgt_depth=16384, err_depth=1792, code_depth=2048,
+    label_depth=256, prog_depth=32, wgt_width=16, acc_width=36, d_g_width=36)
 
 #: ECP5-85F geometry: the 8 x 8 array with nitrod.isa.Geometry's widths.  Geometry()'s own
 #: depths need 214 DP16KD (> 208: ACT 64 + WGT 128 + ERR 22 + PROG 11 ...).  MNIST
@@ -312,8 +316,10 @@ BOARD: dict[str, Board] = {
         memory_core_words=2048,           # 16 EBR (256 x 16 each)
         link_max_burst=255,               # 2 EBR for any depth up to 256
         link_bram_blocks=2,
-        # The MAC array on the SB_MAC16s (hw/mac_array.py: what the iCE40 needs).
-        trainer_params={"mac_options": {"multiplier": "dsp"}},
+        # one multiply-accumulate at a time, its multiplier on the SB_MAC16s (Yosys's -dsp),
+        # ACT and WGT in SB_SPRAM256KA (hw/serial_trainer.py, hw/ice40_spram.py)
+        trainer="hw.serial_trainer.SerialTrainer",
+        trainer_params={"memory_block": "spram"},
         synth_opts="-dsp",
     ),
     "ulx3s-85f": Board(

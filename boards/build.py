@@ -8,9 +8,10 @@
 
 The board top (:mod:`boards.top`) puts the board's UART, the host link and LEDs around a
 *core*: ``--core memory`` is a stand-in (ID register and a block RAM, :class:`MemoryCore`),
-``--core trainer`` builds ``hw.trainer.Trainer(geometry)`` with the board's geometry
-(:data:`boards.boards.BOARD`; ``--side`` overrides the array side), ``--core auto`` (the
-default) the Trainer if ``hw.trainer`` imports, else the stand-in.  Before synthesis the
+``--core trainer`` builds the board's trainer with its geometry (:data:`boards.boards.BOARD`:
+``hw.trainer.Trainer`` on the ECP5 boards, ``hw.serial_trainer.SerialTrainer`` on the
+iCEBreaker; ``--side`` overrides the array side), ``--core auto`` (the default) the trainer if
+it imports, else the stand-in.  Before synthesis the
 core's memories are checked against the device's block RAM and an oversized geometry is
 refused (:class:`boards.boards.FitError`, exit status 3).
 
@@ -20,7 +21,9 @@ The flow is Amaranth's own board build (``platform.build``) run with the YoWASP 
 clock), ``target_mhz``, ``luts`` (iCE40 logic cells / ECP5 LUT4s), ``ffs``, ``dsp``,
 ``bram``, ``spram``, ``util_pct`` of each, the tool versions, ``elapsed_s`` and
 ``projected_samples_per_second`` (``fmax * 1e6 / cycles_per_step * batch`` when
-``--cycles-per-step`` and ``--batch`` are given, else null).
+``--cycles-per-step`` and ``--batch`` are given, or, for a trainer with an exact cycle model
+(the iCEBreaker's SerialTrainer), from that model for the board's network at its largest batch;
+else null).
 
 Python API: :func:`build_board` (``make_core`` may be any ``f(board) -> Component`` with
 ``bus: In(BusSignature(24))`` and optionally ``busy: Out(1)``).
@@ -75,53 +78,72 @@ def _memory_core(board: Board, geometry):
 
 
 def _trainer_core(board: Board, geometry):
-    try:
-        mod = importlib.import_module("hw.trainer")
-        trainer_cls = mod.Trainer
-    except (ImportError, AttributeError) as exc:
-        raise CoreNotAvailable(f"core 'trainer' is not available: cannot import "
-                               f"hw.trainer.Trainer ({exc})") from exc
+    trainer_cls = _trainer_class(board)
+    if trainer_cls is None:
+        module, _, name = board.trainer.rpartition(".")
+        try:
+            getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise CoreNotAvailable(f"core 'trainer' is not available: cannot import "
+                                   f"{board.trainer} ({exc})") from exc
     return trainer_cls(geometry, **board.trainer_params)
 
 
-def _trainer_class():
-    """``hw.trainer.Trainer``, or ``None`` if it does not import (the fit check still runs
-    before :func:`_trainer_core` reports the error)."""
+def _trainer_class(board: Board):
+    """The board's trainer class (``board.trainer``: ``hw.trainer.Trainer``, or
+    ``hw.serial_trainer.SerialTrainer`` on the iCEBreaker), or ``None`` if it does not import
+    (the fit check still runs before :func:`_trainer_core` reports the error)."""
+    module, _, name = board.trainer.rpartition(".")
     try:
-        return importlib.import_module("hw.trainer").Trainer
+        return getattr(importlib.import_module(module), name)
     except Exception:
         return None
 
 
-def _trainer_spram_regions():
-    """Regions ``hw.trainer.Trainer`` can place in iCE40 SPRAM, for the fit check.
+def _trainer_spram_regions(board: Board):
+    """Regions the board's trainer can place in iCE40 SPRAM, for the fit check.
 
     Read from its ``SPRAM_REGIONS`` attribute (none if it has no such attribute: plain
     ``lib.memory.Memory`` never becomes SPRAM).  ``None`` (any region) if it does not import,
     so that the fit check still runs, optimistically, before the import error is reported.
     """
-    trainer_cls = _trainer_class()
+    trainer_cls = _trainer_class(board)
     return None if trainer_cls is None else tuple(getattr(trainer_cls, "SPRAM_REGIONS", ()))
 
 
-def _trainer_distributed_regions(geometry):
-    """Regions ``hw.trainer.Trainer`` sends to distributed RAM on the ECP5 with ``geometry``
+def _trainer_distributed_regions(board: Board, geometry):
+    """Regions the board's trainer sends to distributed RAM on the ECP5 with ``geometry``
     (its ``distributed_regions``; none if it has no such method or does not import)."""
-    regions = getattr(_trainer_class(), "distributed_regions", None)
+    regions = getattr(_trainer_class(board), "distributed_regions", None)
     return tuple(regions(geometry)) if regions else ()
 
 
-def _trainer_available():
-    return _trainer_class() is not None
+def _trainer_memories(board: Board, geometry):
+    """The memories of the board's trainer with ``geometry``, for the first fit check: its
+    ``region_memories(geometry)`` (``{region: (width, depth)}``) if it has one (the
+    SerialTrainer's PROG is in 32-bit chunk slots), else nitrod.isa's regions; ``None`` (not
+    checked) if the class does not import (:func:`_trainer_core` then reports it)."""
+    trainer_cls = _trainer_class(board)
+    if trainer_cls is None:
+        return None
+    shapes = getattr(trainer_cls, "region_memories", None)
+    if shapes is None:
+        return trainer_memories(geometry, _trainer_spram_regions(board),
+                                _trainer_distributed_regions(board, geometry))
+    spram = _trainer_spram_regions(board)
+    return [Memory(region.name, width, depth, spram_ok=region in spram)
+            for region, (width, depth) in shapes(geometry).items()]
+
+
+def _trainer_available(board: Board):
+    return _trainer_class(board) is not None
 
 
 #: core name -> (factory(board, geometry), memories(board, geometry) for the fit check)
 CORES = {
     "memory": (_memory_core, lambda board, geo: [Memory("RAM", 32, board.memory_core_words,
                                                      spram_ok=False)]),
-    "trainer": (_trainer_core,
-                lambda board, geo: trainer_memories(geo, _trainer_spram_regions(),
-                                                    _trainer_distributed_regions(geo))),
+    "trainer": (_trainer_core, _trainer_memories),
 }
 
 
@@ -189,6 +211,25 @@ def _network_info(board, geometry):
     """The board's default network and the largest batch the geometry holds for it."""
     batch, limit = network_max_batch(board, geometry)
     return {**board.network, "max_batch": batch, "max_batch_limit": limit}
+
+
+def _modelled_cycles(board, geometry):
+    """``(cycles_per_step, batch)`` of the board's default network at its largest batch, from
+    the trainer's exact cycle model (``program_cycles``: the SerialTrainer's, checked against
+    Verilator in tests/test_serial_trainer.py), or ``None`` (no model, or no batch fits)."""
+    cls = _trainer_class(board)
+    cycles_of = getattr(cls, "program_cycles", None)
+    batch, _ = network_max_batch(board, geometry)
+    if cycles_of is None or not batch:
+        return None
+    from golden.network import NetworkSpec
+    from nitrod.compiler import compile_mlp
+
+    sizes = board.network["layers"]
+    spec = NetworkSpec(input_shape=(1, 1, sizes[0]), classes=sizes[-1],
+                       layers=tuple(f"l{n}" for n in sizes[1:-1]))
+    plan = compile_mlp(spec, geometry, batch)
+    return cycles_of(geometry, plan.program(512)), batch
 
 
 def _tail(path: Path, lines=25):
@@ -314,7 +355,7 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     notes = []
     if make_core is None:
         if core == "auto":
-            core = "trainer" if _trainer_available() else "memory"
+            core = "trainer" if _trainer_available(board) else "memory"
             if core == "memory":
                 notes.append("core 'auto': hw.trainer.Trainer is not available yet; built the "
                              "stand-in 'memory' core")
@@ -492,6 +533,12 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     if board.uart == "feather":
         notes.append("OrangeCrab: no DFU suffix added (DFU_SUFFIX stubbed); add it with "
                      "`dfu-suffix -v 1209 -p 5af0 -a top.bit` before dfu-util")
+    if core == "trainer" and make_core is None and not (cycles_per_step and batch):
+        modelled = _modelled_cycles(board, geo)
+        if modelled:
+            cycles_per_step, batch = modelled
+            report.update(cycles_per_step=cycles_per_step, batch=batch,
+                          cycles_per_step_from="the trainer's cycle model (program_cycles)")
     if cycles_per_step and batch and fmax:
         report["projected_samples_per_second"] = round(fmax * 1e6 / cycles_per_step * batch, 1)
     report["versions"] = _versions(board.family)

@@ -45,8 +45,9 @@ def test_ecp5_pll_matches_ecppll():
 
 
 def test_every_board_geometry_fits_its_device():
+    """Each board's geometry, as its trainer lays out its memories (the first fit check)."""
     for board in BOARD.values():
-        plan = plan_memories(board, trainer_memories(board.geometry))
+        plan = plan_memories(board, bb.CORES["trainer"][1](board, board.geometry))
         assert plan["fits"], (board.name, plan["reason"])
         assert plan["bram_needed"] <= board.resources["bram"]
 
@@ -147,14 +148,43 @@ def test_cli_refuses_bad_nextpnr_options_with_status_2(tmp_path, capsys):
         "--placer-heap-beta", "0.6", "--router=router1"]
 
 
-def test_trainer_core_missing_is_reported(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("name, module", [("icebreaker", "hw.serial_trainer"),
+                                          ("ulx3s-85f", "hw.trainer")])
+def test_trainer_core_missing_is_reported(tmp_path, monkeypatch, capsys, name, module):
     import sys
-    monkeypatch.setitem(sys.modules, "hw.trainer", None)     # import hw.trainer fails
-    with pytest.raises(bb.CoreNotAvailable, match="hw.trainer"):
-        bb.build_board("icebreaker", tmp_path, core="trainer")
-    assert nitrod_main(["build", "--board", "icebreaker", "--core", "trainer",
+    assert get_board(name).trainer.startswith(module + ".")
+    monkeypatch.setitem(sys.modules, module, None)     # importing the board's trainer fails
+    with pytest.raises(bb.CoreNotAvailable, match=module):
+        bb.build_board(name, tmp_path, core="trainer")
+    assert nitrod_main(["build", "--board", name, "--core", "trainer",
                         "--out", str(tmp_path)]) == 2
     assert "not available" in capsys.readouterr().err
+
+
+def test_the_icebreaker_serial_trainer_fits_the_up5k():
+    """The iCEBreaker builds the SerialTrainer (hw/serial_trainer.py) with ACT and WGT in
+    SPRAM: the first fit check (its ``region_memories``, PROG in 32-bit chunk slots) and the
+    check on the elaborated core agree: 4 SB_SPRAM256KA instantiated, and ERR, CODE, LABEL,
+    PROG and the link's buffer in the 30 EBR; the board's network fits at batch 32."""
+    from boards.boards import core_memories
+    from hw.serial_trainer import SerialTrainer
+    board = get_board("icebreaker")
+    geo = board.geometry
+    first = plan_memories(board, bb.CORES["trainer"][1](board, geo))
+    assert first["fits"], first["reason"]
+    assert (first["spram_needed"], first["bram_needed"]) == (4, 30)
+    core = bb.CORES["trainer"][0](board, geo)
+    assert isinstance(core, SerialTrainer) and core.memory_block == "spram"
+    found, inst = core_memories(core, board.platform())
+    assert inst == {"bram": 0, "spram": 4}
+    assert {m.name for m in found} == {f"core.mem_{r}.mem" for r in
+                                       ("err", "code", "label", "prog")}
+    plan = plan_memories(board, found, reserved_blocks=board.link_bram_blocks,
+                         reserved_spram=inst["spram"])
+    assert plan["fits"], plan["reason"]
+    assert (plan["spram_needed"], plan["bram_needed"]) == (4, 30)
+    # the board's network fits its memories at batch 32 (ERR's 1,792 words limit it)
+    assert network_max_batch(board, geo)[0] == 32
 
 
 def test_elaborated_memory_check_sees_the_core_memories():
@@ -168,7 +198,7 @@ def test_elaborated_memory_check_sees_the_core_memories():
 
 
 def test_board_geometries_build_a_trainer_that_fits_the_ecp5_boards():
-    """Each board's geometry and Trainer parameters construct and elaborate a
+    """Each ECP5 board's geometry and Trainer parameters construct and elaborate a
     hw.trainer.Trainer; on the ECP5 boards its elaborated memories fit the 85F's DP16KD.
     With ``memory_block="dp16kd"`` (the ECP5 boards) ACT, WGT, ERR and CODE are DP16KD,
     as many as the fit check counts for them."""
@@ -176,6 +206,8 @@ def test_board_geometries_build_a_trainer_that_fits_the_ecp5_boards():
     from hw.ecp5_bram import dp16kd_blocks
     from hw.trainer import Trainer
     for board in BOARD.values():
+        if board.trainer != "hw.trainer.Trainer":
+            continue                                  # the iCEBreaker's: the test above
         g = board.geometry
         trainer = Trainer(g, **board.trainer_params)
         found, inst = core_memories(trainer, board.platform())
@@ -303,6 +335,26 @@ def built_all(tmp_path_factory):
                           "--cycles-per-step", str(CYCLES), "--batch", str(BATCH),
                           f"--nextpnr-opt={EXTRA_NEXTPNR_OPT}", "--net-report"])
     return root, status
+
+
+@pytest.mark.synth
+def test_the_icebreaker_trainer_builds_and_meets_30_mhz(tmp_path):
+    """``nitrod build --board icebreaker --core trainer``: the SerialTrainer with its SPRAM,
+    EBR and SB_MAC16s places, routes and packs on the UP5K and meets its 30 MHz core clock
+    (33.48 MHz post-route with seed 1 on the pinned toolchain, 2026-12); the report projects
+    the board network's throughput from the exact cycle model."""
+    from hw.serial_trainer import SerialTrainer
+    report = bb.build_board("icebreaker", tmp_path, core="trainer")
+    assert report["timing_met"] and report["fmax_mhz"] >= 30.0, report["fmax_by_clock"]
+    assert (report["spram"], report["dsp"]) == (4, 2)
+    assert report["bram"] <= 30 and report["luts"] <= 5280
+    assert (tmp_path / "top.bin").stat().st_size > 0
+    board = get_board("icebreaker")
+    assert report["batch"] == 32 == network_max_batch(board)[0]
+    assert report["cycles_per_step"] == bb._modelled_cycles(board, board.geometry)[0]
+    assert report["projected_samples_per_second"] == pytest.approx(
+        report["fmax_mhz"] * 1e6 / report["cycles_per_step"] * 32, rel=1e-3)
+    assert isinstance(bb.CORES["trainer"][0](board, board.geometry), SerialTrainer)
 
 
 @pytest.mark.synth
