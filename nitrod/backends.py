@@ -228,40 +228,67 @@ class LinkBus:
             close()
 
 
+def _trainer_of(board: str | None, geometry: Geometry | None):
+    """``(factory() -> core, name, geometry, mac_elements)`` of the simulated core: the Trainer
+    with ``geometry`` (default ``Geometry()``), or, with ``board``, the core ``nitrod build
+    --board BOARD --core trainer`` builds (its class, parameters and geometry; ``geometry``
+    overrides the latter)."""
+    if board is None:
+        from hw.trainer import Trainer
+
+        geometry = geometry or Geometry()
+        return (lambda: Trainer(geometry)), "trainer", geometry, geometry.side ** 2
+    import importlib
+
+    from boards.boards import get_board
+
+    b = get_board(board)
+    module, _, name = b.trainer.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    geometry = geometry or b.geometry
+    params = dict(b.trainer_params)
+    return ((lambda: cls(geometry, **params)), f"{name.lower()}_{b.name.replace('-', '_')}",
+            geometry, getattr(cls, "MAC_ELEMENTS", geometry.side ** 2))
+
+
 def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
                  geometry: Geometry | None = None, port: str | None = None,
-                 waves: bool = False, **options):
-    """A backend by name: ``golden``, ``sim`` (builds and starts the simulator) or ``board``
-    (``port`` = the serial device)."""
+                 waves: bool = False, board: str | None = None, **options):
+    """A backend by name: ``golden``, ``sim`` (builds and starts the simulator), ``sim-uart``
+    (the same through the UART link) or ``board`` (``port`` = the serial device).  With
+    ``board`` (a boards/ name) the simulator runs that board's core (``nitrod build --board
+    BOARD --core trainer``: the SerialTrainer for the iCEBreaker) with its geometry."""
     if kind == "golden":
         return GoldenBackend(spec, batch=batch, seed=seed)
     if kind == "sim":
         from sim.bus_client import SimBus
-        from hw.trainer import Trainer
 
-        geometry = geometry or Geometry()
-        bus = SimBus.start(lambda: Trainer(geometry), "trainer", waves=waves,
-                           read_latency=getattr(Trainer, "READ_LATENCY", 1))
+        make, name, geometry, macs = _trainer_of(board, geometry)
+        probe = make()
+        probe._MustUse__silence = True                 # only asked for its read latency
+        bus = SimBus.start(make, name, waves=waves,
+                           read_latency=probe.signature.members["bus"].signature.read_latency)
         try:
             backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
         except BaseException:
             bus.close()
             raise
         backend.name = "sim"
+        backend.mac_elements = macs
         return backend
     if kind == "sim-uart":
         from hw.linked_trainer import LinkedTrainer
         from nitrod.link import LinkClient
         from sim.link_client import SimUartTransport
 
-        geometry = geometry or Geometry()
+        make, name, geometry, macs = _trainer_of(board, geometry)
         cpb = int(options.pop("clocks_per_bit", 8))
         link_timeout = int(options.pop("link_timeout", 64 * 10 * cpb))
         max_burst = int(options.pop("max_burst", 64))
         transport = SimUartTransport.start(
-            lambda: LinkedTrainer(geometry, clocks_per_bit=cpb, timeout=link_timeout,
-                                  max_burst=max_burst),
-            "linked_trainer", clocks_per_bit=cpb, link_timeout=link_timeout, waves=waves)
+            lambda: LinkedTrainer(clocks_per_bit=cpb, timeout=link_timeout,
+                                  max_burst=max_burst, core=make()),
+            f"linked_{name}", clocks_per_bit=cpb, link_timeout=link_timeout, waves=waves)
         try:
             bus = LinkBus(LinkClient(transport, max_burst=max_burst))
             backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
@@ -269,6 +296,7 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
             transport.close()
             raise
         backend.name = "sim-uart"
+        backend.mac_elements = macs
         return backend
     if kind == "board":
         from nitrod.link import LinkClient, open_serial

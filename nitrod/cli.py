@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "batch and stop at the first difference")
     p.add_argument("--side", type=int, default=None,
                    help="MAC array side S (S x S MACs; default 8)")
+    p.add_argument("--board", default=None,
+                   help="simulate the core `nitrod build --board BOARD --core trainer` builds, "
+                        "with its geometry (icebreaker: the SerialTrainer)")
     p.add_argument("--waves-batch", type=int, default=None, metavar="N",
                    help="replay batch N (from 0) with waveform tracing into OUT/waves.vcd")
     p.add_argument("--link", choices=("bus", "uart"), default="bus",
@@ -220,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="golden: BLAS threads")
     p.add_argument("--steps", type=int, default=2, help="sim: training steps to run")
     p.add_argument("--side", type=int, default=None, help="sim: MAC array side (default 8)")
+    p.add_argument("--board", default=None,
+                   help="sim: the core and geometry of this board's trainer build")
     p.add_argument("--inputs", type=int, default=784, help="sim: MLP inputs")
     p.add_argument("--hidden", default="100,50", help="sim: MLP hidden sizes")
     p.add_argument("--classes", type=int, default=10, help="sim: classes")

@@ -63,7 +63,7 @@ class SimStats:
         g = self.backend.geometry
         full = [c for c, m in zip(self.cycles, self.samples) if m == self.backend.batch]
         total = sum(self.cycles)
-        pes = g.side * g.side
+        pes = getattr(self.backend, "mac_elements", g.side * g.side)
         bound = self.backend.plan.useful_macs(self.backend.batch) / pes
         per_batch = float(np.mean(full)) if full else (float(np.mean(self.cycles)) if self.cycles else 0)
         return {
@@ -85,14 +85,29 @@ class _Mismatch(Exception):
 
 
 def _geometry(args):
+    """The geometry of ``--board`` (its trainer's) or ``Geometry()``, with ``--side``."""
     from nitrod.isa import Geometry
-    g = Geometry()
+    board = getattr(args, "board", None)
+    if board:
+        from boards.boards import get_board
+        g = get_board(board).geometry
+    else:
+        g = Geometry()
     over = {}
     if getattr(args, "side", None):
         over["side"] = args.side
     if over:
         g = Geometry(**{**{k: getattr(g, k) for k in g.__dataclass_fields__}, **over})
     return g
+
+
+def _core_name(backend) -> str:
+    """What runs the steps: the Trainer's array, or the SerialTrainer's one multiplier."""
+    S = backend.geometry.side
+    macs = getattr(backend, "mac_elements", S * S)
+    if macs == S * S:
+        return f"Trainer {S} x {S} ({macs} MACs)"
+    return f"SerialTrainer ({S} x {S} tiles, {macs} MAC)"
 
 
 def cmd_sim(args, kind: str | None = None) -> int:
@@ -116,10 +131,10 @@ def cmd_sim(args, kind: str | None = None) -> int:
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test; "
           f"MLP {','.join(spec.layers)}; connecting to {where} ...", flush=True)
     t0 = time.perf_counter()
-    options = {"port": args.port} if kind == "board" else {"geometry": geometry}
+    options = ({"port": args.port} if kind == "board" else
+               {"geometry": geometry, "board": getattr(args, "board", None)})
     backend = open_backend(kind, spec, batch=args.batch, seed=args.seed, **options)
-    print(f"{where} ready in {time.perf_counter() - t0:.1f} s: Trainer {backend.geometry.side} x "
-          f"{backend.geometry.side} ({backend.geometry.side ** 2} MACs)", flush=True)
+    print(f"{where} ready in {time.perf_counter() - t0:.1f} s: {_core_name(backend)}", flush=True)
     print(backend.plan.describe())
     stats = SimStats(backend)
     ref = Network(spec, seed=args.seed) if args.check else None
@@ -227,7 +242,8 @@ def cmd_bench_sim(args) -> int:
     geometry = _geometry(args)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
-    backend = open_backend("sim", spec, batch=args.batch, seed=0, geometry=geometry)
+    backend = open_backend("sim", spec, batch=args.batch, seed=0, geometry=geometry,
+                           board=getattr(args, "board", None))
     start = time.perf_counter() - t0
     stats = SimStats(backend)
     try:
@@ -241,8 +257,7 @@ def cmd_bench_sim(args) -> int:
     m["simulator_start_seconds"] = start
     m["network"] = f"{args.inputs}-{'-'.join(map(str, hidden))}-{args.classes}"
     m["batch"] = args.batch
-    print(f"MLP {m['network']}, batch {args.batch}, Trainer {geometry.side}x{geometry.side} "
-          f"({geometry.side ** 2} MACs), {args.steps} steps:")
+    print(f"MLP {m['network']}, batch {args.batch}, {_core_name(backend)}, {args.steps} steps:")
     print(f"  cycles per step        {m['cycles_per_batch']:.0f}")
     print(f"  lower bound            {m['cycles_lower_bound_per_batch']:.0f}  "
           f"(useful MACs / MAC elements)")

@@ -103,6 +103,28 @@ def test_training_over_uart_is_bit_exact(uart_backend):
     assert s1["line_errors"] == 0
 
 
+def test_the_icebreaker_serial_trainer_trains_over_uart_bit_exactly():
+    """``open_backend("sim-uart", board="icebreaker")``: the core the iCEBreaker's bitstream
+    has (hw/serial_trainer.py, ACT and WGT in the SB_SPRAM256KA model) behind the same UART
+    link, with its widths and small memories; two steps bit-exact with golden."""
+    geometry = Geometry(side=2, act_depth=256, wgt_depth=256, err_depth=128, code_depth=128,
+                        label_depth=16, prog_depth=32, wgt_width=16, acc_width=36,
+                        d_g_width=36)
+    backend = open_backend("sim-uart", _spec(), batch=BATCH, seed=SEED, geometry=geometry,
+                           board="icebreaker", clocks_per_bit=CLOCKS_PER_BIT,
+                           link_timeout=LINK_TIMEOUT, max_burst=MAX_BURST)
+    try:
+        assert backend.geometry == geometry and backend.mac_elements == 1
+        net = Network(_spec(), seed=SEED)
+        _same_weights(backend, net, "after loading")
+        rng = np.random.default_rng(SEED)
+        for step, lr_inv in enumerate((256, 512)):
+            _step(backend, net, rng, lr_inv, f"step {step}")
+        assert backend.bus.client.transport.stats()["line_errors"] == 0
+    finally:
+        backend.close()
+
+
 def _expect_error(client, code, what):
     rsp = client.read_response()
     assert (rsp.kind, rsp.info) == (L.RSP_ERROR, code), f"{what}: got {rsp}"
