@@ -107,3 +107,38 @@ def test_a_divisor_it_cannot_divide_by_is_an_op_error_and_writes_nothing(bus, fi
         assert backend._read_words(r, 0, 8) == list(range(1, 9)), r.name
     backend.write_reg(Reg.CONTROL, 2)
     assert backend.read_reg(Reg.STATUS) == 1 << isa.STATUS_BITS["done"]
+
+
+def test_a_partial_sum_beyond_the_accumulator_sets_overflow_mac_and_wraps_like_the_model(bus):
+    """32 beats of 255 * (2**23 - 1) leave the 36-bit accumulator (the model's partial sums
+    too): OVERFLOW.mac rises, the API names it, and the wrapped sums' FORWARD results and codes
+    equal the model's."""
+    g = GEOMETRY
+    S = g.side
+    backend = AcceleratorBackend.__new__(AcceleratorBackend)     # no network: raw programs
+    backend.bus, backend.geometry, backend.max_cycles = bus, g, 100_000
+    backend.total_cycles = 0
+    backend.write_reg(Reg.CONTROL, 2)
+    k = 32
+    big = 2 ** (g.err_width - 1) - 1
+    blocks = [
+        (Region.ACT, 0, [isa.pack_word([255, -255], g.act_width)] * k),
+        (Region.ERR, 0, [isa.pack_word([big, big - 12345], g.err_width)] * k),
+    ]
+    prog = [_ins(op=Op.FORWARD, b_src=1, k_len=k, divisor=1, inv_slope=4, row_base=100,
+                 aux_base=100), _ins(op=Op.END)]
+    model = IsaMachine(g)
+    model.load(blocks)
+    model.run(prog)
+    assert model.overflow == {"mac": True, "backerr": False, "sgd": False}
+    backend._write_blocks(blocks + [(Region.PROG, 0, [pack_instruction(i) for i in prog])])
+    with pytest.raises(AcceleratorError, match="overflow_mac"):
+        backend.run_program()
+    assert backend.read_reg(Reg.OVERFLOW) == 1 << isa.OVERFLOW_BITS["mac"]
+    for region in (Region.ACT, Region.CODE):
+        width = g.act_width if region == Region.ACT else 2
+        got = [isa.unpack_word(w, width, S, signed=region == Region.ACT)
+               for w in backend._read_words(region, 100, S)]
+        assert got == model.read(region, 100, S).tolist(), region.name
+    backend.write_reg(Reg.CONTROL, 2)
+    assert backend.read_reg(Reg.OVERFLOW) == 0
