@@ -80,6 +80,12 @@ class SerialTrainer(wiring.Component):
     #: (1), the memory reads (1), the register value or the chunk of the word is registered
     #: into ``r_data`` (1)
     READ_LATENCY = 3
+    #: the memories (module paths below the core) whose read never meets a write of the same
+    #: word in the same cycle: a SinglePortMemory reads only in cycles that do not write.
+    #: boards/build.py tells Yosys, which otherwise emulates the old word on a collision with
+    #: logic behind each EBR (the sequencer's state -> CODE's port -> that logic was the
+    #: iCE40 build's critical path, 32.4 ns)
+    collision_free_memories = ("mem_*",)
     #: the regions that go to SPRAM with ``memory_block="spram"``
     SPRAM_REGIONS = (Region.ACT, Region.WGT)
     #: the instruction's 32-bit chunks in PROG, and the slots per instruction (a power of two)
@@ -125,11 +131,16 @@ class SerialTrainer(wiring.Component):
     @classmethod
     def instruction_cycles(cls, geometry: Geometry, ins: dict) -> int:
         """Cycles the instruction ``ins`` (nitrod.isa field dict) takes, exactly: its fetch
-        (:attr:`PROG_CHUNKS` + 1) and decode (1), and per tile ``S * S`` elements of
-        ``k_len`` products, 4 cycles of drain and aux read, 2 to start the post-processing
-        and its :meth:`SerialPost.cycles`, then 2 cycles per row word and, with ``col_en``,
-        per column word, and 1 to step to the next tile.  ``END`` is its fetch and decode.
-        (An instruction that stops with ``op_error`` is not modelled.)"""
+        (:attr:`PROG_CHUNKS` + 1) and decode (1), then per tile: an element reaches its
+        handoff ``k_len + 7`` cycles after it starts (ELEMENT, AUX_ADDR, AUX_READ, ``k_len``
+        products, 4 of drain); the handoff takes a cycle and waits for the previous element's
+        result, which comes ``SerialPost.cycles + 2`` cycles after that element's handoff (its
+        start the cycle after, the result stored at ``done``); so the elements after the
+        first are ``max(k_len + 8, SerialPost.cycles + 2)`` apart, and the tile's last result
+        is stored ``SerialPost.cycles + 2`` cycles after its handoff; then 2 cycles per row
+        word and, with ``col_en``, per column word, and 1 to step to the next tile.  ``END``
+        is its fetch and decode.  (An instruction that stops with ``op_error`` is not
+        modelled.)"""
         S = geometry.side
         fetch = cls.PROG_CHUNKS + 2
         op = ins["op"]
@@ -138,10 +149,11 @@ class SerialTrainer(wiring.Component):
         post = cls.post_unit(geometry)
         post._MustUse__silence = True                  # only asked for its cycles: never
         post._divider._MustUse__silence = True         # elaborated, no "unused" warning
-        per_value = 1 + ins["k_len"] + cls.MAC_DRAIN + 1 + 1 + 1 + post.cycles(
-            op, d_w_nonzero=ins["d_w"] != 0)
+        post_cycles = post.cycles(op, d_w_nonzero=ins["d_w"] != 0) + 2
+        k = ins["k_len"]
+        elements = (k + 4 + cls.MAC_DRAIN + 1) + (S * S - 1) * max(k + 8, post_cycles)
         cols = 2 * S if ins["col_en"] and op != Op.BACKWARD else 0
-        per_tile = S * S * per_value + 2 * S + cols + 1
+        per_tile = elements + post_cycles + 2 * S + cols + 1
         return fetch + ins["tiles_r"] * ins["tiles_c"] * per_tile
 
     @classmethod
@@ -367,20 +379,56 @@ class SerialTrainer(wiring.Component):
         m.d.comb += draining.eq(issued | ops_valid | prod_valid)
 
         # ---- post-processing ---------------------------------------------------------------
+        # An element's post-processing runs while the next element's products are computed:
+        # the element's aux values (read before its products) wait in ``aux_*``, and at its
+        # handoff the accumulator and those values move to ``post_*``, the SerialPost's inputs,
+        # held until its ``done`` stores the result in the tile buffer at (post_i, post_j)
         m.submodules.post = post = self.post_unit(g)
-        label_q = Signal(8)
-        code_q = Signal(CODE_WIDTH)
-        w_old_q = Signal(signed(g.wgt_width))
-        zero_q, target_q = Signal(), Signal()
-        m.d.comb += [post.op.eq(op), post.acc.eq(acc), post.divisor.eq(cur.divisor),
-                     post.inv_slope.eq(cur.inv_slope), post.code.eq(code_q),
-                     post.w_old.eq(w_old_q), post.d_g.eq(cur.d_g), post.d_w.eq(cur.d_w),
-                     post.target.eq(target_q), post.zero.eq(zero_q)]
+        aux_code = Signal(CODE_WIDTH)
+        aux_w_old = Signal(signed(g.wgt_width))
+        aux_zero, aux_target = Signal(), Signal()
+        aux_shown = Signal()                  # the aux reads show on the ports this cycle
+        post_acc = Signal(signed(g.acc_width))
+        post_code = Signal(CODE_WIDTH)
+        post_w_old = Signal(signed(g.wgt_width))
+        post_zero, post_target = Signal(), Signal()
+        post_i, post_j = Signal(range(S)), Signal(range(S))
+        post_busy = Signal()                  # handed off, its result not stored yet
+        post_start = Signal()                 # the cycle after the handoff
+        m.d.comb += [post.op.eq(op), post.acc.eq(post_acc), post.divisor.eq(cur.divisor),
+                     post.inv_slope.eq(cur.inv_slope), post.code.eq(post_code),
+                     post.w_old.eq(post_w_old), post.d_g.eq(cur.d_g), post.d_w.eq(cur.d_w),
+                     post.target.eq(post_target), post.zero.eq(post_zero),
+                     post.start.eq(post_start)]
+        m.d.sync += [post_start.eq(0), aux_shown.eq(0)]
         value_width = len(post.value)
         vals = [[Signal(signed(value_width), name=f"val_{ii}_{jj}") for jj in range(S)]
                 for ii in range(S)]
         codes = [[Signal(CODE_WIDTH, name=f"code_{ii}_{jj}") for jj in range(S)]
                  for ii in range(S)]
+        with m.If(post.done):
+            for ii in range(S):
+                for jj in range(S):
+                    with m.If((post_i == ii) & (post_j == jj)):
+                        m.d.sync += [vals[ii][jj].eq(post.value),
+                                     codes[ii][jj].eq(post.code_out)]
+            m.d.sync += post_busy.eq(0)
+            with m.If(post.backerr):
+                m.d.sync += ovf_backerr.eq(1)
+            with m.If(post.sgd_overflow):
+                m.d.sync += ovf_sgd.eq(1)
+        # the aux values, from the reads of AUX_READ (WGT's word changes once the products
+        # read it)
+        with m.If(aux_shown):
+            label = mems[Region.LABEL].r_data
+            in_range = (row_idx < cur.row_len) & (col_idx < cur.col_len)
+            pad = (op == Op.LOSS) & (label == PAD_LABEL)
+            m.d.sync += [
+                aux_code.eq(mems[Region.CODE].r_data.word_select(j, CODE_WIDTH)),
+                aux_w_old.eq(wgt_word.word_select(j, g.wgt_width).as_signed()),
+                aux_zero.eq(~in_range | pad),
+                aux_target.eq(col_idx == label),
+            ]
 
         def row_word(r, ii):
             return Cat(v[:lane_width[r]] for v in vals[ii])
@@ -450,50 +498,36 @@ class SerialTrainer(wiring.Component):
                 m.d.sync += [a_addr.eq(a_tile), b_addr.eq(b_tile), k_left.eq(cur.k_len - 1),
                              row_idx.eq(tr_s + i), col_idx.eq(tc_s + j),
                              tile_off.eq(tr_s + tc_off), row_off.eq(tr_s + tc_off + i)]
+                m.next = "AUX_ADDR"
+            with m.State("AUX_ADDR"):
+                m.d.sync += [aux_code_addr.eq(cur.aux_base + row_off),
+                             aux_wgt_addr.eq(cur.row_base + row_off)]
+                m.next = "AUX_READ"
+            with m.State("AUX_READ"):
+                # the aux reads: LOSS's label, BACKWARD's code, SGD's old weight
+                m.d.comb += [seq_addr[Region.LABEL].eq(row_idx),
+                             seq_addr[Region.CODE].eq(aux_code_addr),
+                             seq_addr[Region.WGT].eq(aux_wgt_addr)]
+                m.d.sync += aux_shown.eq(1)
                 m.next = "MAC"
             with m.State("MAC"):
                 m.d.comb += [issuing.eq(1), seq_addr[Region.ACT].eq(a_addr),
                              seq_addr[Region.WGT].eq(b_addr), seq_addr[Region.ERR].eq(b_addr)]
                 m.d.sync += [a_addr.eq(a_addr + cur.a_k_stride),
-                             b_addr.eq(b_addr + cur.b_k_stride), k_left.eq(k_left - 1),
-                             aux_code_addr.eq(cur.aux_base + row_off),
-                             aux_wgt_addr.eq(cur.row_base + row_off)]
+                             b_addr.eq(b_addr + cur.b_k_stride), k_left.eq(k_left - 1)]
                 with m.If(k_left == 0):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                # the aux reads (the memories are free): LOSS's label, BACKWARD's code, SGD's
-                # old weight; they show in the next cycle
-                m.d.comb += [seq_addr[Region.LABEL].eq(row_idx),
-                             seq_addr[Region.CODE].eq(aux_code_addr),
-                             seq_addr[Region.WGT].eq(aux_wgt_addr)]
                 with m.If(~draining):
-                    m.next = "AUX"
-            with m.State("AUX"):
-                label = mems[Region.LABEL].r_data
-                in_range = (row_idx < cur.row_len) & (col_idx < cur.col_len)
-                pad = (op == Op.LOSS) & (label == PAD_LABEL)
-                m.d.sync += [
-                    label_q.eq(label),
-                    code_q.eq(mems[Region.CODE].r_data.word_select(j, CODE_WIDTH)),
-                    w_old_q.eq(wgt_word.word_select(j, g.wgt_width).as_signed()),
-                    zero_q.eq(~in_range | pad),
-                    target_q.eq(col_idx == label),
-                ]
-                m.next = "POST"
-            with m.State("POST"):
-                m.d.comb += post.start.eq(1)
-                m.next = "POST_WAIT"
-            with m.State("POST_WAIT"):
-                with m.If(post.done):
-                    for ii in range(S):
-                        for jj in range(S):
-                            with m.If((i == ii) & (j == jj)):
-                                m.d.sync += [vals[ii][jj].eq(post.value),
-                                             codes[ii][jj].eq(post.code_out)]
-                    with m.If(post.backerr):
-                        m.d.sync += ovf_backerr.eq(1)
-                    with m.If(post.sgd_overflow):
-                        m.d.sync += ovf_sgd.eq(1)
+                    m.next = "HANDOFF"
+            with m.State("HANDOFF"):
+                # once the previous element's result is stored, this one's post-processing
+                # starts (in the next cycle) and the next element's products begin
+                with m.If(~post_busy):
+                    m.d.sync += [post_acc.eq(acc), post_code.eq(aux_code),
+                                 post_w_old.eq(aux_w_old), post_zero.eq(aux_zero),
+                                 post_target.eq(aux_target), post_i.eq(i), post_j.eq(j),
+                                 post_busy.eq(1), post_start.eq(1)]
                     with m.If(j != S - 1):
                         m.d.sync += j.eq(j + 1)
                         m.next = "ELEMENT"
@@ -502,7 +536,11 @@ class SerialTrainer(wiring.Component):
                         m.next = "ELEMENT"
                     with m.Else():
                         m.d.sync += [i.eq(0), j.eq(0)]
-                        m.next = "ROW_ADDR"
+                        m.next = "TILE_WAIT"
+            with m.State("TILE_WAIT"):
+                # the tile's last result stored
+                with m.If(~post_busy):
+                    m.next = "ROW_ADDR"
             # the tile's writes: row i (reusing i), then with col_en column j (reusing j)
             with m.State("ROW_ADDR"):
                 m.d.sync += [wr_addr.eq(cur.row_base + tile_off + i),
