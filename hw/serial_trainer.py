@@ -131,18 +131,18 @@ class SerialTrainer(wiring.Component):
     @classmethod
     def instruction_cycles(cls, geometry: Geometry, ins: dict) -> int:
         """Cycles the instruction ``ins`` (nitrod.isa field dict) takes, exactly: its fetch
-        (:attr:`PROG_CHUNKS` + 1) and decode (1), then per tile: an element reaches its
-        handoff ``k_len + 7`` cycles after it starts (ELEMENT, AUX_ADDR, AUX_READ, ``k_len``
-        products, 4 of drain); the handoff takes a cycle and waits for the previous element's
-        result, which comes ``SerialPost.cycles + 2`` cycles after that element's handoff (its
-        start the cycle after, the result stored at ``done``); so the elements after the
-        first are ``max(k_len + 8, SerialPost.cycles + 2)`` apart, and the tile's last result
-        is stored ``SerialPost.cycles + 2`` cycles after its handoff; then 2 cycles per row
-        word and, with ``col_en``, per column word, and 1 to step to the next tile.  ``END``
-        is its fetch and decode.  (An instruction that stops with ``op_error`` is not
-        modelled.)"""
+        (:attr:`PROG_CHUNKS` + 1), decode (1) and dispatch (1), then per tile: an element
+        reaches its handoff ``k_len + 7`` cycles after it starts (ELEMENT, AUX_ADDR, AUX_READ,
+        ``k_len`` products, 4 of drain); the handoff takes a cycle and waits for the previous
+        element's result, which comes ``SerialPost.cycles + 2`` cycles after that element's
+        handoff (its start the cycle after, the result stored at ``done``); so the elements
+        after the first are ``max(k_len + 8, SerialPost.cycles + 2)`` apart, and the tile's
+        last result is stored ``SerialPost.cycles + 2`` cycles after its handoff; then 2
+        cycles per row word and, with ``col_en``, per column word, and 1 to step to the next
+        tile.  ``END`` is its fetch, decode and dispatch.  (An instruction that stops with
+        ``op_error`` is not modelled.)"""
         S = geometry.side
-        fetch = cls.PROG_CHUNKS + 2
+        fetch = cls.PROG_CHUNKS + 3
         op = ins["op"]
         if op == Op.END:
             return fetch
@@ -325,6 +325,7 @@ class SerialTrainer(wiring.Component):
         cur = data.View(self.instr_layout, cur_bits[:INSTRUCTION_BITS])
         op = cur.op
         fetch_n = Signal(range(self.PROG_CHUNKS + 1))
+        is_end, executable = Signal(), Signal()       # the decoded instruction's checks
 
         # ---- counters and addresses --------------------------------------------------------
         W = COUNT_WIDTH
@@ -485,10 +486,16 @@ class SerialTrainer(wiring.Component):
                              i.eq(0), j.eq(0), tr_s.eq(0), tc_s.eq(0),
                              tc_off.eq(0), a_tile.eq(cur.a_base), b_tile.eq(cur.b_base),
                              col_tr.eq(cur.col_base)]
-                with m.If(op == Op.END):
+                # the checks registered, acted on in DISPATCH (the instruction register ->
+                # the checks -> busy's enable was the iCE40 build's critical path, 30.4 ns)
+                m.d.sync += [is_end.eq(op == Op.END),
+                             executable.eq(valid_op & nonempty & exact & (pc < g.prog_depth))]
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                with m.If(is_end):
                     m.d.sync += [busy.eq(0), done_flag.eq(1)]
                     m.next = "IDLE"
-                with m.Elif(valid_op & nonempty & exact & (pc < g.prog_depth)):
+                with m.Elif(executable):
                     m.next = "ELEMENT"
                 with m.Else():
                     m.d.sync += [busy.eq(0), done_flag.eq(1), op_error.eq(1)]
