@@ -8,15 +8,18 @@ the same golden arithmetic.  It is built to fit the iCE40UP5K (5,280 logic cells
     host bus --> registers, memories (PROG, ACT, WGT, ERR, CODE, LABEL), one port each
     sequencer: PROG[pc], 32 bits a cycle --> instruction register
     per tile (tr, tc), per element (i, j) of the S x S tile:
+        aux read (LABEL, CODE or WGT)
         k loop: ACT word lane i, B word (WGT or ERR) lane j --> one multiplier --> accumulator
-        aux read (LABEL, CODE or WGT) --> SerialPost (one serial divider) --> tile buffer
+        handoff --> SerialPost (one serial divider) --> tile buffer, beside the next element
     per tile: S row words (and FORWARD's CODE words), with col_en S column words
 
-Everything runs in sequence: an element's products take ``k_len`` cycles (plus 3 to drain
-the read, operand and product registers), its post-processing :meth:`SerialPost.cycles`, the
-tile's writes two cycles per word.  Instructions run one after the other, so each sees every
-write of the ones before it; within an instruction, a tile's words are written after all of
-its elements are computed (SGD reads each old weight before its tile writes it).
+An element's products take ``k_len`` cycles (plus 3 to drain the read, operand and product
+registers); its post-processing (:meth:`SerialPost.cycles`) runs while the next element's
+products are computed; the tile's writes take two cycles per word, after its last result.
+The sequence does not depend on the data: :meth:`program_cycles` is exact.  Instructions run
+one after the other, so each sees every write of the ones before it; within an instruction, a
+tile's words are written after all of its elements are computed (SGD reads each old weight
+before its tile writes it).
 
 Memories have one port each (the UP5K's SPRAM has one; ``hw/ice40_spram.py``): the host owns
 them while the SerialTrainer is idle, the sequencer while it runs.  With
