@@ -204,17 +204,16 @@ def cmd_sim(args, kind: str | None = None) -> int:
 
 
 def _replay_with_waves(spec, args, geometry, snap, out, index):
-    from nitrod.backends import AcceleratorBackend
-    from sim.bus_client import SimBus
-    from hw.trainer import Trainer
+    from nitrod.backends import open_backend
 
     if snap is None:
         print(f"--waves-batch {index}: the run had fewer batches", file=sys.stderr)
         return None
-    bus = SimBus.start(lambda: Trainer(geometry), "trainer", waves=True,
-                       read_latency=getattr(Trainer, "READ_LATENCY", 1))
+    # the same core as the run (--board's, or the Trainer), now with waveform tracing
+    be = open_backend("sim", spec, batch=args.batch, seed=args.seed, geometry=geometry,
+                      waves=True, board=getattr(args, "board", None))
+    bus = be.bus
     try:
-        be = AcceleratorBackend(bus, spec, batch=args.batch, seed=args.seed)
         be.load_weights(snap["weights"])
         be.train_step(snap["x"], snap["t"], snap["lr_inv"])
         same = first_difference(be.weights(), snap["after"]) is None

@@ -77,3 +77,31 @@ def test_bench_sim_step_has_no_collision(capsys):
     assert main(["bench", "sim", "--side", "4", "--steps", "1", "--inputs", "256",
                  "--batch", "64"]) == 0
     assert "cycles per step" in capsys.readouterr().out
+
+
+def test_the_waveform_replay_runs_the_same_core_as_the_run(tmp_path):
+    """``--waves-batch`` replays a batch with tracing on the core the run used: with
+    ``--board icebreaker`` the SerialTrainer (here with small memories); the replayed step
+    ends with the weights golden gives, and the VCD names the SerialTrainer's signals."""
+    from types import SimpleNamespace
+
+    from golden.datasets import one_hot
+    from golden.network import Network, NetworkSpec
+    from nitrod.isa import Geometry
+    from nitrod.sim_train import _replay_with_waves
+
+    geometry = Geometry(side=2, act_depth=256, wgt_depth=256, err_depth=128, code_depth=128,
+                        label_depth=16, prog_depth=32, wgt_width=16, acc_width=36,
+                        d_g_width=36)
+    spec = NetworkSpec((1, 1, 6), 3, ("l5",))
+    net = Network(spec, seed=3)
+    rng = np.random.default_rng(3)
+    x = rng.integers(-127, 128, size=(4, 6)).astype(np.int8)
+    t = one_hot(rng.integers(0, 3, size=4), 3)
+    snap = {"weights": net.weights(), "x": x, "t": t, "lr_inv": 256}
+    net.train_step(x.reshape(4, 1, 1, 6), t, 256)
+    snap["after"] = net.weights()
+    args = SimpleNamespace(batch=4, seed=3, board="icebreaker")
+    got = _replay_with_waves(spec, args, geometry, snap, tmp_path, 0)
+    assert got["replay_identical"] and got["file"] == str(tmp_path / "waves.vcd")
+    assert "post_busy" in (tmp_path / "waves.vcd").read_text(errors="replace")[:2_000_000]
