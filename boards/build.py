@@ -78,14 +78,12 @@ def _memory_core(board: Board, geometry):
 
 
 def _trainer_core(board: Board, geometry):
-    trainer_cls = _trainer_class(board)
-    if trainer_cls is None:
-        module, _, name = board.trainer.rpartition(".")
-        try:
-            getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            raise CoreNotAvailable(f"core 'trainer' is not available: cannot import "
-                                   f"{board.trainer} ({exc})") from exc
+    module, _, name = board.trainer.rpartition(".")
+    try:
+        trainer_cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise CoreNotAvailable(f"core 'trainer' is not available: cannot import "
+                               f"{board.trainer} ({exc})") from exc
     return trainer_cls(geometry, **board.trainer_params)
 
 
