@@ -233,6 +233,18 @@ ECP5_GEOMETRY = Geometry(side=8, act_depth=16384, wgt_depth=12288, err_depth=204
                          code_depth=2048, label_depth=256, prog_depth=64)
 
 
+def network_spec(board: "Board"):
+    """The board's default network (``board.network["layers"]``) as a golden NetworkSpec (a
+    square input as one channel of side x side)."""
+    from golden.network import NetworkSpec
+
+    sizes = board.network["layers"]
+    side = math.isqrt(sizes[0])
+    shape = (1, side, side) if side * side == sizes[0] else (1, 1, sizes[0])
+    return NetworkSpec(input_shape=shape, classes=sizes[-1],
+                       layers=tuple(f"l{n}" for n in sizes[1:-1]))
+
+
 def network_max_batch(board: "Board", geometry: Geometry | None = None, limit: int = 1024):
     """Largest batch of ``board.network`` that nitrod.compiler lays out in ``geometry``.
 
@@ -241,15 +253,10 @@ def network_max_batch(board: "Board", geometry: Geometry | None = None, limit: i
     """
     geometry = geometry or board.geometry
     try:
-        from golden.network import NetworkSpec
         from nitrod.compiler import CompileError, compile_mlp
+        spec = network_spec(board)
     except Exception as exc:                       # the compiler is optional here
         return None, f"nitrod.compiler not available ({type(exc).__name__})"
-    sizes = board.network["layers"]
-    side = math.isqrt(sizes[0])
-    shape = (1, side, side) if side * side == sizes[0] else (1, 1, sizes[0])
-    spec = NetworkSpec(input_shape=shape, classes=sizes[-1],
-                       layers=tuple(f"l{n}" for n in sizes[1:-1]))
 
     def fits(batch):
         try:

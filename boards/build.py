@@ -43,7 +43,8 @@ import time
 from pathlib import Path
 
 from .boards import (BOARD, Board, FitError, Memory, board_geometry, core_memories,
-                     get_board, network_max_batch, plan_memories, trainer_memories)
+                     get_board, network_max_batch, network_spec, plan_memories,
+                     trainer_memories)
 from .synth_unit import (_FMAX_RE, TARGETS, _critical_path_text, _pct,
                          _summarise_critical_path, parse_nextpnr_log, summarise_long_nets,
                          yosys_keep_replicas, yosys_plain_names)
@@ -211,22 +212,18 @@ def _network_info(board, geometry):
     return {**board.network, "max_batch": batch, "max_batch_limit": limit}
 
 
-def _modelled_cycles(board, geometry):
-    """``(cycles_per_step, batch)`` of the board's default network at its largest batch, from
-    the trainer's exact cycle model (``program_cycles``: the SerialTrainer's, checked against
-    Verilator in tests/test_serial_trainer.py), or ``None`` (no model, or no batch fits)."""
+def _modelled_cycles(board, geometry, batch):
+    """``(cycles_per_step, batch)`` of the board's default network at ``batch`` (its largest,
+    ``_network_info``'s), from the trainer's exact cycle model (``program_cycles``: the
+    SerialTrainer's, checked against Verilator in tests/test_serial_trainer.py), or ``None``
+    (no model, or no batch fits)."""
     cls = _trainer_class(board)
     cycles_of = getattr(cls, "program_cycles", None)
-    batch, _ = network_max_batch(board, geometry)
     if cycles_of is None or not batch:
         return None
-    from golden.network import NetworkSpec
     from nitrod.compiler import compile_mlp
 
-    sizes = board.network["layers"]
-    spec = NetworkSpec(input_shape=(1, 1, sizes[0]), classes=sizes[-1],
-                       layers=tuple(f"l{n}" for n in sizes[1:-1]))
-    plan = compile_mlp(spec, geometry, batch)
+    plan = compile_mlp(network_spec(board), geometry, batch)
     return cycles_of(geometry, plan.program(512)), batch
 
 
@@ -532,7 +529,7 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
         notes.append("OrangeCrab: no DFU suffix added (DFU_SUFFIX stubbed); add it with "
                      "`dfu-suffix -v 1209 -p 5af0 -a top.bit` before dfu-util")
     if core == "trainer" and make_core is None and not (cycles_per_step and batch):
-        modelled = _modelled_cycles(board, geo)
+        modelled = _modelled_cycles(board, geo, report["network"]["max_batch"])
         if modelled:
             cycles_per_step, batch = modelled
             report.update(cycles_per_step=cycles_per_step, batch=batch,

@@ -74,15 +74,13 @@ from amaranth.lib.wiring import In, Out
 
 from hw.verilog_model import with_model
 
-__all__ = ["SPRAM_DEPTH", "SPRAM_WIDTH", "UP5K_SPRAMS", "spram_blocks", "SinglePortMemory",
-           "sim_model", "with_sim_model"]
+__all__ = ["SPRAM_DEPTH", "SPRAM_WIDTH", "spram_blocks", "SinglePortMemory", "sim_model",
+           "with_sim_model"]
 
 #: words of one SB_SPRAM256KA
 SPRAM_DEPTH = 16384
 #: bits per word of one SB_SPRAM256KA
 SPRAM_WIDTH = 16
-#: SB_SPRAM256KA blocks on the iCE40UP5K
-UP5K_SPRAMS = 4
 _ADDRESS_BITS = 14
 
 

@@ -40,25 +40,25 @@ accumulator wraps), ``backerr`` and ``sgd`` (saturated values; hw/serial_post.py
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from hw.host_link import BusSignature
 from hw.ice40_spram import SinglePortMemory
+from hw.post_lanes import CODE_WIDTH
 from hw.serial_post import SerialPost
-from nitrod.isa import (BUS_ADDR_WIDTH, INSTRUCTION_BITS, INSTRUCTION_FIELDS, MAGIC,
-                        PAD_LABEL, REGION_SHIFT, Geometry, Op, Reg, Region, check_geometry,
-                        chunk_bits_of, chunks_of)
+from hw.trainer import instruction_layout
+from nitrod.isa import (BUS_ADDR_WIDTH, INSTRUCTION_BITS, MAGIC, PAD_LABEL, REGION_SHIFT,
+                        Geometry, Op, Reg, Region, check_geometry, chunk_bits_of,
+                        chunks_of)
+from nitrod.isa_model import lane_width
 
 __all__ = ["SerialTrainer"]
 
 #: bits of the program's counters and addresses (the instruction fields)
 COUNT_WIDTH = 16
-#: the NITRO-ReLU code of a masked value (hw.nitro_relu.ReluCode.ZERO)
-CODE_ZERO = 2
-CODE_WIDTH = 2
 
 
 class SerialTrainer(wiring.Component):
@@ -106,7 +106,7 @@ class SerialTrainer(wiring.Component):
         check_geometry(g, count_width=COUNT_WIDTH)
         self.geometry = g
         self.memory_block = memory_block
-        self.instr_layout = data.StructLayout({n: unsigned(w) for n, w in INSTRUCTION_FIELDS})
+        self.instr_layout = instruction_layout()
         super().__init__({
             "bus": In(BusSignature(BUS_ADDR_WIDTH, read_latency=self.READ_LATENCY)),
             "busy": Out(1),
@@ -182,8 +182,6 @@ class SerialTrainer(wiring.Component):
         g = self.geometry
         S = g.side
         bus = self.bus
-        lane_width = {Region.ACT: g.act_width, Region.WGT: g.wgt_width,
-                      Region.ERR: g.err_width, Region.CODE: CODE_WIDTH}
 
         mems = self.memories()
         for r, mem in mems.items():
@@ -346,9 +344,9 @@ class SerialTrainer(wiring.Component):
         row_idx, col_idx = Signal(W), Signal(W)           # tr*S + i, tc*S + j
         tile_off = Signal(W)                              # tr*S + tc*tc_stride
         wr_addr, code_addr = Signal(W), Signal(W)         # the tile's row or column writes
-        # the element's aux reads (CODE for BACKWARD, WGT for SGD), computed during its
-        # products (an adder between the sequencer and a block RAM's address was the iCE40
-        # build's critical path, 29.9 ns)
+        # the element's aux read addresses (CODE for BACKWARD, WGT for SGD), registered in
+        # AUX_ADDR a cycle before the reads (an adder between the sequencer and a block RAM's
+        # address was the iCE40 build's critical path, 29.9 ns)
         aux_code_addr, aux_wgt_addr = Signal(W), Signal(W)
 
         # ---- the multiply-accumulate -------------------------------------------------------
@@ -435,10 +433,10 @@ class SerialTrainer(wiring.Component):
             ]
 
         def row_word(r, ii):
-            return Cat(v[:lane_width[r]] for v in vals[ii])
+            return Cat(v[:lane_width(g, r)] for v in vals[ii])
 
         def col_word(r, c):
-            return Cat(vals[ii][c][:lane_width[r]] for ii in range(S))
+            return Cat(vals[ii][c][:lane_width(g, r)] for ii in range(S))
 
         def write_tile_word(dests, index, word, addr):
             """Write ``word(region, index)`` at ``addr`` of the memory ``dests[op]``."""

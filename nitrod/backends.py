@@ -229,15 +229,16 @@ class LinkBus:
 
 
 def _trainer_of(board: str | None, geometry: Geometry | None):
-    """``(factory() -> core, name, geometry, mac_elements)`` of the simulated core: the Trainer
-    with ``geometry`` (default ``Geometry()``), or, with ``board``, the core ``nitrod build
-    --board BOARD --core trainer`` builds (its class, parameters and geometry; ``geometry``
-    overrides the latter)."""
+    """``(factory() -> core, name, geometry, mac_elements, read_latency)`` of the simulated
+    core: the Trainer with ``geometry`` (default ``Geometry()``), or, with ``board``, the core
+    ``nitrod build --board BOARD --core trainer`` builds (its class, parameters and geometry;
+    ``geometry`` overrides the latter)."""
     if board is None:
         from hw.trainer import Trainer
 
         geometry = geometry or Geometry()
-        return (lambda: Trainer(geometry)), "trainer", geometry, geometry.side ** 2
+        return ((lambda: Trainer(geometry)), "trainer", geometry, geometry.side ** 2,
+                Trainer.READ_LATENCY)
     import importlib
 
     from boards.boards import get_board
@@ -248,7 +249,7 @@ def _trainer_of(board: str | None, geometry: Geometry | None):
     geometry = geometry or b.geometry
     params = dict(b.trainer_params)
     return ((lambda: cls(geometry, **params)), f"{name.lower()}_{b.name.replace('-', '_')}",
-            geometry, getattr(cls, "MAC_ELEMENTS", geometry.side ** 2))
+            geometry, getattr(cls, "MAC_ELEMENTS", geometry.side ** 2), cls.READ_LATENCY)
 
 
 def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
@@ -263,11 +264,8 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
     if kind == "sim":
         from sim.bus_client import SimBus
 
-        make, name, geometry, macs = _trainer_of(board, geometry)
-        probe = make()
-        probe._MustUse__silence = True                 # only asked for its read latency
-        bus = SimBus.start(make, name, waves=waves,
-                           read_latency=probe.signature.members["bus"].signature.read_latency)
+        make, name, geometry, macs, read_latency = _trainer_of(board, geometry)
+        bus = SimBus.start(make, name, waves=waves, read_latency=read_latency)
         try:
             backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
         except BaseException:
@@ -281,7 +279,7 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
         from nitrod.link import LinkClient
         from sim.link_client import SimUartTransport
 
-        make, name, geometry, macs = _trainer_of(board, geometry)
+        make, name, geometry, macs, _ = _trainer_of(board, geometry)
         cpb = int(options.pop("clocks_per_bit", 8))
         link_timeout = int(options.pop("link_timeout", 64 * 10 * cpb))
         max_burst = int(options.pop("max_burst", 64))

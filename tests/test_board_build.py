@@ -351,7 +351,7 @@ def test_the_icebreaker_trainer_builds_and_meets_30_mhz(tmp_path):
     assert (tmp_path / "top.bin").stat().st_size > 0
     board = get_board("icebreaker")
     assert report["batch"] == 32 == network_max_batch(board)[0]
-    assert report["cycles_per_step"] == bb._modelled_cycles(board, board.geometry)[0]
+    assert report["cycles_per_step"] == bb._modelled_cycles(board, board.geometry, 32)[0]
     assert report["projected_samples_per_second"] == pytest.approx(
         report["fmax_mhz"] * 1e6 / report["cycles_per_step"] * 32, rel=1e-3)
     assert isinstance(bb.CORES["trainer"][0](board, board.geometry), SerialTrainer)
