@@ -3,27 +3,24 @@
 ::
 
     nitrod build --board icebreaker --out build/board/icebreaker
-    nitrod build --board ulx3s-85f --core trainer --side 8 --cycles-per-step 175000 --batch 64
+    nitrod build --board ulx3s-85f --depth act=8192 --seed 2
     nitrod build --board all --out build/board          # one sub-directory per board
 
 The board top (:mod:`boards.top`) puts the board's UART, the host link and LEDs around a
-*core*: ``--core memory`` is a stand-in (ID register and a block RAM, :class:`MemoryCore`),
-``--core trainer`` builds the board's trainer with its geometry (:data:`boards.boards.BOARD`:
-``hw.trainer.Trainer`` on the ECP5 boards, ``hw.serial_trainer.SerialTrainer`` on the
-iCEBreaker; ``--side`` overrides the array side), ``--core auto`` (the default) the trainer if
-it imports, else the stand-in.  Before synthesis the
-core's memories are checked against the device's block RAM and an oversized geometry is
-refused (:class:`boards.boards.FitError`, exit status 3).
+*core*: ``--core trainer`` (the default) builds the board's trainer core with its geometry
+(:data:`boards.boards.BOARD`: the Trainer on the ECP5 boards, the SerialTrainer on the
+iCEBreaker; ``--side`` and ``--depth`` change the geometry), ``--core memory`` a stand-in (ID
+register and a block RAM, :class:`boards.top.MemoryCore`).  Before synthesis the core's
+memories are checked against the device's block RAM and an oversized geometry is refused
+(:class:`boards.fit.FitError`, exit status 3).
 
 The flow is Amaranth's own board build (``platform.build``) run with the YoWASP tools
 (:mod:`boards.toolchain`), with ``--timing-allow-fail`` and a nextpnr JSON report added.
 ``report.json`` holds the board, device, core, geometry, ``fmax_mhz`` (post-route, the core
-clock), ``target_mhz``, ``luts`` (iCE40 logic cells / ECP5 LUT4s), ``ffs``, ``dsp``,
-``bram``, ``spram``, ``util_pct`` of each, the tool versions, ``elapsed_s`` and
-``projected_samples_per_second`` (``fmax * 1e6 / cycles_per_step * batch`` when
-``--cycles-per-step`` and ``--batch`` are given, or, for a trainer with an exact cycle model
-(the iCEBreaker's SerialTrainer), from that model for the board's network at its largest batch;
-else null).
+clock), ``target_mhz`` (the clock the build runs), ``luts`` (iCE40 logic cells / ECP5 LUT4s),
+``ffs``, ``dsp``, ``bram``, ``spram``, ``util_pct`` of each, the tool versions and
+``elapsed_s``; the application adds what it knows of the network (``annotate``: nitrod's
+throughput projection).
 
 Python API: :func:`build_board` (``make_core`` may be any ``f(board) -> Component`` with
 ``bus: In(BusSignature(24))`` and optionally ``busy: Out(1)``).
@@ -33,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import importlib.metadata
 import json
 import re
@@ -42,16 +38,17 @@ import sys
 import time
 from pathlib import Path
 
-from .boards import (BOARD, Board, FitError, Memory, board_geometry, core_memories,
-                     get_board, network_max_batch, network_spec, plan_memories,
-                     trainer_memories)
+from .boards import BOARD, Board, board_geometry, get_board
+from .fit import FitError, Memory, core_memories, plan_memories, trainer_memories
+from .report import markdown_table, met_cell
 from .synth_unit import (_FMAX_RE, TARGETS, _critical_path_text, _pct,
                          _summarise_critical_path, parse_nextpnr_log, summarise_long_nets,
                          yosys_keep_replicas, yosys_plain_names)
 from .toolchain import tool_path, yowasp_environ
+from .top import CORE_PATH, BoardTop, MemoryCore
 
-__all__ = ["BuildError", "CoreNotAvailable", "build_board", "check_nextpnr_opts", "CORES",
-           "flow_nextpnr_opts", "add_arguments", "run", "main", "format_table"]
+__all__ = ["BuildError", "build_board", "check_nextpnr_opts", "CORES", "flow_nextpnr_opts",
+           "add_arguments", "run", "main", "format_table", "TOP_NAME"]
 
 TOP_NAME = "top"
 
@@ -64,85 +61,24 @@ class BuildError(RuntimeError):
         self.report = report
 
 
-class CoreNotAvailable(LookupError):
-    """The requested core cannot be built (e.g. ``hw.trainer`` does not import yet)."""
-
-
 # --------------------------------------------------------------------------
 # Cores
 # --------------------------------------------------------------------------
 
 def _memory_core(board: Board, geometry):
-    from .top import MemoryCore
     return MemoryCore(words=board.memory_core_words, geometry=geometry,
                       run_cycles=int(board.core_mhz() * 1e6 // 2))
 
 
 def _trainer_core(board: Board, geometry):
-    module, _, name = board.trainer.rpartition(".")
-    try:
-        trainer_cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise CoreNotAvailable(f"core 'trainer' is not available: cannot import "
-                               f"{board.trainer} ({exc})") from exc
-    return trainer_cls(geometry, **board.trainer_params)
-
-
-def _trainer_class(board: Board):
-    """The board's trainer class (``board.trainer``: ``hw.trainer.Trainer``, or
-    ``hw.serial_trainer.SerialTrainer`` on the iCEBreaker), or ``None`` if it does not import
-    (the fit check still runs before :func:`_trainer_core` reports the error)."""
-    module, _, name = board.trainer.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except Exception:
-        return None
-
-
-def _trainer_spram_regions(board: Board):
-    """Regions the board's trainer can place in iCE40 SPRAM, for the fit check.
-
-    Read from its ``SPRAM_REGIONS`` attribute (none if it has no such attribute: plain
-    ``lib.memory.Memory`` never becomes SPRAM).  ``None`` (any region) if it does not import,
-    so that the fit check still runs, optimistically, before the import error is reported.
-    """
-    trainer_cls = _trainer_class(board)
-    return None if trainer_cls is None else tuple(getattr(trainer_cls, "SPRAM_REGIONS", ()))
-
-
-def _trainer_distributed_regions(board: Board, geometry):
-    """Regions the board's trainer sends to distributed RAM on the ECP5 with ``geometry``
-    (its ``distributed_regions``; none if it has no such method or does not import)."""
-    regions = getattr(_trainer_class(board), "distributed_regions", None)
-    return tuple(regions(geometry)) if regions else ()
-
-
-def _trainer_memories(board: Board, geometry):
-    """The memories of the board's trainer with ``geometry``, for the first fit check: its
-    ``region_memories(geometry)`` (``{region: (width, depth)}``) if it has one (the
-    SerialTrainer's PROG is in 32-bit chunk slots), else nitrod.isa's regions; ``None`` (not
-    checked) if the class does not import (:func:`_trainer_core` then reports it)."""
-    trainer_cls = _trainer_class(board)
-    if trainer_cls is None:
-        return None
-    shapes = getattr(trainer_cls, "region_memories", None)
-    if shapes is None:
-        return trainer_memories(geometry, _trainer_spram_regions(board),
-                                _trainer_distributed_regions(board, geometry))
-    spram = _trainer_spram_regions(board)
-    return [Memory(region.name, width, depth, spram_ok=region in spram)
-            for region, (width, depth) in shapes(geometry).items()]
-
-
-def _trainer_available(board: Board):
-    return _trainer_class(board) is not None
+    return board.trainer(geometry, **board.trainer_params)
 
 
 #: core name -> (factory(board, geometry), memories(board, geometry) for the fit check)
 CORES = {
+    "trainer": (_trainer_core, lambda board, geo: trainer_memories(board.trainer, geo)),
     "memory": (_memory_core, lambda board, geo: [Memory("RAM", 32, board.memory_core_words,
                                                      spram_ok=False)]),
-    "trainer": (_trainer_core, _trainer_memories),
 }
 
 
@@ -206,27 +142,6 @@ def _core_clock(log_text: str, core_mhz: float):
     return name, by_clock[name]
 
 
-def _network_info(board, geometry):
-    """The board's default network and the largest batch the geometry holds for it."""
-    batch, limit = network_max_batch(board, geometry)
-    return {**board.network, "max_batch": batch, "max_batch_limit": limit}
-
-
-def _modelled_cycles(board, geometry, batch):
-    """``(cycles_per_step, batch)`` of the board's default network at ``batch`` (its largest,
-    ``_network_info``'s), from the trainer's exact cycle model (``program_cycles``: the
-    SerialTrainer's, checked against Verilator in tests/test_serial_trainer.py), or ``None``
-    (no model, or no batch fits)."""
-    cls = _trainer_class(board)
-    cycles_of = getattr(cls, "program_cycles", None)
-    if cycles_of is None or not batch:
-        return None
-    from nitrod.compiler import compile_mlp
-
-    plan = compile_mlp(network_spec(board), geometry, batch)
-    return cycles_of(geometry, plan.program(512)), batch
-
-
 def _tail(path: Path, lines=25):
     if not path.exists():
         return ""
@@ -240,10 +155,10 @@ def yosys_collision_free(core) -> str:
     patterns) of memories whose read port never addresses the word being written in the same
     cycle (the Trainer: ``mem_*``, checked at run time by its ``STATUS.collision``).  Yosys then
     maps those reads straight onto the block RAMs instead of emulating the old word with a
-    delayed write and a multiplexer behind the block (hw/banked_memory.py).
+    delayed write and a multiplexer behind the block (hw/memory/banked_memory.py).
     """
-    patterns = getattr(core, "collision_free_memories", ())
-    return "\n".join(f"setparam -set COLLISION_X_MASK 1 {TOP_NAME}.core.{pattern}/t:$memrd_v2"
+    patterns = core.collision_free_memories
+    return "\n".join(f"setparam -set COLLISION_X_MASK 1 {TOP_NAME}.{CORE_PATH}.{pattern}/t:$memrd_v2"
                      for pattern in patterns)
 
 
@@ -253,8 +168,8 @@ def yosys_distributed(core, family: str) -> str:
     would build them from flip-flops)."""
     if family != "ecp5":
         return ""
-    return "\n".join(f'setattr -set ram_style "distributed" {TOP_NAME}.core.{path}/m:*'
-                     for path in getattr(core, "distributed_memories", ()))
+    return "\n".join(f'setattr -set ram_style "distributed" {TOP_NAME}.{CORE_PATH}.{path}/m:*'
+                     for path in core.distributed_memories)
 
 
 # What an extra nextpnr option may look like: it goes into the build script's command line, so
@@ -296,9 +211,8 @@ def flow_nextpnr_opts(family: str, seed: int, extra_opts) -> str:
 
     On the ECP5 the flow places with nextpnr's ``heap`` placer and routes with ``router1``
     (nextpnr-ecp5's own defaults, written out), unless ``extra_opts`` chooses a router or a
-    placer itself.  (The 8 x 8 Trainer with small memories: ``heap`` then ``router1`` routes
-    it at 100 MHz or more, where ``static`` then ``router2`` gave 57-67 MHz and ``heap`` then
-    ``router2`` diverged: docs section 8.)
+    placer itself: that pair routes the 8 x 8 Trainer at 100 MHz, where the others did not
+    (docs/timing-closure.md).
     """
     names = [w.split("=")[0] for w in extra_opts if w.startswith("--")]
     opts = f"--timing-allow-fail --seed {int(seed)} --report nextpnr_report.json"
@@ -312,29 +226,26 @@ def flow_nextpnr_opts(family: str, seed: int, extra_opts) -> str:
     return opts
 
 
-def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geometry=None,
-                memories=None, cycles_per_step=None, batch=None, seed=1, baud=115200,
-                fit_check=True, freq_mhz=None, use_pll=None, nextpnr_opts=(), net_report=False,
-                log=None):
+def build_board(board, out_dir, *, core="trainer", make_core=None, side=None, geometry=None,
+                memories=None, seed=1, baud=115200, fit_check=True, freq_mhz=None, use_pll=None,
+                nextpnr_opts=(), net_report=False, log=None, annotate=None):
     """Build the board top for ``board`` (a name or :class:`Board`) into ``out_dir``.
 
-    ``core``: ``"memory"``, ``"trainer"`` or ``"auto"``; or pass ``make_core(board) ->
-    Component`` (then ``core`` is only its name in the report and ``memories``, a list of
-    :class:`boards.boards.Memory`, is what the fit check checks, if given).
-    ``geometry``/``side`` override the board's Trainer geometry; ``freq_mhz`` the core clock
-    (the PLL's target), ``use_pll=False`` runs the core on the board oscillator.
+    ``core``: ``"trainer"`` or ``"memory"``; or pass ``make_core(board) -> Component`` (then
+    ``core`` is only its name in the report and ``memories``, a list of
+    :class:`boards.fit.Memory`, is what the fit check checks, if given).
+    ``geometry``/``side`` override the board's geometry; ``freq_mhz`` the core clock (the
+    PLL's target), ``use_pll=False`` runs the core on the board oscillator.
     ``nextpnr_opts``: extra nextpnr options, each a ``--name`` or ``--name=value`` string or a
     ``--name value`` pair (e.g. ``["--placer-heap-beta", "0.6"]``; checked by
     :func:`check_nextpnr_opts`), appended after the flow's own.  ``net_report``: nextpnr
     writes its detailed net timings, and ``report["long_nets"]`` lists the timing endpoints
     (by the nets driving them) whose latest arrival exceeds 70% of the clock period
-    (:func:`boards.synth_unit.summarise_long_nets`; also when
-    ``nextpnr_opts`` asks for ``--detailed-timing-report``).  Raises
-    :class:`FitError` before synthesis if the memories cannot fit, :class:`BuildError` if a
-    tool fails.  Returns the report (also in ``out_dir/report.json``).
+    (:func:`boards.synth_unit.summarise_long_nets`).  ``annotate(board, geometry, report)``
+    returns more entries for the report (the application's figures), added before it is
+    written.  Raises :class:`FitError` before synthesis if the memories cannot fit,
+    :class:`BuildError` if a tool fails.  Returns the report (also in ``out_dir/report.json``).
     """
-    from .top import BoardTop
-
     t_start = time.monotonic()
     extra_opts = check_nextpnr_opts(nextpnr_opts)
     if net_report and "--detailed-timing-report" not in extra_opts:
@@ -346,34 +257,59 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
         board = dataclasses.replace(board, use_pll=True, target_mhz=float(freq_mhz))
     geo = geometry if geometry is not None else board_geometry(board, side)
     if geometry is not None and side is not None:
-        geo = dataclasses.replace(geometry, side=side)
-    notes = []
+        geo = geometry.replace(side=side)
     if make_core is None:
-        if core == "auto":
-            core = "trainer" if _trainer_available(board) else "memory"
-            if core == "memory":
-                notes.append("core 'auto': hw.trainer.Trainer is not available yet; built the "
-                             "stand-in 'memory' core")
         if core not in CORES:
-            raise ValueError(f"unknown core {core!r}; valid cores: {', '.join(CORES)}, auto")
-        factory, mem_fn = CORES[core]
-        memories = mem_fn(board, geo)
-        make = lambda b: factory(b, geo)            # noqa: E731
-    else:
-        make = make_core
-
+            raise ValueError(f"unknown core {core!r}; valid cores: {', '.join(CORES)}")
+        factory, memories_of = CORES[core]
+        memories = memories_of(board, geo)
+        make_core = lambda b: factory(b, geo)            # noqa: E731
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tgt = TARGETS["ice40" if board.family == "ice40" else "ecp5"]
+    report = _new_report(board, core, geo, out)
+
+    def write():
+        report["elapsed_s"] = round(time.monotonic() - t_start, 2)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    # the fit check, before anything is elaborated, then on the elaborated core's memories
+    if memories is None:
+        report["notes"].append("memory fit not checked (custom core without a memory list)")
+    else:
+        _check_fit(board, plan_memories(board, list(memories)), "geometry", report,
+                   fit_check, write)
+    t0 = time.monotonic()
+    platform = board.platform()
+    core_obj = make_core(board)
+    if memories is not None:
+        found, inst = core_memories(core_obj, platform)
+        plan = plan_memories(board, found, reserved_blocks=board.link_bram_blocks
+                             + inst["bram"], reserved_spram=inst["spram"])
+        report["seconds"]["memory_check"] = round(time.monotonic() - t0, 2)
+        _check_fit(board, plan, "elaborated core", report, fit_check, write)
+    top = BoardTop(board, core_obj, baud=baud)
+    report["link"] = top.info
+    _run_toolchain(board, platform, top, core_obj, out, seed, extra_opts, report, write, log,
+                   t0)
+    _read_figures(board, out, report)
+    if board.uart == "feather":
+        report["notes"].append("OrangeCrab: no DFU suffix added (DFU_SUFFIX stubbed); add it "
+                               "with `dfu-suffix -v 1209 -p 5af0 -a top.bit` before dfu-util")
+    report["versions"] = _versions(board.family)
+    if annotate is not None:
+        report.update(annotate(board, geo, report))
+    write()
+    return report
+
+
+def _new_report(board, core, geometry, out) -> dict:
     pll = board.pll()
     core_mhz = board.core_mhz()
-
-    report = {
+    return {
         "board": board.name,
         "device": board.device,
         "core": core,
-        "geometry": dataclasses.asdict(geo),
-        "network": _network_info(board, geo),
+        "geometry": geometry.as_dict(),
         "clock": {"board_mhz": board.clock_mhz, "core_mhz": core_mhz, "pll": pll,
                   "source": (f"{'SB_PLL40_PAD' if board.family == 'ice40' else 'EHXPLLL'} "
                              f"{board.clock_mhz:g} -> {core_mhz:g} MHz") if pll else
@@ -389,60 +325,29 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
         "versions": None,
         "elapsed_s": None,
         "seconds": {},
-        "cycles_per_step": cycles_per_step,
-        "batch": batch,
-        "projected_samples_per_second": None,
         "bitstream": None,
-        "notes": notes,
+        "notes": [],
         "out_dir": str(out),
     }
 
-    def write():
-        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    # ---- fit check (before anything is elaborated)
-    if memories is not None:
-        plan = plan_memories(board, list(memories))
-        plan["from"] = "geometry"
-        report["memory_plan"] = plan
-        if not plan["fits"]:
-            report["error"] = f"refused before synthesis: {plan['reason']}"
-            report["elapsed_s"] = round(time.monotonic() - t_start, 2)
-            if fit_check:
-                write()
-                raise FitError(f"{board.name}: refused before synthesis: {plan['reason']}",
-                               plan)
-            notes.append(f"fit check overridden: {plan['reason']}")
-    else:
-        notes.append("memory fit not checked (custom core without a memory list)")
+def _check_fit(board, plan, source, report, fit_check, write):
+    """Record the memory ``plan`` (from ``source``); refuse (:class:`FitError`) if it does not
+    fit, unless ``fit_check`` is off."""
+    plan["from"] = source
+    report["memory_plan"] = plan
+    if plan["fits"]:
+        return
+    report["error"] = f"refused before synthesis: {plan['reason']}"
+    if fit_check:
+        write()
+        raise FitError(f"{board.name}: refused before synthesis: {plan['reason']}", plan)
+    report["notes"].append(f"fit check overridden: {plan['reason']}")
 
-    # ---- elaborate and write the build tree
-    t0 = time.monotonic()
-    platform = board.platform()
-    core_obj = make(board)
-    # Second fit check, still before synthesis, on the memories the core really has (its
-    # elaborated hierarchy: e.g. the Trainer's internal FIFO besides its regions).
-    if memories is not None:
-        try:
-            found, inst = core_memories(core_obj, platform)
-        except Exception as exc:          # informative only: the geometry check stands
-            notes.append(f"elaborated memory check skipped ({type(exc).__name__}: {exc})")
-        else:
-            plan = plan_memories(board, found, reserved_blocks=board.link_bram_blocks
-                                 + inst["bram"], reserved_spram=inst["spram"])
-            plan["from"] = "elaborated core"
-            report["memory_plan"] = plan
-            report["seconds"]["memory_check"] = round(time.monotonic() - t0, 2)
-            if not plan["fits"]:
-                report["error"] = f"refused before synthesis: {plan['reason']}"
-                report["elapsed_s"] = round(time.monotonic() - t_start, 2)
-                if fit_check:
-                    write()
-                    raise FitError(f"{board.name}: refused before synthesis: "
-                                   f"{plan['reason']}", plan)
-                notes.append(f"fit check overridden: {plan['reason']}")
-    top = BoardTop(board, core_obj, baud=baud)
-    report["link"] = top.info
+
+def _run_toolchain(board, platform, top, core, out, seed, extra_opts, report, write, log, t0):
+    """Write the build tree and run Yosys, nextpnr and the packer; :class:`BuildError` with
+    the tool's own error line if one fails."""
     flow_opts = flow_nextpnr_opts(board.family, seed, extra_opts)
     report["nextpnr_opts"] = flow_opts
     overrides = {
@@ -451,8 +356,8 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     }
     if board.synth_opts:
         overrides["synth_opts"] = board.synth_opts
-    collision_free = yosys_collision_free(core_obj)
-    distributed = yosys_distributed(core_obj, board.family)
+    collision_free = yosys_collision_free(core)
+    distributed = yosys_distributed(core, board.family)
     overrides["script_after_read"] = "\n".join(filter(None, [collision_free, distributed,
                                                              yosys_keep_replicas(),
                                                              yosys_plain_names()]))
@@ -461,18 +366,17 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     if distributed:
         report["yosys_distributed"] = distributed
     with yowasp_environ():
-        plan_ = platform.build(top, name=TOP_NAME, build_dir=str(out), do_build=False,
-                               do_program=False, **overrides)
+        plan = platform.build(top, name=TOP_NAME, build_dir=str(out), do_build=False,
+                              do_program=False, **overrides)
         report["seconds"]["elaborate"] = round(time.monotonic() - t0, 2)
         if log:
             log(f"{board.name}: elaborated in {report['seconds']['elaborate']} s; running "
                 f"yosys / nextpnr ({out})")
         t1 = time.monotonic()
         try:
-            plan_.execute_local(str(out))
+            plan.execute_local(str(out))
         except subprocess.CalledProcessError as exc:
             report["seconds"]["toolchain"] = round(time.monotonic() - t1, 2)
-            report["elapsed_s"] = round(time.monotonic() - t_start, 2)
             tim = out / f"{TOP_NAME}.tim"
             log_text = tim.read_text(errors="replace") if tim.exists() else ""
             errors = [line.partition("ERROR:")[2].strip() for line in log_text.splitlines()
@@ -485,7 +389,11 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
             raise BuildError(f"{board.name}: {report['error']}\n{tail}", report) from exc
         report["seconds"]["toolchain"] = round(time.monotonic() - t1, 2)
 
-    # ---- figures
+
+def _read_figures(board, out, report):
+    """Fmax, resources and the critical path from the nextpnr and Yosys reports."""
+    tgt = TARGETS["ice40" if board.family == "ice40" else "ecp5"]
+    core_mhz = board.core_mhz()
     log_text = (out / f"{TOP_NAME}.tim").read_text(errors="replace")
     parsed = parse_nextpnr_log(log_text)
     pnr = json.loads((out / "nextpnr_report.json").read_text())
@@ -503,12 +411,10 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
         ffs = sum(n for cell, n in cells.items() if cell.startswith(tgt.ff_cell_prefix))
     else:
         ffs = used(tgt.ff_bel)
-    luts = used(tgt.lut_bel)
-    res = board.resources
-    counts = {"luts": luts, "ffs": ffs, "dsp": used(tgt.dsp_bel), "bram": used(tgt.bram_bel),
-              "spram": used(tgt.spram_bel)}
+    counts = {"luts": used(tgt.lut_bel), "ffs": ffs, "dsp": used(tgt.dsp_bel),
+              "bram": used(tgt.bram_bel), "spram": used(tgt.spram_bel)}
     report.update(counts)
-    report["util_pct"] = {k: _pct(v, res.get(k, 0)) for k, v in counts.items()}
+    report["util_pct"] = {k: _pct(v, board.resources.get(k, 0)) for k, v in counts.items()}
     report["fmax_mhz"] = round(fmax, 2) if fmax is not None else None
     report["fmax_clock"] = clock
     report["fmax_by_clock"] = parsed["fmax_by_clock"]
@@ -525,54 +431,27 @@ def build_board(board, out_dir, *, core="memory", make_core=None, side=None, geo
     report["nextpnr_utilization"] = {k: v.get("used", 0) for k, v in util.items()}
     bit = out / f"{TOP_NAME}.{'bin' if board.family == 'ice40' else 'bit'}"
     report["bitstream"] = str(bit) if bit.exists() else None
-    if board.uart == "feather":
-        notes.append("OrangeCrab: no DFU suffix added (DFU_SUFFIX stubbed); add it with "
-                     "`dfu-suffix -v 1209 -p 5af0 -a top.bit` before dfu-util")
-    if core == "trainer" and make_core is None and not (cycles_per_step and batch):
-        modelled = _modelled_cycles(board, geo, report["network"]["max_batch"])
-        if modelled:
-            cycles_per_step, batch = modelled
-            report.update(cycles_per_step=cycles_per_step, batch=batch,
-                          cycles_per_step_from="the trainer's cycle model (program_cycles)")
-    if cycles_per_step and batch and fmax:
-        report["projected_samples_per_second"] = round(fmax * 1e6 / cycles_per_step * batch, 1)
-    report["versions"] = _versions(board.family)
-    report["elapsed_s"] = round(time.monotonic() - t_start, 2)
-    write()
-    return report
 
 
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
 
-_COLUMNS = [("board", "board"), ("core", "core"), ("luts", "LUTs"), ("ffs", "FFs"),
-            ("dsp", "DSP"), ("bram", "BRAM"), ("spram", "SPRAM"), ("fmax_mhz", "Fmax MHz"),
-            ("target_mhz", "target"), ("timing_met", "met"), ("elapsed_s", "seconds"),
-            ("projected_samples_per_second", "samples/s")]
+#: the summary table's columns: (report key, title, cell or None for the value)
+COLUMNS = [("board", "board", None), ("core", "core", None),
+           ("luts", "LUTs", lambda r: r.get("luts") if r.get("luts") is None else
+            f"{r['luts']} ({(r.get('util_pct') or {}).get('luts', 0):g}%)"),
+           ("ffs", "FFs", None), ("dsp", "DSP", None), ("bram", "BRAM", None),
+           ("spram", "SPRAM", None), ("fmax_mhz", "Fmax MHz", None),
+           ("target_mhz", "clock MHz", None), ("timing_met", "met", met_cell),
+           ("elapsed_s", "seconds", None)]
 
 
-def format_table(reports):
-    head = "| " + " | ".join(t for _, t in _COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in _COLUMNS) + "|"
-    rows = []
-    for rep in reports:
-        cells = []
-        for key, _ in _COLUMNS:
-            value = rep.get(key)
-            if key == "timing_met":
-                value = "FAILED" if rep.get("error") else ("yes" if value else "NO")
-            elif key == "luts" and value is not None:
-                pct = (rep.get("util_pct") or {}).get("luts")
-                value = f"{value} ({pct:g}%)" if pct is not None else value
-            elif value is None:
-                value = "-"
-            cells.append(str(value))
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join([head, rule, *rows])
+def format_table(reports, columns=COLUMNS):
+    return markdown_table(reports, columns)
 
 
-#: the memories whose depth ``--depth`` sets (nitrod.isa.Geometry's ``<name>_depth`` fields)
+#: the memories whose depth ``--depth`` sets (hw.contract.Geometry's ``<name>_depth`` fields)
 DEPTH_MEMORIES = ("act", "wgt", "err", "code", "label", "prog")
 
 
@@ -598,10 +477,9 @@ def parse_depths(items) -> dict:
 def add_arguments(parser):
     parser.add_argument("--board", required=True, choices=[*BOARD, "all"],
                         help="board to build for; 'all' builds every board")
-    parser.add_argument("--core", default="auto", choices=[*CORES, "auto"],
-                        help="memory: stand-in core (ID register + block RAM); trainer: "
-                             "hw.trainer.Trainer with the board's geometry; auto (default): "
-                             "trainer if it imports, else memory")
+    parser.add_argument("--core", default="trainer", choices=list(CORES),
+                        help="trainer (default): the board's trainer core with its geometry; "
+                             "memory: a stand-in core (ID register + block RAM)")
     parser.add_argument("--side", type=int, default=None,
                         help="MAC array side S of the Trainer geometry (default per board)")
     parser.add_argument("--depth", action="append", default=[], metavar="MEM=WORDS",
@@ -612,10 +490,6 @@ def add_arguments(parser):
     parser.add_argument("--out", metavar="DIR", default=None,
                         help="output directory (default build/board/BOARD; with --board all "
                              "the root of one sub-directory per board)")
-    parser.add_argument("--cycles-per-step", type=int, default=None, metavar="N",
-                        help="cycles one training step takes (for the projected throughput)")
-    parser.add_argument("--batch", type=int, default=None, metavar="M",
-                        help="samples per step (with --cycles-per-step)")
     parser.add_argument("--freq", metavar="MHZ", type=float, default=None,
                         help="core clock (PLL output; default 30 on the iCEBreaker, 100 on "
                              "the ECP5 boards)")
@@ -636,10 +510,9 @@ def add_arguments(parser):
     return parser
 
 
-def run(args):
-    if (args.cycles_per_step is None) != (args.batch is None):
-        print("nitrod build: --cycles-per-step and --batch go together", file=sys.stderr)
-        return 2
+def run(args, *, annotate=None, columns=COLUMNS) -> int:
+    """``nitrod build`` from parsed ``args``; ``annotate`` and the table's ``columns`` are the
+    application's (:func:`build_board`).  Returns the exit status."""
     try:
         depths = parse_depths(args.depth)
         check_nextpnr_opts(args.nextpnr_opt)
@@ -655,11 +528,10 @@ def run(args):
         try:
             geometry = board_geometry(get_board(name), args.side, **depths) if depths else None
             rep = build_board(name, out_dir, core=args.core, side=args.side, geometry=geometry,
-                              cycles_per_step=args.cycles_per_step, batch=args.batch,
                               seed=args.seed, baud=args.baud, fit_check=not args.no_fit_check,
                               freq_mhz=args.freq, use_pll=False if args.no_pll else None,
                               nextpnr_opts=args.nextpnr_opt, net_report=args.net_report,
-                              log=lambda s: print(f"# {s}", file=sys.stderr))
+                              log=lambda s: print(f"# {s}", file=sys.stderr), annotate=annotate)
         except FitError as exc:
             print(f"nitrod build: {exc}", file=sys.stderr)
             status = max(status, 3)
@@ -670,25 +542,19 @@ def run(args):
                 reports.append(exc.report)
             status = max(status, 2)
             continue
-        except (CoreNotAvailable, ValueError) as exc:
+        except ValueError as exc:
             print(f"nitrod build: {exc}", file=sys.stderr)
-            status = max(status, 2)
-            continue
-        except Exception as exc:        # a core under construction: go on with the other boards
-            if not multi:
-                raise
-            print(f"nitrod build: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             status = max(status, 2)
             continue
         reports.append(rep)
     if multi and reports:
         root.mkdir(parents=True, exist_ok=True)
         (root / "summary.json").write_text(json.dumps(reports, indent=2) + "\n")
-        (root / "summary.md").write_text(format_table(reports) + "\n")
+        (root / "summary.md").write_text(format_table(reports, columns) + "\n")
     if args.json:
         print(json.dumps(reports if multi else (reports[0] if reports else None), indent=2))
     elif reports:
-        print(format_table(reports))
+        print(format_table(reports, columns))
         for rep in reports:
             for note in rep.get("notes", []):
                 print(f"# {rep['board']}: {note}")

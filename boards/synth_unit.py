@@ -33,7 +33,6 @@ Command line (``nitrod synth-unit``), through :func:`add_arguments` and
 """
 
 import argparse
-import importlib
 import json
 import math
 import re
@@ -47,6 +46,16 @@ from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.array.mac_array import MacArray
+from hw.contract.widths import BACKERR_WIDTH
+from hw.link.host_link import HostLink
+from hw.link.uart import UartRx, UartTx
+from hw.units.divider import TruncDivider
+from hw.units.nitro_relu import NitroRelu, NitroReluBackward
+from hw.units.scaler import Scaler
+from hw.units.sgd_update import SgdUpdate
+
+from .report import markdown_table, met_cell
 from .toolchain import tool_path
 
 __all__ = [
@@ -56,7 +65,6 @@ __all__ = [
     "TARGETS",
     "UNITS",
     "unit_names",
-    "available_units",
     "make_unit",
     "SynthHarness",
     "run_synth_unit",
@@ -83,7 +91,7 @@ class SynthError(RuntimeError):
 
 
 class UnitNotAvailable(LookupError):
-    """The requested unit is unknown or its module cannot be imported."""
+    """The requested unit is unknown."""
 
 
 # --------------------------------------------------------------------------
@@ -192,53 +200,36 @@ def _constraints(target, mhz):
 # Unit registry (imports are lazy: units appear in hw/ over time)
 # --------------------------------------------------------------------------
 
-def _lazy(module, attr, **defaults):
-    """Factory importing ``module.attr`` only when called.
-
-    ``defaults`` are constructor arguments used unless overridden (for units
-    whose constructor has a required width).
-    """
+def _unit(cls, **defaults):
+    """Factory ``f(**params) -> cls(**{**defaults, **params})``; ``defaults`` are constructor
+    arguments used unless overridden (for units whose constructor has a required width)."""
     def factory(**params):
-        params = {**defaults, **params}
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            raise UnitNotAvailable(
-                f"cannot import {module}: {exc}") from exc
-        try:
-            cls = getattr(mod, attr)
-        except AttributeError as exc:
-            raise UnitNotAvailable(f"{module} has no {attr}") from exc
-        return cls(**params)
-    factory.source = f"{module}.{attr}"
+        return cls(**{**defaults, **params})
+    factory.source = f"{cls.__module__}.{cls.__qualname__}"
     factory.defaults = dict(defaults)
     return factory
 
 
 #: Unit name -> factory ``f(**params) -> wiring.Component``.
 UNITS = {
-    # TruncDivider has no default width: 24 bits is the back-propagated error
-    # width (hw.widths.BACKERR_WIDTH) that NitroReluBackward divides.
-    "divider": _lazy("hw.divider", "TruncDivider", width=24),
-    "scaler": _lazy("hw.scaler", "Scaler"),
-    "relu": _lazy("hw.nitro_relu", "NitroRelu"),
-    "relu_backward": _lazy("hw.nitro_relu", "NitroReluBackward"),
-    "loss_error": _lazy("hw.loss_error", "LossError"),
-    "sgd_update": _lazy("hw.sgd_update", "SgdUpdate"),
-    "mac_array": _lazy("hw.mac_array", "MacArray"),
-    "tile_engine": _lazy("hw.tile_engine", "TileEngine"),
-    "forward_layer": _lazy("hw.forward_layer", "ForwardLayer"),
+    # TruncDivider has no default width: 24 bits is the back-propagated error width
+    # (hw.contract.widths.BACKERR_WIDTH) that NitroReluBackward divides.
+    "divider": _unit(TruncDivider, width=BACKERR_WIDTH),
+    "scaler": _unit(Scaler),
+    "relu": _unit(NitroRelu),
+    "relu_backward": _unit(NitroReluBackward),
+    "sgd_update": _unit(SgdUpdate),
+    "mac_array": _unit(MacArray),
     # Host interface pieces (not datapath units, but handy to size).
-    "host_link": _lazy("hw.host_link", "HostLink"),
+    "host_link": _unit(HostLink),
     # 40 MHz / 115200 baud.
-    "uart_rx": _lazy("hw.uart", "UartRx", divisor=347),
-    "uart_tx": _lazy("hw.uart", "UartTx", divisor=347),
-    "crc16": _lazy("hw.crc", "Crc16"),
+    "uart_rx": _unit(UartRx, divisor=347),
+    "uart_tx": _unit(UartTx, divisor=347),
 }
 
 
 #: Per-target constructor parameters used unless overridden on the command line:
-#: what fits and closes timing on each device (docs/ARCHITECTURE.md, section 4).
+#: what fits and closes timing on each device (docs/timing-closure.md, units alone).
 TARGET_PARAMS = {
     # The UP5K has 8 SB_MAC16 and 5,280 logic cells: a 2 x 4 array on the DSPs with
     # 16-bit weights (8 x 16 fits one SB_MAC16 with its input and output registers;
@@ -268,31 +259,11 @@ def unit_names():
 
 
 def make_unit(name, **params):
-    """Build unit ``name`` with ``params``; errors are :class:`UnitNotAvailable`."""
+    """Build unit ``name`` with ``params``; an unknown name is :class:`UnitNotAvailable`."""
     if name not in UNITS:
         raise UnitNotAvailable(
             f"unknown unit {name!r}; valid units: {', '.join(UNITS)}")
-    try:
-        return UNITS[name](**params)
-    except UnitNotAvailable as exc:
-        raise UnitNotAvailable(f"unit {name!r} not available: {exc}") from exc
-
-
-def available_units():
-    """Names of the registered units whose module imports right now."""
-    names = []
-    for name, factory in UNITS.items():
-        source = getattr(factory, "source", None)
-        if source is None:
-            names.append(name)
-            continue
-        module, _, attr = source.rpartition(".")
-        try:
-            if hasattr(importlib.import_module(module), attr):
-                names.append(name)
-        except Exception:       # missing, or broken while being written
-            pass
-    return names
+    return UNITS[name](**params)
 
 
 # --------------------------------------------------------------------------
@@ -822,36 +793,17 @@ def run_synth_unit(name, target, out_dir, *, target_mhz=None, seed=1, timeout=18
 # Reporting and command line
 # --------------------------------------------------------------------------
 
-_COLUMNS = [("unit", "unit"), ("target", "target"), ("luts", "LUTs"), ("ffs", "FFs"),
-            ("dsp", "DSP"), ("bram", "BRAM"), ("spram", "SPRAM"), ("fmax_mhz", "Fmax MHz"),
-            ("target_mhz", "target"), ("timing_met", "met")]
+_COLUMNS = [("unit", "unit", None), ("target", "target", None), ("luts", "LUTs", None),
+            ("ffs", "FFs", None), ("dsp", "DSP", None), ("bram", "BRAM", None),
+            ("spram", "SPRAM", None), ("fmax_mhz", "Fmax MHz", None),
+            ("target_mhz", "target",
+             lambda r: None if r.get("target_mhz") is None else f"{r['target_mhz']:g}"),
+            ("timing_met", "met", met_cell)]
 
 
 def format_table(reports):
-    """Markdown table of reports (dicts from :func:`run_synth_unit`).
-
-    ``met`` is ``yes``/``NO`` against the target clock, ``FAILED`` when place
-    and route failed (e.g. not enough DSPs); a ``*`` marks iCE40 figures that
-    leave out the delay through unregistered SB_MAC16 blocks.
-    """
-    head = "| " + " | ".join(title for _, title in _COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in _COLUMNS) + "|"
-    rows = []
-    for rep in reports:
-        cells = []
-        for key, _ in _COLUMNS:
-            value = rep.get(key, "")
-            if key == "timing_met":
-                value = "FAILED" if rep.get("error") else ("yes" if value else "NO")
-                if rep.get("untimed_dsps"):
-                    value += "*"
-            elif value is None:
-                value = "-"
-            elif key == "target_mhz":
-                value = f"{value:g}"
-            cells.append(str(value))
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join([head, rule, *rows])
+    """Markdown table of reports (dicts from :func:`run_synth_unit`)."""
+    return markdown_table(reports, _COLUMNS)
 
 
 def _parse_param(text):
@@ -888,7 +840,7 @@ def add_arguments(parser):
 
 def run(args):
     """Execute ``synth-unit`` from parsed ``args``; returns the exit status."""
-    names = available_units() if args.name == "all" else [args.name]
+    names = unit_names() if args.name == "all" else [args.name]
     if args.target == "both":
         targets = ["ice40", "ecp5"]
     elif args.target == "all":
@@ -920,13 +872,6 @@ def run(args):
                 continue
             except (UnitNotAvailable, ValueError) as exc:
                 print(f"synth-unit: {exc}", file=sys.stderr)
-                status = 2
-                continue
-            except Exception as exc:    # a unit under construction: keep going with the rest
-                if not multi:
-                    raise
-                print(f"synth-unit: {name}/{target}: {type(exc).__name__}: {exc}",
-                      file=sys.stderr)
                 status = 2
                 continue
             reports.append(rep)

@@ -3,17 +3,16 @@
 ::
 
     oscillator -> PLL (board.target_mhz) -> "sync" domain
-    uart.rx -> UartRx -> HostLink -> bus (BusSignature(24)) -> core
-    uart.tx <- UartTx <-/          status bit 0 <- core.busy
+    uart.rx, uart.tx <-> LinkedCore: UartRx/UartTx -> HostLink -> bus -> core
     LEDs: busy (core.busy), link (host link inside a frame), alive (1 Hz heartbeat, if present)
 
 Reset: a power-on counter in a reset-less domain holds the ``sync`` reset for 2**10 cycles
 after the PLL reports lock (and while the board's reset button is held); on the ECP5 the
 reset goes out on a global network (a ``DCCA``), as the clock does.
 
-The core is any :class:`amaranth.lib.wiring.Component` with ``bus: In(BusSignature(24))``
-(any ``read_latency``: the HostLink takes the core's) and optionally ``busy: Out(1)``;
-:class:`MemoryCore` is the stand-in used until the Trainer (``hw.trainer.Trainer``) exists.
+The link chain is :class:`hw.link.linked.LinkedCore`, the one the simulated-UART backend runs.
+The core is a trainer core (hw/trainers/), or :class:`MemoryCore`, a stand-in that exercises
+the clocks, the link and the report without the datapath.
 """
 
 from __future__ import annotations
@@ -24,25 +23,32 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.host_link import BusSignature, HostLink
-from hw.uart import UartRx, UartTx, baud_divisor
-from nitrod.isa import BUS_ADDR_WIDTH, MAGIC, REGION_SHIFT, Geometry, Reg, Region
+from hw.contract import BUS_ADDR_WIDTH, MAGIC, REGION_SHIFT, Geometry, Reg, Region
+from hw.host_bus import BusSignature
+from hw.link.linked import LinkedCore
+from hw.link.uart import baud_divisor
 
-__all__ = ["BoardTop", "MemoryCore", "POR_CYCLES"]
+__all__ = ["BoardTop", "MemoryCore", "POR_CYCLES", "CORE_PATH"]
 
 POR_CYCLES = 1 << 10
+#: the core's module path below the board top (Yosys commands name its memories from here)
+CORE_PATH = "linked.core"
 
 
 class MemoryCore(wiring.Component):
     """Stand-in core: the Trainer's register block in outline plus one block RAM.
 
-    Region REGS: ``ID`` reads :data:`nitrod.isa.MAGIC`; the geometry registers (``SIDE``,
+    Region REGS: ``ID`` reads :data:`hw.contract.MAGIC`; the geometry registers (``SIDE``,
     ``*_DEPTH``, ``*_WIDTH``, ...) read ``geometry``; writing bit 0 of ``CONTROL`` makes
     ``busy`` high for ``run_cycles`` cycles (the LED lights), ``STATUS`` reads busy (bit 0)
     and done (bit 1), ``CYCLES`` the length of the last run, ``PROG_START`` is read/write.
     Region ACT: ``words`` 32-bit words of block RAM (word address = the low address bits,
     wrapping).  Everything else reads 0.  Reads answer one cycle after ``r_en``.
     """
+
+    #: like a trainer core's (hw.trainers.core.TrainerCore): plain memories
+    collision_free_memories = ()
+    distributed_memories = ()
 
     def __init__(self, *, words: int = 1024, geometry: Geometry | None = None,
                  run_cycles: int = 1 << 20, addr_width: int = BUS_ADDR_WIDTH):
@@ -229,8 +235,8 @@ class BoardTop(wiring.Component):
         m.d.por += rst_q.eq(por != POR_CYCLES)
         if b.family == "ecp5":
             # ... and goes out on one of the ECP5's global networks (a DCCA buffer, like the
-            # clock): on general routing the one net to the 8 x 8 Trainer's 3,467 flip-flops
-            # with a reset took 15.7 ns (docs/ARCHITECTURE.md section 8)
+            # clock): on general routing one net to the thousands of flip-flops with a reset
+            # would cross the die in a cycle
             rst_global = Signal()
             m.submodules.rst_dcca = Instance("DCCA", i_CLKI=rst_q, i_CE=C(1), o_CLKO=rst_global)
             m.d.comb += cd_sync.rst.eq(rst_global)
@@ -244,28 +250,18 @@ class BoardTop(wiring.Component):
         if not self.sim:
             self._clocking(m, platform)
 
-        m.submodules.uart_rx = rx = UartRx(self.divisor)
-        m.submodules.uart_tx = tx = UartTx(self.divisor)
-        core_bus = self.core.signature.members["bus"].signature
-        m.submodules.link = link = HostLink(addr_width=BUS_ADDR_WIDTH,
-                                            max_burst=b.link_max_burst,
-                                            timeout=self.timeout_cycles,
-                                            read_latency=getattr(core_bus, "read_latency", 1))
-        m.submodules.core = core = self.core
+        m.submodules.linked = linked = LinkedCore(self.core, clocks_per_bit=self.divisor,
+                                                  timeout=self.timeout_cycles,
+                                                  max_burst=b.link_max_burst)
         if self.sim:
-            m.d.comb += [rx.rx.eq(self.uart_rx), self.uart_tx.eq(tx.tx)]
+            m.d.comb += [linked.rx.eq(self.uart_rx), self.uart_tx.eq(linked.tx)]
         else:
-            m.d.comb += [rx.rx.eq(_pin(m, platform, "i", "uart", 0, "rx", cache=pins)),
-                         _pin(m, platform, "o", "uart", 0, "tx", cache=pins).eq(tx.tx)]
-        wiring.connect(m, rx.o, link.rx)
-        wiring.connect(m, link.tx, tx.i)
-        wiring.connect(m, link.bus, core.bus)
-
-        busy = core.busy if "busy" in core.signature.members else C(0, 1)
-        m.d.comb += link.status.eq(busy)
+            m.d.comb += [linked.rx.eq(_pin(m, platform, "i", "uart", 0, "rx", cache=pins)),
+                         _pin(m, platform, "o", "uart", 0, "tx", cache=pins).eq(linked.tx)]
+        busy = linked.busy
 
         if self.sim:
-            m.d.comb += [self.led_busy.eq(busy), self.led_link.eq(~link.idle)]
+            m.d.comb += [self.led_busy.eq(busy), self.led_link.eq(linked.link_active)]
             return m
         leds = b.leds
         # each LED from a flip-flop of its own: its pin then pulls no logic of the core or
@@ -277,7 +273,7 @@ class BoardTop(wiring.Component):
             m.d.comb += _pin(m, platform, "o", *leds["busy"], cache=pins).eq(led_busy)
         if "link" in leds:
             led_link = Signal()
-            m.d.sync += led_link.eq(~link.idle)
+            m.d.sync += led_link.eq(linked.link_active)
             m.d.comb += _pin(m, platform, "o", *leds["link"], cache=pins).eq(led_link)
         if "alive" in leds:
             half = int(self.core_hz // 2)

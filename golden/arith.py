@@ -13,11 +13,14 @@ __all__ = [
     "tdiv", "clip", "nitro_scale", "scale_factor",
     "RELU_MEAN_CORRECTION", "nitro_relu", "nitro_relu_backward",
     "exact_matmul", "matmul_bound", "FLOAT64_EXACT_LIMIT", "INT64_LIMIT",
-    "ONE_HOT_VALUE", "ACT_MAX",
+    "ONE_HOT_VALUE", "ACT_MAX", "SCALE_SHIFT",
 ]
 
 #: Largest magnitude a NITRO Scaling output may take (the int8 range minus -128).
 ACT_MAX = 127
+
+#: NITRO Scaling's divisor is ``2**SCALE_SHIFT * fan_in``.
+SCALE_SHIFT = 8
 
 #: One-hot targets are 32 for the true class and 0 elsewhere.
 ONE_HOT_VALUE = 32
@@ -73,10 +76,10 @@ def clip(a, lo: int, hi: int):
 
 
 def scale_factor(fan_in: int) -> int:
-    """NITRO Scaling's divisor ``SF = 2**8 * fan_in``."""
+    """NITRO Scaling's divisor ``SF = 2**SCALE_SHIFT * fan_in`` (``2**8 * fan_in``)."""
     if fan_in <= 0:
         raise ValueError(f"fan_in must be positive, got {fan_in}")
-    return 256 * int(fan_in)
+    return (1 << SCALE_SHIFT) * int(fan_in)
 
 
 def nitro_scale(z, fan_in: int):

@@ -20,14 +20,17 @@ error or a bus access error raises :class:`AcceleratorError` naming it; nothing 
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 
 from golden.network import Network, NetworkSpec
-from nitrod import isa
-from nitrod.isa import (OVERFLOW_BITS, REGION_SHIFT, STATUS_BITS, STATUS_ERRORS, Geometry,
-                        Reg, Region)
+from hw import contract as isa
+from hw.contract import (GEOMETRY_REGISTERS, OVERFLOW_BITS, REGION_SHIFT, STATUS_BITS,
+                         STATUS_ERRORS, Control, Geometry, Reg, Region)
 
-__all__ = ["AcceleratorError", "GoldenBackend", "AcceleratorBackend", "LinkBus", "open_backend"]
+__all__ = ["AcceleratorError", "GoldenBackend", "AcceleratorBackend", "LinkBus", "open_backend",
+           "core_choice", "CoreChoice"]
 
 REGS = int(Region.REGS) << REGION_SHIFT
 
@@ -78,15 +81,17 @@ class AcceleratorBackend:
         if magic != isa.MAGIC:
             raise AcceleratorError(f"no Trainer on the bus (ID register {magic:#x}, "
                                    f"expected {isa.MAGIC:#x})")
-        regs = {r: self.read_reg(r) for r in Reg if Reg.SIDE <= r <= Reg.D_W_WIDTH}
+        regs = {r: self.read_reg(r) for r in GEOMETRY_REGISTERS}
         self.geometry = Geometry.from_registers(regs)
+        #: the core's multiply-accumulates per cycle (its MAC array, or one multiplier)
+        self.mac_elements = self.read_reg(Reg.MACS)
         self.spec, self.batch = spec, batch
         self.plan = compile_mlp(spec, self.geometry, batch)
         self.max_cycles = max_cycles
         self.last_cycles = None
         self.total_cycles = 0
         self._program_key = None
-        self.write_reg(Reg.CONTROL, 2)                       # clear stale flags
+        self.write_reg(Reg.CONTROL, Control.CLEAR)          # clear stale flags
         self.load_weights(Network(spec, seed=seed).weights())
 
     # -- bus helpers --------------------------------------------------------------------
@@ -126,7 +131,7 @@ class AcceleratorBackend:
     def run_program(self) -> int:
         """Start the program at PROG_START 0 and wait for the end; returns its cycles."""
         self.write_reg(Reg.PROG_START, 0)
-        self.write_reg(Reg.CONTROL, 1)
+        self.write_reg(Reg.CONTROL, Control.START)
         try:
             self.bus.wait_reg(REGS | Reg.STATUS, 1 << STATUS_BITS["busy"], 0,
                               max_cycles=self.max_cycles)
@@ -228,28 +233,43 @@ class LinkBus:
             close()
 
 
-def _trainer_of(board: str | None, geometry: Geometry | None):
-    """``(factory() -> core, name, geometry, mac_elements, read_latency)`` of the simulated
-    core: the Trainer with ``geometry`` (default ``Geometry()``), or, with ``board``, the core
+class CoreChoice(NamedTuple):
+    """The trainer core a simulation runs: ``make()`` builds it; ``name`` names its build."""
+    make: Callable
+    name: str
+    geometry: Geometry
+    core: type
+
+
+def core_choice(board: str | None, geometry: Geometry | None) -> CoreChoice:
+    """The Trainer with ``geometry`` (default ``Geometry()``), or, with ``board``, the core
     ``nitrod build --board BOARD --core trainer`` builds (its class, parameters and geometry;
     ``geometry`` overrides the latter)."""
+    from hw.trainers.trainer import Trainer
+
     if board is None:
-        from hw.trainer import Trainer
-
         geometry = geometry or Geometry()
-        return ((lambda: Trainer(geometry)), "trainer", geometry, geometry.side ** 2,
-                Trainer.READ_LATENCY)
-    import importlib
-
+        return CoreChoice(lambda: Trainer(geometry), "trainer", geometry, Trainer)
     from boards.boards import get_board
 
     b = get_board(board)
-    module, _, name = b.trainer.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
     geometry = geometry or b.geometry
     params = dict(b.trainer_params)
-    return ((lambda: cls(geometry, **params)), f"{name.lower()}_{b.name.replace('-', '_')}",
-            geometry, getattr(cls, "MAC_ELEMENTS", geometry.side ** 2), cls.READ_LATENCY)
+    return CoreChoice(lambda: b.trainer(geometry, **params),
+                      f"{b.trainer.__name__.lower()}_{b.name.replace('-', '_')}", geometry,
+                      b.trainer)
+
+
+def _backend_on(bus, close, name, spec, **options):
+    """An AcceleratorBackend named ``name`` on ``bus``; ``close()`` frees the bus if it cannot
+    be made."""
+    try:
+        backend = AcceleratorBackend(bus, spec, **options)
+    except BaseException:
+        close()
+        raise
+    backend.name = name
+    return backend
 
 
 def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
@@ -264,45 +284,32 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
     if kind == "sim":
         from sim.bus_client import SimBus
 
-        make, name, geometry, macs, read_latency = _trainer_of(board, geometry)
-        bus = SimBus.start(make, name, waves=waves, read_latency=read_latency)
-        try:
-            backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
-        except BaseException:
-            bus.close()
-            raise
-        backend.name = "sim"
-        backend.mac_elements = macs
-        return backend
+        choice = core_choice(board, geometry)
+        bus = SimBus.start(choice.make, choice.name, waves=waves,
+                           read_latency=choice.core.READ_LATENCY)
+        return _backend_on(bus, bus.close, "sim", spec, batch=batch, seed=seed, **options)
     if kind == "sim-uart":
-        from hw.linked_trainer import LinkedTrainer
+        from hw.link.linked import LinkedCore
         from nitrod.link import LinkClient
         from sim.link_client import SimUartTransport
 
-        make, name, geometry, macs, _ = _trainer_of(board, geometry)
+        choice = core_choice(board, geometry)
         cpb = int(options.pop("clocks_per_bit", 8))
         link_timeout = int(options.pop("link_timeout", 64 * 10 * cpb))
         max_burst = int(options.pop("max_burst", 64))
         transport = SimUartTransport.start(
-            lambda: LinkedTrainer(clocks_per_bit=cpb, timeout=link_timeout,
-                                  max_burst=max_burst, core=make()),
-            f"linked_{name}", clocks_per_bit=cpb, link_timeout=link_timeout, waves=waves)
-        try:
-            bus = LinkBus(LinkClient(transport, max_burst=max_burst))
-            backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
-        except BaseException:
-            transport.close()
-            raise
-        backend.name = "sim-uart"
-        backend.mac_elements = macs
-        return backend
+            lambda: LinkedCore(choice.make(), clocks_per_bit=cpb, timeout=link_timeout,
+                               max_burst=max_burst),
+            f"linked_{choice.name}", clocks_per_bit=cpb, link_timeout=link_timeout, waves=waves)
+        bus = LinkBus(LinkClient(transport, max_burst=max_burst))
+        return _backend_on(bus, transport.close, "sim-uart", spec, batch=batch, seed=seed,
+                           **options)
     if kind == "board":
         from nitrod.link import LinkClient, open_serial
 
         if not port:
             raise ValueError("the board backend needs --port (the board's serial device)")
-        bus = LinkBus(LinkClient(open_serial(port)))
-        backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
-        backend.name = "board"
-        return backend
+        serial = open_serial(port)
+        return _backend_on(LinkBus(LinkClient(serial)), serial.close, "board", spec,
+                           batch=batch, seed=seed, **options)
     raise ValueError(f"unknown backend {kind!r}: golden, sim or board")

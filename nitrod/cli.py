@@ -7,58 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from .options import add_network_args, spec_from_args, train_config
+
 __all__ = ["main"]
-
-
-def _add_network_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True,
-                   help="digits | mnist5k (bundled) | mnist | fashion | cifar10 (need --data-dir)")
-    p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
-    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
-    p.add_argument("--hidden", default="100,50", help="MLP hidden sizes, e.g. 100,50")
-    p.add_argument("--arch", default="small",
-                   help="CNN: a named architecture (small, vgg8b) or a layer list "
-                        "such as c32,p,c64,p,l100")
-    p.add_argument("--relu-inv-slope", type=int, default=4)
-    p.add_argument("--decoder-dim", type=int, default=None,
-                   help="largest local-classifier input of conv blocks (default 2048; vgg8b 4096)")
-    p.add_argument("--fwd-decay-inv", type=int, default=None,
-                   help="weight decay divisor of forward layers (0: off; default 12000 MLP, 30000 CNN)")
-    p.add_argument("--subnet-decay-inv", type=int, default=3000,
-                   help="weight decay divisor of local classifiers and the output layer (0: off)")
-    p.add_argument("--conv-amp-extra", action="store_true",
-                   help="multiply conv blocks' amplification by H_out**2 // (kh*kw) (the authors' "
-                        "unused factor)")
-    p.add_argument("--int8-loss-error", action="store_true",
-                   help="wrap the loss error to int8 like the authors' implementation")
-
-
-def _spec_from_args(args, ds):
-    from golden.network import ARCHITECTURES, NetworkSpec, mlp_layers, parse_layers
-    extra = {}
-    if args.model == "mlp":
-        layers = mlp_layers(args.hidden)
-        fwd_decay = 12000
-    else:
-        if args.arch in ARCHITECTURES:
-            text, extra = ARCHITECTURES[args.arch]
-        else:
-            text = args.arch
-        layers = parse_layers(text)
-        fwd_decay = 30000
-    decoder_dim = args.decoder_dim or extra.get("decoder_dim", 2048)
-    return NetworkSpec(
-        input_shape=ds.input_shape, classes=ds.classes, layers=layers,
-        relu_inv_slope=args.relu_inv_slope, decoder_dim=decoder_dim,
-        fwd_decay_inv=fwd_decay if args.fwd_decay_inv is None else args.fwd_decay_inv,
-        subnet_decay_inv=args.subnet_decay_inv, conv_amp_extra=args.conv_amp_extra,
-        int8_loss_error=args.int8_loss_error)
-
-
-def _train_config(args, **over):
-    from golden.train import TrainConfig
-    return TrainConfig(epochs=args.epochs, batch=args.batch, lr_inv=args.lr_inv, seed=args.seed,
-                       **over)
 
 
 def cmd_train(args) -> int:
@@ -66,11 +17,11 @@ def cmd_train(args) -> int:
     from golden.network import Network
     from golden.train import train
     ds = load_dataset(args.dataset, args.data_dir)
-    spec = _spec_from_args(args, ds)
+    spec = spec_from_args(args, ds)
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"images {ds.input_shape}, {ds.classes} classes")
     print(Network(spec, seed=args.seed).describe())
-    res = train(ds, spec, _train_config(args), out_dir=args.out, progress=not args.quiet,
+    res = train(ds, spec, train_config(args), out_dir=args.out, progress=not args.quiet,
                 threads=args.threads)
     m = res.metrics
     print(f"best test accuracy {100 * m['best_test_accuracy']:.2f}% (epoch {m['best_epoch']}), "
@@ -99,8 +50,8 @@ def cmd_ranges(args) -> int:
     from golden.datasets import load_dataset
     from golden.train import train
     ds = load_dataset(args.dataset, args.data_dir)
-    spec = _spec_from_args(args, ds)
-    res = train(ds, spec, _train_config(args), out_dir=args.out, progress=not args.quiet,
+    spec = spec_from_args(args, ds)
+    res = train(ds, spec, train_config(args), out_dir=args.out, progress=not args.quiet,
                 log=(lambda s: None) if args.quiet else print, threads=args.threads)
     print(f"largest magnitudes over {res.metrics['epochs']} epochs "
           f"({ds.name}, layers {','.join(spec.layers)}, seed {args.seed}):")
@@ -111,28 +62,18 @@ def cmd_ranges(args) -> int:
 
 
 def cmd_sim(args) -> int:
-    from nitrod.sim_train import cmd_sim as run
+    from nitrod.accel_train import cmd_sim as run
     return run(args)
 
 
 def cmd_board_train(args) -> int:
-    from nitrod.sim_train import cmd_sim as run
-    return run(args, kind="board")
+    from nitrod.accel_train import cmd_board_train as run
+    return run(args)
 
 
 def cmd_bench(args) -> int:
-    if args.what == "sim":
-        from nitrod.sim_train import cmd_bench_sim
-        return cmd_bench_sim(args)
-    if args.what != "golden":
-        print(f"unknown benchmark {args.what!r}", file=sys.stderr)
-        return 2
-    from golden.benchmark import bench_golden
-    r = bench_golden(batches=args.batches, threads=args.threads)
-    print(f"MLP 784-100-50-10, batch 64, {r['threads']} BLAS thread(s): "
-          f"{r['macs_per_sample']} MACs/sample, {r['gmacs']:.2f} GMAC/s")
-    print(f"{r['samples_per_second']:.0f} samples/s")
-    return 0
+    from nitrod import bench
+    return (bench.cmd_bench_sim if args.what == "sim" else bench.cmd_bench_golden)(args)
 
 
 def cmd_synth_unit(argv) -> int:
@@ -141,7 +82,7 @@ def cmd_synth_unit(argv) -> int:
 
 
 def cmd_build(argv) -> int:
-    from boards.build import main as build_main
+    from nitrod.board_build import main as build_main
     return build_main(argv, prog="nitrod build")
 
 
@@ -151,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def train_like(name, help_):
         p = sub.add_parser(name, help=help_)
-        _add_network_args(p)
+        add_network_args(p)
         p.add_argument("--epochs", type=int, default=60)
         p.add_argument("--batch", type=int, default=64)
         p.add_argument("--lr-inv", type=int, default=512)
@@ -189,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("board", help="train on a board over its USB serial link")
     bsub = p.add_subparsers(dest="board_cmd", required=True)
     p = bsub.add_parser("train", help="the training of `nitrod sim`, on the board's Trainer")
-    _add_network_args(p)
+    add_network_args(p)
     p.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/ttyUSB0")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch", type=int, default=64)

@@ -1,7 +1,7 @@
 """Host-side compiler: an MLP's training step -> a Trainer memory map and program.
 
 ``compile_mlp(spec, geometry, batch)`` lays an MLP (layer tokens ``l<N>`` only) out in the
-Trainer's memories (nitrod/isa.py defines the machine) and returns a :class:`Plan`, which
+Trainer's memories (hw/contract/isa.py defines the machine) and returns a :class:`Plan`, which
 builds the program and packs/unpacks everything the host moves over the bus.
 
 Notation: ``S`` = ``geometry.side``; a count ``F`` padded to whole tiles is
@@ -57,19 +57,16 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from golden.arith import ONE_HOT_VALUE, RELU_MEAN_CORRECTION
 from golden.blocks import amplification
 from golden.network import NetworkSpec
+from hw.contract import (ADDRESS_WIDTH, ONE_HOT_VALUE, PAD_LABEL, RELU_MEAN_CORRECTION, Geometry,
+                         Op, Region, empty_instruction, pack_instruction, pack_lanes,
+                         unpack_lanes)
 
-from .isa import INSTRUCTION_FIELDS, Geometry, Op, Region, pack_instruction
+__all__ = ["compile_mlp", "Plan", "Allocation", "CompileError", "DoesNotFit"]
 
-__all__ = ["compile_mlp", "Plan", "Allocation", "CompileError", "DoesNotFit", "PAD_LABEL",
-           "pack_lanes", "unpack_lanes"]
-
-#: LABEL value of a padding sample (>= any class, so its error is forced to 0).
-from nitrod.isa import PAD_LABEL  # noqa: E402  (255: a padding sample)
-#: Instruction address/stride fields are 16 bits.
-ADDR_LIMIT = 1 << 16
+#: Instruction address/stride fields are ADDRESS_WIDTH bits.
+ADDR_LIMIT = 1 << ADDRESS_WIDTH
 
 ReadWords = Callable[[Region, int, int], list]
 
@@ -91,36 +88,6 @@ class Allocation(NamedTuple):
 
 def _ceil_to(n: int, s: int) -> int:
     return -(-n // s) * s
-
-
-def _signed_lane(width: int) -> tuple[int, int]:
-    return -(1 << (width - 1)), (1 << (width - 1)) - 1
-
-
-def pack_lanes(values: np.ndarray, width: int, what: str = "value") -> list[int]:
-    """Rows of lane values ``(n, S)`` -> ``n`` packed words (``isa.pack_word``, vectorised
-    over the words); raises OverflowError naming ``what`` if a value does not fit."""
-    v = np.asarray(values, dtype=np.int64)
-    lo, hi = _signed_lane(width)
-    if v.size and (v.min() < lo or v.max() > hi):
-        bad = int(v.min()) if v.min() < lo else int(v.max())
-        raise OverflowError(f"{what}: {bad} does not fit {width} signed bits")
-    u = (v & ((1 << width) - 1)).astype(object)
-    words = np.zeros(v.shape[0], dtype=object)
-    for lane in range(v.shape[1]):
-        words = words + (u[:, lane] << (lane * width))
-    return [int(w) for w in words]
-
-
-def unpack_lanes(words, width: int, lanes: int) -> np.ndarray:
-    """Packed words -> ``(n, lanes)`` int64 lane values (two's complement)."""
-    w = np.array([int(x) for x in words], dtype=object)
-    out = np.zeros((len(w), lanes), dtype=np.int64)
-    mask, sign = (1 << width) - 1, 1 << (width - 1)
-    for lane in range(lanes):
-        u = ((w >> (lane * width)) & mask).astype(np.int64)
-        out[:, lane] = u - ((u & sign) << 1)
-    return out
 
 
 def _blocked(mat: np.ndarray, rows_p: int, cols_p: int, s: int) -> np.ndarray:
@@ -260,8 +227,7 @@ class Plan:
         prog = []
 
         def emit(op, **f):
-            ins = {name: 0 for name, _ in INSTRUCTION_FIELDS}
-            ins.update(op=int(op), **f)
+            ins = empty_instruction(op, **f)
             pack_instruction(ins)
             prog.append(ins)
 

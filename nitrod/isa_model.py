@@ -1,4 +1,4 @@
-"""A pure NumPy model of the Trainer executing a program (nitrod/isa.py is the spec).
+"""A pure NumPy model of the Trainer executing a program (hw/contract/isa.py is the spec).
 
 :class:`IsaMachine` holds the Trainer's memories as ``int64`` arrays and executes one
 instruction at a time, vectorised over the whole product (no per-element Python loops).
@@ -38,20 +38,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from golden.arith import (ACT_MAX, ONE_HOT_VALUE, RELU_MEAN_CORRECTION, exact_matmul,
-                          nitro_relu, nitro_scale, tdiv)
+from golden.arith import exact_matmul, nitro_relu, nitro_scale, tdiv
 from golden.optim import sgd_update
+from hw.contract import (DATA_REGIONS, ONE_HOT_VALUE, PAD_LABEL, RELU_MEAN_CORRECTION, Geometry,
+                         Op, Region, ReluCode, lane_signed, lane_width, pack_instruction,
+                         pack_lanes, relu_codes, signed_range, unpack_instruction, unpack_lanes)
 
-from .isa import (PAD_LABEL, Geometry, Op, Region, pack_instruction, pack_word, unpack_instruction,
-                  unpack_word)
-
-__all__ = ["IsaMachine", "IsaError", "HazardError", "RunStats", "relu_codes",
-           "CODE_PASS", "CODE_DIV", "CODE_ZERO", "lane_width", "lane_signed"]
-
-#: hw.nitro_relu.ReluCode values (duplicated so the model needs no Amaranth).
-CODE_PASS, CODE_DIV, CODE_ZERO = 0, 1, 2
-
-_DATA_REGIONS = (Region.ACT, Region.WGT, Region.ERR, Region.CODE, Region.LABEL)
+__all__ = ["IsaMachine", "IsaError", "HazardError", "RunStats"]
 
 
 class IsaError(RuntimeError):
@@ -71,27 +64,6 @@ class RunStats:
     overflow: dict = field(default_factory=dict)   # the sticky flags after the run
 
 
-def lane_width(geometry: Geometry, region: Region) -> int:
-    """Bits of one lane (one value) of ``region``'s words."""
-    return {Region.ACT: geometry.act_width, Region.WGT: geometry.wgt_width,
-            Region.ERR: geometry.err_width, Region.CODE: 2, Region.LABEL: 8}[Region(region)]
-
-
-def lane_signed(region: Region) -> bool:
-    return Region(region) not in (Region.CODE, Region.LABEL)
-
-
-def relu_codes(y: np.ndarray) -> np.ndarray:
-    """``hw.nitro_relu.relu_code`` on an array of forward inputs."""
-    y = np.asarray(y)
-    return np.where((y >= 0) & (y < ACT_MAX), CODE_PASS,
-                    np.where((y < 0) & (y >= -ACT_MAX), CODE_DIV, CODE_ZERO)).astype(np.int64)
-
-
-def _signed_range(width: int) -> tuple[int, int]:
-    return -(1 << (width - 1)), (1 << (width - 1)) - 1
-
-
 class IsaMachine:
     """The Trainer's memories and a program interpreter.
 
@@ -104,7 +76,7 @@ class IsaMachine:
         self.pad_errors = pad_errors
         self.side = g.side
         self.mem: dict[Region, np.ndarray] = {}
-        for r in _DATA_REGIONS:
+        for r in DATA_REGIONS:
             shape = (g.depth(r),) if r == Region.LABEL else (g.depth(r), g.side)
             self.mem[r] = np.zeros(shape, dtype=np.int64)
         self.overflow = {"mac": False, "backerr": False, "sgd": False}
@@ -123,7 +95,7 @@ class IsaMachine:
 
     def _check_values(self, region: Region, values: np.ndarray) -> None:
         w = lane_width(self.geometry, region)
-        lo, hi = _signed_range(w) if lane_signed(region) else (0, (1 << w) - 1)
+        lo, hi = signed_range(w) if lane_signed(region) else (0, (1 << w) - 1)
         if values.size and (values.min() < lo or values.max() > hi):
             bad = int(values.min()) if values.min() < lo else int(values.max())
             raise OverflowError(f"value {bad} does not fit a {Region(region).name} lane "
@@ -152,16 +124,14 @@ class IsaMachine:
         return out[0] if count is None else out
 
     def write_words(self, region: Region, base: int, words) -> None:
-        """Write packed words (ints as on the host bus, ``isa.pack_word`` layout)."""
+        """Write packed words (ints as on the host bus, ``hw.contract.pack_word`` layout)."""
         region = Region(region)
         words = list(words)
         if region == Region.LABEL:
-            self.write(region, base, np.array([int(w) for w in words], dtype=np.int64).reshape(-1))
+            self.write(region, base, np.array([int(w) for w in words], dtype=np.int64))
             return
         w, sg = lane_width(self.geometry, region), lane_signed(region)
-        vals = np.array([unpack_word(int(x), w, self.side, sg) for x in words],
-                        dtype=np.int64).reshape(-1, self.side)
-        self.write(region, base, vals)
+        self.write(region, base, unpack_lanes(words, w, self.side, sg).reshape(-1, self.side))
 
     def read_words(self, region: Region, base: int, count: int) -> list[int]:
         """``count`` packed words from ``base`` (the host's view of a memory)."""
@@ -169,10 +139,8 @@ class IsaMachine:
         vals = self.read(region, base, count)
         if region == Region.LABEL:
             return [int(v) for v in vals]
-        w = lane_width(self.geometry, region)
-        mask = (1 << w) - 1
-        return [pack_word(row, w) if lane_signed(region)
-                else sum((int(v) & mask) << (i * w) for i, v in enumerate(row)) for row in vals]
+        return pack_lanes(vals, lane_width(self.geometry, region), f"{region.name} lane",
+                          signed=lane_signed(region))
 
     def load(self, blocks) -> None:
         """Write ``[(region, base, packed words), ...]`` (what ``Plan.pack_*`` return)."""
@@ -299,13 +267,13 @@ class IsaMachine:
             code_addr = self._check_addr(Region.CODE, ins["aux_base"] + off)
             add(reads, Region.CODE, code_addr)
             code = self.mem[Region.CODE][code_addr]             # (R, tc, S)
-            lo, hi = _signed_range(g.err_width)
+            lo, hi = signed_range(g.err_width)
             if acc3.size and (acc3.min() < lo or acc3.max() > hi):
                 self.overflow["backerr"] = True
                 acc3 = np.clip(acc3, lo, hi)
             a = ins["inv_slope"]
             div = tdiv(acc3, a)
-            d = np.where(code == CODE_ZERO, 0, np.where(code == CODE_DIV, div, acc3))
+            d = np.where(code == ReluCode.ZERO, 0, np.where(code == ReluCode.DIV, div, acc3))
             dest, dest_region, values = row_addr, Region.ERR, d
             col_region = None
             extra = []
@@ -313,7 +281,7 @@ class IsaMachine:
             w_addr = self._check_addr(Region.WGT, row_addr)
             w_old = self.mem[Region.WGT][w_addr]                # (R, tc, S)
             w_new = sgd_update(w_old, acc3, ins["d_g"], 1, ins["d_w"])
-            lo, hi = _signed_range(g.wgt_width)
+            lo, hi = signed_range(g.wgt_width)
             if w_new.size and (w_new.min() < lo or w_new.max() > hi):
                 self.overflow["sgd"] = True
                 w_new = np.clip(w_new, lo, hi)
@@ -325,7 +293,7 @@ class IsaMachine:
         keep = ((r < ins["row_len"])[:, None, None]
                 & ((tc[None, :, None] * S + c[None, None, :]) < ins["col_len"]))
         values = np.where(keep, values, 0)
-        extra = [(region, addr, np.where(keep, v, CODE_ZERO)) for region, addr, v in extra]
+        extra = [(region, addr, np.where(keep, v, ReluCode.ZERO)) for region, addr, v in extra]
         dest = self._check_addr(dest_region, dest)
         add(writes, dest_region, dest)
         if col_en:
@@ -354,7 +322,7 @@ class IsaMachine:
         if k_len == 0:
             return np.zeros((a.shape[0], b.shape[1]), dtype=np.int64)
         p = exact_matmul(a, b)
-        lo, hi = _signed_range(self.geometry.acc_width)
+        lo, hi = signed_range(self.geometry.acc_width)
         bound = (int(np.abs(a).max()) * int(np.abs(b).max()) * k_len) if a.size and b.size else 0
         if bound <= hi:
             return p

@@ -1,48 +1,12 @@
-"""Host side of the board link: frames, CRC and a blocking client.
+"""Host side of the board link: frames, CRC checks and a blocking client.
 
-This module talks to :class:`hw.host_link.HostLink` over any byte transport
-(the board's USB serial port).  It imports nothing from ``hw/`` and nothing
-from Amaranth, so a host with only Python (and pyserial, for a real port) can
-drive a board.  The protocol constants below duplicate those of
-``hw/host_link.py``; ``tests/test_link_protocol.py`` checks that they agree.
-
-Frame format (both directions)
-------------------------------
-All multi-byte fields are little-endian except the CRC, which is sent high
-byte first so that the CRC computed over a whole frame after the sync byte,
-CRC included, is zero.
-
-Request (host -> board)::
-
-    SYNC(0xA5) CMD COUNT ADDR[0] ADDR[1] ADDR[2] ADDR[3] [PAYLOAD] CRC_HI CRC_LO
-
-* ``CMD``: :data:`CMD_PING`, :data:`CMD_WRITE` or :data:`CMD_READ`.
-* ``COUNT``: words to write or read, ``1..max_burst`` (ignored by PING).
-* ``ADDR``: 32-bit word address of the first word (ignored by PING).
-* ``PAYLOAD``: only when ``CMD`` is :data:`CMD_WRITE` (any other ``CMD`` byte,
-  known or not, means the CRC follows ``ADDR``): ``COUNT`` 32-bit words, each
-  little-endian, for consecutive addresses.
-* ``CRC``: CRC-16/CCITT-FALSE (polynomial 0x1021, init 0xFFFF, no reflection,
-  no final XOR) of every byte from ``CMD`` to the end of the payload.
-
-Response (board -> host)::
-
-    SYNC(0xA5) KIND INFO COUNT [PAYLOAD] CRC_HI CRC_LO
-
-* :data:`RSP_ACK`: a WRITE was committed; ``INFO`` = the command, ``COUNT`` =
-  the words written; no payload.
-* :data:`RSP_DATA`: ``INFO`` = the command, ``COUNT`` words of payload: the
-  words read (READ) or, for PING, two words: the link word (bits 0-7
-  protocol version, 8-15 max burst, 16-31 count of error responses sent since
-  reset, wrapping) and the design's 32-bit status word.
-* :data:`RSP_ERROR`: ``INFO`` = an error code (``ERR_*``), ``COUNT`` = 0.
-  A request answered with an error changed nothing.
-
-Every request gets exactly one response.  A request cut short (no byte for
-the board's inter-byte timeout) is answered with :data:`ERR_TIMEOUT` when the
-timeout expires.  The link is half duplex: send the next request only after
-the previous response has arrived (bytes sent while the board is answering
-may be lost).
+This module talks to :class:`hw.link.host_link.HostLink` over any byte transport (the board's
+USB serial port).  The frame format and its constants are the contract's
+(:mod:`hw.contract.link`, pure Python), so a host with only Python (and pyserial, for a real
+port) can drive a board.  A request cut short (no byte for the board's inter-byte timeout) is
+answered with ``ERR_TIMEOUT`` when the timeout expires.  The link is half duplex: send the
+next request only after the previous response has arrived (bytes sent while the board is
+answering may be lost).
 """
 
 from __future__ import annotations
@@ -52,83 +16,20 @@ import struct
 from typing import Iterable, Iterator, Protocol, Sequence
 
 __all__ = [
-    "SYNC", "CMD_PING", "CMD_WRITE", "CMD_READ", "COMMANDS",
-    "RSP_ACK", "RSP_DATA", "RSP_ERROR",
-    "ERR_CRC", "ERR_COMMAND", "ERR_LENGTH", "ERR_TIMEOUT", "ERR_ADDRESS", "ERROR_NAMES",
-    "PROTOCOL_VERSION", "CRC_POLY", "CRC_INIT", "REQUEST_HEADER_BYTES", "RESPONSE_HEADER_BYTES",
-    "PING_WORDS", "crc16", "response_payload_words", "encode_request", "encode_response", "Response", "ResponseDecoder",
-    "LinkError", "LinkErrorResponse", "LinkCrcError", "LinkTimeout", "LinkProtocolError",
-    "LinkInfo", "LinkClient", "open_serial",
+    "response_payload_words", "encode_request", "encode_response", "Response",
+    "ResponseDecoder", "LinkError", "LinkErrorResponse", "LinkCrcError", "LinkTimeout",
+    "LinkProtocolError", "LinkInfo", "LinkClient", "open_serial",
 ]
 
-# --------------------------------------------------------------------------- constants
-# Keep in step with hw/host_link.py (tests/test_link_protocol.py compares them).
-
-SYNC = 0xA5
-
-CMD_PING = 0x01
-CMD_WRITE = 0x02
-CMD_READ = 0x03
-COMMANDS = (CMD_PING, CMD_WRITE, CMD_READ)
-
-RSP_ACK = 0x80
-RSP_DATA = 0x81
-RSP_ERROR = 0x82
-
-ERR_CRC = 0x01        #: the frame's CRC did not check
-ERR_COMMAND = 0x02    #: unknown command
-ERR_LENGTH = 0x03     #: COUNT is 0 or larger than the board's max burst
-ERR_TIMEOUT = 0x04    #: the frame stopped before its end (inter-byte timeout)
-ERR_ADDRESS = 0x05    #: the burst leaves the bus address space
-
-ERROR_NAMES = {
-    ERR_CRC: "bad CRC",
-    ERR_COMMAND: "unknown command",
-    ERR_LENGTH: "bad length",
-    ERR_TIMEOUT: "timeout / truncated frame",
-    ERR_ADDRESS: "address out of range",
-}
-
-PROTOCOL_VERSION = 1
-CRC_POLY = 0x1021
-CRC_INIT = 0xFFFF
-
-#: CMD, COUNT, ADDR (4): bytes between SYNC and the payload of a request.
-REQUEST_HEADER_BYTES = 6
-#: KIND, INFO, COUNT: bytes between SYNC and the payload of a response.
-RESPONSE_HEADER_BYTES = 3
-#: Number of words in the DATA response to PING.
-PING_WORDS = 2
+from hw.contract.link import (CMD_PING, CMD_READ, CMD_WRITE,
+                              ERR_CRC, ERR_TIMEOUT,
+                              ERROR_NAMES, MAX_BURST_LIMIT, PING_WORDS, RESPONSE_HEADER_BYTES, RSP_ACK, RSP_DATA,
+                              RSP_ERROR, SYNC, crc16)
 
 WORD_MASK = 0xFFFFFFFF
 
 
-# --------------------------------------------------------------------------- CRC
-
-def _crc_table(poly: int) -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ poly) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-        table.append(crc)
-    return table
-
-
-_TABLE = _crc_table(CRC_POLY)
-
-
-def crc16(data: bytes | bytearray | Iterable[int], crc: int = CRC_INIT) -> int:
-    """CRC-16/CCITT-FALSE of ``data`` (``crc16(b"123456789") == 0x29B1``).
-
-    ``crc`` continues a running value.  A frame body followed by its CRC (high
-    byte first) has a CRC of zero.
-    """
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ byte) & 0xFF]
-    return crc
-
+# --------------------------------------------------------------------------- frames
 
 def _with_crc(body: bytes) -> bytes:
     c = crc16(body)
@@ -145,7 +46,7 @@ def encode_request(cmd: int, addr: int = 0, count: int | None = None,
     build inconsistent frames on purpose (the payload is always ``words``)."""
     if count is None:
         count = len(words)
-    if not 0 <= count <= 0xFF:
+    if not 0 <= count <= MAX_BURST_LIMIT:
         raise ValueError(f"count {count} does not fit the 8-bit COUNT field")
     body = bytes([cmd & 0xFF, count]) + struct.pack("<I", addr & WORD_MASK) + _words_bytes(words)
     return _with_crc(body)
@@ -295,8 +196,8 @@ class LinkClient:
     MAX_SKIP = 4096
 
     def __init__(self, transport: Transport, *, max_burst: int = 64, retries: int = 0):
-        if not 1 <= max_burst <= 0xFF:
-            raise ValueError("max_burst must be in 1..255")
+        if not 1 <= max_burst <= MAX_BURST_LIMIT:
+            raise ValueError(f"max_burst must be in 1..{MAX_BURST_LIMIT}")
         self.transport = transport
         self.max_burst = max_burst
         self.retries = retries

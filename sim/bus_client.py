@@ -4,7 +4,7 @@
 with the cocotb module :mod:`sim.bus_server`, in a background thread, because
 ``run_cocotb`` blocks until the simulator exits) and talks to it over a Unix-domain
 socket.  The design needs a host bus port named ``bus`` with the
-``hw.host_link.BusSignature`` members (Verilog ports ``bus__addr``, ``bus__w_data``,
+``hw.link.host_link.BusSignature`` members (Verilog ports ``bus__addr``, ``bus__w_data``,
 ``bus__w_en``, ``bus__r_en``, ``bus__r_data``), plus ``clk`` and ``rst``.
 
 Example::
@@ -100,7 +100,7 @@ class SimBus:
         ``io_timeout`` (seconds, None = no limit) bounds each request.  ``server_module``,
         ``testcase`` and ``params`` select another cocotb server speaking the same framing
         (sim/link_server.py).  ``read_latency`` (>= 1) is the design's bus read latency
-        (``hw.host_link.BusSignature.read_latency``: 1 = ``r_data`` the cycle after
+        (``hw.link.host_link.BusSignature.read_latency``: 1 = ``r_data`` the cycle after
         ``r_en``); it is added to ``params`` as ``"read_latency"`` and the server samples
         each read's word that many cycles after it.  Sets
         ``COCOTB_TRUST_INERTIAL_WRITES=1`` unless ``extra_env`` says otherwise: the clock

@@ -1,7 +1,7 @@
 """Bus server: a cocotb test module that lets a host process drive a design's host bus.
 
 Started by :class:`sim.bus_client.SimBus` (through :func:`sim.harness.run_cocotb`) against
-a design with a host bus port (``hw.host_link.BusSignature``: ports ``bus__addr``,
+a design with a host bus port (``hw.link.host_link.BusSignature``: ports ``bus__addr``,
 ``bus__w_data``, ``bus__w_en``, ``bus__r_en``, ``bus__r_data``, plus ``clk`` and ``rst``).
 It starts the clock, resets the design, connects to the Unix-domain socket named by
 ``$NITROD_BUS_SOCKET`` and serves requests until QUIT or until the host closes the
@@ -12,7 +12,7 @@ Timing
 ------
 Every request starts and ends right after a falling edge of ``clk`` (inputs are driven
 there and sampled at the next rising edge, as in the other benches).  ``L`` below is the
-bus's read latency (``hw.host_link.BusSignature.read_latency``), the ``read_latency``
+bus's read latency (``hw.link.host_link.BusSignature.read_latency``), the ``read_latency``
 entry of the harness params (:func:`sim.tb.params`; ``SimBus.start(..., read_latency=L)``),
 1 if absent.
 

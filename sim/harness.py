@@ -269,11 +269,11 @@ def build_verilator(verilog_text: str, toplevel: str, *, build_args: Iterable[st
     """Build ``verilog_text`` for cocotb, reusing a cached build when possible.
 
     Returns ``(build_dir, compiled, seconds)``; ``compiled`` is False on a cache hit.
-    A design that instantiates the ECP5's MULT18X18D (hw/ecp5_dsp.py) or DP16KD
-    (hw/ecp5_bram.py), or the iCE40's SB_SPRAM256KA (hw/ice40_spram.py), gets the block's
+    A design that instantiates the ECP5's MULT18X18D (hw/vendor/ecp5_dsp.py) or DP16KD
+    (hw/vendor/ecp5_bram.py), or the iCE40's SB_SPRAM256KA (hw/vendor/ice40_spram.py), gets the block's
     behavioural model appended: the simulation runs the same design as the bitstream.
     """
-    from hw import ecp5_bram, ecp5_dsp, ice40_spram
+    from hw.vendor import ecp5_bram, ecp5_dsp, ice40_spram
 
     verilog_text = ecp5_bram.with_sim_model(ecp5_dsp.with_sim_model(verilog_text))
     verilog_text = ice40_spram.with_sim_model(verilog_text)

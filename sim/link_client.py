@@ -4,19 +4,20 @@
 read is a timeout) for :class:`nitrod.link.LinkClient`, so the host side the boards use runs
 unchanged against the simulator::
 
-    from hw.linked_trainer import LinkedTrainer
+    from hw.link.linked import LinkedCore
+    from hw.trainers.trainer import Trainer
     from nitrod.backends import AcceleratorBackend, LinkBus
     from nitrod.link import LinkClient
     from sim.link_client import SimUartTransport
 
-    design = lambda: LinkedTrainer(geometry, clocks_per_bit=4, timeout=400, max_burst=64)
+    design = lambda: LinkedCore(Trainer(geometry), clocks_per_bit=4, timeout=400, max_burst=64)
     with SimUartTransport.start(design, "linked_trainer", clocks_per_bit=4,
                                 link_timeout=400) as transport:
         backend = AcceleratorBackend(LinkBus(LinkClient(transport)), spec, batch=8)
         backend.train_step(x, target, lr_inv)
 
 The design is any component with a serial line pair ``rx: In(1)`` (idle high) and
-``tx: Out(1)``, e.g. :class:`hw.linked_trainer.LinkedTrainer`.  :meth:`SimUartTransport.start`
+``tx: Out(1)``, e.g. :class:`hw.link.linked.LinkedCore`.  :meth:`SimUartTransport.start`
 wraps it in :func:`line_harness`, a simulation-only top with a *waveform player* on ``rx`` and
 a *waveform recorder* on ``tx``: W-bit shift registers (``window`` bits) that play W cycles of
 line levels computed in Python and record the last W cycles of the ``tx`` line.  The server

@@ -1,0 +1,99 @@
+"""The host link's frames: the bytes between a host's serial port and the board's HostLink.
+
+Multi-byte fields are little-endian, except the CRC, which is sent high byte first, so that
+the CRC over a whole frame after its sync byte, CRC included, is zero (how both ends check a
+frame).  CRC: CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF, no reflection, no
+final XOR: ``amaranth.lib.crc.catalog.CRC16_CCITT_FALSE`` in the gateware, the standard
+library's ``binascii.crc_hqx`` on the host).
+
+Request (host -> board), ``6 + 4 * COUNT`` (WRITE) or 6 bytes between SYNC and CRC::
+
+    SYNC  CMD  COUNT  ADDR0 ADDR1 ADDR2 ADDR3  [COUNT words of payload]  CRC_HI CRC_LO
+    0xA5  1 B  1 B    32-bit word address      (WRITE only, 4 B each)    over CMD..payload
+
+=========  ====  ================================================================
+command    CMD   meaning
+=========  ====  ================================================================
+PING       0x01  answer DATA with 2 words: the link word and the core's status
+                 (COUNT and ADDR are ignored)
+WRITE      0x02  write COUNT words to ADDR, ADDR+1, ...; answer ACK
+READ       0x03  read COUNT words from ADDR, ADDR+1, ...; answer DATA
+=========  ====  ================================================================
+
+Only CMD = WRITE has a payload: any other CMD byte means the CRC follows ADDR.
+
+Response (board -> host)::
+
+    SYNC  KIND  INFO  COUNT  [COUNT words, DATA only]  CRC_HI CRC_LO (over KIND..payload)
+
+=====  =====  ==================  ==========================================
+KIND   code   INFO                COUNT / payload
+=====  =====  ==================  ==========================================
+ACK    0x80   the command         words written, no payload
+DATA   0x81   the command         words in the payload
+ERROR  0x82   error code          0, no payload
+=====  =====  ==================  ==========================================
+
+Error codes (:data:`ERROR_NAMES`): the checks run after the CRC bytes, in that order of
+priority (bad CRC first).  A request answered with ERROR changed nothing.  The PING link word:
+bits 0-7 :data:`PROTOCOL_VERSION`, 8-15 the board's ``max_burst``, 16-31 the number of ERROR
+responses sent since reset (wrapping).  Every request gets exactly one response; the link is
+half duplex (the host sends the next request after the response).
+"""
+
+from __future__ import annotations
+
+import binascii
+
+__all__ = [
+    "SYNC", "CMD_PING", "CMD_WRITE", "CMD_READ", "COMMANDS", "RSP_ACK", "RSP_DATA",
+    "RSP_ERROR", "ERR_CRC", "ERR_COMMAND", "ERR_LENGTH", "ERR_TIMEOUT", "ERR_ADDRESS",
+    "ERROR_NAMES", "PROTOCOL_VERSION", "CRC_POLY", "CRC_INIT", "REQUEST_HEADER_BYTES",
+    "RESPONSE_HEADER_BYTES", "PING_WORDS", "WORD_BYTES", "MAX_BURST_LIMIT", "crc16",
+]
+
+SYNC = 0xA5
+
+CMD_PING = 0x01
+CMD_WRITE = 0x02
+CMD_READ = 0x03
+COMMANDS = (CMD_PING, CMD_WRITE, CMD_READ)
+
+RSP_ACK = 0x80
+RSP_DATA = 0x81
+RSP_ERROR = 0x82
+
+ERR_CRC = 0x01        #: the frame's CRC did not check
+ERR_COMMAND = 0x02    #: unknown command
+ERR_LENGTH = 0x03     #: COUNT is 0 or larger than the board's max burst (READ, WRITE)
+ERR_TIMEOUT = 0x04    #: the frame stopped before its end (inter-byte timeout)
+ERR_ADDRESS = 0x05    #: the burst leaves the bus address space
+
+ERROR_NAMES = {
+    ERR_CRC: "bad CRC",
+    ERR_COMMAND: "unknown command",
+    ERR_LENGTH: "bad length",
+    ERR_TIMEOUT: "timeout / truncated frame",
+    ERR_ADDRESS: "address out of range",
+}
+
+PROTOCOL_VERSION = 1
+CRC_POLY = 0x1021
+CRC_INIT = 0xFFFF
+
+#: CMD, COUNT, ADDR (4): bytes between SYNC and the payload of a request.
+REQUEST_HEADER_BYTES = 6
+#: KIND, INFO, COUNT: bytes between SYNC and the payload of a response.
+RESPONSE_HEADER_BYTES = 3
+#: Words in the DATA response to PING.
+PING_WORDS = 2
+#: Bytes of a bus word in a payload.
+WORD_BYTES = 4
+#: The largest burst the 8-bit COUNT field can carry.
+MAX_BURST_LIMIT = 0xFF
+
+
+def crc16(data, crc: int = CRC_INIT) -> int:
+    """CRC-16/CCITT-FALSE of ``data`` (``crc16(b"123456789") == 0x29B1``); ``crc`` continues
+    a running value.  A frame body followed by its CRC (high byte first) has a CRC of 0."""
+    return binascii.crc_hqx(bytes(data), crc)

@@ -1,0 +1,237 @@
+"""``nitrod sim`` and ``nitrod board train``: training on an accelerator (simulated or a board).
+
+``nitrod sim`` runs golden/train.py's loop (same batches, order and schedule as
+``nitrod train``) with the ``sim`` backend (nitrod/backends.py): every step is computed by the
+Trainer's gateware in Verilator; after every epoch its weights are read back and the NumPy
+network scores the test split with them.  ``--check`` trains the golden model beside it and
+compares every weight after every batch, stopping at the first difference (layer, index, both
+values).  ``metrics.json`` adds to ``nitrod train``'s: ``mismatches``, ``cycles_per_batch``,
+``mac_utilisation`` (useful MACs / (S*S * cycles)), ``sim_cycles_per_second`` and the
+geometry.  ``--waves-batch N`` replays batch N (counted from 0 over the whole run) in a second
+simulator with waveform tracing from the weights it started from, writes ``waves.vcd`` and
+checks that the replay ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .options import spec_from_args, train_config
+
+__all__ = ["cmd_sim", "cmd_board_train", "train_on_accelerator", "SimStats", "first_difference",
+           "geometry_of", "core_name"]
+
+
+def first_difference(got: dict, want: dict):
+    """``(layer, index, got, want)`` of the first differing weight, or None."""
+    for name in want:
+        a, b = np.asarray(got[name]), np.asarray(want[name])
+        if a.shape != b.shape:
+            return name, None, a.shape, b.shape
+        bad = np.argwhere(a != b)
+        if len(bad):
+            idx = tuple(int(i) for i in bad[0])
+            return name, idx, int(a[idx]), int(b[idx])
+    return None
+
+
+class SimStats:
+    """Cycles and wall time of the accelerator's steps."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.cycles: list[int] = []
+        self.samples: list[int] = []
+        self.useful_macs = 0
+        self.seconds = 0.0
+        self._inner = backend.train_step
+        backend.train_step = self.train_step
+
+    def train_step(self, x, target, lr_inv):
+        t0 = time.perf_counter()
+        yhat = self._inner(x, target, lr_inv)
+        self.seconds += time.perf_counter() - t0
+        self.cycles.append(int(self.backend.last_cycles))
+        self.samples.append(len(x))
+        self.useful_macs += self.backend.plan.useful_macs(len(x))
+        return yhat
+
+    def metrics(self) -> dict:
+        g = self.backend.geometry
+        full = [c for c, m in zip(self.cycles, self.samples) if m == self.backend.batch]
+        total = sum(self.cycles)
+        pes = self.backend.mac_elements
+        bound = self.backend.plan.useful_macs(self.backend.batch) / pes
+        per_batch = float(np.mean(full)) if full else (float(np.mean(self.cycles)) if self.cycles else 0)
+        return {
+            "backend": self.backend.name,
+            "geometry": {k: getattr(g, k) for k in g.__dataclass_fields__},
+            "steps": len(self.cycles),
+            "cycles_total": total,
+            "cycles_per_batch": per_batch,
+            "cycles_lower_bound_per_batch": bound,
+            "cycles_over_bound": per_batch / bound if bound else None,
+            "mac_utilisation": self.useful_macs / (pes * total) if total else 0.0,
+            "sim_cycles_per_second": total / self.seconds if self.seconds else 0.0,
+            "sim_seconds": self.seconds,
+        }
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def geometry_of(args):
+    """The geometry of ``--board`` (its trainer's) or ``Geometry()``, with ``--side``."""
+    from hw.contract import Geometry
+    board = getattr(args, "board", None)
+    if board:
+        from boards.boards import get_board
+        g = get_board(board).geometry
+    else:
+        g = Geometry()
+    if getattr(args, "side", None):
+        g = g.replace(side=args.side)
+    return g
+
+
+def core_name(backend) -> str:
+    """What runs the steps: the Trainer's array, or the SerialTrainer's one multiplier."""
+    S = backend.geometry.side
+    macs = backend.mac_elements
+    if macs == S * S:
+        return f"Trainer {S} x {S} ({macs} MACs)"
+    return f"SerialTrainer ({S} x {S} tiles, {macs} MAC)"
+
+
+def cmd_sim(args) -> int:
+    """``nitrod sim``: train on the simulated core (over its bus, or its UART link)."""
+    return train_on_accelerator(args, "sim-uart" if args.link == "uart" else "sim")
+
+
+def cmd_board_train(args) -> int:
+    """``nitrod board train``: train on a board over its serial port."""
+    return train_on_accelerator(args, "board")
+
+
+def train_on_accelerator(args, kind: str) -> int:
+    """The training loop of ``nitrod train`` on an accelerator backend ``kind`` ("sim",
+    "sim-uart" or "board"), with ``--check`` against golden."""
+    from golden.datasets import load_dataset
+    from golden.network import Network
+    from golden.train import train
+    from nitrod.backends import open_backend
+
+    where = "the board" if kind == "board" else "the simulator"
+    if args.model != "mlp":
+        print("nitrod sim: the Trainer runs MLPs (--model mlp)", file=sys.stderr)
+        return 2
+    ds = load_dataset(args.dataset, args.data_dir)
+    spec = spec_from_args(args, ds)
+    geometry = geometry_of(args)
+    out = Path(args.out) if args.out else None
+    print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test; "
+          f"MLP {','.join(spec.layers)}; connecting to {where} ...", flush=True)
+    t0 = time.perf_counter()
+    options = ({"port": args.port} if kind == "board" else
+               {"geometry": geometry, "board": getattr(args, "board", None)})
+    backend = open_backend(kind, spec, batch=args.batch, seed=args.seed, **options)
+    print(f"{where} ready in {time.perf_counter() - t0:.1f} s: {core_name(backend)}", flush=True)
+    print(backend.plan.describe())
+    stats = SimStats(backend)
+    ref = Network(spec, seed=args.seed) if args.check else None
+    state = {"batch": 0, "mismatches": 0, "first": None, "waves": None}
+    waves_batch = args.waves_batch
+
+    inner = backend.train_step
+
+    def train_step(x, target, lr_inv):
+        if waves_batch is not None and state["batch"] == waves_batch:
+            state["waves"] = {"weights": backend.weights(), "x": x.copy(), "t": target.copy(),
+                              "lr_inv": lr_inv}
+        return inner(x, target, lr_inv)
+
+    backend.train_step = train_step
+
+    def after_step(epoch, b, x, target, lr_inv, yhat):
+        if state["waves"] is not None and "after" not in state["waves"]:
+            state["waves"]["after"] = backend.weights()
+        state["batch"] += 1
+        if ref is None:
+            return
+        want_yhat = ref.train_step(x, target, lr_inv)
+        diff = first_difference(backend.weights(), ref.weights())
+        if diff is None and not np.array_equal(yhat, want_yhat):
+            i = tuple(int(v) for v in np.argwhere(yhat != want_yhat)[0])
+            diff = ("output predictions", i, int(yhat[i]), int(want_yhat[i]))
+        if diff is not None:
+            state["mismatches"] += 1
+            state["first"] = {"epoch": epoch, "batch": b, "layer": diff[0],
+                              "index": diff[1], "sim": diff[2], "golden": diff[3]}
+            raise _Mismatch(diff)
+
+    def extra():
+        return {**stats.metrics(), "mismatches": state["mismatches"],
+                "checked": ref is not None, "first_mismatch": state["first"]}
+
+    try:
+        res = train(ds, spec, train_config(args), out_dir=out, progress=not args.quiet,
+                    backend=backend, after_step=after_step, extra_metrics=extra)
+    except _Mismatch:
+        f = state["first"]
+        print(f"MISMATCH at epoch {f['epoch']} batch {f['batch']}: {f['layer']}{f['index']} is "
+              f"{f['sim']} on the simulator, {f['golden']} in the golden model", file=sys.stderr)
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps(extra(), indent=2))
+        backend.close()
+        return 1
+    except BaseException:
+        backend.close()
+        raise
+    backend.close()
+    m = res.metrics
+    if waves_batch is not None:
+        m["waves"] = _replay_with_waves(spec, args, geometry, state["waves"], out, waves_batch)
+        if out:
+            (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    print(f"best test accuracy {100 * m['best_test_accuracy']:.2f}% (epoch {m['best_epoch']}); "
+          f"mismatches {m['mismatches'] if m['checked'] else 'not checked'}; "
+          f"{m['cycles_per_batch']:.0f} cycles/batch ({m['cycles_over_bound']:.3f}x the bound), "
+          f"MAC utilisation {m['mac_utilisation']:.3f}, "
+          f"{m['sim_cycles_per_second'] / 1e3:.0f} k simulated cycles/s")
+    if out:
+        print(f"wrote {out}/metrics.json, learning_curves.png, checkpoint.npz")
+    return 0
+
+
+def _replay_with_waves(spec, args, geometry, snap, out, index):
+    from nitrod.backends import open_backend
+
+    if snap is None:
+        print(f"--waves-batch {index}: the run had fewer batches", file=sys.stderr)
+        return None
+    # the same core as the run (--board's, or the Trainer), now with waveform tracing
+    be = open_backend("sim", spec, batch=args.batch, seed=args.seed, geometry=geometry,
+                      waves=True, board=getattr(args, "board", None))
+    bus = be.bus
+    try:
+        be.load_weights(snap["weights"])
+        be.train_step(snap["x"], snap["t"], snap["lr_inv"])
+        same = first_difference(be.weights(), snap["after"]) is None
+    finally:
+        bus.close()
+    vcd = Path(bus.run.test_dir) / "dump.vcd"
+    dest = None
+    if out and vcd.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        dest = out / "waves.vcd"
+        shutil.move(str(vcd), dest)
+    print(f"waveform of batch {index}: {dest or vcd} (replay {'identical' if same else 'DIFFERS'})")
+    return {"batch": index, "file": str(dest or vcd), "replay_identical": same}

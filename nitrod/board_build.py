@@ -1,0 +1,110 @@
+"""``nitrod build``: the board build (boards/build.py) with what the application knows.
+
+The board flow synthesises a board's trainer core; this adds, to each board's
+``report.json`` and the summary table, the board's default network: the largest batch the
+geometry's memories hold for it (the compiler lays it out), the cycles of one training step
+(the core's exact cycle model, ``TrainerCore.program_cycles``, or ``--cycles-per-step``) and the
+compute-only training samples/s that gives at the clock the build runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+from boards import build
+from golden.network import NetworkSpec
+
+from .compiler import CompileError, compile_mlp
+
+__all__ = ["network_spec", "network_max_batch", "annotate", "main", "COLUMNS"]
+
+#: the learning rate the projection's programs are compiled with (any: cycles do not depend
+#: on it)
+PROJECTION_LR_INV = 512
+
+
+def network_spec(board) -> NetworkSpec:
+    """The board's default network (``board.network["layers"]``) as a NetworkSpec (a square
+    input as one channel of side x side)."""
+    sizes = board.network["layers"]
+    side = math.isqrt(sizes[0])
+    shape = (1, side, side) if side * side == sizes[0] else (1, 1, sizes[0])
+    return NetworkSpec(input_shape=shape, classes=sizes[-1],
+                       layers=tuple(f"l{n}" for n in sizes[1:-1]))
+
+
+def network_max_batch(spec: NetworkSpec, geometry, limit: int = 1024):
+    """``(batch, reason)``: the largest batch of ``spec`` the compiler lays out in
+    ``geometry`` (``None`` if not even 1), and why one more does not fit (``None`` at
+    ``limit``)."""
+    def fits(batch):
+        try:
+            compile_mlp(spec, geometry, batch)
+            return True, None
+        except CompileError as exc:
+            return False, str(exc)
+
+    ok, reason = fits(1)
+    if not ok:
+        return None, reason
+    lo, hi = 1, 2
+    while hi <= limit and fits(hi)[0]:
+        lo, hi = hi, hi * 2
+    hi = min(hi, limit + 1)
+    while hi - lo > 1:                            # fits(lo), not fits(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid)[0] else (lo, mid)
+    return lo, fits(lo + 1)[1] if lo < limit else None
+
+
+def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> dict:
+    """The network entries of a build's report: for a trainer core ``network`` (with
+    ``max_batch``); ``batch`` and ``cycles_per_step`` (given, or from the trainer's cycle model
+    at the largest batch) and ``compute_samples_per_second`` at the core clock
+    (``target_mhz``), when timing is met."""
+    out = {}
+    max_batch = None
+    if report.get("core") == "trainer":
+        spec = network_spec(board)
+        max_batch, limit = network_max_batch(spec, geometry)
+        out["network"] = {**board.network, "max_batch": max_batch, "max_batch_limit": limit}
+    if cycles_per_step is None and max_batch:
+        plan = compile_mlp(spec, geometry, max_batch)
+        cycles_per_step = board.trainer.program_cycles(geometry, plan.program(PROJECTION_LR_INV))
+        batch = max_batch if cycles_per_step else None
+        if cycles_per_step:
+            out["cycles_per_step_from"] = "the core's cycle model (program_cycles)"
+    out.update(cycles_per_step=cycles_per_step, batch=batch, compute_samples_per_second=None)
+    if cycles_per_step and batch:
+        if report.get("timing_met"):
+            out["compute_samples_per_second"] = round(
+                report["target_mhz"] * 1e6 / cycles_per_step * batch, 1)
+        else:
+            report["notes"].append("timing not met at the core clock: no throughput projected")
+    return out
+
+
+#: the summary table: the board build's columns, then the network's
+COLUMNS = [*build.COLUMNS,
+           ("batch", "batch", None), ("cycles_per_step", "cycles/step", None),
+           ("compute_samples_per_second", "samples/s", None)]
+
+
+def main(argv=None, prog="build") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Synthesise, place, route and pack a board top (YoWASP) and "
+                               "write the bitstream and report.json.")
+    build.add_arguments(parser)
+    parser.add_argument("--cycles-per-step", type=int, default=None, metavar="N",
+                        help="cycles one training step takes, for the projected throughput "
+                             "(default: the core's cycle model, where it has one)")
+    parser.add_argument("--batch", type=int, default=None, metavar="M",
+                        help="samples per step (with --cycles-per-step)")
+    args = parser.parse_args(argv)
+    if (args.cycles_per_step is None) != (args.batch is None):
+        print(f"{prog}: --cycles-per-step and --batch go together", file=sys.stderr)
+        return 2
+    return build.run(args, columns=COLUMNS, annotate=lambda board, geometry, report: annotate(
+        board, geometry, report, cycles_per_step=args.cycles_per_step, batch=args.batch))

@@ -1,1 +1,0 @@
-"""Shared pieces of the RTL unit tests (host side) and their cocotb test module."""

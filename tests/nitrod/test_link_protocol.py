@@ -1,0 +1,286 @@
+"""The host side of the link (nitrod/link.py) in pure Python.
+
+* it imports the contract only (not the gateware, not Amaranth);
+* the CRC (check value, zero residue, agreement with a bit-serial statement of it);
+* the response decoder under fuzz (garbage, corruption, arbitrary chunking);
+* LinkClient against the reference device model (tests/support/benches/tb_host_link_model.py)
+  used as a transport: round trips, burst splitting, error responses, CRC errors,
+  timeouts, retries;
+* the reference model against the generator's fuzz cases: one response per frame.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw.contract import link as P
+from nitrod import link as L
+from tests.support.benches import tb_host_link_model as hm
+
+# --------------------------------------------------------------------------- imports
+
+def test_host_module_needs_no_gateware():
+    """A host with only Python drives a board: the link client imports the contract, not the
+    gateware, Amaranth or pyserial."""
+    code = ("import sys, nitrod.link; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('amaranth', 'serial') "
+            "or (m.startswith('hw.') and not m.startswith('hw.contract'))]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=Path(__file__).resolve().parents[2])
+
+
+# --------------------------------------------------------------------------- CRC and framing
+
+def _crc16_bit_serial(data, crc=P.CRC_INIT):
+    """CRC-16/CCITT-FALSE as the spec states it: a 16-bit shift register, bytes fed most
+    significant bit first, the polynomial XOR-ed in when the bit shifted out differs."""
+    for byte in data:
+        for bit in range(7, -1, -1):
+            feedback = ((crc >> 15) & 1) ^ ((byte >> bit) & 1)
+            crc = (crc << 1) & 0xFFFF
+            if feedback:
+                crc ^= P.CRC_POLY
+    return crc
+
+
+def test_crc_check_value_and_residue():
+    assert P.crc16(b"123456789") == 0x29B1
+    assert P.crc16(b"") == P.CRC_INIT
+    rng = np.random.default_rng(1)
+    for n in range(0, 300, 7):
+        data = bytes(rng.integers(0, 256, n, dtype=np.uint8).tolist())
+        c = P.crc16(data)
+        assert c == _crc16_bit_serial(data)
+        assert P.crc16(data + bytes([c >> 8, c & 0xFF])) == 0
+        assert P.crc16(data[n // 2:], P.crc16(data[:n // 2])) == c
+
+
+def test_request_layout():
+    frame = L.encode_request(P.CMD_WRITE, 0x12345678, words=[0xAABBCCDD, 1])
+    assert frame[:7] == bytes([0xA5, 0x02, 2, 0x78, 0x56, 0x34, 0x12])
+    assert frame[7:15] == bytes([0xDD, 0xCC, 0xBB, 0xAA, 1, 0, 0, 0])
+    crc = P.crc16(frame[1:15])
+    assert frame[15:] == bytes([crc >> 8, crc & 0xFF]) and len(frame) == 17
+    assert L.encode_request(P.CMD_READ, 5, 3) == L.encode_request(P.CMD_READ, 5, count=3)
+    assert len(L.encode_request(P.CMD_PING)) == 1 + P.REQUEST_HEADER_BYTES + 2
+    with pytest.raises(ValueError):
+        L.encode_request(P.CMD_READ, 0, 256)
+
+
+def test_response_layout_and_decoder():
+    frame = L.encode_response(P.RSP_DATA, P.CMD_READ, 2, [7, 0xFFFFFFFF])
+    assert frame[:4] == bytes([0xA5, 0x81, 0x03, 2]) and len(frame) == 4 + 8 + 2
+    assert L.ResponseDecoder().feed(frame) == [L.Response(P.RSP_DATA, P.CMD_READ, 2, (7, 0xFFFFFFFF))]
+    ack = L.encode_response(P.RSP_ACK, P.CMD_WRITE, 64)
+    assert len(ack) == 6 and L.ResponseDecoder().feed(ack)[0].count == 64
+
+
+def _random_response(rng):
+    kind = int(rng.choice([P.RSP_ACK, P.RSP_DATA, P.RSP_ERROR]))
+    if kind == P.RSP_DATA:
+        n = int(rng.integers(0, 20))
+        words = [int(w) for w in rng.integers(0, 1 << 32, n, dtype=np.uint64)]
+        return L.Response(kind, P.CMD_READ, n, tuple(words))
+    return L.Response(kind, int(rng.integers(0, 256)), int(rng.integers(0, 256)) if kind == P.RSP_ACK else 0)
+
+
+def _encode(r):
+    return L.encode_response(r.kind, r.info, r.count, r.words)
+
+
+def _feed_in_chunks(decoder, data, rng):
+    events = []
+    pos = 0
+    while pos < len(data):
+        step = int(rng.integers(1, 40))
+        events += decoder.feed(data[pos:pos + step])
+        pos += step
+    return events
+
+
+def test_decoder_fuzz_garbage_between_frames():
+    """Frames separated by garbage without sync bytes: all decoded, in order, whatever the chunking."""
+    rng = np.random.default_rng(2)
+    sent, stream = [], bytearray()
+    for _ in range(3000):
+        noise = bytes(b for b in rng.integers(0, 256, int(rng.integers(0, 12)), dtype=np.uint8).tolist()
+                      if b != P.SYNC)
+        r = _random_response(rng)
+        sent.append(r)
+        stream += noise + _encode(r)
+    decoder = L.ResponseDecoder()
+    assert _feed_in_chunks(decoder, bytes(stream), rng) == sent
+    assert decoder.pending == 0
+
+
+def test_decoder_fuzz_corruption():
+    """Corrupted frames never come out as good ones; good frames after a sync-free gap survive."""
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        r = _random_response(rng)
+        frame = bytearray(_encode(r))
+        for _ in range(int(rng.integers(1, 4))):
+            frame[int(rng.integers(1, len(frame)))] ^= 1 << int(rng.integers(0, 8))
+        good = _random_response(rng)
+        decoder = L.ResponseDecoder()
+        events = decoder.feed(bytes(frame) + bytes(8) + _encode(good))
+        events += decoder.feed(bytes(1100))  # zeros complete any frame with a corrupted count
+        goods = [e for e in events if isinstance(e, L.Response)]
+        for e in goods:
+            assert P.crc16(_encode(e)[1:]) == 0
+        assert goods and goods[-1] == good      # resynchronised on the good frame
+    for _ in range(300):     # pure garbage, sync bytes included: no exception, decoder stays usable
+        garbage = bytes(rng.integers(0, 256, int(rng.integers(1, 400)), dtype=np.uint8).tolist())
+        decoder = L.ResponseDecoder()
+        decoder.feed(garbage)
+        decoder.feed(bytes(1100))
+        assert decoder.feed(_encode(L.Response(P.RSP_ACK, 2, 1)))[-1] == L.Response(P.RSP_ACK, 2, 1)
+
+
+# --------------------------------------------------------------------------- client
+
+class ModelTransport:
+    """The reference device model behind a pyserial-like interface.
+
+    A short read means "the serial timeout expired": the model then sees an
+    idle gap (a frame cut short times out).  ``corrupt`` flips bits of the
+    response bytes at the given indices (counted over all bytes sent back);
+    ``drop_writes`` loses the tail of the next n writes (half the frame).
+    """
+
+    def __init__(self, device, corrupt=(), drop_writes=0):
+        self.device = device
+        self.out = bytearray()
+        self.sent_back = 0
+        self.corrupt = set(corrupt)
+        self.drop_writes = drop_writes
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        if self.drop_writes:
+            self.drop_writes -= 1
+            data = data[:len(data) // 2]
+        for b in self.device.feed(data):
+            if self.sent_back in self.corrupt:
+                b ^= 0x10
+            self.out.append(b)
+            self.sent_back += 1
+        return len(data)
+
+    def read(self, n):
+        if len(self.out) < n:
+            self.out += self.device.gap()
+        chunk = bytes(self.out[:n])
+        del self.out[:n]
+        return chunk
+
+
+def make_client(**kw):
+    transport_kw = {k: kw.pop(k) for k in ("corrupt", "drop_writes") if k in kw}
+    device = hm.DeviceModel(hm.TargetModel(), max_burst=kw.get("max_burst", 64))
+    transport = ModelTransport(device, **transport_kw)
+    return L.LinkClient(transport, **kw), device, transport
+
+
+def test_client_round_trip_and_burst_split():
+    client, device, transport = make_client(max_burst=16)
+    rng = np.random.default_rng(4)
+    words = [int(w) for w in rng.integers(0, 1 << 32, 200, dtype=np.uint64)]
+    client.write_words(10, words)
+    assert transport.writes == 13                       # ceil(200 / 16) WRITEs
+    assert device.target.mem[10:210] == words
+    assert client.read_words(10, 200) == words
+    client.write_word(hm.REG_CTRL, 0x5A)
+    assert client.read_word(hm.REG_ID) == hm.ID_VALUE
+    info = client.ping()
+    assert info == L.LinkInfo(version=P.PROTOCOL_VERSION, max_burst=16, error_count=0, status=0x5A)
+    assert client.status() == 0x5A
+    client.write_words(0, [])                            # nothing to do
+    assert client.read_words(0, 0) == []
+
+
+def test_client_error_responses():
+    client, device, _ = make_client()
+    with pytest.raises(L.LinkErrorResponse) as err:
+        client.read_words((1 << hm.ADDR_WIDTH) - 1, 2)
+    assert err.value.code == P.ERR_ADDRESS and "address" in str(err.value)
+    with pytest.raises(L.LinkErrorResponse) as err:
+        client.transact(L.encode_request(0x7E, 0, 1))
+    assert err.value.code == P.ERR_COMMAND
+    with pytest.raises(L.LinkErrorResponse) as err:
+        client.transact(L.encode_request(P.CMD_READ, 0, 65))
+    assert err.value.code == P.ERR_LENGTH
+    frame = bytearray(L.encode_request(P.CMD_WRITE, 0, 1, [123]))
+    frame[-1] ^= 1
+    with pytest.raises(L.LinkErrorResponse) as err:
+        client.transact(bytes(frame))
+    assert err.value.code == P.ERR_CRC and device.target.mem[0] == 0
+    assert client.ping().error_count == 4
+
+
+def test_client_crc_error_timeout_and_retry():
+    client, device, _ = make_client(corrupt=[2])        # the first response's INFO byte
+    with pytest.raises(L.LinkCrcError):
+        client.ping()
+    assert client.ping().version == P.PROTOCOL_VERSION   # the link is fine afterwards
+
+    client, device, _ = make_client(drop_writes=1)      # first request cut in half
+    with pytest.raises(L.LinkErrorResponse) as err:
+        client.write_words(0, [1, 2, 3])
+    assert err.value.code == P.ERR_TIMEOUT and device.target.mem[:3] == [0, 0, 0]
+
+    client, device, _ = make_client(drop_writes=1, retries=2)
+    client.write_words(0, [1, 2, 3])
+    assert device.target.mem[:3] == [1, 2, 3]
+    client, device, _ = make_client(corrupt=[5], retries=1)
+    assert client.read_words(0, 2) == [0, 0]
+
+    class Silent:
+        def write(self, data):
+            return len(data)
+
+        def read(self, n):
+            return b""
+
+    with pytest.raises(L.LinkTimeout):
+        L.LinkClient(Silent()).ping()
+
+    class Chatty(Silent):
+        def read(self, n):
+            return bytes(n)
+
+    with pytest.raises(L.LinkProtocolError):
+        L.LinkClient(Chatty()).ping()
+
+
+# --------------------------------------------------------------------------- model fuzz
+
+def test_model_fuzz_every_frame_answered():
+    """Generator cases on the model: every frame answered (garbage only when it holds a
+    sync byte), every broken case ends with a good PING answer, and the target holds
+    the valid WRITEs only."""
+    rng = np.random.default_rng(5)
+    cases, device, intended, _ = hm.generate_cases(rng, 3000)
+    assert device.target == intended
+    decoder = L.ResponseDecoder()
+    for case in cases:
+        responses = decoder.feed(case.expect)
+        assert all(isinstance(r, L.Response) for r in responses), case
+        if case.kind in ("garbage", "sync_storm"):      # answered only if a sync byte started a frame
+            assert any(r.is_error for r in responses) == (P.SYNC in case.items[0]), case
+        elif case.kind == "cut_then_valid":       # the valid frame may be swallowed by the cut one
+            assert len(responses) >= 2 and any(r.is_error for r in responses), case
+        elif case.kind in hm.BAD_KINDS:
+            assert len(responses) >= case.frames and any(r.is_error for r in responses), case
+            last = responses[-1]
+            assert (last.kind, last.info, last.count) == (P.RSP_DATA, P.CMD_PING, 2), case
+        else:
+            assert len(responses) == 1 and not responses[0].is_error, case
+    assert decoder.pending == 0 and decoder.skipped == 0

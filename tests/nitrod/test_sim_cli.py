@@ -1,0 +1,107 @@
+"""`nitrod sim`: training on the simulated Trainer, checked against the golden model.
+
+Runs with a 4 x 4 array (`--side 4`), the same Verilator build as tests/test_trainer.py.
+"""
+
+import json
+
+import numpy as np
+
+from nitrod.cli import main
+from nitrod.accel_train import first_difference
+
+SIM = ["sim", "--dataset", "digits", "--model", "mlp", "--hidden", "100,50", "--side", "4",
+       "--seed", "42", "--quiet"]
+
+
+def test_one_epoch_with_check_has_no_mismatch_and_matches_golden_training(tmp_path):
+    out = tmp_path / "sim"
+    assert main(SIM + ["--epochs", "1", "--check", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["checked"] and m["mismatches"] == 0 and m["first_mismatch"] is None
+    assert m["steps"] == 23                       # 1437 samples in batches of 64
+    assert 0 < m["mac_utilisation"] <= 1 and m["sim_cycles_per_second"] > 0
+    assert m["cycles_lower_bound_per_batch"] <= m["cycles_per_batch"]
+    # identical weights, so identical accuracy to the golden trainer with the same seed
+    gold = tmp_path / "golden"
+    assert main(["train", "--dataset", "digits", "--model", "mlp", "--hidden", "100,50",
+                 "--epochs", "1", "--seed", "42", "--quiet", "--out", str(gold)]) == 0
+    g = json.loads((gold / "metrics.json").read_text())
+    assert m["history"][0]["test_accuracy"] == g["history"][0]["test_accuracy"]
+    assert m["history"][0]["train_accuracy"] == g["history"][0]["train_accuracy"]
+    z_sim, z_gold = np.load(out / "checkpoint.npz"), np.load(gold / "checkpoint.npz")
+    for key in z_gold.files:
+        if key.startswith("w/"):
+            assert np.array_equal(z_sim[key], z_gold[key]), key
+
+
+def test_check_stops_at_the_first_difference_and_names_it(tmp_path, monkeypatch, capsys):
+    from nitrod import backends
+
+    real = backends.AcceleratorBackend.weights
+
+    def corrupted(self):
+        ws = real(self)
+        ws["block1.local"][2, 3] += 1
+        return ws
+
+    monkeypatch.setattr(backends.AcceleratorBackend, "weights", corrupted)
+    out = tmp_path / "bad"
+    assert main(SIM + ["--epochs", "1", "--check", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "MISMATCH at epoch 1 batch 0: block1.local(2, 3)" in err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["mismatches"] == 1
+    f = m["first_mismatch"]
+    assert f["layer"] == "block1.local" and f["index"] == [2, 3] and f["sim"] == f["golden"] + 1
+
+
+def test_first_difference():
+    a = {"x": np.zeros((2, 3), int), "y": np.arange(4)}
+    b = {"x": np.zeros((2, 3), int), "y": np.arange(4)}
+    assert first_difference(a, b) is None
+    b["y"][2] = 7
+    assert first_difference(a, b) == ("y", (2,), 2, 7)
+
+
+def test_sim_refuses_cnn(capsys):
+    assert main(["sim", "--dataset", "digits", "--model", "cnn", "--epochs", "1"]) == 2
+    assert "MLP" in capsys.readouterr().err
+
+
+def test_bench_sim_step_has_no_collision(capsys):
+    """`nitrod bench sim` on the 4 x 4 Trainer, MLP 256-100-50-10 at batch 64, one step.  WGT
+    and ERR share the engine's B port: before each read only when the instruction takes its B
+    operand from it (and CODE only in BACKWARD), the other memory read words at the operand's
+    addresses while the writer was writing them, and STATUS.collision stopped this run."""
+    assert main(["bench", "sim", "--side", "4", "--steps", "1", "--inputs", "256",
+                 "--batch", "64"]) == 0
+    assert "cycles per step" in capsys.readouterr().out
+
+
+def test_the_waveform_replay_runs_the_same_core_as_the_run(tmp_path):
+    """``--waves-batch`` replays a batch with tracing on the core the run used: with
+    ``--board icebreaker`` the SerialTrainer (here with small memories); the replayed step
+    ends with the weights golden gives, and the VCD names the SerialTrainer's signals."""
+    from types import SimpleNamespace
+
+    from golden.datasets import one_hot
+    from golden.network import Network, NetworkSpec
+    from hw.contract import Geometry
+    from nitrod.accel_train import _replay_with_waves
+
+    geometry = Geometry(side=2, act_depth=256, wgt_depth=256, err_depth=128, code_depth=128,
+                        label_depth=16, prog_depth=32, wgt_width=16, acc_width=36,
+                        d_g_width=36)
+    spec = NetworkSpec((1, 1, 6), 3, ("l5",))
+    net = Network(spec, seed=3)
+    rng = np.random.default_rng(3)
+    x = rng.integers(-127, 128, size=(4, 6)).astype(np.int8)
+    t = one_hot(rng.integers(0, 3, size=4), 3)
+    snap = {"weights": net.weights(), "x": x, "t": t, "lr_inv": 256}
+    net.train_step(x.reshape(4, 1, 1, 6), t, 256)
+    snap["after"] = net.weights()
+    args = SimpleNamespace(batch=4, seed=3, board="icebreaker")
+    got = _replay_with_waves(spec, args, geometry, snap, tmp_path, 0)
+    assert got["replay_identical"] and got["file"] == str(tmp_path / "waves.vcd")
+    assert "post_busy" in (tmp_path / "waves.vcd").read_text(errors="replace")[:2_000_000]
