@@ -31,6 +31,11 @@ def _add_network_args(p: argparse.ArgumentParser) -> None:
                         "unused factor)")
     p.add_argument("--int8-loss-error", action="store_true",
                    help="wrap the loss error to int8 like the authors' implementation")
+    p.add_argument("--compat", choices=("spec", "authors"), default="spec",
+                   help="spec: the arithmetic specification (default); authors: reproduce the "
+                        "authors' published code (int8 loss error, int32 wrapping accumulators, "
+                        "CNNs' linear blocks updated twice per step, decoder pools padded with "
+                        "0, last partial batch of each epoch dropped)")
 
 
 def _spec_from_args(args, ds):
@@ -52,13 +57,13 @@ def _spec_from_args(args, ds):
         relu_inv_slope=args.relu_inv_slope, decoder_dim=decoder_dim,
         fwd_decay_inv=fwd_decay if args.fwd_decay_inv is None else args.fwd_decay_inv,
         subnet_decay_inv=args.subnet_decay_inv, conv_amp_extra=args.conv_amp_extra,
-        int8_loss_error=args.int8_loss_error)
+        int8_loss_error=args.int8_loss_error, compat=getattr(args, "compat", "spec"))
 
 
 def _train_config(args, **over):
     from golden.train import TrainConfig
     return TrainConfig(epochs=args.epochs, batch=args.batch, lr_inv=args.lr_inv, seed=args.seed,
-                       **over)
+                       compat=getattr(args, "compat", "spec"), **over)
 
 
 def cmd_train(args) -> int:
@@ -70,8 +75,10 @@ def cmd_train(args) -> int:
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"images {ds.input_shape}, {ds.classes} classes")
     print(Network(spec, seed=args.seed).describe())
-    res = train(ds, spec, _train_config(args), out_dir=args.out, progress=not args.quiet,
-                threads=args.threads)
+    cfg = _train_config(args)
+    if cfg.compat != "spec":
+        print(f"compat {cfg.compat}: " + ", ".join(spec.active_quirks() + ("drop_last_batch",)))
+    res = train(ds, spec, cfg, out_dir=args.out, progress=not args.quiet, threads=args.threads)
     m = res.metrics
     print(f"best test accuracy {100 * m['best_test_accuracy']:.2f}% (epoch {m['best_epoch']}), "
           f"final {100 * m['final_test_accuracy']:.2f}%, "
