@@ -22,7 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cmd_sim", "cmd_bench_sim", "SimStats", "first_difference"]
+__all__ = ["cmd_sim", "cmd_bench_sim", "SimStats", "first_difference", "unsupported_quirks"]
+
+#: The authors' network-level quirks (golden/compat.py) that the Trainer and the SerialTrainer
+#: reproduce: none. Dropping the last partial batch is the training loop's, so it applies to
+#: every backend.
+HW_QUIRKS = frozenset()
+
+_HW_MISSING = {
+    "int8_loss_error": "the int8 loss error (it keeps the exact 9-bit error)",
+    "int32_wrap": "int32 wrapping accumulators (its accumulators do not wrap)",
+    "double_linear_update": "the CNNs' double update of linear blocks",
+    "decoder_pool_zero_pad": "the 0-padded decoder pool",
+}
+
+
+def unsupported_quirks(spec) -> list[str]:
+    """The authors' quirks active in ``spec`` that the hardware does not reproduce."""
+    return [q for q in spec.active_quirks() if q not in HW_QUIRKS]
 
 
 def first_difference(got: dict, want: dict):
@@ -126,6 +143,18 @@ def cmd_sim(args, kind: str | None = None) -> int:
         return 2
     ds = load_dataset(args.dataset, args.data_dir)
     spec = _spec_from_args(args, ds)
+    missing = unsupported_quirks(spec)
+    if missing:
+        prog = "nitrod board train" if kind == "board" else "nitrod sim"
+        what = [_HW_MISSING[q] for q in missing]
+        what = ", ".join(what[:-1]) + " nor " + what[-1] if len(what) > 1 else what[0]
+        if spec.compat == "authors":
+            print(f"{prog}: --compat authors: the Trainer does not implement {what}; of the "
+                  f"authors' quirks only dropping the last partial batch (the training loop's) "
+                  f"would apply", file=sys.stderr)
+        else:
+            print(f"{prog}: the Trainer does not implement {what}", file=sys.stderr)
+        return 2
     geometry = _geometry(args)
     out = Path(args.out) if args.out else None
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test; "
