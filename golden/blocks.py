@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arith import exact_matmul, nitro_relu, nitro_relu_backward, nitro_scale
+from .arith import nitro_relu, nitro_relu_backward, nitro_scale
+from .compat import matmul
 from .init import kaiming_uniform
-from .layers import (PoolGeometry, avgpool2d, conv2d, conv2d_weight_grad, decoder_pool_geometry,
-                     flatten, im2col, linear, linear_weight_grad, maxpool2d, maxpool2d_backward)
+from .layers import (POOL_PAD_VALUE, PoolGeometry, avgpool2d, conv2d, conv2d_weight_grad,
+                     decoder_pool_geometry, flatten, im2col, linear, linear_weight_grad, maxpool2d,
+                     maxpool2d_backward)
 from .optim import sgd_update
 
 __all__ = ["LinearBlock", "ConvBlock", "Pool", "OutputLayer", "loss_error", "amplification"]
@@ -51,7 +53,7 @@ class _Block:
     kind = "block"
 
     def __init__(self, name, classes, relu_inv_slope, decoder_in, fwd_decay_inv,
-                 subnet_decay_inv, int8_loss_error):
+                 subnet_decay_inv, int8_loss_error, int32_wrap=False):
         self.name = name
         self.classes = classes
         self.a = relu_inv_slope
@@ -59,6 +61,7 @@ class _Block:
         self.fwd_decay_inv = fwd_decay_inv
         self.subnet_decay_inv = subnet_decay_inv
         self.int8_loss_error = int8_loss_error
+        self.int32_wrap = int32_wrap       # the authors' wrapping int32 accumulators
         self.w_local = None
 
     @property
@@ -81,11 +84,12 @@ class _Block:
     def _local_step(self, flat, target, lr_inv, observe):
         """Local classifier forward, error, its own update; returns the error at its input."""
         name = f"{self.name}.local"
-        zl = linear(flat, self.w_local)
+        wrap = self.int32_wrap
+        zl = linear(flat, self.w_local, wrap)
         yl = nitro_scale(zl, self.decoder_in)
         e = loss_error(yl, target, self.int8_loss_error)
-        d = exact_matmul(e, self.w_local)          # with the weights of the forward pass
-        g = linear_weight_grad(e, flat)
+        d = matmul(e, self.w_local, wrap)          # with the weights of the forward pass
+        g = linear_weight_grad(e, flat, wrap)
         self.w_local = sgd_update(self.w_local, g, lr_inv, 1, self.subnet_decay_inv)
         observe("forward_acc", name, zl)
         observe("activation", name, yl)
@@ -102,9 +106,12 @@ class LinearBlock(_Block):
     kind = "linear"
 
     def __init__(self, name, in_features, out_features, classes, rng, *, relu_inv_slope=4,
-                 fwd_decay_inv=0, subnet_decay_inv=0, int8_loss_error=False):
+                 fwd_decay_inv=0, subnet_decay_inv=0, int8_loss_error=False, int32_wrap=False,
+                 double_update=False):
         super().__init__(name, classes, relu_inv_slope, out_features, fwd_decay_inv,
-                         subnet_decay_inv, int8_loss_error)
+                         subnet_decay_inv, int8_loss_error, int32_wrap)
+        # the authors' CNNs run a linear block's learning part twice per step (golden/compat.py)
+        self.double_update = double_update
         self.in_features, self.out_features = in_features, out_features
         self.amp = amplification(classes)
         self.w = kaiming_uniform(rng, (out_features, in_features), in_features)
@@ -117,25 +124,39 @@ class LinearBlock(_Block):
         return (self.out_features,)
 
     def forward(self, x):
-        y = nitro_scale(linear(x, self.w), self.in_features)
+        y = nitro_scale(linear(x, self.w, self.int32_wrap), self.in_features)
         return nitro_relu(y, self.a)
 
     def train_step(self, x, target, lr_inv, observe=_noop):
         name = f"{self.name}.fwd"
-        z = linear(x, self.w)
+        z = linear(x, self.w, self.int32_wrap)
         y = nitro_scale(z, self.in_features)
         h = nitro_relu(y, self.a)
         observe("input", name, x)
         observe("forward_acc", name, z)
         observe("activation", name, h)
+        self._learn(x, y, h, target, lr_inv, observe)
+        if self.double_update:
+            # The authors' CNN runs this block's learning part a second time in the same step,
+            # on the tensors stored by the forward pass (its input x, scaled y, activation h),
+            # with the once-updated weights: the local classifier's forward, error and
+            # back-propagated error are recomputed with W_local', and both updates (gradient
+            # step and decay) are applied again. Blocks are independent, so running it here
+            # rather than after the other blocks gives the same result.
+            self._learn(x, y, h, target, lr_inv, observe)
+        return h
+
+    def _learn(self, x, y, h, target, lr_inv, observe):
+        """The learning part of a step: local classifier, its update, the error back through
+        NITRO-ReLU (scaling passes it through) and the forward layer's update."""
+        name = f"{self.name}.fwd"
         d, yl = self._local_step(h, target, lr_inv, observe)
-        d = nitro_relu_backward(d, y, self.a)     # scaling passes the error through
-        g = linear_weight_grad(d, x)
+        d = nitro_relu_backward(d, y, self.a)
+        g = linear_weight_grad(d, x, self.int32_wrap)
         self.w = sgd_update(self.w, g, lr_inv, self.amp, self.fwd_decay_inv)
         observe("backprop_error", name, d)
         observe("weight_grad", name, g)
         observe("weights", name, self.w)
-        return h
 
 
 class ConvBlock(_Block):
@@ -146,11 +167,14 @@ class ConvBlock(_Block):
 
     def __init__(self, name, in_channels, out_channels, height, width, classes, rng, *,
                  relu_inv_slope=4, decoder_dim=2048, fwd_decay_inv=0, subnet_decay_inv=0,
-                 conv_amp_extra=False, int8_loss_error=False):
+                 conv_amp_extra=False, int8_loss_error=False, int32_wrap=False,
+                 decoder_pool_zero_pad=False):
         self.pool = decoder_pool_geometry(out_channels, height, width, decoder_dim)
+        # the spec pads the decoder pool with the most negative value; the authors' code with 0
+        self.pool_pad_value = 0 if decoder_pool_zero_pad else POOL_PAD_VALUE
         decoder_in = out_channels * self.pool.out_h * self.pool.out_w
         super().__init__(name, classes, relu_inv_slope, decoder_in, fwd_decay_inv,
-                         subnet_decay_inv, int8_loss_error)
+                         subnet_decay_inv, int8_loss_error, int32_wrap)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.height, self.width = height, width
         self.fan_in = in_channels * 9
@@ -167,23 +191,23 @@ class ConvBlock(_Block):
         return (self.out_channels, self.height, self.width)
 
     def forward(self, x):
-        y = nitro_scale(conv2d(x, self.w), self.fan_in)
+        y = nitro_scale(conv2d(x, self.w, wrap32=self.int32_wrap), self.fan_in)
         return nitro_relu(y, self.a)
 
     def train_step(self, x, target, lr_inv, observe=_noop):
         name = f"{self.name}.fwd"
         cols = im2col(x)
-        z = conv2d(x, self.w, cols)
+        z = conv2d(x, self.w, cols, self.int32_wrap)
         y = nitro_scale(z, self.fan_in)
         h = nitro_relu(y, self.a)
         observe("input", name, x)
         observe("forward_acc", name, z)
         observe("activation", name, h)
-        pooled, pos = maxpool2d(h, self.pool)
+        pooled, pos = maxpool2d(h, self.pool, self.pool_pad_value)
         d, yl = self._local_step(flatten(pooled), target, lr_inv, observe)
         d = maxpool2d_backward(d.reshape(pooled.shape), pos, self.pool)
         d = nitro_relu_backward(d, y, self.a)
-        g = conv2d_weight_grad(d, x, cols)
+        g = conv2d_weight_grad(d, x, cols, self.int32_wrap)
         self.w = sgd_update(self.w, g, lr_inv, self.amp, self.fwd_decay_inv)
         observe("backprop_error", name, d)
         observe("weight_grad", name, g)
@@ -230,12 +254,14 @@ class OutputLayer:
 
     kind = "output"
 
-    def __init__(self, in_features, classes, rng, *, subnet_decay_inv=0, int8_loss_error=False):
+    def __init__(self, in_features, classes, rng, *, subnet_decay_inv=0, int8_loss_error=False,
+                 int32_wrap=False):
         self.name = "output"
         self.layer_names = ("output",)
         self.in_features, self.classes = in_features, classes
         self.subnet_decay_inv = subnet_decay_inv
         self.int8_loss_error = int8_loss_error
+        self.int32_wrap = int32_wrap
         self.w = kaiming_uniform(rng, (classes, in_features), in_features)
 
     def weights(self):
@@ -250,13 +276,13 @@ class OutputLayer:
         self.w = new.astype(np.int64)
 
     def forward(self, x):
-        return nitro_scale(linear(x, self.w), self.in_features)
+        return nitro_scale(linear(x, self.w, self.int32_wrap), self.in_features)
 
     def train_step(self, x, target, lr_inv, observe=_noop):
-        z = linear(x, self.w)
+        z = linear(x, self.w, self.int32_wrap)
         yhat = nitro_scale(z, self.in_features)
         e = loss_error(yhat, target, self.int8_loss_error)
-        g = linear_weight_grad(e, x)
+        g = linear_weight_grad(e, x, self.int32_wrap)
         self.w = sgd_update(self.w, g, lr_inv, 1, self.subnet_decay_inv)
         observe("input", "output", x)
         observe("forward_acc", "output", z)

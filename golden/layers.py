@@ -11,7 +11,8 @@ import math
 
 import numpy as np
 
-from .arith import exact_matmul, tdiv
+from .arith import tdiv
+from .compat import matmul
 
 __all__ = [
     "linear", "linear_weight_grad", "im2col", "conv2d", "conv2d_weight_grad",
@@ -27,14 +28,17 @@ POOL_PAD_VALUE = -128
 
 # --- IntegerLinear -----------------------------------------------------------
 
-def linear(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """IntegerLinear without bias: ``z = x @ W.T`` with ``W`` of shape (out, in)."""
-    return exact_matmul(x, w.T)
+def linear(x: np.ndarray, w: np.ndarray, wrap32: bool = False) -> np.ndarray:
+    """IntegerLinear without bias: ``z = x @ W.T`` with ``W`` of shape (out, in).
+
+    ``wrap32``: accumulate in a wrapping int32 like the authors' code (golden/compat.py).
+    """
+    return matmul(x, w.T, wrap32)
 
 
-def linear_weight_grad(d: np.ndarray, x: np.ndarray) -> np.ndarray:
+def linear_weight_grad(d: np.ndarray, x: np.ndarray, wrap32: bool = False) -> np.ndarray:
     """Gradient of IntegerLinear's weights summed over the batch: ``G = d.T @ x``."""
-    return exact_matmul(d.T, x)
+    return matmul(d.T, x, wrap32)
 
 
 # --- IntegerConv2d (3x3, stride 1, zero padding 1) ---------------------------
@@ -53,24 +57,26 @@ def im2col(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(b * h * w, c * 9)
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, cols: np.ndarray | None = None,
+           wrap32: bool = False) -> np.ndarray:
     """IntegerConv2d: ``z[m,f,i,j] = sum_{c,k,l} W[f,c,k,l] * xpad[m,c,i+k,j+l]``."""
     b, _, h, wd = x.shape
     f = w.shape[0]
     if cols is None:
         cols = im2col(x)
-    z = exact_matmul(cols, w.reshape(f, -1).T)          # (B*H*W, F)
+    z = matmul(cols, w.reshape(f, -1).T, wrap32)        # (B*H*W, F)
     return z.reshape(b, h, wd, f).transpose(0, 3, 1, 2)
 
 
-def conv2d_weight_grad(d: np.ndarray, x: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+def conv2d_weight_grad(d: np.ndarray, x: np.ndarray, cols: np.ndarray | None = None,
+                       wrap32: bool = False) -> np.ndarray:
     """``G[f,c,k,l] = sum_{m,i,j} d[m,f,i,j] * xpad[m,c,i+k,j+l]``."""
     b, c, h, w = x.shape
     f = d.shape[1]
     if cols is None:
         cols = im2col(x)
     dmat = d.transpose(1, 0, 2, 3).reshape(f, b * h * w)
-    return exact_matmul(dmat, cols).reshape(f, c, 3, 3)
+    return matmul(dmat, cols, wrap32).reshape(f, c, 3, 3)
 
 
 # --- Pooling -----------------------------------------------------------------

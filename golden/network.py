@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .blocks import ConvBlock, LinearBlock, OutputLayer, Pool
+from .compat import NETWORK_QUIRKS, check_mode
 from .layers import flatten
 
 __all__ = ["NetworkSpec", "Network", "parse_layers", "ARCHITECTURES", "mlp_layers"]
@@ -74,10 +75,20 @@ class NetworkSpec:
     subnet_decay_inv: int = 3000
     conv_amp_extra: bool = False
     int8_loss_error: bool = False
+    # The authors' code instead of the spec (golden/compat.py): "authors" turns on every quirk
+    # below (and int8_loss_error); with "spec" each can be set on its own.
+    compat: str = "spec"
+    int32_wrap: bool = False
+    double_linear_update: bool = False
+    decoder_pool_zero_pad: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         object.__setattr__(self, "layers", parse_layers(",".join(self.layers)))
+        check_mode(self.compat)
+        if self.compat == "authors":
+            for name in NETWORK_QUIRKS:
+                object.__setattr__(self, name, True)
         if len(self.input_shape) != 3 or min(self.input_shape) <= 0:
             raise ValueError(f"input_shape must be (C, H, W), got {self.input_shape}")
         if self.classes < 2:
@@ -85,6 +96,28 @@ class NetworkSpec:
         for name in ("fwd_decay_inv", "subnet_decay_inv"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 disables decay)")
+
+    @property
+    def is_cnn(self) -> bool:
+        """Whether the layer list has conv or pool layers (the authors' code trains it with its
+        CNN model; an MLP has linear blocks only)."""
+        return any(t[0] != "l" for t in self.layers)
+
+    def active_quirks(self) -> tuple[str, ...]:
+        """The network-level quirks of the authors' code that change this network's training
+        (double_linear_update only in CNNs with a linear block, decoder_pool_zero_pad only
+        where a conv block's decoder pool is padded)."""
+        out = []
+        for name in NETWORK_QUIRKS:
+            if not getattr(self, name):
+                continue
+            if name == "double_linear_update" and not (
+                    self.is_cnn and any(t[0] == "l" for t in self.layers)):
+                continue
+            if name == "decoder_pool_zero_pad" and not _has_padded_decoder_pool(self):
+                continue
+            out.append(name)
+        return tuple(out)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -108,7 +141,8 @@ class Network:
         self.stages = []
         nblock = 0
         common = dict(relu_inv_slope=spec.relu_inv_slope, fwd_decay_inv=spec.fwd_decay_inv,
-                      subnet_decay_inv=spec.subnet_decay_inv, int8_loss_error=spec.int8_loss_error)
+                      subnet_decay_inv=spec.subnet_decay_inv, int8_loss_error=spec.int8_loss_error,
+                      int32_wrap=spec.int32_wrap)
         for i, tok in enumerate(spec.layers):
             kind, num = tok[0], tok[1:]
             if kind in "cpa" and flat is not None:
@@ -117,7 +151,7 @@ class Network:
             if kind == "c":
                 blk = ConvBlock(f"block{nblock}", c, int(num), h, w, spec.classes, rng,
                                 decoder_dim=spec.decoder_dim, conv_amp_extra=spec.conv_amp_extra,
-                                **common)
+                                decoder_pool_zero_pad=spec.decoder_pool_zero_pad, **common)
                 c = int(num)
                 nblock += 1
             elif kind in "pa":
@@ -129,14 +163,16 @@ class Network:
             else:
                 if flat is None:
                     flat = c * h * w
-                blk = LinearBlock(f"block{nblock}", flat, int(num), spec.classes, rng, **common)
+                blk = LinearBlock(f"block{nblock}", flat, int(num), spec.classes, rng,
+                                  double_update=spec.double_linear_update and spec.is_cnn,
+                                  **common)
                 flat = int(num)
                 nblock += 1
             self.stages.append(blk)
         if flat is None:
             flat = c * h * w
         self.output = OutputLayer(flat, spec.classes, rng, subnet_decay_inv=spec.subnet_decay_inv,
-                                  int8_loss_error=spec.int8_loss_error)
+                                  int8_loss_error=spec.int8_loss_error, int32_wrap=spec.int32_wrap)
 
     # --- weights -------------------------------------------------------------
     def layers(self):
@@ -226,6 +262,25 @@ class Network:
             total += 2 * fwd + 3 * local
         total += 2 * self.output.in_features * self.output.classes
         return total
+
+
+def _has_padded_decoder_pool(spec: NetworkSpec) -> bool:
+    """Whether a conv block of ``spec`` has a padded decoder pool."""
+    from .layers import decoder_pool_geometry
+    c, h, w = spec.input_shape
+    for tok in spec.layers:
+        kind, num = tok[0], tok[1:]
+        if kind == "c":
+            c = int(num)
+            g = decoder_pool_geometry(c, h, w, spec.decoder_dim)
+            if g.ph or g.pw:
+                return True
+        elif kind in "pa":
+            k = int(num) if num else 2
+            h, w = h // k, w // k
+        else:
+            break
+    return False
 
 
 def _noop(kind, layer, array):

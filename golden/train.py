@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .compat import check_mode
 from .datasets import Dataset, Normaliser, one_hot
 from .network import Network, NetworkSpec
 from .ranges import RangeTracker
@@ -32,8 +33,15 @@ class TrainConfig:
     stop_patience: int = 35
     stop_start_epoch: int = 30
     track_ranges: bool = True
+    # "authors": the authors' training loop (golden/compat.py), which drops the last partial
+    # batch of every epoch; drop_last_batch can also be set on its own with "spec"
+    compat: str = "spec"
+    drop_last_batch: bool = False
 
     def __post_init__(self):
+        check_mode(self.compat)
+        if self.compat == "authors":
+            self.drop_last_batch = True
         if self.epochs < 1:
             raise ValueError("epochs must be >= 1")
         if self.batch < 1:
@@ -149,6 +157,9 @@ def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progre
     ``after_step(epoch, batch, x, target, lr_inv, yhat)`` is called after every step (it may
     raise to stop training).  ``extra_metrics()`` returns a dict merged into the metrics.
     """
+    if spec.compat != cfg.compat:
+        raise ValueError(f"the network spec has compat {spec.compat!r} and the training config "
+                         f"{cfg.compat!r}: give both the same mode (or set the quirks one by one)")
     norm = Normaliser.fit(ds.x_train)
     x_train, x_test = norm(ds.x_train), norm(ds.x_test)
     t_train = one_hot(ds.y_train, ds.classes)
@@ -160,7 +171,14 @@ def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progre
     train_time = 0.0
     samples = 0
     n = len(x_train)
-    nbatches = (n + cfg.batch - 1) // cfg.batch
+    if cfg.drop_last_batch:      # the authors' loop: len // batch batches, the rest unused
+        nbatches = n // cfg.batch
+        if nbatches == 0:
+            raise ValueError(f"drop_last_batch with batch {cfg.batch} leaves no batch of the "
+                             f"{n} training samples")
+    else:
+        nbatches = (n + cfg.batch - 1) // cfg.batch
+    seen = min(n, nbatches * cfg.batch)        # samples trained on per epoch
     bar = None
     if progress:
         from tqdm import tqdm
@@ -185,11 +203,11 @@ def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progre
                 if bar is not None:
                     bar.update(1)
             train_time += time.perf_counter() - t0
-            samples += n
+            samples += seen
             if backend is not None:
                 net.load_weights(backend.weights())
             test_acc = evaluate(net, x_test, ds.y_test)
-            rec = {"epoch": epoch, "train_accuracy": correct / n, "test_accuracy": test_acc,
+            rec = {"epoch": epoch, "train_accuracy": correct / seen, "test_accuracy": test_acc,
                    "lr_inv": sched.lr_inv}
             history.append(rec)
             stop = sched.update(epoch, test_acc)
@@ -232,7 +250,8 @@ def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progre
         out.mkdir(parents=True, exist_ok=True)
         save_checkpoint(out / "checkpoint.npz", net, norm,
                         {"dataset": ds.name, "epochs": len(history), "lr_inv": sched.lr_inv,
-                         "final_test_accuracy": accs[-1], "seed": cfg.seed})
+                         "final_test_accuracy": accs[-1], "seed": cfg.seed,
+                         "compat": cfg.compat, "drop_last_batch": cfg.drop_last_batch})
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         _plot(history, out / "learning_curves.png")
     return TrainResult(metrics, net, tracker)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .compiler import hardware_refusal
 from .options import spec_from_args, train_config
 
 __all__ = ["cmd_sim", "cmd_board_train", "train_on_accelerator", "SimStats", "first_difference",
@@ -134,6 +135,11 @@ def train_on_accelerator(args, kind: str) -> int:
         return 2
     ds = load_dataset(args.dataset, args.data_dir)
     spec = spec_from_args(args, ds)
+    refusal = hardware_refusal(spec)
+    if refusal:
+        prog = "nitrod board train" if kind == "board" else "nitrod sim"
+        print(f"{prog}: {refusal}", file=sys.stderr)
+        return 2
     geometry = geometry_of(args)
     out = Path(args.out) if args.out else None
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test; "

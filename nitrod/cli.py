@@ -21,8 +21,10 @@ def cmd_train(args) -> int:
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"images {ds.input_shape}, {ds.classes} classes")
     print(Network(spec, seed=args.seed).describe())
-    res = train(ds, spec, train_config(args), out_dir=args.out, progress=not args.quiet,
-                threads=args.threads)
+    cfg = train_config(args)
+    if cfg.compat != "spec":
+        print(f"compat {cfg.compat}: " + ", ".join(spec.active_quirks() + ("drop_last_batch",)))
+    res = train(ds, spec, cfg, out_dir=args.out, progress=not args.quiet, threads=args.threads)
     m = res.metrics
     print(f"best test accuracy {100 * m['best_test_accuracy']:.2f}% (epoch {m['best_epoch']}), "
           f"final {100 * m['final_test_accuracy']:.2f}%, "

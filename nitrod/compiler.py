@@ -63,12 +63,39 @@ from hw.contract import (ADDRESS_WIDTH, ONE_HOT_VALUE, PAD_LABEL, RELU_MEAN_CORR
                          Op, Region, empty_instruction, pack_instruction, pack_lanes,
                          unpack_lanes)
 
-__all__ = ["compile_mlp", "Plan", "Allocation", "CompileError", "DoesNotFit"]
+__all__ = ["compile_mlp", "Plan", "Allocation", "CompileError", "DoesNotFit",
+           "hardware_refusal", "HARDWARE_QUIRKS"]
 
 #: Instruction address/stride fields are ADDRESS_WIDTH bits.
 ADDR_LIMIT = 1 << ADDRESS_WIDTH
 
 ReadWords = Callable[[Region, int, int], list]
+
+
+#: The authors' network-level quirks (golden/compat.py) that the trainer cores reproduce: none.
+#: (Dropping the last partial batch is the training loop's, so it applies to every backend.)
+HARDWARE_QUIRKS = frozenset()
+
+_HARDWARE_LACKS = {
+    "int8_loss_error": "the int8 loss error (it keeps the exact 9-bit error)",
+    "int32_wrap": "int32 wrapping accumulators (its accumulators do not wrap)",
+    "double_linear_update": "the CNNs' double update of linear blocks",
+    "decoder_pool_zero_pad": "the 0-padded decoder pool",
+}
+
+
+def hardware_refusal(spec: NetworkSpec) -> str | None:
+    """Why the trainer cores cannot train ``spec`` exactly (the authors' quirks they do not
+    reproduce), or None."""
+    missing = [q for q in spec.active_quirks() if q not in HARDWARE_QUIRKS]
+    if not missing:
+        return None
+    what = [_HARDWARE_LACKS[q] for q in missing]
+    what = ", ".join(what[:-1]) + " nor " + what[-1] if len(what) > 1 else what[0]
+    if spec.compat == "authors":
+        return (f"--compat authors: the Trainer does not implement {what}; of the authors' "
+                "quirks only dropping the last partial batch (the training loop's) would apply")
+    return f"the Trainer does not implement {what}"
 
 
 class CompileError(ValueError):
@@ -435,9 +462,9 @@ def compile_mlp(spec: NetworkSpec, geometry: Geometry, batch: int) -> Plan:
     if others:
         raise CompileError(f"the Trainer runs MLPs only (layers l<N>); {spec.layers} has "
                            f"{', '.join(others)}")
-    if spec.int8_loss_error:
-        raise CompileError("int8_loss_error (the authors' wrapping loss error) is not "
-                           "implemented by the Trainer")
+    refusal = hardware_refusal(spec)
+    if refusal:
+        raise CompileError(refusal)
     if spec.relu_inv_slope not in RELU_MEAN_CORRECTION:
         raise CompileError(f"ReLU inverse slope {spec.relu_inv_slope} is not supported "
                            f"({sorted(RELU_MEAN_CORRECTION)})")

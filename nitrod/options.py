@@ -28,6 +28,11 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                         "unused factor)")
     p.add_argument("--int8-loss-error", action="store_true",
                    help="wrap the loss error to int8 like the authors' implementation")
+    p.add_argument("--compat", choices=("spec", "authors"), default="spec",
+                   help="spec: the arithmetic specification (default); authors: reproduce the "
+                        "authors' published code (int8 loss error, int32 wrapping accumulators, "
+                        "CNNs' linear blocks updated twice per step, decoder pools padded with "
+                        "0, last partial batch of each epoch dropped)")
 
 
 def spec_from_args(args, ds):
@@ -49,10 +54,10 @@ def spec_from_args(args, ds):
         relu_inv_slope=args.relu_inv_slope, decoder_dim=decoder_dim,
         fwd_decay_inv=fwd_decay if args.fwd_decay_inv is None else args.fwd_decay_inv,
         subnet_decay_inv=args.subnet_decay_inv, conv_amp_extra=args.conv_amp_extra,
-        int8_loss_error=args.int8_loss_error)
+        int8_loss_error=args.int8_loss_error, compat=getattr(args, "compat", "spec"))
 
 
 def train_config(args, **over):
     from golden.train import TrainConfig
     return TrainConfig(epochs=args.epochs, batch=args.batch, lr_inv=args.lr_inv, seed=args.seed,
-                       **over)
+                       compat=getattr(args, "compat", "spec"), **over)

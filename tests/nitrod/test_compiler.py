@@ -250,8 +250,11 @@ def test_compile_errors():
     g = Geometry(side=4, **BIG)
     with pytest.raises(CompileError, match="MLP"):
         compile_mlp(NetworkSpec((1, 4, 4), 3, ("c4", "l5")), g, 8)
-    with pytest.raises(CompileError, match="int8_loss_error"):
+    with pytest.raises(CompileError, match="does not implement the int8 loss error"):
         compile_mlp(_spec(6, [5], 3, int8_loss_error=True), g, 8)
+    # every quirk of the authors' mode is refused, not silently ignored
+    with pytest.raises(CompileError, match="int32 wrapping accumulators"):
+        compile_mlp(_spec(6, [5], 3, int32_wrap=True), g, 8)
     assert issubclass(DoesNotFit, CompileError) and issubclass(CompileError, ValueError)
 
 

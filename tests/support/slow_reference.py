@@ -107,9 +107,12 @@ def conv2d_grad(d, x):
                for l in range(3)] for k in range(3)] for c in range(C)] for f in range(F)]
 
 
-def maxpool(h, kh, kw, ph, pw):
+def maxpool(h, kh, kw, ph, pw, pad_value=None):
     """Max pool with stride = kernel, padding with -infinity; returns (pooled, argpos)
-    with argpos the (i, j) of the first maximum in row-major window order."""
+    with argpos the (i, j) of the first maximum in row-major window order.
+
+    With ``pad_value`` (the authors' code: 0) the padding cells take part with that value;
+    where one wins, argpos is None (its error goes nowhere)."""
     C, H, W = len(h), len(h[0]), len(h[0][0])
     oh = (H + 2 * ph - kh) // kh + 1
     ow = (W + 2 * pw - kw) // kw + 1
@@ -123,8 +126,14 @@ def maxpool(h, kh, kw, ph, pw):
                 for k in range(kh):
                     for l in range(kw):
                         i, j = oi * kh + k - ph, oj * kw + l - pw
-                        if 0 <= i < H and 0 <= j < W and (best is None or h[c][i][j] > best):
-                            best, bpos = h[c][i][j], (i, j)
+                        if 0 <= i < H and 0 <= j < W:
+                            v, p = h[c][i][j], (i, j)
+                        elif pad_value is not None:
+                            v, p = pad_value, None
+                        else:
+                            continue
+                        if best is None or v > best:
+                            best, bpos = v, p
                 ovals.append(best)
                 pvals.append(bpos)
             orow.append(ovals)
@@ -146,8 +155,10 @@ def decoder_kernel(c, h, w, decoder_dim):
     return kh, kw, (kh * (math.ceil(h / kh) - h // kh)) // 2, (kw * (math.ceil(w / kw) - w // kw)) // 2
 
 
-def conv_block_step(x, W, Wl, target, lr_inv, classes, a, fwd_decay, sub_decay, decoder_dim):
-    """One training step of a conv block; returns (h, W_new, Wl_new)."""
+def conv_block_step(x, W, Wl, target, lr_inv, classes, a, fwd_decay, sub_decay, decoder_dim,
+                    pad_value=None):
+    """One training step of a conv block; returns (h, W_new, Wl_new). ``pad_value``: see
+    :func:`maxpool`."""
     M, C = len(x), len(x[0])
     F, H, Wd = len(W), len(x[0][0]), len(x[0][0][0])
     fan_in = C * 9
@@ -155,7 +166,7 @@ def conv_block_step(x, W, Wl, target, lr_inv, classes, a, fwd_decay, sub_decay, 
     y = [[[[scale(v, fan_in) for v in r] for r in ch] for ch in s] for s in z]
     h = [[[[relu(v, a) for v in r] for r in ch] for ch in s] for s in y]
     kh, kw, ph, pw = decoder_kernel(F, H, Wd, decoder_dim)
-    pooled, poss = zip(*[maxpool(hm, kh, kw, ph, pw) for hm in h])
+    pooled, poss = zip(*[maxpool(hm, kh, kw, ph, pw, pad_value) for hm in h])
     flat = [[v for ch in p for r in ch for v in r] for p in pooled]
     d_in = len(flat[0])
     zl = matmul(flat, transpose(Wl))
@@ -170,6 +181,8 @@ def conv_block_step(x, W, Wl, target, lr_inv, classes, a, fwd_decay, sub_decay, 
         for f in range(F):
             for oi in range(oh):
                 for oj in range(ow):
+                    if poss[m][f][oi][oj] is None:
+                        continue
                     i, j = poss[m][f][oi][oj]
                     dh[m][f][i][j] += dflat[m][(f * oh + oi) * ow + oj]
     dy = [[[[relu_back(dh[m][f][i][j], y[m][f][i][j], a) for j in range(Wd)] for i in range(H)]
