@@ -658,35 +658,46 @@ def synth_component(component, target, out_dir, *, name="unit", params=None,
     try:
         log, times["nextpnr"] = _run_tool(tgt.nextpnr, args, out, "nextpnr.log", timeout)
     except SynthError as exc:
-        log_file = out / "nextpnr.log"
-        log = log_file.read_text() if log_file.exists() else ""
-        errors = [line.partition("ERROR:")[2].strip() for line in log.splitlines()
-                  if "ERROR:" in line]
-        used_log = _log_utilisation(log)
-        partial = {
-            "unit": name,
-            "params": dict(params or {}),
-            "target": target,
-            "device": tgt.device,
-            "error": errors[-1] if errors else str(exc).splitlines()[0],
-            "nextpnr_utilization": {bel: v["used"] for bel, v in used_log.items()},
-            "available": {bel: v["available"] for bel, v in used_log.items()},
-            "yosys_cells": cells,
-            "harness": harness.overhead,
-            "out_dir": str(out),
-        }
-        partial.update({
-            "luts": used_log.get(tgt.lut_bel, {}).get("used"),
-            "ffs": sum(n for cell, n in cells.items() if cell.startswith(tgt.ff_cell_prefix)),
-            "dsp": used_log.get(tgt.dsp_bel, {}).get("used"),
-            "bram": used_log.get(tgt.bram_bel, {}).get("used"),
-            "spram": used_log.get(tgt.spram_bel, {}).get("used") if tgt.spram_bel else 0,
-            "fmax_mhz": None,
-            "target_mhz": mhz,
-            "timing_met": False,
-        })
+        partial = _failed_report(out, tgt, target, name, params, cells, harness, mhz, exc)
         (out / "report.json").write_text(json.dumps(partial, indent=2) + "\n")
         raise SynthError(str(exc), report=partial) from exc
+    report = _report(out, tgt, target, name, params, cells, harness, mhz, log, top)
+    report["seconds"] = times
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _failed_report(out, tgt, target, name, params, cells, harness, mhz, exc) -> dict:
+    """What is known of a run whose place and route failed (the tool's own error line)."""
+    log_file = out / "nextpnr.log"
+    log = log_file.read_text() if log_file.exists() else ""
+    errors = [line.partition("ERROR:")[2].strip() for line in log.splitlines()
+              if "ERROR:" in line]
+    used_log = _log_utilisation(log)
+    return {
+        "unit": name,
+        "params": dict(params or {}),
+        "target": target,
+        "device": tgt.device,
+        "error": errors[-1] if errors else str(exc).splitlines()[0],
+        "nextpnr_utilization": {bel: v["used"] for bel, v in used_log.items()},
+        "available": {bel: v["available"] for bel, v in used_log.items()},
+        "yosys_cells": cells,
+        "harness": harness.overhead,
+        "out_dir": str(out),
+        "luts": used_log.get(tgt.lut_bel, {}).get("used"),
+        "ffs": sum(n for cell, n in cells.items() if cell.startswith(tgt.ff_cell_prefix)),
+        "dsp": used_log.get(tgt.dsp_bel, {}).get("used"),
+        "bram": used_log.get(tgt.bram_bel, {}).get("used"),
+        "spram": used_log.get(tgt.spram_bel, {}).get("used") if tgt.spram_bel else 0,
+        "fmax_mhz": None,
+        "target_mhz": mhz,
+        "timing_met": False,
+    }
+
+
+def _report(out, tgt, target, name, params, cells, harness, mhz, log, top) -> dict:
+    """The figures of a placed and routed unit."""
     pnr = json.loads((out / "nextpnr_report.json").read_text())
     util = pnr.get("utilization", {})
 
@@ -763,10 +774,8 @@ def synth_component(component, target, out_dir, *, name="unit", params=None,
         "critical_path_text": cp_text,
         "yosys_cells": cells,
         "nextpnr_utilization": {k: v.get("used", 0) for k, v in util.items()},
-        "seconds": times,
         "out_dir": str(out),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -245,6 +245,8 @@ class TileEngine(wiring.Component):
         return k_len + (tiles - 1) * max(k_len, self.mac.stream_beats) + self.fixed_cycles
 
     def elaborate(self, platform):
+        # One function on purpose: the address stage, the read stages and the skid buffer
+        # advance on the same few flags (advance, ready, valid1/valid_s), computed here once.
         m = Module()
         m.submodules.mac = mac = self.mac
         cw = self.count_width

@@ -210,6 +210,8 @@ class LongDivPipe(wiring.Component):
         super().__init__(members)
 
     def elaborate(self, platform):
+        # One function on purpose: the stages are one pipeline whose registers (remainder,
+        # quotient, sign, saturation, divisor, side band) travel together stage by stage.
         m = Module()
         en = self.en
         dw, qb = self.d_width, self.q_bits

@@ -187,6 +187,9 @@ class SerialPost(wiring.Component):
         return sum(self._divider.cycles(n) for n in bits) + 3 + (Op(op) in (Op.FORWARD, Op.SGD))
 
     def elaborate(self, platform):
+        # One function on purpose: one value's sequence of divisions shares its twenty-odd
+        # registers (res, addend, mag, the op flags) from the first step to the last; split
+        # into stages they would all be passed around.
         m = Module()
         m.submodules.divider = div = self._divider
         aw, ww, ew = self.acc_width, self.wgt_width, self.err_width
