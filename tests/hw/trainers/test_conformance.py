@@ -4,7 +4,8 @@ cycle model where the core has one, overflow flags, LOSS padding, refused access
 instructions.
 
 The cores: the Trainer (a 4 x 4 array, memories in banks of 32 words so that every read path
-crosses bank boundaries, a 40-bit accumulator so that an overflow takes few beats), as the
+crosses bank boundaries, a 40-bit accumulator (and SGD divisor) so that an overflow takes few
+beats), as the
 ECP5 boards build it (hand-instantiated MULT18X18D and DP16KD, on their models), with a row
 every cycle into the lanes, and with a one-row FIFO; the SerialTrainer with the iCEBreaker's
 widths, on lib.memory and on the SB_SPRAM256KA model.
@@ -25,7 +26,7 @@ from tests.support import conformance as c
 
 #: the Trainer's test geometry (module docstring)
 TRAINER = Geometry(side=4, act_depth=1024, wgt_depth=1024, err_depth=512, code_depth=512,
-                   acc_width=40)
+                   acc_width=40, d_g_width=40)
 #: the ECP5 blocks' run: memories just deep enough for its networks (each DP16KD model adds
 #: its own code to the Verilator build), still in banks the networks cross
 TRAINER_ECP5 = Geometry(side=4, act_depth=256, wgt_depth=256, err_depth=64, code_depth=64)
