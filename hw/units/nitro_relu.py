@@ -40,6 +40,22 @@ def check_slope(slope):
         raise ValueError(f"inverse slope must be one of {SLOPES}, got {slope}")
 
 
+def _signature(i_shape, o_shape, slope) -> dict:
+    """A unit's ports: the input and output streams, and the slope's port unless fixed."""
+    members = {"i": In(stream.Signature(i_shape)), "o": Out(stream.Signature(o_shape))}
+    if slope is None:
+        members["inv_slope"] = In(unsigned(SLOPE_WIDTH))
+    return members
+
+
+def _pipeline(m: Module, unit):
+    """``unit``'s divider (``unit._pipe``) as a submodule, advancing as its streams allow."""
+    m.submodules.div = pipe = unit._pipe
+    stream_pipeline_control(m, en=pipe.en, i_valid=unit.i.valid, i_ready=unit.i.ready,
+                            o_valid=unit.o.valid, o_ready=unit.o.ready, latency=unit.latency)
+    return pipe
+
+
 def _slope_table(m: Module, sel, extra=None):
     """The registered run-time slope ``a`` (and ``c(a)`` into ``extra``) from ``sel``.
 
@@ -106,20 +122,11 @@ class NitroRelu(wiring.Component):
                                  bits_per_stage=bits_per_stage, side_width=7 + 2)
         self.latency = self._pipe.latency + 1
         self.out_layout = data.StructLayout({"h": signed(self.out_width), "code": ReluCode})
-        members = {
-            "i": In(stream.Signature(signed(self.in_width))),
-            "o": Out(stream.Signature(self.out_layout)),
-        }
-        if slope is None:
-            members["inv_slope"] = In(unsigned(SLOPE_WIDTH))
-        super().__init__(members)
+        super().__init__(_signature(signed(self.in_width), self.out_layout, slope))
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.div = pipe = self._pipe
-        stream_pipeline_control(m, en=pipe.en, i_valid=self.i.valid, i_ready=self.i.ready,
-                                o_valid=self.o.valid, o_ready=self.o.ready,
-                                latency=self.latency)
+        pipe = _pipeline(m, self)
         c = Signal(unsigned(6))
         if self.slope is None:
             m.d.comb += pipe.d.eq(_slope_table(m, self.inv_slope, c))
@@ -195,20 +202,11 @@ class NitroReluBackward(wiring.Component):
                                  bits_per_stage=bits_per_stage)
         self.latency = self._pipe.latency
         self.in_layout = data.StructLayout({"d": signed(self.err_width), "code": ReluCode})
-        members = {
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(signed(self.err_width))),
-        }
-        if slope is None:
-            members["inv_slope"] = In(unsigned(SLOPE_WIDTH))
-        super().__init__(members)
+        super().__init__(_signature(self.in_layout, signed(self.err_width), slope))
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.div = pipe = self._pipe
-        stream_pipeline_control(m, en=pipe.en, i_valid=self.i.valid, i_ready=self.i.ready,
-                                o_valid=self.o.valid, o_ready=self.o.ready,
-                                latency=self.latency)
+        pipe = _pipeline(m, self)
         slope = self.slope if self.slope is not None else _slope_table(m, self.inv_slope)
         code = self.i.payload.code
         # The pipe samples the per-item divisor one cycle after the item: register
