@@ -6,8 +6,6 @@ golden; and the control: the same soak against a device that executes repeated W
 
 from __future__ import annotations
 
-import pytest
-
 from tests.support import link_soak
 from tests.support.benches import tb_host_link_model as hm
 
