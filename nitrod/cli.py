@@ -48,7 +48,11 @@ def cmd_eval(args) -> int:
     from golden.datasets import load_dataset
     from golden.train import evaluate, load_checkpoint
     net, norm, meta = load_checkpoint(args.checkpoint)
-    name = args.dataset or meta["dataset"]
+    name = args.dataset or meta.get("dataset")
+    if not name:
+        raise OptionError(f"--dataset: {args.checkpoint} does not say which dataset it was "
+                          "trained on")
+    check_applicable(argparse.Namespace(dataset=name, data_dir=args.data_dir))
     ds = load_dataset(name, args.data_dir)
     if ds.input_shape != net.spec.input_shape:
         raise ValueError(f"dataset {name} has images {ds.input_shape}, the checkpoint expects "

@@ -173,3 +173,20 @@ def test_eval_of_a_bad_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(bad) in err and "plain array" in err
+
+
+def test_eval_refuses_a_data_dir_for_a_bundled_dataset(tmp_path, capsys):
+    assert main(TRAIN + ["--epochs", "1", "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "r" / "checkpoint.npz"),
+                 "--data-dir", str(tmp_path)]) == 2
+    assert "--data-dir: dataset digits is bundled" in capsys.readouterr().err
+
+
+def test_bench_sim_reads_its_hidden_sizes(monkeypatch, capsys):
+    """`nitrod bench sim --hidden` is parsed by the parser (sizes), the bench gets them."""
+    from nitrod import bench
+
+    seen = {}
+    monkeypatch.setattr(bench, "cmd_bench_sim", lambda args: seen.update(h=args.hidden) or 0)
+    assert main(["bench", "sim", "--hidden", "30,20"]) == 0 and seen["h"] == (30, 20)
