@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import importlib.metadata
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,7 +48,7 @@ from .synth_unit import (_FMAX_RE, TARGETS, _critical_path_text, _pct,
 from .toolchain import tool_path, yowasp_environ
 from .top import CORE_PATH, BoardTop, MemoryCore
 
-__all__ = ["BuildError", "build_board", "check_nextpnr_opts", "CORES", "flow_nextpnr_opts",
+__all__ = ["BuildError", "build_board", "check_nextpnr_opts", "nextpnr_help_options", "CORES", "flow_nextpnr_opts",
            "add_arguments", "run", "main", "format_table", "TOP_NAME"]
 
 TOP_NAME = "top"
@@ -183,13 +184,66 @@ _NEXTPNR_OWN = ("--json", "--lpf", "--pcf", "--textcfg", "--asc", "--report", "-
                 "--pre-place", "--pre-route", "--post-route", "--run", "--write")
 
 
-def check_nextpnr_opts(opts) -> list:
+# An option line of nextpnr's --help: "  --name arg   text" or "  -x [ --name ] arg   text".
+_NEXTPNR_HELP_RE = re.compile(r"^\s+(?:-\w \[ )?(--[A-Za-z0-9][A-Za-z0-9-]*)(?: \])?( arg)?(?:\s|$)")
+
+
+def nextpnr_help_options(family: str) -> dict:
+    """``{option: takes a value}`` of ``yowasp-nextpnr-<family> --help``, cached in memory and
+    in ``~/.cache/nitrod`` by the package's version (the tool runs once per version)."""
+    return dict(_nextpnr_help_options(family))
+
+
+def _nextpnr_help_text(family: str) -> str:
+    package = f"yowasp-nextpnr-{family}"
+    try:
+        version = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    cache = Path.home() / ".cache" / "nitrod" / f"{package}-{version}-help.txt"
+    try:
+        return cache.read_text()
+    except OSError:
+        pass
+    run = subprocess.run([tool_path(package), "--help"], capture_output=True, text=True,
+                         timeout=600)
+    text = run.stdout + run.stderr
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return text
+
+
+_HELP_OPTIONS: dict = {}
+
+
+def _nextpnr_help_options(family: str) -> tuple:
+    if family not in _HELP_OPTIONS:
+        found = {}
+        for line in _nextpnr_help_text(family).splitlines():
+            m = _NEXTPNR_HELP_RE.match(line)
+            if m:
+                found[m.group(1)] = bool(m.group(2))
+        if len(found) < 20:
+            raise ValueError(f"cannot read the options of yowasp-nextpnr-{family} (its --help "
+                             "printed no option list)")
+        _HELP_OPTIONS[family] = tuple(found.items())
+    return _HELP_OPTIONS[family]
+
+
+def check_nextpnr_opts(opts, family: str | None = None) -> list:
     """The extra nextpnr options ``opts`` as a list of words, or :class:`ValueError`.
 
     ``opts`` is a string (split on white space) or a sequence of strings.  Each option is
     ``--name``, ``--name=value`` or ``--name`` followed by a plain value (a number or a word);
     nothing that a shell would read differently, and none of the options the flow sets itself
-    (``--seed`` has its own argument)."""
+    (``--seed`` has its own argument).  With ``family`` (``"ice40"``, ``"ecp5"``) each name must
+    also be an option of that nextpnr (:func:`nextpnr_help_options`), with a value exactly when
+    it takes one: an unknown option is refused before synthesis, not after it."""
     words = opts.split() if isinstance(opts, str) else [w for o in opts for w in str(o).split()]
     for i, word in enumerate(words):
         if word.startswith("--"):
@@ -202,6 +256,21 @@ def check_nextpnr_opts(opts) -> list:
         elif i == 0 or not _NEXTPNR_VALUE_RE.fullmatch(word):
             raise ValueError(f"nextpnr option value {word!r}: expected a plain value after an "
                              "option name (letters, digits, . _ + -)")
+    if family is not None:
+        known = nextpnr_help_options(family)
+        tool = f"yowasp-nextpnr-{family}"
+        for i, word in enumerate(words):
+            if not word.startswith("--"):
+                continue
+            name, has_value = word.split("=")[0], "=" in word
+            followed = i + 1 < len(words) and not words[i + 1].startswith("--")
+            if name not in known:
+                raise ValueError(f"nextpnr option {name} is not an option of {tool} "
+                                 f"(see {tool} --help)")
+            if known[name] and not (has_value or followed):
+                raise ValueError(f"nextpnr option {name} of {tool} needs a value")
+            if not known[name] and (has_value or followed):
+                raise ValueError(f"nextpnr option {name} of {tool} takes no value")
     return words
 
 
@@ -247,10 +316,10 @@ def build_board(board, out_dir, *, core="trainer", make_core=None, side=None, ge
     :class:`BuildError` if a tool fails.  Returns the report (also in ``out_dir/report.json``).
     """
     t_start = time.monotonic()
-    extra_opts = check_nextpnr_opts(nextpnr_opts)
+    board = get_board(board) if isinstance(board, str) else board
+    extra_opts = check_nextpnr_opts(nextpnr_opts, board.family)
     if net_report and "--detailed-timing-report" not in extra_opts:
         extra_opts.append("--detailed-timing-report")
-    board = get_board(board) if isinstance(board, str) else board
     if use_pll is False:
         board = dataclasses.replace(board, use_pll=False, target_mhz=board.clock_mhz)
     elif freq_mhz:
@@ -513,13 +582,16 @@ def add_arguments(parser):
 def run(args, *, annotate=None, columns=COLUMNS) -> int:
     """``nitrod build`` from parsed ``args``; ``annotate`` and the table's ``columns`` are the
     application's (:func:`build_board`).  Returns the exit status."""
+    boards = list(BOARD) if args.board == "all" else [args.board]
     try:
         depths = parse_depths(args.depth)
         check_nextpnr_opts(args.nextpnr_opt)
+        if args.nextpnr_opt:        # every board's nextpnr, before anything is synthesised
+            for family in sorted({get_board(name).family for name in boards}):
+                check_nextpnr_opts(args.nextpnr_opt, family)
     except ValueError as exc:
         print(f"nitrod build: {exc}", file=sys.stderr)
         return 2
-    boards = list(BOARD) if args.board == "all" else [args.board]
     multi = len(boards) > 1
     root = Path(args.out) if args.out else Path("build") / "board"
     reports, status = [], 0

@@ -21,6 +21,7 @@ test size by the largest-remainder method (ties to the lower label).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -167,7 +168,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: truncated IDX header")
     dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     body = raw[4 + 4 * ndim:]
-    n = int(np.prod(dims)) if dims else 0
+    n = math.prod(dims) if dims else 0      # exact (NumPy's product would wrap)
     if len(body) != n:
         raise DatasetError(f"{path}: header says {dims} ({n} bytes) but the file holds {len(body)}")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
@@ -187,21 +188,75 @@ def _idx_dataset(name, data_dir):
     return Dataset(name, parts["train"][0], parts["train"][1], parts["test"][0], parts["test"][1], 10)
 
 
+class _RefusedPickle(pickle.UnpicklingError):
+    pass
+
+
+def _plain_dtype(*args, **kwargs):
+    """``numpy.dtype`` for the unpickler, without object dtypes."""
+    dtype = np.dtype(*args, **kwargs)
+    if dtype.hasobject:
+        raise _RefusedPickle(f"an array of Python objects (dtype {dtype})")
+    return dtype
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what the CIFAR-10 python batches hold: dicts, lists,
+    bytes, str, ints (pickle's own opcodes) and NumPy arrays of plain numbers.  Every other
+    global a pickle names (functions, classes: how a crafted pickle runs code) is refused
+    before it is looked up."""
+
+    _ALLOWED = {
+        # NumPy's array reconstruction (protocol 2/4: _reconstruct; 5: _frombuffer), under
+        # NumPy 1's and 2's module names, and numpy scalars
+        **{(f"numpy.{core}.multiarray", "_reconstruct"): None for core in ("core", "_core")},
+        **{(f"numpy.{core}.numeric", "_frombuffer"): None for core in ("core", "_core")},
+        **{(f"numpy.{core}.multiarray", "scalar"): None for core in ("core", "_core")},
+        ("numpy", "ndarray"): None,
+        ("numpy", "dtype"): _plain_dtype,
+        # how a Python 3 pickle of protocol 2 stores bytes
+        ("_codecs", "encode"): None,
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise _RefusedPickle(f"it names {module}.{name}, which the CIFAR-10 format does "
+                                 "not use")
+        replacement = self._ALLOWED[(module, name)]
+        return replacement if replacement is not None else super().find_class(module, name)
+
+
 def _cifar_batch(path: Path):
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
+            d = _CifarUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise DatasetError(f"cifar10: missing file {path}") from None
+    except _RefusedPickle as exc:
+        raise DatasetError(f"cifar10: {path} refused (not read): {exc}") from None
     except Exception as exc:          # malformed pickle
-        raise DatasetError(f"cifar10: cannot read {path} ({exc})") from exc
+        raise DatasetError(f"cifar10: cannot read {path} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(d, dict):
+        raise DatasetError(f"cifar10: {path} holds a {type(d).__name__}, not a batch (a dict)")
     try:
         data, labels = d[b"data"], d[b"labels"]
     except (KeyError, TypeError):
         raise DatasetError(f"cifar10: {path} lacks 'data'/'labels'") from None
-    data = np.asarray(data)
+    if not isinstance(data, np.ndarray):
+        raise DatasetError(f"cifar10: {path} data is a {type(data).__name__}, not an array")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DatasetError(f"cifar10: {path} data must be uint8 N x 3072, got {data.dtype} {data.shape}")
+    if isinstance(labels, np.ndarray):
+        labels = labels.tolist()
+    if not isinstance(labels, list):
+        raise DatasetError(f"cifar10: {path} labels are a {type(labels).__name__}, not a list")
+    for label in labels:
+        if not isinstance(label, (int, np.integer)) or isinstance(label, bool) \
+                or not 0 <= label <= 9:
+            raise DatasetError(f"cifar10: {path} has a label {label!r} "
+                               f"({type(label).__name__}): labels must be integers 0..9")
+    if len(labels) != len(data):
+        raise DatasetError(f"cifar10: {path} has {len(data)} images but {len(labels)} labels")
     return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 

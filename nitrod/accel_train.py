@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .compiler import hardware_refusal
-from .options import spec_from_args, train_config
+from .options import check_applicable, prepare_out, spec_from_args, train_config
 
 __all__ = ["cmd_sim", "cmd_board_train", "train_on_accelerator", "SimStats", "first_difference",
            "geometry_of", "core_name"]
@@ -62,6 +62,17 @@ class SimStats:
         self.samples.append(len(x))
         self.useful_macs += self.backend.plan.useful_macs(len(x))
         return yhat
+
+    def state(self) -> dict:
+        """What a resumed run needs to go on counting (saved in the checkpoint)."""
+        return {"cycles": list(self.cycles), "samples": list(self.samples),
+                "useful_macs": self.useful_macs, "seconds": self.seconds}
+
+    def restore(self, state: dict) -> None:
+        self.cycles = [int(c) for c in state["cycles"]]
+        self.samples = [int(m) for m in state["samples"]]
+        self.useful_macs = int(state["useful_macs"])
+        self.seconds = float(state["seconds"])
 
     def metrics(self) -> dict:
         g = self.backend.geometry
@@ -126,13 +137,15 @@ def train_on_accelerator(args, kind: str) -> int:
     "sim-uart" or "board"), with ``--check`` against golden."""
     from golden.datasets import load_dataset
     from golden.network import Network
-    from golden.train import train
+    from golden.train import CHECKPOINT_FILE, load_train_state, train, write_files_atomically
     from nitrod.backends import open_backend
 
     where = "the board" if kind == "board" else "the simulator"
     if args.model != "mlp":
         print("nitrod sim: the Trainer runs MLPs (--model mlp)", file=sys.stderr)
         return 2
+    check_applicable(args)
+    log = (lambda s: None) if args.quiet else print
     ds = load_dataset(args.dataset, args.data_dir)
     spec = spec_from_args(args, ds)
     refusal = hardware_refusal(spec)
@@ -140,18 +153,23 @@ def train_on_accelerator(args, kind: str) -> int:
         prog = "nitrod board train" if kind == "board" else "nitrod sim"
         print(f"{prog}: {refusal}", file=sys.stderr)
         return 2
+    out = prepare_out(args)          # before the simulator or the board is opened
     geometry = geometry_of(args)
-    out = Path(args.out) if args.out else None
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test; "
           f"MLP {','.join(spec.layers)}; connecting to {where} ...", flush=True)
     t0 = time.perf_counter()
-    options = ({"port": args.port} if kind == "board" else
-               {"geometry": geometry, "board": getattr(args, "board", None)})
+    if kind == "board":
+        options = {"port": args.port, "baud": args.baud, "timeout": args.timeout,
+                   "retries": args.retries}
+    else:
+        options = {"geometry": geometry, "board": getattr(args, "board", None)}
     backend = open_backend(kind, spec, batch=args.batch, seed=args.seed, **options)
     print(f"{where} ready in {time.perf_counter() - t0:.1f} s: {core_name(backend)}", flush=True)
     print(backend.plan.describe())
     stats = SimStats(backend)
     ref = Network(spec, seed=args.seed) if args.check else None
+    if ref is not None and args.resume:
+        ref.load_weights(load_train_state(out / CHECKPOINT_FILE)[0].weights())
     state = {"batch": 0, "mismatches": 0, "first": None, "waves": None}
     waves_batch = args.waves_batch
 
@@ -188,25 +206,26 @@ def train_on_accelerator(args, kind: str) -> int:
 
     try:
         res = train(ds, spec, train_config(args), out_dir=out, progress=not args.quiet,
-                    backend=backend, after_step=after_step, extra_metrics=extra)
+                    log=log, backend=backend, after_step=after_step, extra_metrics=extra,
+                    resume=args.resume, interruptible=True,
+                    extra_state=(stats.state, stats.restore))
     except _Mismatch:
         f = state["first"]
         print(f"MISMATCH at epoch {f['epoch']} batch {f['batch']}: {f['layer']}{f['index']} is "
               f"{f['sim']} on the simulator, {f['golden']} in the golden model", file=sys.stderr)
         if out:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.json").write_text(json.dumps(extra(), indent=2))
-        backend.close()
+            write_files_atomically(out, {"metrics.json": json.dumps(extra(), indent=2).encode()})
+        _close_quietly(backend)
         return 1
     except BaseException:
-        backend.close()
+        _close_quietly(backend)
         raise
     backend.close()
     m = res.metrics
     if waves_batch is not None:
         m["waves"] = _replay_with_waves(spec, args, geometry, state["waves"], out, waves_batch)
         if out:
-            (out / "metrics.json").write_text(json.dumps(m, indent=2))
+            write_files_atomically(out, {"metrics.json": json.dumps(m, indent=2).encode()})
     print(f"best test accuracy {100 * m['best_test_accuracy']:.2f}% (epoch {m['best_epoch']}); "
           f"mismatches {m['mismatches'] if m['checked'] else 'not checked'}; "
           f"{m['cycles_per_batch']:.0f} cycles/batch ({m['cycles_over_bound']:.3f}x the bound), "
@@ -215,6 +234,15 @@ def train_on_accelerator(args, kind: str) -> int:
     if out:
         print(f"wrote {out}/metrics.json, learning_curves.png, checkpoint.npz")
     return 0
+
+
+def _close_quietly(backend) -> None:
+    """Close ``backend`` after an error (a simulator that the same Ctrl-C stopped cannot be
+    closed cleanly: the error that is being raised is the one to report)."""
+    try:
+        backend.close()
+    except Exception:
+        pass
 
 
 def _replay_with_waves(spec, args, geometry, snap, out, index):

@@ -30,7 +30,7 @@ from hw.contract import (GEOMETRY_REGISTERS, OVERFLOW_BITS, REGION_SHIFT, STATUS
                          STATUS_ERRORS, Control, Geometry, Reg, Region)
 
 __all__ = ["AcceleratorError", "GoldenBackend", "AcceleratorBackend", "LinkBus", "open_backend",
-           "core_choice", "CoreChoice"]
+           "core_choice", "CoreChoice", "check_link"]
 
 REGS = int(Region.REGS) << REGION_SHIFT
 
@@ -233,6 +233,24 @@ class LinkBus:
             close()
 
 
+def check_link(client) -> None:
+    """PING the board: it must answer in this host's protocol version."""
+    from hw.contract.link import PROTOCOL_VERSION
+    from nitrod.link import LinkError, LinkProtocolError
+
+    try:
+        info = client.ping()
+    except LinkError as exc:
+        exc.args = (f"no answer to PING in protocol version {PROTOCOL_VERSION} ({exc}): is the "
+                    "board running a nitrod bitstream of this version, at this baud rate?",)
+        raise
+    if info.version != PROTOCOL_VERSION:
+        raise LinkProtocolError(f"the board speaks link protocol {info.version}, this host "
+                                f"{PROTOCOL_VERSION}: rebuild its bitstream (nitrod build)")
+    if info.max_burst < client.max_burst:
+        client.max_burst = info.max_burst
+
+
 class CoreChoice(NamedTuple):
     """The trainer core a simulation runs: ``make()`` builds it; ``name`` names its build."""
     make: Callable
@@ -297,19 +315,32 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
         cpb = int(options.pop("clocks_per_bit", 8))
         link_timeout = int(options.pop("link_timeout", 64 * 10 * cpb))
         max_burst = int(options.pop("max_burst", 64))
+        retries = int(options.pop("retries", 0))
+        wrap = options.pop("transport_wrapper", None)
         transport = SimUartTransport.start(
             lambda: LinkedCore(choice.make(), clocks_per_bit=cpb, timeout=link_timeout,
                                max_burst=max_burst),
             f"linked_{choice.name}", clocks_per_bit=cpb, link_timeout=link_timeout, waves=waves)
-        bus = LinkBus(LinkClient(transport, max_burst=max_burst))
+        line = wrap(transport) if wrap is not None else transport
+        bus = LinkBus(LinkClient(line, max_burst=max_burst, retries=retries))
         return _backend_on(bus, transport.close, "sim-uart", spec, batch=batch, seed=seed,
                            **options)
     if kind == "board":
+        from hw.contract.link import DEFAULT_BAUD, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
         from nitrod.link import LinkClient, open_serial
 
         if not port:
             raise ValueError("the board backend needs --port (the board's serial device)")
-        serial = open_serial(port)
-        return _backend_on(LinkBus(LinkClient(serial)), serial.close, "board", spec,
+        baud = int(options.pop("baud", DEFAULT_BAUD))
+        timeout = float(options.pop("timeout", DEFAULT_TIMEOUT_S))
+        retries = int(options.pop("retries", DEFAULT_RETRIES))
+        serial = open_serial(port, baud, timeout)
+        try:
+            client = LinkClient(serial, retries=retries)
+            check_link(client)
+        except BaseException:
+            serial.close()
+            raise
+        return _backend_on(LinkBus(client), serial.close, "board", spec,
                            batch=batch, seed=seed, **options)
     raise ValueError(f"unknown backend {kind!r}: golden, sim or board")

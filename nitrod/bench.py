@@ -30,7 +30,7 @@ def cmd_bench_sim(args) -> int:
     from golden.network import NetworkSpec
     from nitrod.backends import open_backend
 
-    hidden = [int(v) for v in args.hidden.split(",")]
+    hidden = [int(v) for v in args.hidden]          # options.int_list: checked by the parser
     spec = NetworkSpec((1, 1, args.inputs), args.classes, tuple(f"l{n}" for n in hidden))
     geometry = geometry_of(args)
     rng = np.random.default_rng(0)

@@ -7,30 +7,40 @@ import json
 import sys
 from pathlib import Path
 
-from .options import add_network_args, spec_from_args, train_config
+from .options import (OptionError, add_link_args, add_network_args, add_out_args,
+                      add_run_args, check_applicable, int_list, nonnegative_int, positive_int,
+                      prepare_out, spec_from_args, train_config)
 
 __all__ = ["main"]
+
+
+def _log(args):
+    """Per-epoch lines: print, or nothing with --quiet."""
+    return (lambda s: None) if args.quiet else print
 
 
 def cmd_train(args) -> int:
     from golden.datasets import load_dataset
     from golden.network import Network
     from golden.train import train
+    check_applicable(args)
+    out = prepare_out(args)
     ds = load_dataset(args.dataset, args.data_dir)
     spec = spec_from_args(args, ds)
+    cfg = train_config(args)
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test, "
           f"images {ds.input_shape}, {ds.classes} classes")
     print(Network(spec, seed=args.seed).describe())
-    cfg = train_config(args)
     if cfg.compat != "spec":
         print(f"compat {cfg.compat}: " + ", ".join(spec.active_quirks() + ("drop_last_batch",)))
-    res = train(ds, spec, cfg, out_dir=args.out, progress=not args.quiet, threads=args.threads)
+    res = train(ds, spec, cfg, out_dir=out, progress=not args.quiet, log=_log(args),
+                threads=args.threads, resume=args.resume, interruptible=True)
     m = res.metrics
     print(f"best test accuracy {100 * m['best_test_accuracy']:.2f}% (epoch {m['best_epoch']}), "
           f"final {100 * m['final_test_accuracy']:.2f}%, "
           f"{m['samples_per_second']:.0f} training samples/s")
-    if args.out:
-        print(f"wrote {args.out}/metrics.json, learning_curves.png, checkpoint.npz")
+    if out is not None:
+        print(f"wrote {out}/metrics.json, learning_curves.png, checkpoint.npz")
     return 0
 
 
@@ -38,7 +48,11 @@ def cmd_eval(args) -> int:
     from golden.datasets import load_dataset
     from golden.train import evaluate, load_checkpoint
     net, norm, meta = load_checkpoint(args.checkpoint)
-    name = args.dataset or meta["dataset"]
+    name = args.dataset or meta.get("dataset")
+    if not name:
+        raise OptionError(f"--dataset: {args.checkpoint} does not say which dataset it was "
+                          "trained on")
+    check_applicable(argparse.Namespace(dataset=name, data_dir=args.data_dir))
     ds = load_dataset(name, args.data_dir)
     if ds.input_shape != net.spec.input_shape:
         raise ValueError(f"dataset {name} has images {ds.input_shape}, the checkpoint expects "
@@ -51,10 +65,12 @@ def cmd_eval(args) -> int:
 def cmd_ranges(args) -> int:
     from golden.datasets import load_dataset
     from golden.train import train
+    check_applicable(args)
+    out = prepare_out(args)
     ds = load_dataset(args.dataset, args.data_dir)
     spec = spec_from_args(args, ds)
-    res = train(ds, spec, train_config(args), out_dir=args.out, progress=not args.quiet,
-                log=(lambda s: None) if args.quiet else print, threads=args.threads)
+    res = train(ds, spec, train_config(args), out_dir=out, progress=not args.quiet,
+                log=_log(args), threads=args.threads, resume=args.resume, interruptible=True)
     print(f"largest magnitudes over {res.metrics['epochs']} epochs "
           f"({ds.name}, layers {','.join(spec.layers)}, seed {args.seed}):")
     print(res.ranges.table())
@@ -95,34 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
     def train_like(name, help_):
         p = sub.add_parser(name, help=help_)
         add_network_args(p)
-        p.add_argument("--epochs", type=int, default=60)
-        p.add_argument("--batch", type=int, default=64)
-        p.add_argument("--lr-inv", type=int, default=512)
-        p.add_argument("--seed", type=int, default=42)
-        p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
-        p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+        add_run_args(p)
+        p.add_argument("--threads", type=positive_int, default=1, help="BLAS threads (default 1)")
+        add_out_args(p)
+        p.set_defaults(parser=p)
         return p
 
     p = train_like("train", "train with the golden model (NumPy)")
-    p.add_argument("--out", default=None, help="folder for metrics.json, curves and checkpoint")
     p.set_defaults(func=cmd_train)
 
     p = train_like("ranges", "train and print the largest magnitude of each tensor kind")
-    p.add_argument("--out", default=None)
     p.add_argument("--json", default=None, help="also write the ranges to this JSON file")
     p.set_defaults(func=cmd_ranges)
 
     p = train_like("sim", "train on the Trainer gateware simulated in Verilator (MLPs)")
-    p.add_argument("--out", default=None, help="folder for metrics.json, curves and checkpoint")
     p.add_argument("--check", action="store_true",
                    help="train the golden model beside it; compare every weight after every "
                         "batch and stop at the first difference")
-    p.add_argument("--side", type=int, default=None,
+    p.add_argument("--side", type=positive_int, default=None,
                    help="MAC array side S (S x S MACs; default 8)")
     p.add_argument("--board", default=None,
                    help="simulate the core `nitrod build --board BOARD --core trainer` builds, "
                         "with its geometry (icebreaker: the SerialTrainer)")
-    p.add_argument("--waves-batch", type=int, default=None, metavar="N",
+    p.add_argument("--waves-batch", type=nonnegative_int, default=None, metavar="N",
                    help="replay batch N (from 0) with waveform tracing into OUT/waves.vcd")
     p.add_argument("--link", choices=("bus", "uart"), default="bus",
                    help="bus: drive the Trainer's host bus directly (fast); uart: through the "
@@ -134,17 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("train", help="the training of `nitrod sim`, on the board's Trainer")
     add_network_args(p)
     p.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/ttyUSB0")
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr-inv", type=int, default=512)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--quiet", action="store_true")
-    p.add_argument("--out", default=None)
+    add_run_args(p)
+    add_out_args(p)
     p.add_argument("--check", action="store_true",
                    help="train the golden model beside it and compare after every batch")
-    p.set_defaults(func=cmd_board_train, waves_batch=None, side=None)
+    add_link_args(p)
+    p.set_defaults(func=cmd_board_train, waves_batch=None, side=None, parser=p)
 
     p = sub.add_parser("eval", help="score a checkpoint on its dataset's test split")
+    p.set_defaults(parser=p)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--dataset", default=None, help="defaults to the checkpoint's dataset")
     p.add_argument("--data-dir", default=None)
@@ -162,18 +171,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="print performance figures (golden: NumPy samples/s; "
                                       "sim: Trainer cycles per step vs the bound)")
     p.add_argument("what", choices=("golden", "sim"))
-    p.add_argument("--batches", type=int, default=400, help="golden: batches to time")
-    p.add_argument("--threads", type=int, default=1, help="golden: BLAS threads")
-    p.add_argument("--steps", type=int, default=2, help="sim: training steps to run")
-    p.add_argument("--side", type=int, default=None, help="sim: MAC array side (default 8)")
+    p.add_argument("--batches", type=positive_int, default=400, help="golden: batches to time")
+    p.add_argument("--threads", type=positive_int, default=1, help="golden: BLAS threads")
+    p.add_argument("--steps", type=positive_int, default=2, help="sim: training steps to run")
+    p.add_argument("--side", type=positive_int, default=None,
+                   help="sim: MAC array side (default 8)")
     p.add_argument("--board", default=None,
                    help="sim: the core and geometry of this board's trainer build")
-    p.add_argument("--inputs", type=int, default=784, help="sim: MLP inputs")
-    p.add_argument("--hidden", default="100,50", help="sim: MLP hidden sizes")
-    p.add_argument("--classes", type=int, default=10, help="sim: classes")
-    p.add_argument("--batch", type=int, default=64, help="sim: batch size")
+    p.add_argument("--inputs", type=positive_int, default=784, help="sim: MLP inputs")
+    p.add_argument("--hidden", type=int_list, default=(100, 50), help="sim: MLP hidden sizes")
+    p.add_argument("--classes", type=positive_int, default=10, help="sim: classes")
+    p.add_argument("--batch", type=positive_int, default=64, help="sim: batch size")
     p.add_argument("--json", default=None, help="sim: also write the figures to this file")
-    p.set_defaults(func=cmd_bench)
+    p.set_defaults(func=cmd_bench, parser=p)
     return ap
 
 
@@ -186,12 +196,39 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, KeyError, FileNotFoundError, ZeroDivisionError,
-            OverflowError, OSError, RuntimeError) as exc:
-        from golden.datasets import DatasetError
-        kind = "error" if isinstance(exc, DatasetError) else type(exc).__name__
-        print(f"nitrod: {kind}: {exc}", file=sys.stderr)
+    except OptionError as exc:         # like argparse's own errors: the option, one line
+        prog = args.parser.prog if hasattr(args, "parser") else "nitrod"
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("nitrod: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        return _report(exc, args)
+
+
+def _report(exc: Exception, args) -> int:
+    """One line for an error the commands expect (else re-raise: a bug shows its traceback)."""
+    from golden.datasets import DatasetError
+    from golden.train import CheckpointError, TrainingInterrupted
+    from nitrod.link import LinkError
+
+    if isinstance(exc, TrainingInterrupted):
+        print(f"nitrod: {exc}", file=sys.stderr)
+        return 130
+    if isinstance(exc, LinkError):
+        port = getattr(args, "port", None)
+        where = f"the link to {port}" if port else "the simulated link"
+        print(f"nitrod: {where} failed: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, (DatasetError, CheckpointError)):
+        print(f"nitrod: error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, (ValueError, TypeError, KeyError, FileNotFoundError, ZeroDivisionError,
+                        OverflowError, OSError, RuntimeError)):
+        print(f"nitrod: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    raise exc
 
 
 if __name__ == "__main__":

@@ -7,24 +7,34 @@ port) can drive a board.  A request cut short (no byte for the board's inter-byt
 answered with ``ERR_TIMEOUT`` when the timeout expires.  The link is half duplex: send the
 next request only after the previous response has arrived (bytes sent while the board is
 answering may be lost).
+
+Every request carries a sequence number (SEQ) that its response echoes.  :class:`LinkClient`
+gives each new request the next one and retries a request after a lost or corrupted frame with
+the same bytes: the board answers a repeated WRITE without writing again (hw/contract/link.py),
+so retries are safe whatever the WRITE does; a late response to an earlier request (its SEQ is
+not the request's) is skipped.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import random
 import struct
+import time
 from typing import Iterable, Iterator, Protocol, Sequence
 
 __all__ = [
     "response_payload_words", "encode_request", "encode_response", "Response",
     "ResponseDecoder", "LinkError", "LinkErrorResponse", "LinkCrcError", "LinkTimeout",
-    "LinkProtocolError", "LinkInfo", "LinkClient", "open_serial",
+    "LinkProtocolError", "LinkInfo", "LinkClient", "open_serial", "request_seq",
 ]
 
-from hw.contract.link import (CMD_PING, CMD_READ, CMD_WRITE,
-                              ERR_CRC, ERR_TIMEOUT,
-                              ERROR_NAMES, MAX_BURST_LIMIT, PING_WORDS, RESPONSE_HEADER_BYTES, RSP_ACK, RSP_DATA,
-                              RSP_ERROR, SYNC, crc16)
+from hw.contract.link import (CMD_PING, CMD_READ, CMD_WRITE, CRC_BYTES, DEFAULT_BAUD,
+                              DEFAULT_TIMEOUT_S, ERR_CRC, ERR_TIMEOUT,
+                              ERROR_NAMES, MAX_BURST_LIMIT, PING_WORDS, REQ_SEQ,
+                              RESPONSE_HEADER_BYTES, RSP_ACK, RSP_COUNT, RSP_DATA, RSP_ERROR,
+                              RSP_INFO, RSP_KIND, RSP_SEQ, SEQ_MODULO, SYNC, WORD_BYTES, crc16)
 
 WORD_MASK = 0xFFFFFFFF
 
@@ -41,20 +51,29 @@ def _words_bytes(words: Iterable[int]) -> bytes:
 
 
 def encode_request(cmd: int, addr: int = 0, count: int | None = None,
-                   words: Sequence[int] = ()) -> bytes:
+                   words: Sequence[int] = (), seq: int = 0) -> bytes:
     """A request frame.  ``count`` defaults to ``len(words)``; giving both lets a test
     build inconsistent frames on purpose (the payload is always ``words``)."""
     if count is None:
         count = len(words)
     if not 0 <= count <= MAX_BURST_LIMIT:
         raise ValueError(f"count {count} does not fit the 8-bit COUNT field")
-    body = bytes([cmd & 0xFF, count]) + struct.pack("<I", addr & WORD_MASK) + _words_bytes(words)
+    if not 0 <= seq < SEQ_MODULO:
+        raise ValueError(f"seq {seq} does not fit the 8-bit SEQ field")
+    body = (bytes([cmd & 0xFF, seq, count]) + struct.pack("<I", addr & WORD_MASK)
+            + _words_bytes(words))
     return _with_crc(body)
 
 
-def encode_response(kind: int, info: int, count: int = 0, words: Sequence[int] = ()) -> bytes:
+def request_seq(frame: bytes) -> int:
+    """The SEQ of an encoded request frame."""
+    return frame[1 + REQ_SEQ]
+
+
+def encode_response(kind: int, info: int, count: int = 0, words: Sequence[int] = (),
+                    seq: int = 0) -> bytes:
     """A response frame (what the board sends; used by models and tests)."""
-    body = bytes([kind & 0xFF, info & 0xFF, count & 0xFF]) + _words_bytes(words)
+    body = bytes([kind & 0xFF, info & 0xFF, seq & 0xFF, count & 0xFF]) + _words_bytes(words)
     return _with_crc(body)
 
 
@@ -67,6 +86,7 @@ class Response:
     info: int
     count: int
     words: tuple[int, ...] = ()
+    seq: int = 0
 
     @property
     def is_error(self) -> bool:
@@ -76,6 +96,14 @@ class Response:
 def response_payload_words(kind: int, count: int) -> int:
     """Words of payload that follow a response header."""
     return count if kind == RSP_DATA else 0
+
+
+def _response_of(frame: bytes) -> Response:
+    """The Response of a whole frame (SYNC to CRC) whose CRC checked."""
+    head = frame[1:1 + RESPONSE_HEADER_BYTES]
+    payload = frame[1 + RESPONSE_HEADER_BYTES:-CRC_BYTES]
+    words = struct.unpack(f"<{len(payload) // WORD_BYTES}I", payload)
+    return Response(head[RSP_KIND], head[RSP_INFO], head[RSP_COUNT], tuple(words), head[RSP_SEQ])
 
 
 class ResponseDecoder:
@@ -106,8 +134,9 @@ class ResponseDecoder:
                 del self._buf[:start]
             if len(self._buf) < 1 + RESPONSE_HEADER_BYTES:
                 return events
-            kind, info, count = self._buf[1], self._buf[2], self._buf[3]
-            total = 1 + RESPONSE_HEADER_BYTES + 4 * response_payload_words(kind, count) + 2
+            kind, count = self._buf[1 + RSP_KIND], self._buf[1 + RSP_COUNT]
+            total = (1 + RESPONSE_HEADER_BYTES + WORD_BYTES * response_payload_words(kind, count)
+                     + CRC_BYTES)
             if len(self._buf) < total:
                 return events
             frame = bytes(self._buf[:total])
@@ -116,8 +145,7 @@ class ResponseDecoder:
                 self.skipped += 1
                 del self._buf[:1]
                 continue
-            words = struct.unpack(f"<{(total - 6) // 4}I", frame[4:-2])
-            events.append(Response(kind, info, count, tuple(words)))
+            events.append(_response_of(frame))
             del self._buf[:total]
 
     @property
@@ -154,6 +182,10 @@ class LinkProtocolError(LinkError):
     """A well-formed response that does not answer the request that was sent."""
 
 
+class _NoSync(LinkProtocolError):
+    """Bytes without a response in them (line noise, or a device that keeps sending)."""
+
+
 # --------------------------------------------------------------------------- client
 
 class Transport(Protocol):
@@ -177,15 +209,18 @@ class LinkClient:
     where a short read means a timeout (``serial.Serial`` with ``timeout=`` set
     behaves so; its timeout must exceed the board's inter-byte timeout).
     Bursts longer than ``max_burst`` words are split into several requests.
-    ``retries`` re-sends a request after a timeout, a response CRC error or an
-    ERR_CRC / ERR_TIMEOUT answer (READ and WRITE are idempotent); before
-    retrying, pending input is drained so a late response is not taken for
-    the answer to the retry.  ``max_burst`` must not exceed the board's (PING
-    reports it).
+    ``retries`` re-sends a request (the same bytes, the same SEQ) after a timeout, a
+    response CRC error, bytes with no response in them, or an ERR_CRC / ERR_TIMEOUT answer;
+    the board does not execute a repeated WRITE again, so this is safe for every request.
+    Before retrying, pending input is drained (for at most ``drain_seconds`` and
+    ``drain_bytes``: a device that keeps sending cannot hold the client).  A response whose SEQ
+    is not the request's (a late answer to an earlier one) is skipped.  ``max_burst`` must not
+    exceed the board's (PING reports it).  :attr:`stats` counts what happened (requests,
+    retries, timeouts, CRC errors, error responses, stale responses, drained bytes).
 
     Example::
 
-        client = LinkClient(open_serial("/dev/ttyUSB1", 115200), retries=1)
+        client = LinkClient(open_serial("/dev/ttyUSB1"), retries=3)
         assert client.ping().version == PROTOCOL_VERSION
         client.write_words(0x000, weights)
         client.write_word(0x100, 1)             # e.g. a start bit in a control register
@@ -194,13 +229,25 @@ class LinkClient:
 
     #: Bytes skipped while looking for a response's sync byte before giving up.
     MAX_SKIP = 4096
+    #: Late responses (another SEQ) skipped while waiting for a request's own.
+    MAX_STALE = 16
 
-    def __init__(self, transport: Transport, *, max_burst: int = 64, retries: int = 0):
+    def __init__(self, transport: Transport, *, max_burst: int = 64, retries: int = 0,
+                 first_seq: int | None = None, drain_seconds: float = 2.0,
+                 drain_bytes: int = 65536):
         if not 1 <= max_burst <= MAX_BURST_LIMIT:
             raise ValueError(f"max_burst must be in 1..{MAX_BURST_LIMIT}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
         self.transport = transport
         self.max_burst = max_burst
         self.retries = retries
+        self.drain_seconds = drain_seconds
+        self.drain_bytes = drain_bytes
+        # a fresh session starts at a random SEQ, so that its first WRITE cannot be taken for
+        # a repetition of the last one of an earlier session
+        self._seq = random.randrange(SEQ_MODULO) if first_seq is None else first_seq % SEQ_MODULO
+        self.stats = collections.Counter()
 
     # ----------------------------------------------------------------- raw exchange
     def _read_exact(self, n: int, what: str) -> bytes:
@@ -218,45 +265,79 @@ class LinkClient:
             if self._read_exact(1, "a response")[0] == SYNC:
                 break
         else:
-            raise LinkProtocolError(f"no sync byte in {self.MAX_SKIP} bytes")
+            raise _NoSync(f"no sync byte in {self.MAX_SKIP} bytes")
         head = self._read_exact(RESPONSE_HEADER_BYTES, "a response header")
-        kind, info, count = head
-        rest = self._read_exact(4 * response_payload_words(kind, count) + 2, "a response body")
+        kind, count = head[RSP_KIND], head[RSP_COUNT]
+        rest = self._read_exact(WORD_BYTES * response_payload_words(kind, count) + CRC_BYTES,
+                                "a response body")
         if crc16(head + rest) != 0:
             raise LinkCrcError(f"response CRC error (kind 0x{kind:02x}, count {count})")
-        words = struct.unpack(f"<{(len(rest) - 2) // 4}I", rest[:-2])
-        return Response(kind, info, count, tuple(words))
+        return _response_of(bytes([SYNC]) + head + rest)
 
     def drain(self) -> bytes:
-        """Read and discard whatever arrives until the transport times out."""
+        """Read and discard whatever arrives until the transport times out, for at most
+        ``drain_seconds`` and ``drain_bytes`` (a device that keeps sending cannot hold it)."""
         dropped = bytearray()
-        while True:
-            chunk = self.transport.read(256)
+        deadline = time.monotonic() + self.drain_seconds
+        while len(dropped) < self.drain_bytes and time.monotonic() < deadline:
+            chunk = self.transport.read(min(256, self.drain_bytes - len(dropped)))
             if not chunk:
-                return bytes(dropped)
+                break
             dropped.extend(chunk)
+        self.stats["drained_bytes"] += len(dropped)
+        return bytes(dropped)
+
+    def next_seq(self) -> int:
+        """The SEQ for a new request."""
+        seq = self._seq
+        self._seq = (self._seq + 1) % SEQ_MODULO
+        return seq
+
+    def _own_response(self, seq: int) -> Response:
+        """The response to the request ``seq``: late answers to earlier requests are skipped;
+        an ERROR is taken whatever its SEQ (a corrupted request's SEQ may be corrupted too)."""
+        for _ in range(self.MAX_STALE):
+            rsp = self.read_response()
+            if rsp.kind == RSP_ERROR or rsp.seq == seq:
+                return rsp
+            self.stats["stale_responses"] += 1
+        raise LinkProtocolError(f"{self.MAX_STALE} responses in a row answered other requests")
 
     def transact(self, frame: bytes, describe: str = "request") -> Response:
-        """Send ``frame``, return its response; raise :class:`LinkErrorResponse` for ERROR."""
+        """Send ``frame``, return its response; raise :class:`LinkErrorResponse` for ERROR.
+        Retries (``retries``) send the same frame again."""
+        seq = request_seq(frame)
         attempt = 0
+        self.stats["requests"] += 1
         while True:
             try:
                 self.transport.write(frame)
-                rsp = self.read_response()
+                rsp = self._own_response(seq)
                 if rsp.kind == RSP_ERROR:
+                    self.stats["error_responses"] += 1
                     raise LinkErrorResponse(rsp.info, describe)
+                if attempt:
+                    self.stats["recovered"] += 1
                 return rsp
-            except (LinkTimeout, LinkCrcError, LinkErrorResponse) as error:
-                transient = not isinstance(error, LinkErrorResponse) or error.code in (ERR_CRC, ERR_TIMEOUT)
+            except (LinkTimeout, LinkCrcError, _NoSync, LinkErrorResponse) as error:
+                kind = {LinkTimeout: "timeouts", LinkCrcError: "crc_errors",
+                        _NoSync: "no_sync"}.get(type(error))
+                if kind:
+                    self.stats[kind] += 1
+                transient = (not isinstance(error, LinkErrorResponse)
+                             or error.code in (ERR_CRC, ERR_TIMEOUT))
                 if not transient or attempt >= self.retries:
+                    if transient and attempt:
+                        error.args = (f"{error} (after {attempt} retries)",)
                     raise
                 attempt += 1
+                self.stats["retries"] += 1
                 self.drain()
 
     # ----------------------------------------------------------------- commands
     def ping(self) -> LinkInfo:
         """PING: protocol version, max burst, error counter and the status word."""
-        rsp = self.transact(encode_request(CMD_PING), "PING")
+        rsp = self.transact(encode_request(CMD_PING, seq=self.next_seq()), "PING")
         if rsp.kind != RSP_DATA or rsp.info != CMD_PING or len(rsp.words) != PING_WORDS:
             raise LinkProtocolError(f"unexpected answer to PING: {rsp}")
         link, status = rsp.words
@@ -279,7 +360,8 @@ class LinkClient:
         words = [int(w) & WORD_MASK for w in words]
         for offset, a, k in self._chunks(addr, len(words)):
             what = f"WRITE {k} words at 0x{a:x}"
-            rsp = self.transact(encode_request(CMD_WRITE, a, k, words[offset:offset + k]), what)
+            frame = encode_request(CMD_WRITE, a, k, words[offset:offset + k], seq=self.next_seq())
+            rsp = self.transact(frame, what)
             if rsp.kind != RSP_ACK or rsp.info != CMD_WRITE or rsp.count != k:
                 raise LinkProtocolError(f"unexpected answer to {what}: {rsp}")
 
@@ -288,7 +370,7 @@ class LinkClient:
         out: list[int] = []
         for _, a, k in self._chunks(addr, n):
             what = f"READ {k} words at 0x{a:x}"
-            rsp = self.transact(encode_request(CMD_READ, a, k), what)
+            rsp = self.transact(encode_request(CMD_READ, a, k, seq=self.next_seq()), what)
             if rsp.kind != RSP_DATA or rsp.info != CMD_READ or rsp.count != k:
                 raise LinkProtocolError(f"unexpected answer to {what}: {rsp}")
             out.extend(rsp.words)
@@ -301,7 +383,7 @@ class LinkClient:
         return self.read_words(addr, 1)[0]
 
 
-def open_serial(port: str, baud: int = 115200, timeout: float = 0.5):
+def open_serial(port: str, baud: int = DEFAULT_BAUD, timeout: float = DEFAULT_TIMEOUT_S):
     """A pyserial port set up for :class:`LinkClient` (pyserial imported here only)."""
     import serial  # noqa: PLC0415
 

@@ -6,10 +6,19 @@ frame).  CRC: CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF, no re
 final XOR: ``amaranth.lib.crc.catalog.CRC16_CCITT_FALSE`` in the gateware, the standard
 library's ``binascii.crc_hqx`` on the host).
 
-Request (host -> board), ``6 + 4 * COUNT`` (WRITE) or 6 bytes between SYNC and CRC::
+Request (host -> board), ``7 + 4 * COUNT`` (WRITE) or 7 bytes between SYNC and CRC::
 
-    SYNC  CMD  COUNT  ADDR0 ADDR1 ADDR2 ADDR3  [COUNT words of payload]  CRC_HI CRC_LO
-    0xA5  1 B  1 B    32-bit word address      (WRITE only, 4 B each)    over CMD..payload
+    SYNC  CMD  SEQ  COUNT  ADDR0 ADDR1 ADDR2 ADDR3  [COUNT words of payload]  CRC_HI CRC_LO
+    0xA5  1 B  1 B  1 B    32-bit word address      (WRITE only, 4 B each)    over CMD..payload
+
+SEQ is the request's sequence number: the host gives each new request the next one (modulo
+256) and sends a request again (after a lost or corrupted response) with the same SEQ and
+bytes.  The board remembers the last request it executed (its SEQ and CRC) when it was a WRITE:
+a WRITE repeating it (same SEQ and CRC, so the same bytes) is answered with the same ACK
+*without writing again*, so a retried WRITE never applies twice (a write to CONTROL that starts
+the core, or to a register that counts writes).  Any other request executed (READ, PING, another
+WRITE) replaces what the board remembers; a request answered with ERROR does not.  READ and PING
+are executed again when repeated (they change nothing).
 
 =========  ====  ================================================================
 command    CMD   meaning
@@ -24,7 +33,10 @@ Only CMD = WRITE has a payload: any other CMD byte means the CRC follows ADDR.
 
 Response (board -> host)::
 
-    SYNC  KIND  INFO  COUNT  [COUNT words, DATA only]  CRC_HI CRC_LO (over KIND..payload)
+    SYNC  KIND  INFO  SEQ  COUNT  [COUNT words, DATA only]  CRC_HI CRC_LO (over KIND..payload)
+
+SEQ is the request's (as received; for an ERROR it may be whatever arrived in its place), so the
+host can tell the answer to its request from a late answer to an earlier one.
 
 =====  =====  ==================  ==========================================
 KIND   code   INFO                COUNT / payload
@@ -50,6 +62,9 @@ __all__ = [
     "RSP_ERROR", "ERR_CRC", "ERR_COMMAND", "ERR_LENGTH", "ERR_TIMEOUT", "ERR_ADDRESS",
     "ERROR_NAMES", "PROTOCOL_VERSION", "CRC_POLY", "CRC_INIT", "REQUEST_HEADER_BYTES",
     "RESPONSE_HEADER_BYTES", "PING_WORDS", "WORD_BYTES", "MAX_BURST_LIMIT", "crc16",
+    "REQ_CMD", "REQ_SEQ", "REQ_COUNT", "REQ_ADDR", "RSP_KIND", "RSP_INFO", "RSP_SEQ",
+    "RSP_COUNT", "SEQ_MODULO", "CRC_BYTES", "DEFAULT_BAUD", "DEFAULT_TIMEOUT_S",
+    "DEFAULT_RETRIES",
 ]
 
 SYNC = 0xA5
@@ -77,20 +92,36 @@ ERROR_NAMES = {
     ERR_ADDRESS: "address out of range",
 }
 
-PROTOCOL_VERSION = 1
+#: 2: the sequence number in requests and responses, retried WRITEs not applied twice
+PROTOCOL_VERSION = 2
 CRC_POLY = 0x1021
 CRC_INIT = 0xFFFF
 
-#: CMD, COUNT, ADDR (4): bytes between SYNC and the payload of a request.
-REQUEST_HEADER_BYTES = 6
-#: KIND, INFO, COUNT: bytes between SYNC and the payload of a response.
-RESPONSE_HEADER_BYTES = 3
+#: CMD, SEQ, COUNT, ADDR (4): bytes between SYNC and the payload of a request.
+REQUEST_HEADER_BYTES = 7
+#: KIND, INFO, SEQ, COUNT: bytes between SYNC and the payload of a response.
+RESPONSE_HEADER_BYTES = 4
+#: Offsets of the fields in a request's header (after SYNC).
+REQ_CMD, REQ_SEQ, REQ_COUNT, REQ_ADDR = 0, 1, 2, 3
+#: Offsets of the fields in a response's header (after SYNC).
+RSP_KIND, RSP_INFO, RSP_SEQ, RSP_COUNT = 0, 1, 2, 3
+#: Sequence numbers are one byte.
+SEQ_MODULO = 256
+#: CRC bytes at the end of every frame.
+CRC_BYTES = 2
 #: Words in the DATA response to PING.
 PING_WORDS = 2
 #: Bytes of a bus word in a payload.
 WORD_BYTES = 4
 #: The largest burst the 8-bit COUNT field can carry.
 MAX_BURST_LIMIT = 0xFF
+
+#: The boards' UART baud rate (boards/top.py, ``nitrod build --baud``) and the host's default.
+DEFAULT_BAUD = 115200
+#: The host's default serial read timeout (seconds): above the board's inter-byte timeout.
+DEFAULT_TIMEOUT_S = 0.5
+#: The host's default number of retries of a request after a lost or corrupted frame.
+DEFAULT_RETRIES = 3
 
 
 def crc16(data, crc: int = CRC_INIT) -> int:

@@ -18,6 +18,10 @@ Behaviour
 * Inter-byte timeout: inside a frame, ``timeout`` cycles without a byte end
   the frame; it is answered with ERROR ``ERR_TIMEOUT`` and the parser looks for a sync
   byte again.  The link therefore never stays stuck in a frame.
+* Retries: the link remembers the last request it executed, if it was a WRITE (its SEQ and
+  the two CRC bytes); a WRITE with the same SEQ and CRC is answered with the same ACK and
+  not committed again.  A READ or PING executed forgets it; an ERROR answer does not.  Every
+  response carries the SEQ register (the last SEQ byte received).
 * Every request gets exactly one response.  While the link answers (and
   commits a WRITE or reads a burst) ``rx.ready`` is low: the protocol is half
   duplex, the host waits for the response before its next request.
@@ -43,8 +47,9 @@ from amaranth.lib.crc.catalog import CRC16_CCITT_FALSE
 from hw.host_bus import DATA_WIDTH, BusSignature
 from hw.contract.link import (CMD_PING, CMD_READ, CMD_WRITE, CRC_INIT, CRC_POLY, ERR_ADDRESS,
                               ERR_COMMAND, ERR_CRC, ERR_LENGTH, ERR_TIMEOUT, PING_WORDS,
-                              PROTOCOL_VERSION, REQUEST_HEADER_BYTES, RSP_ACK, RSP_DATA,
-                              RSP_ERROR, SYNC)
+                              PROTOCOL_VERSION, REQ_CMD, REQ_COUNT, REQ_SEQ,
+                              REQUEST_HEADER_BYTES, RESPONSE_HEADER_BYTES, RSP_ACK, RSP_COUNT,
+                              RSP_DATA, RSP_ERROR, RSP_INFO, RSP_KIND, RSP_SEQ, SYNC)
 
 __all__ = ["HostLink"]
 
@@ -147,6 +152,8 @@ class HostLink(wiring.Component):
 
         # Request fields.
         cmd = Signal(8)
+        seq = Signal(8)                      # the SEQ register, echoed in every response
+        req_crc = Signal(16)                 # the request's CRC bytes
         count = Signal(8)
         addr = Signal(32)
         hdr_idx = Signal(range(REQUEST_HEADER_BYTES))
@@ -163,11 +170,17 @@ class HostLink(wiring.Component):
         w_data = Signal(DATA_WIDTH)          # the word being committed (registered buffer output)
         commit_last = Signal()               # the word in ``w_data`` is the burst's last
 
+        # The last request executed, if a WRITE: a WRITE repeating it is not committed again.
+        last_valid = Signal()
+        last_seq = Signal(8)
+        last_crc = Signal(16)
+        repeat = Signal()                    # registered in CHECK: this request repeats it
+
         # Response fields.
         rsp_kind = Signal(8)
         rsp_info = Signal(8)
         rsp_count = Signal(8)
-        rsp_idx = Signal(2)
+        rsp_idx = Signal(range(RESPONSE_HEADER_BYTES + 1))
 
         accept = Signal()
         m.d.comb += accept.eq(self.rx.valid & self.rx.ready)
@@ -233,9 +246,11 @@ class HostLink(wiring.Component):
                 with m.If(accept):
                     m.d.sync += hdr_idx.eq(hdr_idx + 1)
                     with m.Switch(hdr_idx):
-                        with m.Case(0):
+                        with m.Case(REQ_CMD):
                             m.d.sync += cmd.eq(self.rx.payload)
-                        with m.Case(1):
+                        with m.Case(REQ_SEQ):
+                            m.d.sync += seq.eq(self.rx.payload)
+                        with m.Case(REQ_COUNT):
                             m.d.sync += [count.eq(self.rx.payload),
                                          count_last.eq(self.rx.payload - 1)]
                         with m.Default():
@@ -262,7 +277,7 @@ class HostLink(wiring.Component):
             with m.State("CRC"):
                 m.d.comb += [self.rx.ready.eq(1), rx_crc.valid.eq(accept)]
                 with m.If(accept):
-                    m.d.sync += crc_idx.eq(1)
+                    m.d.sync += [crc_idx.eq(1), req_crc.eq(Cat(self.rx.payload, req_crc[:8]))]
                     with m.If(crc_idx):
                         m.next = "CHECK"
                 count_timeout()
@@ -272,6 +287,7 @@ class HostLink(wiring.Component):
                     crc_ok.eq(rx_crc.match_detected),
                     count_ok.eq((count != 0) & (count <= self.max_burst)),
                     addr_ok.eq(end_in_range),
+                    repeat.eq(last_valid & (seq == last_seq) & (req_crc == last_crc)),
                     word_idx.eq(0), byte_idx.eq(0), cur_addr.eq(addr[:aw]),
                 ]
                 m.next = "DECIDE"
@@ -279,6 +295,7 @@ class HostLink(wiring.Component):
                 with m.If(~crc_ok):
                     fail(ERR_CRC)
                 with m.Elif(cmd == CMD_PING):
+                    m.d.sync += last_valid.eq(0)
                     respond(RSP_DATA, CMD_PING, PING_WORDS, PING_WORDS - 1)
                 with m.Elif((cmd != CMD_WRITE) & (cmd != CMD_READ)):
                     fail(ERR_COMMAND)
@@ -286,9 +303,13 @@ class HostLink(wiring.Component):
                     fail(ERR_LENGTH)
                 with m.Elif(~addr_ok):
                     fail(ERR_ADDRESS)
+                with m.Elif((cmd == CMD_WRITE) & repeat):      # a retry: answered, not written
+                    respond(RSP_ACK, CMD_WRITE, count, 0)
                 with m.Elif(cmd == CMD_WRITE):
+                    m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_crc.eq(req_crc)]
                     m.next = "COMMIT_LATCH"
                 with m.Else():
+                    m.d.sync += last_valid.eq(0)
                     respond(RSP_DATA, CMD_READ, count, count_last)
 
             # ---------------------------------------------------------------- WRITE commit
@@ -314,17 +335,19 @@ class HostLink(wiring.Component):
                 with m.Switch(rsp_idx):
                     with m.Case(0):
                         m.d.comb += self.tx.payload.eq(SYNC)
-                    with m.Case(1):
+                    with m.Case(1 + RSP_KIND):
                         m.d.comb += self.tx.payload.eq(rsp_kind)
-                    with m.Case(2):
+                    with m.Case(1 + RSP_INFO):
                         m.d.comb += self.tx.payload.eq(rsp_info)
-                    with m.Case(3):
+                    with m.Case(1 + RSP_SEQ):
+                        m.d.comb += self.tx.payload.eq(seq)
+                    with m.Case(1 + RSP_COUNT):
                         m.d.comb += self.tx.payload.eq(rsp_count)
                 m.d.comb += [tx_crc.start.eq(rsp_idx == 0),
                              tx_crc.valid.eq(self.tx.ready & (rsp_idx != 0))]
                 with m.If(self.tx.ready):
                     m.d.sync += rsp_idx.eq(rsp_idx + 1)
-                    with m.If(rsp_idx == 3):
+                    with m.If(rsp_idx == RESPONSE_HEADER_BYTES):
                         m.d.sync += [word_idx.eq(0), byte_idx.eq(0), crc_idx.eq(0)]
                         with m.If((rsp_kind == RSP_DATA) & (rsp_count != 0)):
                             m.next = "RESP_FETCH"

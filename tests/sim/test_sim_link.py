@@ -213,3 +213,88 @@ def test_link_bus_gives_up_on_a_board_that_stays_busy():
     assert bus.wait_reg(2, 1, 0, max_cycles=50_000) is None and client.reads > 1
     with pytest.raises(ValueError, match="min_clock_hz"):
         LinkBus(client, min_clock_hz=0)
+
+
+def test_training_through_a_faulty_uart_is_bit_exact():
+    """The gateware's soak: the HostLink in Verilator behind the simulated UART, with a line
+    (tests/support/link_soak.py's FaultyLine) that flips bits, drops and duplicates bytes of
+    requests and responses and loses whole responses (the lost ACK of a WRITE the Trainer did
+    execute, START included); the host retries with the same SEQ.  Training steps stay
+    bit-exact with golden, and the faults injected and recovered are printed."""
+    from tests.support.link_soak import FaultyLine
+
+    lines = []
+
+    def faulty(transport):
+        lines.append(FaultyLine(transport, np.random.default_rng(7), rate=0.06, lose_rate=0.03))
+        return lines[-1]
+
+    backend = open_backend("sim-uart", _spec(), batch=BATCH, seed=SEED, geometry=GEOMETRY,
+                           clocks_per_bit=CLOCKS_PER_BIT, link_timeout=LINK_TIMEOUT,
+                           max_burst=MAX_BURST, retries=8, transport_wrapper=faulty)
+    try:
+        line, client = lines[0], backend.bus.client
+        net = Network(_spec(), seed=SEED)
+        rng = np.random.default_rng(SEED + 7)
+        t0 = time.monotonic()
+        for step in range(6):
+            _step(backend, net, rng, (256, 512)[step % 2], f"faulty step {step}")
+        stats = client.stats
+        print(f"\nfaulty UART (Verilator): {line.frames} frames, {line.corrupted} corrupted "
+              f"({100 * line.corrupted / line.frames:.1f}%), faults {dict(line.faults)}; "
+              f"{stats['retries']} retries, {stats['recovered']} requests recovered, "
+              f"{stats['timeouts']} timeouts, {stats['crc_errors']} CRC errors, "
+              f"{stats['error_responses']} ERROR answers; {time.monotonic() - t0:.0f} s")
+        assert line.corrupted >= 0.02 * line.frames and stats["recovered"] > 5
+        assert line.faults["response lost"] > 0
+    finally:
+        backend.close()
+
+
+def test_a_run_over_uart_interrupted_and_resumed_on_a_new_simulator_is_bit_exact(tmp_path):
+    """The board path (LinkedCore behind the simulated UART): a run interrupted by SIGINT in its
+    second epoch saves its state; a new simulator (a board started again) resumes it; the end
+    equals the uninterrupted run (golden's, which the UART run equals step by step)."""
+    import signal
+
+    from golden.datasets import Dataset
+    from golden.train import TrainConfig, TrainingInterrupted, train
+
+    rng = np.random.default_rng(11)
+    n_train, n_test = 24, 10
+    x = rng.integers(0, 256, size=(n_train + n_test, 1, 1, K)).astype(np.uint8)
+    y = np.arange(n_train + n_test) % CLASSES
+    ds = Dataset("tiny", x[:n_train], y[:n_train], x[n_train:], y[n_train:], CLASSES)
+    cfg = TrainConfig(epochs=2, batch=BATCH, seed=SEED, track_ranges=False)
+    quiet = dict(progress=False, log=lambda s: None)
+    whole = train(ds, _spec(), cfg, **quiet)
+
+    def uart():
+        return open_backend("sim-uart", _spec(), batch=BATCH, seed=SEED, geometry=GEOMETRY,
+                            clocks_per_bit=CLOCKS_PER_BIT, link_timeout=LINK_TIMEOUT,
+                            max_burst=MAX_BURST)
+
+    def stop_at(epoch, batch):
+        def after_step(e, b, *rest):
+            if (e, b) == (epoch, batch):
+                signal.raise_signal(signal.SIGINT)
+        return after_step
+
+    out = tmp_path / "run"
+    backend = uart()
+    try:
+        with pytest.raises(TrainingInterrupted) as stop:
+            train(ds, _spec(), cfg, out_dir=out, backend=backend, interruptible=True,
+                  after_step=stop_at(2, 0), **quiet)
+        assert (stop.value.epoch, stop.value.batch) == (2, 1)
+    finally:
+        backend.close()
+    backend = uart()                       # a new simulator: the weights come from the file
+    try:
+        resumed = train(ds, _spec(), cfg, out_dir=out, backend=backend, resume=True, **quiet)
+        _same_weights(backend, whole.network, "after the resumed run")
+    finally:
+        backend.close()
+    assert resumed.metrics["history"] == whole.metrics["history"]
+    for name, w in whole.network.weights().items():
+        assert np.array_equal(resumed.network.weights()[name], w), name

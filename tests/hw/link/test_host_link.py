@@ -53,7 +53,8 @@ RESP_LINES = 1024
 
 
 class DemoTarget(wiring.Component):
-    """Bus target for the benches: memory at 0x000-0x0FF, CTRL at 0x100, ID at 0x101.
+    """Bus target for the benches: memory at 0x000-0x0FF, CTRL at 0x100, ID at 0x101, WCOUNT
+    at 0x102 (counts the writes to it: a WRITE committed twice shows).
 
     Reads of anything else return 0, writes to it are ignored; ``status`` = CTRL.
     ``read_latency`` 1: ``r_data`` is valid the cycle after ``r_en`` (the memory's
@@ -85,12 +86,17 @@ class DemoTarget(wiring.Component):
             rd.addr.eq(bus.addr), rd.en.eq(bus.r_en),
             self.status.eq(ctrl),
         ]
+        wcount = Signal(32)
         with m.If(bus.w_en & (bus.addr == model.REG_CTRL)):
             m.d.sync += ctrl.eq(bus.w_data)
-        sel = Signal(2)      # 0: zero, 1: memory, 2: CTRL, 3: ID -- for the read of last cycle
+        with m.If(bus.w_en & (bus.addr == model.REG_WCOUNT)):
+            m.d.sync += wcount.eq(wcount + 1)
+        # 0: zero, 1: memory, 2: CTRL, 3: ID, 4: WCOUNT -- for the read of last cycle
+        sel = Signal(3)
         with m.If(bus.r_en):
             m.d.sync += sel.eq(Mux(in_mem, 1, Mux(bus.addr == model.REG_CTRL, 2,
-                                                   Mux(bus.addr == model.REG_ID, 3, 0))))
+                                                   Mux(bus.addr == model.REG_ID, 3,
+                                                       Mux(bus.addr == model.REG_WCOUNT, 4, 0)))))
         with m.Switch(sel):
             with m.Case(1):
                 m.d.comb += r_data.eq(rd.data)
@@ -98,6 +104,8 @@ class DemoTarget(wiring.Component):
                 m.d.comb += r_data.eq(ctrl)
             with m.Case(3):
                 m.d.comb += r_data.eq(model.ID_VALUE)
+            with m.Case(4):
+                m.d.comb += r_data.eq(wcount)
         if self.read_latency == 1:
             m.d.comb += bus.r_data.eq(r_data)
         else:
@@ -392,7 +400,10 @@ def test_baud_divisor():
 
 
 def test_byte_level_fuzz():
-    """>= 10,000 frames at one byte per cycle: every response as the model says, memory intact."""
+    """>= 10,000 frames at one byte per cycle: every response as the model says, memory intact.
+    Among them WRITEs sent again with the same SEQ (directly, after a corrupted copy, after a
+    READ): a repetition is answered and not committed again; the target's WCOUNT register,
+    which counts writes, and the memory read back at the end show it."""
     run = run_cocotb(ByteBench(), "host_link_byte_bench", TB_BYTES,
                      params={"seed": 20261126, "cases": 10000, "max_burst": MAX_BURST,
                              "gap": BYTE_TIMEOUT + 16,
@@ -405,6 +416,7 @@ def test_byte_level_fuzz():
     kinds = dict(zip(out["kind_names"].tolist(), out["kind_counts"].tolist()))
     for kind in model.BAD_KINDS + model.VALID_KINDS:
         assert kinds.get(kind, 0) > 50, kinds
+    assert int(out["repeats"]) > 200 and int(out["wcount"]) > 50
 
 
 def _byte_fuzz_params(seed, cases):

@@ -98,7 +98,7 @@ async def byte_level_fuzz(dut):
     readback = []
     for addr in range(0, hm.MEM_WORDS, p["max_burst"]):
         readback.append(L.encode_request(P.CMD_READ, addr, p["max_burst"]))
-    readback.append(L.encode_request(P.CMD_READ, hm.REG_CTRL, 2))
+    readback.append(L.encode_request(P.CMD_READ, hm.REG_CTRL, 3))
     final = [hm.Case("readback", [f], device.feed(f), 1) for f in readback]
 
     capacity = p["stim_line_entries"] * p["stim_lines"]
@@ -131,13 +131,14 @@ async def byte_level_fuzz(dut):
     responses = [r for r in L.ResponseDecoder().feed(got) if isinstance(r, L.Response)]
     assert [r.kind for r in responses] == [P.RSP_DATA] * len(readback), responses
     words = [w for r in responses for w in r.words]
-    memory = words[:hm.MEM_WORDS] + words[hm.MEM_WORDS:hm.MEM_WORDS + 1]
+    memory = words[:hm.MEM_WORDS] + [words[hm.MEM_WORDS], words[hm.MEM_WORDS + 2]]
     assert words[hm.MEM_WORDS + 1] == hm.ID_VALUE
-    expected_memory = intended.mem + [intended.ctrl]
+    expected_memory = intended.mem + [intended.ctrl, intended.wcount]
     assert int(dut.error_count.value.to_unsigned()) == device.error_count
 
     counts = collections.Counter(case.kind for case in cases)
     tb.save_outputs(
         frames=sum(c.frames for c in cases), mismatches=mismatches, rejected=rejected,
+        repeats=device.repeats, wcount=intended.wcount,
         memory=np.array(memory, np.uint64), expected_memory=np.array(expected_memory, np.uint64),
         kind_names=np.array(sorted(counts)), kind_counts=np.array([counts[k] for k in sorted(counts)]))

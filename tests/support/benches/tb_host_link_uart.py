@@ -139,13 +139,13 @@ async def uart_link(dut):
     start = len(host.received)
     for addr in range(0, hm.MEM_WORDS, mb):
         await host.request(device, L.encode_request(P.CMD_READ, addr, mb), f"read 0x{addr:x}")
-    await host.request(device, L.encode_request(P.CMD_READ, hm.REG_CTRL, 2), "read registers")
+    await host.request(device, L.encode_request(P.CMD_READ, hm.REG_CTRL, 3), "read registers")
     responses = L.ResponseDecoder().feed(bytes(host.received[start:]))
     words = [w for r in responses for w in r.words]
-    assert words == intended.mem + [intended.ctrl, hm.ID_VALUE], "round trip: read-back differs"
+    assert words == intended.mem + intended.registers(), "round trip: read-back differs"
     assert device.target == intended
     assert int(dut.ctrl.value.to_unsigned()) == intended.ctrl
-    info = L.ResponseDecoder().feed(bytes(host.received[:14]))[0]
+    info = L.ResponseDecoder().feed(bytes(host.received[:1 + P.RESPONSE_HEADER_BYTES + 8 + 2]))[0]
     assert info.words[0] & 0xFFFF == (mb << 8) | P.PROTOCOL_VERSION
 
     # 2. framing errors -------------------------------------------------------------
@@ -213,8 +213,9 @@ async def uart_link(dut):
     start = len(host.received)
     for addr in range(0, hm.MEM_WORDS, mb):
         await host.request(device, L.encode_request(P.CMD_READ, addr, mb), f"final read 0x{addr:x}")
-    await host.request(device, L.encode_request(P.CMD_READ, hm.REG_CTRL, 1), "final CTRL read")
+    await host.request(device, L.encode_request(P.CMD_READ, hm.REG_CTRL, 3), "final register read")
     words = [w for r in L.ResponseDecoder().feed(bytes(host.received[start:])) for w in r.words]
+    words = words[:hm.MEM_WORDS + 1] + words[hm.MEM_WORDS + 2:]
     assert int(dut.error_count.value.to_unsigned()) == device.error_count
     dut._log.info("round trip %d words, %d framing cases, %d fuzz frames (%d rejected), %d bytes back",
                   written + len(intended.mem) + 2, framing_cases, frames, rejected, len(host.received))
@@ -222,4 +223,5 @@ async def uart_link(dut):
                     mismatch_frames=mismatch_frames,
                     framing_errors=host.framing_errors,
                     memory=np.array(words, np.uint64),
-                    expected_memory=np.array(intended.mem + [intended.ctrl], np.uint64))
+                    expected_memory=np.array(intended.mem + [intended.ctrl, intended.wcount],
+                                             np.uint64))
