@@ -151,7 +151,7 @@ def test_options_that_do_not_apply_are_refused(argv, msg, capsys):
     (["train", "--dataset", "digits", "--hidden", "100,,50"], "argument --hidden: '100,,50': item 2 is empty"),
     (["train", "--dataset", "digits", "--hidden", "abc"], "argument --hidden: 'abc': 'abc' is not an integer"),
     (["train", "--dataset", "digits", "--hidden", "10,0"], "argument --hidden"),
-    (["train", "--dataset", "digits", "--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+    (["train", "--dataset", "digits", "--seed", "-1"], "argument --seed: must be at least 0, got -1"),
     (["train", "--dataset", "digits", "--epochs", "0"], "argument --epochs: must be at least 1"),
     (["train", "--dataset", "digits", "--batch", "x"], "argument --batch"),
     (["train", "--dataset", "digits", "--model", "cnn", "--arch", "c4,,p"], "argument --arch"),
