@@ -118,7 +118,19 @@ def _versions(family):
         nextpnr: _package_version(nextpnr),
         "amaranth": _package_version("amaranth"),
         "amaranth-boards": _package_version("amaranth-boards"),
+        "source": _source_revision(),
     }
+
+
+def _source_revision():
+    """``git describe --always --dirty`` of the checkout the gateware came from (None outside
+    a git checkout), so that a report names the code it measured."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 # --------------------------------------------------------------------------
