@@ -36,6 +36,8 @@ only while looking for a sync byte.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import C, Cat, Module, Signal, signed
 from amaranth.utils import bits_for
 from amaranth.lib import stream, wiring
@@ -135,262 +137,282 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        aw = self.addr_width
+        r = self._registers(m)
+        self._datapath(m, r)
+        with m.FSM(name="link"):
+            self._receive_request(m, r)
+            self._decide(m, r)
+            self._commit_write(m, r)
+            self._send_response(m, r)
+        return m
 
-        m.submodules.rx_crc = rx_crc = LINK_CRC.create()
-        m.submodules.tx_crc = tx_crc = LINK_CRC.create()
+    def _registers(self, m) -> SimpleNamespace:
+        """The CRC units, the WRITE buffer's ports and the link's registers."""
+        r = SimpleNamespace()
+        m.submodules.rx_crc = r.rx_crc = LINK_CRC.create()
+        m.submodules.tx_crc = r.tx_crc = LINK_CRC.create()
         # The WRITE buffer, as two 16-bit halves side by side (one address): on an
         # iCE40 each half is one EBR (as the 32-bit memory was two), on an ECP5 a
         # 16-bit half of up to 64 words costs Yosys less in distributed RAM than in
         # a DP16KD, whose output (no output register is ever inferred) is slow.
         halves = [Memory(shape=DATA_WIDTH // 2, depth=self.max_burst, init=[]) for _ in range(2)]
         m.submodules.buffer_lo, m.submodules.buffer_hi = halves
-        buf_w_ports = [half.write_port() for half in halves]
-        buf_r_ports = [half.read_port() for half in halves]
-        buf_w = _SplitWrite(m, buf_w_ports)
-        buf_r = _SplitRead(m, buf_r_ports)
+        r.buf_w = _SplitWrite(m, [half.write_port() for half in halves])
+        r.buf_r = _SplitRead(m, [half.read_port() for half in halves])
 
         # Request fields.
-        cmd = Signal(8)
-        seq = Signal(8)                      # the SEQ register, echoed in every response
-        req_crc = Signal(16)                 # the request's CRC bytes
-        count = Signal(8)
-        addr = Signal(32)
-        hdr_idx = Signal(range(REQUEST_HEADER_BYTES))
-        byte_idx = Signal(2)                 # byte within a word (payload in and out)
-        word_idx = Signal(8)                 # word within a burst
-        word = Signal(DATA_WIDTH)            # payload assembly / response word
-        crc_idx = Signal()
+        r.cmd = Signal(8)
+        r.seq = Signal(8)                    # the SEQ register, echoed in every response
+        r.req_crc = Signal(16)               # the request's CRC bytes
+        r.count = Signal(8)
+        r.addr = Signal(32)
+        r.hdr_idx = Signal(range(REQUEST_HEADER_BYTES))
+        r.byte_idx = Signal(2)               # byte within a word (payload in and out)
+        r.word_idx = Signal(8)               # word within a burst
+        r.word = Signal(DATA_WIDTH)          # payload assembly / response word
+        r.crc_idx = Signal()
         # cycles left before the inter-byte timeout, minus one: it counts down in a frame
         # and its sign bit says the timeout has come, so the FSM tests one flip-flop (an
         # equality compare of the count there was a long path on the boards)
-        idle_reload = self.timeout - 2
-        idle_left = Signal(signed(bits_for(idle_reload) + 1), init=idle_reload)
-        cur_addr = Signal(aw)
-        w_data = Signal(DATA_WIDTH)          # the word being committed (registered buffer output)
-        commit_last = Signal()               # the word in ``w_data`` is the burst's last
+        r.idle_reload = self.timeout - 2
+        r.idle_left = Signal(signed(bits_for(r.idle_reload) + 1), init=r.idle_reload)
+        r.cur_addr = Signal(self.addr_width)
+        r.w_data = Signal(DATA_WIDTH)        # the word being committed (registered buffer output)
+        r.commit_last = Signal()             # the word in ``w_data`` is the burst's last
+        r.count_last = Signal(8)             # COUNT - 1: index of a burst's last word
 
+        # The checks, registered in CHECK and acted on in DECIDE.
+        r.end = Signal(33)                   # ADDR + COUNT
+        r.crc_ok = Signal()
+        r.count_ok = Signal()
+        r.addr_ok = Signal()
         # The last request executed, if a WRITE: a WRITE repeating it is not committed again.
-        last_valid = Signal()
-        last_seq = Signal(8)
-        last_crc = Signal(16)
-        repeat = Signal()                    # registered in CHECK: this request repeats it
+        r.last_valid = Signal()
+        r.last_seq = Signal(8)
+        r.last_crc = Signal(16)
+        r.repeat = Signal()                  # registered in CHECK: this request repeats it
 
         # Response fields.
-        rsp_kind = Signal(8)
-        rsp_info = Signal(8)
-        rsp_count = Signal(8)
-        rsp_idx = Signal(range(RESPONSE_HEADER_BYTES + 1))
+        r.rsp_kind = Signal(8)
+        r.rsp_info = Signal(8)
+        r.rsp_count = Signal(8)
+        r.rsp_last = Signal(8)               # rsp_count - 1
+        r.rsp_idx = Signal(range(RESPONSE_HEADER_BYTES + 1))
+        r.accept = Signal()
+        return r
 
-        accept = Signal()
-        m.d.comb += accept.eq(self.rx.valid & self.rx.ready)
+    def _datapath(self, m, r):
+        """What holds in every state: the CRC units' inputs, the bus address and write data,
+        the WRITE buffer's addresses and data."""
         m.d.comb += [
-            rx_crc.data.eq(self.rx.payload),
-            tx_crc.data.eq(self.tx.payload),
-            self.bus.addr.eq(cur_addr),
-            buf_r.addr.eq(word_idx),
-            self.bus.w_data.eq(w_data),
+            r.accept.eq(self.rx.valid & self.rx.ready),
+            r.rx_crc.data.eq(self.rx.payload),
+            r.tx_crc.data.eq(self.tx.payload),
+            self.bus.addr.eq(r.cur_addr),
+            r.buf_r.addr.eq(r.word_idx),
+            self.bus.w_data.eq(r.w_data),
             # the WRITE buffer's address and data whatever the state (only its enable is
             # PAYLOAD's): no state decode in front of the distributed RAM's write address,
             # which was the 4 x 4 board build's critical path
-            buf_w.addr.eq(word_idx),
-            buf_w.data.eq(Cat(word[8:], self.rx.payload)),
+            r.buf_w.addr.eq(r.word_idx),
+            r.buf_w.data.eq(Cat(r.word[8:], self.rx.payload)),
         ]
-
-        # The checks are registered in CHECK and acted on in DECIDE.  ``end`` is
-        # registered too: ADDR and COUNT stay unchanged during the two CRC bytes.
-        end = Signal(33)
         # ``w_data`` loads every cycle (no enable: nothing between the buffer's
         # output and the register).  In COMMIT_WRITE it holds the word read at the
         # end of the cycle before COMMIT_LATCH, as word_idx only moves in COMMIT_LATCH.
-        m.d.sync += w_data.eq(buf_r.data)
-        m.d.sync += end.eq(addr + count)
+        # ``end`` is registered: ADDR and COUNT stay unchanged during the two CRC bytes.
+        m.d.sync += [r.w_data.eq(r.buf_r.data), r.end.eq(r.addr + r.count)]
+
+    def _fail(self, m, r, code):
+        m.d.sync += [r.rsp_kind.eq(RSP_ERROR), r.rsp_info.eq(code), r.rsp_count.eq(0),
+                     r.rsp_last.eq(0), r.rsp_idx.eq(0),
+                     self.error_count.eq(self.error_count + 1)]
+        m.next = "RESP_HEAD"
+
+    def _respond(self, m, r, kind, info, n, last):
+        m.d.sync += [r.rsp_kind.eq(kind), r.rsp_info.eq(info), r.rsp_count.eq(n),
+                     r.rsp_last.eq(last), r.rsp_idx.eq(0)]
+        m.next = "RESP_HEAD"
+
+    def _count_timeout(self, m, r):
+        with m.If(r.accept):
+            m.d.sync += r.idle_left.eq(r.idle_reload)
+        with m.Elif(r.idle_left[-1]):
+            m.d.sync += r.idle_left.eq(r.idle_reload)
+            self._fail(m, r, ERR_TIMEOUT)
+        with m.Else():
+            m.d.sync += r.idle_left.eq(r.idle_left - 1)
+
+    def _receive_request(self, m, r):
+        """HUNT, HEADER, PAYLOAD (into the WRITE buffer) and CRC."""
+        with m.State("HUNT"):
+            m.d.comb += [self.rx.ready.eq(1), self.idle.eq(1), r.rx_crc.start.eq(1)]
+            m.d.sync += [r.hdr_idx.eq(0), r.idle_left.eq(r.idle_reload)]
+            with m.If(r.accept & (self.rx.payload == SYNC)):
+                m.next = "HEADER"
+
+        with m.State("HEADER"):
+            m.d.comb += [self.rx.ready.eq(1), r.rx_crc.valid.eq(r.accept)]
+            with m.If(r.accept):
+                m.d.sync += r.hdr_idx.eq(r.hdr_idx + 1)
+                with m.Switch(r.hdr_idx):
+                    with m.Case(REQ_CMD):
+                        m.d.sync += r.cmd.eq(self.rx.payload)
+                    with m.Case(REQ_SEQ):
+                        m.d.sync += r.seq.eq(self.rx.payload)
+                    with m.Case(REQ_COUNT):
+                        m.d.sync += [r.count.eq(self.rx.payload),
+                                     r.count_last.eq(self.rx.payload - 1)]
+                    with m.Default():
+                        m.d.sync += r.addr.eq(Cat(r.addr[8:], self.rx.payload))
+                with m.If(r.hdr_idx == REQUEST_HEADER_BYTES - 1):
+                    m.d.sync += [r.word_idx.eq(0), r.byte_idx.eq(0), r.crc_idx.eq(0)]
+                    with m.If((r.cmd == CMD_WRITE) & (r.count != 0)):
+                        m.next = "PAYLOAD"
+                    with m.Else():
+                        m.next = "CRC"
+            self._count_timeout(m, r)
+
+        with m.State("PAYLOAD"):
+            m.d.comb += [self.rx.ready.eq(1), r.rx_crc.valid.eq(r.accept)]
+            m.d.comb += r.buf_w.en.eq(r.accept & (r.byte_idx == 3)
+                                      & (r.word_idx < self.max_burst))
+            with m.If(r.accept):
+                m.d.sync += [r.word.eq(Cat(r.word[8:], self.rx.payload)),
+                             r.byte_idx.eq(r.byte_idx + 1)]
+                with m.If(r.byte_idx == 3):
+                    m.d.sync += r.word_idx.eq(r.word_idx + 1)
+                    with m.If(r.word_idx == r.count_last):
+                        m.next = "CRC"
+            self._count_timeout(m, r)
+
+        with m.State("CRC"):
+            m.d.comb += [self.rx.ready.eq(1), r.rx_crc.valid.eq(r.accept)]
+            with m.If(r.accept):
+                m.d.sync += [r.crc_idx.eq(1), r.req_crc.eq(Cat(self.rx.payload, r.req_crc[:8]))]
+                with m.If(r.crc_idx):
+                    m.next = "CHECK"
+            self._count_timeout(m, r)
+
+    def _decide(self, m, r):
+        """CHECK registers the checks, DECIDE answers or goes on to commit a WRITE."""
+        aw = self.addr_width
+        end = r.end
         end_in_range = (end[aw + 1:] == 0) & (~end[aw] | (end[:aw] == 0))   # end <= 2**aw
-        crc_ok = Signal()
-        count_ok = Signal()
-        addr_ok = Signal()
-        count_last = Signal(8)               # COUNT - 1: index of a burst's last word
-        rsp_last = Signal(8)                 # rsp_count - 1
-        link_word = Cat(C(PROTOCOL_VERSION, 8), C(self.max_burst, 8), self.error_count)
-
-        def fail(code):
-            m.d.sync += [rsp_kind.eq(RSP_ERROR), rsp_info.eq(code), rsp_count.eq(0),
-                         rsp_last.eq(0), rsp_idx.eq(0),
-                         self.error_count.eq(self.error_count + 1)]
-            m.next = "RESP_HEAD"
-
-        def respond(kind, info, n, last):
-            m.d.sync += [rsp_kind.eq(kind), rsp_info.eq(info), rsp_count.eq(n),
-                         rsp_last.eq(last), rsp_idx.eq(0)]
-            m.next = "RESP_HEAD"
-
-        def count_timeout():
-            with m.If(accept):
-                m.d.sync += idle_left.eq(idle_reload)
-            with m.Elif(idle_left[-1]):
-                m.d.sync += idle_left.eq(idle_reload)
-                fail(ERR_TIMEOUT)
+        with m.State("CHECK"):
+            m.d.sync += [
+                r.crc_ok.eq(r.rx_crc.match_detected),
+                r.count_ok.eq((r.count != 0) & (r.count <= self.max_burst)),
+                r.addr_ok.eq(end_in_range),
+                r.repeat.eq(r.last_valid & (r.seq == r.last_seq) & (r.req_crc == r.last_crc)),
+                r.word_idx.eq(0), r.byte_idx.eq(0), r.cur_addr.eq(r.addr[:aw]),
+            ]
+            m.next = "DECIDE"
+        with m.State("DECIDE"):
+            with m.If(~r.crc_ok):
+                self._fail(m, r, ERR_CRC)
+            with m.Elif(r.cmd == CMD_PING):
+                m.d.sync += r.last_valid.eq(0)
+                self._respond(m, r, RSP_DATA, CMD_PING, PING_WORDS, PING_WORDS - 1)
+            with m.Elif((r.cmd != CMD_WRITE) & (r.cmd != CMD_READ)):
+                self._fail(m, r, ERR_COMMAND)
+            with m.Elif(~r.count_ok):
+                self._fail(m, r, ERR_LENGTH)
+            with m.Elif(~r.addr_ok):
+                self._fail(m, r, ERR_ADDRESS)
+            with m.Elif((r.cmd == CMD_WRITE) & r.repeat):    # a retry: answered, not written
+                self._respond(m, r, RSP_ACK, CMD_WRITE, r.count, 0)
+            with m.Elif(r.cmd == CMD_WRITE):
+                m.d.sync += [r.last_valid.eq(1), r.last_seq.eq(r.seq), r.last_crc.eq(r.req_crc)]
+                m.next = "COMMIT_LATCH"
             with m.Else():
-                m.d.sync += idle_left.eq(idle_left - 1)
+                m.d.sync += r.last_valid.eq(0)
+                self._respond(m, r, RSP_DATA, CMD_READ, r.count, r.count_last)
 
-        with m.FSM(name="link"):
-            # ---------------------------------------------------------------- request
-            with m.State("HUNT"):
-                m.d.comb += [self.rx.ready.eq(1), self.idle.eq(1), rx_crc.start.eq(1)]
-                m.d.sync += [hdr_idx.eq(0), idle_left.eq(idle_reload)]
-                with m.If(accept & (self.rx.payload == SYNC)):
-                    m.next = "HEADER"
+    def _commit_write(self, m, r):
+        """The WRITE buffer to the bus, two cycles a word.
 
-            with m.State("HEADER"):
-                m.d.comb += [self.rx.ready.eq(1), rx_crc.valid.eq(accept)]
-                with m.If(accept):
-                    m.d.sync += hdr_idx.eq(hdr_idx + 1)
-                    with m.Switch(hdr_idx):
-                        with m.Case(REQ_CMD):
-                            m.d.sync += cmd.eq(self.rx.payload)
-                        with m.Case(REQ_SEQ):
-                            m.d.sync += seq.eq(self.rx.payload)
-                        with m.Case(REQ_COUNT):
-                            m.d.sync += [count.eq(self.rx.payload),
-                                         count_last.eq(self.rx.payload - 1)]
-                        with m.Default():
-                            m.d.sync += addr.eq(Cat(addr[8:], self.rx.payload))
-                    with m.If(hdr_idx == REQUEST_HEADER_BYTES - 1):
-                        m.d.sync += [word_idx.eq(0), byte_idx.eq(0), crc_idx.eq(0)]
-                        with m.If((cmd == CMD_WRITE) & (count != 0)):
-                            m.next = "PAYLOAD"
-                        with m.Else():
-                            m.next = "CRC"
-                count_timeout()
+        The buffer's read port reads word ``word_idx`` at every clock edge, so buffer word 0
+        (word_idx = 0 since CHECK) is on buf_r.data in the first COMMIT_LATCH cycle.  The
+        buffer output goes through the ``w_data`` register (not straight to the bus port);
+        word_idx steps in COMMIT_LATCH so that the next word is read at the end of
+        COMMIT_WRITE."""
+        with m.State("COMMIT_LATCH"):               # buf_r.data (word word_idx) -> w_data
+            m.d.sync += [r.word_idx.eq(r.word_idx + 1),
+                         r.commit_last.eq(r.word_idx == r.count_last)]
+            m.next = "COMMIT_WRITE"
+        with m.State("COMMIT_WRITE"):
+            m.d.comb += self.bus.w_en.eq(1)
+            m.d.sync += r.cur_addr.eq(r.cur_addr + 1)
+            with m.If(r.commit_last):
+                self._respond(m, r, RSP_ACK, CMD_WRITE, r.count, 0)
+            with m.Else():
+                m.next = "COMMIT_LATCH"
 
-            with m.State("PAYLOAD"):
-                m.d.comb += [self.rx.ready.eq(1), rx_crc.valid.eq(accept)]
-                m.d.comb += buf_w.en.eq(accept & (byte_idx == 3) & (word_idx < self.max_burst))
-                with m.If(accept):
-                    m.d.sync += [word.eq(Cat(word[8:], self.rx.payload)), byte_idx.eq(byte_idx + 1)]
-                    with m.If(byte_idx == 3):
-                        m.d.sync += word_idx.eq(word_idx + 1)
-                        with m.If(word_idx == count_last):
-                            m.next = "CRC"
-                count_timeout()
+    def _send_response(self, m, r):
+        """The response's header, its words (PING: the link word and ``status``; READ: bus
+        reads) and its CRC."""
+        link_word = Cat(C(PROTOCOL_VERSION, 8), C(self.max_burst, 8), self.error_count)
+        with m.State("RESP_HEAD"):
+            m.d.comb += self.tx.valid.eq(1)
+            with m.Switch(r.rsp_idx):
+                with m.Case(0):
+                    m.d.comb += self.tx.payload.eq(SYNC)
+                with m.Case(1 + RSP_KIND):
+                    m.d.comb += self.tx.payload.eq(r.rsp_kind)
+                with m.Case(1 + RSP_INFO):
+                    m.d.comb += self.tx.payload.eq(r.rsp_info)
+                with m.Case(1 + RSP_SEQ):
+                    m.d.comb += self.tx.payload.eq(r.seq)
+                with m.Case(1 + RSP_COUNT):
+                    m.d.comb += self.tx.payload.eq(r.rsp_count)
+            m.d.comb += [r.tx_crc.start.eq(r.rsp_idx == 0),
+                         r.tx_crc.valid.eq(self.tx.ready & (r.rsp_idx != 0))]
+            with m.If(self.tx.ready):
+                m.d.sync += r.rsp_idx.eq(r.rsp_idx + 1)
+                with m.If(r.rsp_idx == RESPONSE_HEADER_BYTES):
+                    m.d.sync += [r.word_idx.eq(0), r.byte_idx.eq(0), r.crc_idx.eq(0)]
+                    with m.If((r.rsp_kind == RSP_DATA) & (r.rsp_count != 0)):
+                        m.next = "RESP_FETCH"
+                    with m.Else():
+                        m.next = "RESP_CRC"
 
-            with m.State("CRC"):
-                m.d.comb += [self.rx.ready.eq(1), rx_crc.valid.eq(accept)]
-                with m.If(accept):
-                    m.d.sync += [crc_idx.eq(1), req_crc.eq(Cat(self.rx.payload, req_crc[:8]))]
-                    with m.If(crc_idx):
-                        m.next = "CHECK"
-                count_timeout()
-
-            with m.State("CHECK"):
-                m.d.sync += [
-                    crc_ok.eq(rx_crc.match_detected),
-                    count_ok.eq((count != 0) & (count <= self.max_burst)),
-                    addr_ok.eq(end_in_range),
-                    repeat.eq(last_valid & (seq == last_seq) & (req_crc == last_crc)),
-                    word_idx.eq(0), byte_idx.eq(0), cur_addr.eq(addr[:aw]),
-                ]
-                m.next = "DECIDE"
-            with m.State("DECIDE"):
-                with m.If(~crc_ok):
-                    fail(ERR_CRC)
-                with m.Elif(cmd == CMD_PING):
-                    m.d.sync += last_valid.eq(0)
-                    respond(RSP_DATA, CMD_PING, PING_WORDS, PING_WORDS - 1)
-                with m.Elif((cmd != CMD_WRITE) & (cmd != CMD_READ)):
-                    fail(ERR_COMMAND)
-                with m.Elif(~count_ok):
-                    fail(ERR_LENGTH)
-                with m.Elif(~addr_ok):
-                    fail(ERR_ADDRESS)
-                with m.Elif((cmd == CMD_WRITE) & repeat):      # a retry: answered, not written
-                    respond(RSP_ACK, CMD_WRITE, count, 0)
-                with m.Elif(cmd == CMD_WRITE):
-                    m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_crc.eq(req_crc)]
-                    m.next = "COMMIT_LATCH"
-                with m.Else():
-                    m.d.sync += last_valid.eq(0)
-                    respond(RSP_DATA, CMD_READ, count, count_last)
-
-            # ---------------------------------------------------------------- WRITE commit
-            # The buffer's read port reads word ``word_idx`` at every clock edge, so
-            # buffer word 0 (word_idx = 0 since CHECK) is on buf_r.data in the first
-            # COMMIT_LATCH cycle.  The buffer output goes through the ``w_data``
-            # register (not straight to the bus port); word_idx steps in
-            # COMMIT_LATCH so that the next word is read at the end of COMMIT_WRITE.
-            with m.State("COMMIT_LATCH"):           # buf_r.data (word word_idx) -> w_data
-                m.d.sync += [word_idx.eq(word_idx + 1), commit_last.eq(word_idx == count_last)]
-                m.next = "COMMIT_WRITE"
-            with m.State("COMMIT_WRITE"):
-                m.d.comb += self.bus.w_en.eq(1)
-                m.d.sync += cur_addr.eq(cur_addr + 1)
-                with m.If(commit_last):
-                    respond(RSP_ACK, CMD_WRITE, count, 0)
-                with m.Else():
-                    m.next = "COMMIT_LATCH"
-
-            # ---------------------------------------------------------------- response
-            with m.State("RESP_HEAD"):
-                m.d.comb += self.tx.valid.eq(1)
-                with m.Switch(rsp_idx):
-                    with m.Case(0):
-                        m.d.comb += self.tx.payload.eq(SYNC)
-                    with m.Case(1 + RSP_KIND):
-                        m.d.comb += self.tx.payload.eq(rsp_kind)
-                    with m.Case(1 + RSP_INFO):
-                        m.d.comb += self.tx.payload.eq(rsp_info)
-                    with m.Case(1 + RSP_SEQ):
-                        m.d.comb += self.tx.payload.eq(seq)
-                    with m.Case(1 + RSP_COUNT):
-                        m.d.comb += self.tx.payload.eq(rsp_count)
-                m.d.comb += [tx_crc.start.eq(rsp_idx == 0),
-                             tx_crc.valid.eq(self.tx.ready & (rsp_idx != 0))]
-                with m.If(self.tx.ready):
-                    m.d.sync += rsp_idx.eq(rsp_idx + 1)
-                    with m.If(rsp_idx == RESPONSE_HEADER_BYTES):
-                        m.d.sync += [word_idx.eq(0), byte_idx.eq(0), crc_idx.eq(0)]
-                        with m.If((rsp_kind == RSP_DATA) & (rsp_count != 0)):
-                            m.next = "RESP_FETCH"
-                        with m.Else():
-                            m.next = "RESP_CRC"
-
-            with m.State("RESP_FETCH"):
-                with m.If(rsp_info == CMD_PING):
-                    m.d.sync += word.eq(self.status)
-                    with m.If(word_idx == 0):
-                        m.d.sync += word.eq(link_word)
-                    m.next = "RESP_WORD"
-                with m.Else():
-                    m.d.comb += self.bus.r_en.eq(1)
-                    m.next = "RESP_WAIT_1" if self.read_latency > 1 else "RESP_LATCH"
-            # read_latency - 1 wait cycles (none for latency 1); cur_addr stays put.
-            for i in range(1, self.read_latency):
-                with m.State(f"RESP_WAIT_{i}"):
-                    m.next = f"RESP_WAIT_{i + 1}" if i + 1 < self.read_latency else "RESP_LATCH"
-            with m.State("RESP_LATCH"):             # the cycle read_latency after r_en
-                m.d.sync += word.eq(self.bus.r_data)
+        with m.State("RESP_FETCH"):
+            with m.If(r.rsp_info == CMD_PING):
+                m.d.sync += r.word.eq(self.status)
+                with m.If(r.word_idx == 0):
+                    m.d.sync += r.word.eq(link_word)
                 m.next = "RESP_WORD"
+            with m.Else():
+                m.d.comb += self.bus.r_en.eq(1)
+                m.next = "RESP_WAIT_1" if self.read_latency > 1 else "RESP_LATCH"
+        # read_latency - 1 wait cycles (none for latency 1); cur_addr stays put.
+        for i in range(1, self.read_latency):
+            with m.State(f"RESP_WAIT_{i}"):
+                m.next = f"RESP_WAIT_{i + 1}" if i + 1 < self.read_latency else "RESP_LATCH"
+        with m.State("RESP_LATCH"):                 # the cycle read_latency after r_en
+            m.d.sync += r.word.eq(self.bus.r_data)
+            m.next = "RESP_WORD"
 
-            with m.State("RESP_WORD"):
-                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(word[:8]),
-                             tx_crc.valid.eq(self.tx.ready)]
-                with m.If(self.tx.ready):
-                    m.d.sync += [word.eq(word >> 8), byte_idx.eq(byte_idx + 1)]
-                    with m.If(byte_idx == 3):
-                        m.d.sync += [word_idx.eq(word_idx + 1), cur_addr.eq(cur_addr + 1)]
-                        with m.If(word_idx == rsp_last):
-                            m.next = "RESP_CRC"
-                        with m.Else():
-                            m.next = "RESP_FETCH"
+        with m.State("RESP_WORD"):
+            m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(r.word[:8]),
+                         r.tx_crc.valid.eq(self.tx.ready)]
+            with m.If(self.tx.ready):
+                m.d.sync += [r.word.eq(r.word >> 8), r.byte_idx.eq(r.byte_idx + 1)]
+                with m.If(r.byte_idx == 3):
+                    m.d.sync += [r.word_idx.eq(r.word_idx + 1), r.cur_addr.eq(r.cur_addr + 1)]
+                    with m.If(r.word_idx == r.rsp_last):
+                        m.next = "RESP_CRC"
+                    with m.Else():
+                        m.next = "RESP_FETCH"
 
-            with m.State("RESP_CRC"):
-                m.d.comb += self.tx.valid.eq(1)
-                with m.If(crc_idx):
-                    m.d.comb += self.tx.payload.eq(tx_crc.crc[:8])
-                with m.Else():
-                    m.d.comb += self.tx.payload.eq(tx_crc.crc[8:])
-                with m.If(self.tx.ready):
-                    m.d.sync += crc_idx.eq(1)
-                    with m.If(crc_idx):
-                        m.next = "HUNT"
-        return m
+        with m.State("RESP_CRC"):
+            m.d.comb += self.tx.valid.eq(1)
+            with m.If(r.crc_idx):
+                m.d.comb += self.tx.payload.eq(r.tx_crc.crc[:8])
+            with m.Else():
+                m.d.comb += self.tx.payload.eq(r.tx_crc.crc[8:])
+            with m.If(self.tx.ready):
+                m.d.sync += r.crc_idx.eq(1)
+                with m.If(r.crc_idx):
+                    m.next = "HUNT"
