@@ -362,6 +362,172 @@ class _SigintFlag:
 
 # --------------------------------------------------------------------------- the loop
 
+def _batch_count(n: int, cfg: TrainConfig) -> int:
+    if not cfg.drop_last_batch:
+        return (n + cfg.batch - 1) // cfg.batch
+    # the authors' loop: len // batch batches, the rest unused
+    if n // cfg.batch == 0:
+        raise ValueError(f"drop_last_batch with batch {cfg.batch} leaves no batch of the "
+                         f"{n} training samples")
+    return n // cfg.batch
+
+
+class _Run:
+    """One training run: its data, network and schedule, where it stands (epoch, batch and
+    the counters a resumed run continues), what it has measured and how it saves."""
+
+    def __init__(self, ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out: Path | None,
+                 extra_metrics, extra_state):
+        self.ds, self.spec, self.cfg, self.out = ds, spec, cfg, out
+        self.extra_metrics, self.extra_state = extra_metrics, extra_state
+        self.norm = norm = Normaliser.fit(ds.x_train)
+        self.x_train, self.x_test = norm(ds.x_train), norm(ds.x_test)
+        self.t_train = one_hot(ds.y_train, ds.classes)
+        self.net = Network(spec, seed=cfg.seed)
+        self.shuffle_rng = np.random.default_rng([cfg.seed, 1])
+        self.sched = Schedule(cfg)
+        self.tracker = RangeTracker() if cfg.track_ranges else None
+        self.history: list[dict] = []
+        self.train_time = 0.0
+        self.samples = 0
+        self.n = len(self.x_train)
+        self.nbatches = _batch_count(self.n, cfg)
+        self.seen = min(self.n, self.nbatches * cfg.batch)     # samples trained on per epoch
+        self.first_epoch, self.first_batch, self.first_correct, self.first_seconds = 1, 0, 0, 0.0
+        self.stopped_early = False
+
+    def resume(self, backend, log) -> None:
+        """Continue the run saved in ``out`` (refused if it is another run)."""
+        path = self.out / CHECKPOINT_FILE
+        saved_net, saved_norm, _, state = load_train_state(path)
+        _check_same_run(state, self.ds, self.spec, self.cfg, path)
+        if not (np.array_equal(saved_norm.mu, self.norm.mu)
+                and np.array_equal(saved_norm.mad, self.norm.mad)):
+            raise CheckpointError(f"{path}: the dataset's statistics differ from the run's "
+                                  "(another version of the data?)")
+        self.net.load_weights(saved_net.weights())
+        if backend is not None:
+            backend.load_weights(saved_net.weights())
+        self.shuffle_rng.bit_generator.state = state["rng"]
+        self.sched.restore(state["schedule"])
+        _restore_tracker(self.tracker, state["ranges"])
+        self.history = state["history"]
+        self.train_time, self.samples = state["train_seconds"], state["samples"]
+        self.first_epoch, self.first_batch = state["epoch"], state["batch"]
+        self.first_correct, self.first_seconds = state["correct"], state["epoch_seconds"]
+        self.stopped_early = state["stopped_early"]
+        if self.extra_state is not None and state.get("extra") is not None:
+            self.extra_state[1](state["extra"])
+        log(f"resuming {self.out} at epoch {self.first_epoch}"
+            + (f" batch {self.first_batch}" if self.first_batch else "")
+            + f" ({len(self.history)} epochs done)")
+
+    def metrics(self) -> dict:
+        history = self.history
+        accs = [h["test_accuracy"] for h in history]
+        best = int(np.argmax(accs)) if accs else None
+        m = {
+            "dataset": self.ds.name,
+            "layers": list(self.spec.layers),
+            "spec": json.loads(self.spec.to_json()),
+            "config": asdict(self.cfg),
+            "best_test_accuracy": accs[best] if accs else None,
+            "best_epoch": history[best]["epoch"] if accs else None,
+            "final_test_accuracy": accs[-1] if accs else None,
+            "final_train_accuracy": history[-1]["train_accuracy"] if accs else None,
+            "epochs": len(history),
+            "stopped_early": self.stopped_early,
+            "samples_per_second": self.samples / self.train_time if self.train_time > 0 else 0.0,
+            "train_seconds": self.train_time,
+            "macs_per_sample": self.net.macs_per_sample(),
+            "history": history,
+        }
+        if self.extra_metrics is not None:
+            m.update(self.extra_metrics())
+        if self.tracker is not None:
+            m["ranges"] = self.tracker.as_dict()
+        return m
+
+    def save(self, epoch, batch, rng_state, correct, epoch_seconds, with_plot=False):
+        """Write the run's files; the state says where training goes on."""
+        if self.out is None:
+            return None
+        cfg, history = self.cfg, self.history
+        state = {"version": STATE_VERSION, "dataset": self.ds.name, "spec": self.spec.to_json(),
+                 "config": asdict(cfg), "epoch": epoch, "batch": batch, "correct": correct,
+                 "epoch_seconds": epoch_seconds, "rng": rng_state,
+                 "schedule": self.sched.state(), "history": history,
+                 "train_seconds": self.train_time, "samples": self.samples,
+                 "ranges": _tracker_state(self.tracker), "stopped_early": self.stopped_early,
+                 "extra": self.extra_state[0]() if self.extra_state is not None else None}
+        meta = {"dataset": self.ds.name, "epochs": len(history), "lr_inv": self.sched.lr_inv,
+                "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
+                "seed": cfg.seed, "compat": cfg.compat, "drop_last_batch": cfg.drop_last_batch}
+        files = {CHECKPOINT_FILE: _checkpoint_bytes(self.net, self.norm, meta, state),
+                 METRICS_FILE: json.dumps(self.metrics(), indent=2).encode()}
+        if with_plot and history:
+            files[CURVES_FILE] = _plot_bytes(history)
+        write_files_atomically(self.out, files)
+        return self.out / CHECKPOINT_FILE
+
+    def last_saved(self):
+        path = self.out / CHECKPOINT_FILE if self.out is not None else None
+        return path if path is not None and path.exists() else None
+
+    def train_epoch(self, epoch, backend, after_step, bar, sigint) -> int:
+        """Train one epoch's batches (from where a resumed run stopped); returns the number
+        of correct training predictions.  On a SIGINT (``sigint.raised``) saves the state
+        before the next batch and raises :class:`TrainingInterrupted`."""
+        cfg, sched, net = self.cfg, self.sched, self.net
+        rng_state = self.shuffle_rng.bit_generator.state
+        order = self.shuffle_rng.permutation(self.n)
+        first = epoch == self.first_epoch
+        correct = self.first_correct if first else 0
+        epoch_seconds = self.first_seconds if first else 0.0
+        t0 = time.perf_counter()
+        for b in range(self.first_batch if first else 0, self.nbatches):
+            if sigint.raised:
+                self.train_time += time.perf_counter() - t0
+                if backend is not None:
+                    net.load_weights(backend.weights())
+                saved = self.save(epoch, b, rng_state, correct,
+                                  epoch_seconds + time.perf_counter() - t0, with_plot=True)
+                raise TrainingInterrupted(epoch, b, saved, True, self.out)
+            idx = order[b * cfg.batch:(b + 1) * cfg.batch]
+            x, t = self.x_train[idx], self.t_train[idx]
+            if backend is None:
+                yhat = net.train_step(x, t, sched.lr_inv, observe=self.tracker)
+            else:
+                yhat = backend.train_step(x, t, sched.lr_inv)
+            if after_step is not None:
+                after_step(epoch, b, x, t, sched.lr_inv, yhat)
+            correct += int((yhat.argmax(axis=1) == self.ds.y_train[idx]).sum())
+            if bar is not None:
+                bar.update(1)
+        self.train_time += time.perf_counter() - t0
+        self.samples += self.seen
+        if backend is not None:
+            net.load_weights(backend.weights())
+        return correct
+
+    def end_epoch(self, epoch, correct, bar, log) -> bool:
+        """Score the test split, record the epoch, step the schedule; True to stop early."""
+        test_acc = evaluate(self.net, self.x_test, self.ds.y_test)
+        rec = {"epoch": epoch, "train_accuracy": correct / self.seen, "test_accuracy": test_acc,
+               "lr_inv": self.sched.lr_inv}
+        self.history.append(rec)
+        stop = self.sched.update(epoch, test_acc)
+        if bar is not None:
+            bar.set_postfix_str(f"test {100 * test_acc:.2f}%")
+            bar.clear()
+        log(f"epoch {epoch:3d}  train {100 * rec['train_accuracy']:6.2f}%  "
+            f"test {100 * test_acc:6.2f}%  lr_inv {rec['lr_inv']}")
+        if stop:
+            self.stopped_early = True
+            log(f"early stop after epoch {epoch}")
+        return stop
+
+
 def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progress=True,
           log=print, threads: int | None = 1, backend=None, after_step=None,
           extra_metrics=None, resume: bool = False, interruptible: bool = False,
@@ -388,159 +554,28 @@ def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progre
     if resume and out_dir is None:
         raise ValueError("resume needs the run's folder (out_dir)")
     out = Path(out_dir) if out_dir is not None else None
-    norm = Normaliser.fit(ds.x_train)
-    x_train, x_test = norm(ds.x_train), norm(ds.x_test)
-    t_train = one_hot(ds.y_train, ds.classes)
-    net = Network(spec, seed=cfg.seed)
-    shuffle_rng = np.random.default_rng([cfg.seed, 1])
-    sched = Schedule(cfg)
-    tracker = RangeTracker() if cfg.track_ranges else None
-    history = []
-    train_time = 0.0
-    samples = 0
-    n = len(x_train)
-    if cfg.drop_last_batch:      # the authors' loop: len // batch batches, the rest unused
-        nbatches = n // cfg.batch
-        if nbatches == 0:
-            raise ValueError(f"drop_last_batch with batch {cfg.batch} leaves no batch of the "
-                             f"{n} training samples")
-    else:
-        nbatches = (n + cfg.batch - 1) // cfg.batch
-    seen = min(n, nbatches * cfg.batch)        # samples trained on per epoch
-    first_epoch, first_batch, first_correct, first_seconds = 1, 0, 0, 0.0
-    stopped_early = False
+    run = _Run(ds, spec, cfg, out, extra_metrics, extra_state)
     if resume:
-        path = out / CHECKPOINT_FILE
-        saved_net, saved_norm, _, state = load_train_state(path)
-        _check_same_run(state, ds, spec, cfg, path)
-        if not (np.array_equal(saved_norm.mu, norm.mu) and np.array_equal(saved_norm.mad, norm.mad)):
-            raise CheckpointError(f"{path}: the dataset's statistics differ from the run's "
-                                  "(another version of the data?)")
-        net.load_weights(saved_net.weights())
-        if backend is not None:
-            backend.load_weights(saved_net.weights())
-        shuffle_rng.bit_generator.state = state["rng"]
-        sched.restore(state["schedule"])
-        _restore_tracker(tracker, state["ranges"])
-        history = state["history"]
-        train_time, samples = state["train_seconds"], state["samples"]
-        first_epoch, first_batch = state["epoch"], state["batch"]
-        first_correct, first_seconds = state["correct"], state["epoch_seconds"]
-        stopped_early = state["stopped_early"]
-        if extra_state is not None and state.get("extra") is not None:
-            extra_state[1](state["extra"])
-        log(f"resuming {out} at epoch {first_epoch}" + (f" batch {first_batch}" if first_batch else "")
-            + f" ({len(history)} epochs done)")
-
-    def metrics_now() -> dict:
-        accs = [h["test_accuracy"] for h in history]
-        best = int(np.argmax(accs)) if accs else None
-        m = {
-            "dataset": ds.name,
-            "layers": list(spec.layers),
-            "spec": json.loads(spec.to_json()),
-            "config": asdict(cfg),
-            "best_test_accuracy": accs[best] if accs else None,
-            "best_epoch": history[best]["epoch"] if accs else None,
-            "final_test_accuracy": accs[-1] if accs else None,
-            "final_train_accuracy": history[-1]["train_accuracy"] if accs else None,
-            "epochs": len(history),
-            "stopped_early": stopped_early,
-            "samples_per_second": samples / train_time if train_time > 0 else 0.0,
-            "train_seconds": train_time,
-            "macs_per_sample": net.macs_per_sample(),
-            "history": history,
-        }
-        if extra_metrics is not None:
-            m.update(extra_metrics())
-        if tracker is not None:
-            m["ranges"] = tracker.as_dict()
-        return m
-
-    def save(epoch, batch, rng_state, correct, epoch_seconds, with_plot=False):
-        """Write the run's files; the state says where training goes on."""
-        if out is None:
-            return None
-        state = {"version": STATE_VERSION, "dataset": ds.name, "spec": spec.to_json(),
-                 "config": asdict(cfg), "epoch": epoch, "batch": batch, "correct": correct,
-                 "epoch_seconds": epoch_seconds, "rng": rng_state,
-                 "schedule": sched.state(), "history": history, "train_seconds": train_time,
-                 "samples": samples, "ranges": _tracker_state(tracker),
-                 "stopped_early": stopped_early,
-                 "extra": extra_state[0]() if extra_state is not None else None}
-        meta = {"dataset": ds.name, "epochs": len(history), "lr_inv": sched.lr_inv,
-                "final_test_accuracy": history[-1]["test_accuracy"] if history else None,
-                "seed": cfg.seed, "compat": cfg.compat, "drop_last_batch": cfg.drop_last_batch}
-        files = {CHECKPOINT_FILE: _checkpoint_bytes(net, norm, meta, state),
-                 METRICS_FILE: json.dumps(metrics_now(), indent=2).encode()}
-        if with_plot and history:
-            files[CURVES_FILE] = _plot_bytes(history)
-        write_files_atomically(out, files)
-        return out / CHECKPOINT_FILE
-
+        run.resume(backend, log)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    finished = stopped_early or first_epoch > cfg.epochs
+    finished = run.stopped_early or run.first_epoch > cfg.epochs
     bar = None
     if progress and not finished:
         from tqdm import tqdm
-        bar = tqdm(total=(cfg.epochs - first_epoch + 1) * nbatches - first_batch, unit="batch",
-                   file=sys.stderr, leave=False, dynamic_ncols=True)
-    epoch = first_epoch
+        bar = tqdm(total=(cfg.epochs - run.first_epoch + 1) * run.nbatches - run.first_batch,
+                   unit="batch", file=sys.stderr, leave=False, dynamic_ncols=True)
+    epoch = run.first_epoch
     sigint = _SigintFlag(interruptible)
-
-    def last_saved():
-        return out / CHECKPOINT_FILE if out is not None and (out / CHECKPOINT_FILE).exists() else None
-
     try:
         with blas_threads(threads), sigint:
             while not finished and epoch <= cfg.epochs:
-                rng_state = shuffle_rng.bit_generator.state
-                order = shuffle_rng.permutation(n)
-                start = first_batch if epoch == first_epoch else 0
-                correct = first_correct if epoch == first_epoch else 0
-                epoch_seconds = first_seconds if epoch == first_epoch else 0.0
-                t0 = time.perf_counter()
-                for b in range(start, nbatches):
-                    if sigint.raised:
-                        train_time += time.perf_counter() - t0
-                        if backend is not None:
-                            net.load_weights(backend.weights())
-                        saved = save(epoch, b, rng_state, correct,
-                                     epoch_seconds + time.perf_counter() - t0, with_plot=True)
-                        raise TrainingInterrupted(epoch, b, saved, True, out)
-                    idx = order[b * cfg.batch:(b + 1) * cfg.batch]
-                    if backend is None:
-                        yhat = net.train_step(x_train[idx], t_train[idx], sched.lr_inv,
-                                              observe=tracker)
-                    else:
-                        yhat = backend.train_step(x_train[idx], t_train[idx], sched.lr_inv)
-                    if after_step is not None:
-                        after_step(epoch, b, x_train[idx], t_train[idx], sched.lr_inv, yhat)
-                    correct += int((yhat.argmax(axis=1) == ds.y_train[idx]).sum())
-                    if bar is not None:
-                        bar.update(1)
-                train_time += time.perf_counter() - t0
-                samples += seen
-                if backend is not None:
-                    net.load_weights(backend.weights())
-                test_acc = evaluate(net, x_test, ds.y_test)
-                rec = {"epoch": epoch, "train_accuracy": correct / seen, "test_accuracy": test_acc,
-                       "lr_inv": sched.lr_inv}
-                history.append(rec)
-                stop = sched.update(epoch, test_acc)
-                msg = (f"epoch {epoch:3d}  train {100 * rec['train_accuracy']:6.2f}%  "
-                       f"test {100 * test_acc:6.2f}%  lr_inv {rec['lr_inv']}")
-                if bar is not None:
-                    bar.set_postfix_str(f"test {100 * test_acc:.2f}%")
-                    bar.clear()
-                log(msg)
-                if stop:
-                    stopped_early = True
-                    log(f"early stop after epoch {epoch}")
+                correct = run.train_epoch(epoch, backend, after_step, bar, sigint)
+                stop = run.end_epoch(epoch, correct, bar, log)
                 epoch += 1
                 finished = stop or epoch > cfg.epochs
-                save(epoch, 0, shuffle_rng.bit_generator.state, 0, 0.0, with_plot=finished)
+                run.save(epoch, 0, run.shuffle_rng.bit_generator.state, 0, 0.0,
+                         with_plot=finished)
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt:
@@ -548,17 +583,17 @@ def train(ds: Dataset, spec: NetworkSpec, cfg: TrainConfig, out_dir=None, progre
             raise
         # the second SIGINT (or one outside the handler): the step was abandoned; the last
         # epoch's checkpoint stays as it was
-        raise TrainingInterrupted(epoch, None, last_saved(), False, out) from None
+        raise TrainingInterrupted(epoch, None, run.last_saved(), False, out) from None
     except Exception:
         if sigint.raised:       # e.g. a simulator child that the same Ctrl-C stopped
-            raise TrainingInterrupted(epoch, None, last_saved(), False, out) from None
+            raise TrainingInterrupted(epoch, None, run.last_saved(), False, out) from None
         raise
     finally:
         if bar is not None:
             bar.close()
-    if not history:
+    if not run.history:
         raise ValueError("no epoch was trained")
-    if first_epoch > cfg.epochs or (resume and first_epoch == epoch):
-        log(f"the run in {out} is complete ({len(history)} epochs)"
-            + ("; it stopped early" if stopped_early else "") + ": nothing to train")
-    return TrainResult(metrics_now(), net, tracker)
+    if run.first_epoch > cfg.epochs or (resume and run.first_epoch == epoch):
+        log(f"the run in {out} is complete ({len(run.history)} epochs)"
+            + ("; it stopped early" if run.stopped_early else "") + ": nothing to train")
+    return TrainResult(run.metrics(), run.net, run.tracker)
