@@ -39,10 +39,14 @@ import threading
 import time
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["SimBus", "SimBusError", "SimBusTimeout", "SOCKET_ENV"]
+__all__ = ["SimBus", "SimBusError", "SimBusTimeout", "SOCKET_ENV", "SERVER_ENV", "SERVERS",
+           "server_kind"]
 
 # Wire format (described in sim/bus_server.py, which imports these).
 SOCKET_ENV = "NITROD_BUS_SOCKET"
+#: Chooses the default server of SimBus.start: native or cocotb.
+SERVER_ENV = "NITROD_SIM_SERVER"
+SERVERS = ("native", "cocotb")
 OP_WRITE = 0x01
 OP_READ = 0x02
 OP_WAIT_REG = 0x03
@@ -81,7 +85,10 @@ class SimBus:
         self._state = state
         self._tmpdir = tmpdir
         self._closed = False
-        #: The harness's :class:`sim.harness.CocotbRun`, once closed.
+        #: What serves the bus: "native" or "cocotb".
+        self.server = "cocotb"
+        #: Once closed: the harness's :class:`sim.harness.CocotbRun`, or a
+        #: :class:`sim.native.NativeRun` (both have ``test_dir``, where ``dump.vcd`` is).
         self.run = None
 
     # ------------------------------------------------------------------ start / stop
@@ -91,7 +98,8 @@ class SimBus:
               extra_env: Mapping[str, str] | None = None, start_timeout: float = 600.0,
               io_timeout: float | None = None, seed: int | None = None,
               server_module: str = "sim.bus_server", testcase: str = "serve_bus",
-              params: Mapping | None = None, read_latency: int = 1) -> "SimBus":
+              params: Mapping | None = None, read_latency: int = 1,
+              server: str | None = None) -> "SimBus":
         """Build (cached) and start ``design`` under the bus server; connect to it.
 
         ``design``, ``toplevel``, ``build_args``, ``waves``, ``seed`` and ``extra_env`` go to
@@ -105,6 +113,13 @@ class SimBus:
         each read's word that many cycles after it.  Sets
         ``COCOTB_TRUST_INERTIAL_WRITES=1`` unless ``extra_env`` says otherwise: the clock
         then runs in the simulator, not in Python, so idle cycles are cheap.
+
+        ``server`` chooses what serves the bus: ``"native"`` (the default, or
+        ``$NITROD_SIM_SERVER``) is sim/native.py's C++ server compiled with the model, with
+        no Python in the clock loop; ``"cocotb"`` is sim/bus_server.py under cocotb.  Both
+        give the same replies and cycle counts.  Another ``server_module`` (or ``testcase``)
+        always runs under cocotb; the native server ignores ``params`` other than the read
+        latency, and ``seed``.
         """
         from sim.harness import _waves_requested, build_verilator, run_cocotb, verilog_of
 
@@ -116,13 +131,21 @@ class SimBus:
                              f"read_latency={read_latency!r}")
         params["read_latency"] = int(read_latency)
 
+        server = server_kind(server, server_module, testcase)
+        waves = _waves_requested(waves)
+
         # Build first, in this thread and without a deadline (a cold build of a large design
         # takes minutes); the simulator then starts from the cache within start_timeout.
         build_args = tuple(build_args)
         verilog_text = verilog_of(design, toplevel)
         try:
-            build_verilator(verilog_text, toplevel, build_args=build_args,
-                            waves=_waves_requested(waves))
+            if server == "native":
+                from sim.native import build_native
+
+                exe, built, build_seconds = build_native(verilog_text, toplevel,
+                                                         build_args=build_args, waves=waves)
+            else:
+                build_verilator(verilog_text, toplevel, build_args=build_args, waves=waves)
         except RuntimeError as error:
             raise SimBusError(f"simulation of {toplevel} could not start: {error}") from None
         design = verilog_text
@@ -145,9 +168,17 @@ class SimBus:
 
         def target():
             try:
-                state["run"] = run_cocotb(design, toplevel, server_module, testcase=testcase,
-                                          build_args=build_args, waves=waves, seed=seed,
-                                          extra_env=env, params=params)
+                if server == "native":
+                    from sim.native import run_native
+
+                    state["run"] = run_native(exe, path, read_latency=read_latency, waves=waves,
+                                              extra_env=env, built=built,
+                                              build_seconds=build_seconds)
+                else:
+                    state["run"] = run_cocotb(design, toplevel, server_module,
+                                              testcase=testcase, build_args=build_args,
+                                              waves=waves, seed=seed, extra_env=env,
+                                              params=params)
             except BaseException as error:  # reported to the host thread
                 state["error"] = error
 
@@ -174,7 +205,9 @@ class SimBus:
         listener.close()
         sock.settimeout(io_timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        return cls(sock, thread, state, tmpdir)
+        bus = cls(sock, thread, state, tmpdir)
+        bus.server = server
+        return bus
 
     def close(self, timeout: float = 60.0) -> None:
         """Send QUIT, wait for the simulator to exit; raise :class:`SimBusError` if the
@@ -302,6 +335,19 @@ class SimBus:
         detail = _describe(self._state.get("error")) if "error" in self._state else \
             "the simulation ended without an error report"
         return SimBusError(f"lost the bus server ({error}); {detail}")
+
+
+def server_kind(server: str | None, server_module: str = "sim.bus_server",
+                testcase: str = "serve_bus") -> str:
+    """``"native"`` or ``"cocotb"``: ``server``, else ``$NITROD_SIM_SERVER``, else native;
+    always cocotb for another server module or test case (sim/link_server.py)."""
+    if server is None:
+        server = os.environ.get(SERVER_ENV, "").strip().lower() or "native"
+    if server not in SERVERS:
+        raise ValueError(f"unknown bus server {server!r}: one of {', '.join(SERVERS)}")
+    if (server_module, testcase) != ("sim.bus_server", "serve_bus"):
+        return "cocotb"
+    return server
 
 
 def _check_span(addr: int, count: int) -> None:
