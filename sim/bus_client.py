@@ -25,6 +25,17 @@ convert or build, a missing port, the simulator dying) is raised as :class:`SimB
 with what the harness reported; :meth:`SimBus.close` raises it too if the simulation ended
 badly.  Not thread-safe: use one ``SimBus`` from one thread.
 
+Writes do not wait for their replies: up to :attr:`SimBus.max_pending_writes` WRITE
+requests are in flight while the host prepares the next ones (the server handles requests
+in order, so the simulation -- cycle counts included -- is the same as with waiting).  A
+rejected write (an address beyond the bus) is therefore raised as :class:`SimBusError` by
+the next call that waits for the server: a read, ``wait_reg``, ``cycle``, :meth:`SimBus.sync`
+or :meth:`SimBus.close`.
+
+Two servers can run the simulation (``SimBus.start(server=...)``, default ``native`` or
+``$NITROD_SIM_SERVER``): sim/native.py's C++ server compiled with the Verilated model (no
+Python in the clock loop), or sim/bus_server.py under cocotb.
+
 This module does not import cocotb; the harness is imported only in :meth:`SimBus.start`.
 """
 
@@ -78,6 +89,12 @@ class SimBus:
 
     #: Largest number of words in one WRITE or READ request.
     chunk_words = 1 << 16
+    #: Most WRITE requests sent without their reply read yet (few enough that the server's
+    #: replies always fit the socket's buffer: it never blocks on sending while the host
+    #: blocks on sending to it).
+    max_pending_writes = 64
+    #: WRITE requests sent together in one system call (fewer wake-ups of the server).
+    send_writes = 16
 
     def __init__(self, sock: socket.socket, thread: threading.Thread, state: dict, tmpdir: str):
         self._sock = sock
@@ -85,6 +102,10 @@ class SimBus:
         self._state = state
         self._tmpdir = tmpdir
         self._closed = False
+        self._pending = 0       # WRITE requests whose reply is not read yet
+        self._outbox: list[bytes] = []   # WRITE requests not sent yet
+        self._rbuf = bytearray()  # received, not yet read (from _rpos on)
+        self._rpos = 0
         #: What serves the bus: "native" or "cocotb".
         self.server = "cocotb"
         #: Once closed: the harness's :class:`sim.harness.CocotbRun`, or a
@@ -215,7 +236,14 @@ class SimBus:
         if self._closed:
             return
         self._closed = True
+        rejected = None
         try:
+            try:
+                self._collect(0)
+            except SimBusError as error:
+                rejected = error      # a rejected write, or the server is gone (said below)
+            except OSError:
+                pass
             try:
                 self._request(OP_QUIT, b"")
             except (SimBusError, OSError):
@@ -230,6 +258,8 @@ class SimBus:
             self.run = self._state.get("run")
         finally:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+        if rejected is not None:
+            raise rejected
 
     def __enter__(self) -> "SimBus":
         return self
@@ -246,12 +276,22 @@ class SimBus:
     # ------------------------------------------------------------------ requests
 
     def write(self, addr: int, words: Sequence[int]) -> None:
-        """Write ``words`` to consecutive word addresses from ``addr`` (one per cycle)."""
+        """Write ``words`` to consecutive word addresses from ``addr`` (one per cycle).
+
+        Does not wait for the server (see the module's docstring): a rejected write is
+        raised by the next call that does."""
         words = [int(w) & WORD_MASK for w in words]
         _check_span(addr, len(words))
         for start in range(0, len(words), self.chunk_words):
             chunk = words[start:start + self.chunk_words]
-            self._request(OP_WRITE, struct.pack(f"<I{len(chunk)}I", addr + start, *chunk))
+            self._send_write(struct.pack(f"<I{len(chunk)}I", addr + start, *chunk))
+
+    def sync(self) -> None:
+        """Wait until the server has handled every write sent; raise :class:`SimBusError`
+        if it rejected one."""
+        if self._closed:
+            raise SimBusError("the SimBus is closed")
+        self._collect(0)
 
     def read(self, addr: int, count: int) -> list[int]:
         """Read ``count`` words from consecutive word addresses from ``addr``."""
@@ -303,31 +343,115 @@ class SimBus:
 
     # ------------------------------------------------------------------ wire
 
-    def _request(self, op: int, payload: bytes) -> bytes:
-        if self._closed and op != OP_QUIT:
+    def exchange(self, op: int, payload: bytes) -> tuple[int, bytes]:
+        """Send one request as it is (any OP, any payload, malformed ones included) and return
+        its reply as it is, ``(status, payload)``: for tests of the servers.  Not QUIT."""
+        if self._closed:
             raise SimBusError("the SimBus is closed")
+        if op == OP_QUIT:
+            raise ValueError("exchange() does not send QUIT: use close()")
+        self._send(HEADER.pack(op, len(payload)) + bytes(payload))
+        rejected = self._collect(0, raise_rejected=False)
         try:
-            self._sock.sendall(HEADER.pack(op, len(payload)) + payload)
-            status, length = HEADER.unpack(self._recv_exact(HEADER.size))
-            body = self._recv_exact(length)
+            reply = self._reply()
         except socket.timeout:
             raise SimBusError("no answer from the bus server within the I/O timeout") from None
         except (ConnectionError, EOFError) as error:
             raise self._died(error) from None
+        if rejected:
+            raise rejected
+        return reply
+
+    def _request(self, op: int, payload: bytes) -> bytes:
+        """Send a request and return its reply's payload (after the pending writes')."""
+        if self._closed and op != OP_QUIT:
+            raise SimBusError("the SimBus is closed")
+        self._send(HEADER.pack(op, len(payload)) + payload)
+        rejected = self._collect(0, raise_rejected=False)
+        try:
+            status, body = self._reply()
+        except socket.timeout:
+            raise SimBusError("no answer from the bus server within the I/O timeout") from None
+        except (ConnectionError, EOFError) as error:
+            raise self._died(error) from None
+        if rejected:
+            raise rejected
         if status != STATUS_OK:
             raise SimBusError(f"bus server rejected the request: {body.decode(errors='replace')}")
         return body
 
+    def _send_write(self, payload: bytes) -> None:
+        """Queue a WRITE request; send the queue when it is long enough (no waiting for
+        replies until :attr:`max_pending_writes` are pending)."""
+        if self._closed:
+            raise SimBusError("the SimBus is closed")
+        if self._pending >= self.max_pending_writes:
+            self._collect(self.max_pending_writes // 2)
+        self._outbox.append(HEADER.pack(OP_WRITE, len(payload)))
+        self._outbox.append(payload)
+        self._pending += 1
+        if len(self._outbox) >= 2 * self.send_writes:
+            self._send(b"")
+
+    def _send(self, frame: bytes) -> None:
+        """Send the queued writes, then ``frame``."""
+        if self._outbox:
+            self._outbox.append(frame)
+            frame = b"".join(self._outbox)
+            self._outbox.clear()
+        try:
+            if frame:
+                self._sock.sendall(frame)
+        except socket.timeout:
+            raise SimBusError("the bus server took no request within the I/O timeout") from None
+        except ConnectionError as error:
+            raise self._died(error) from None
+
+    def _collect(self, keep: int, raise_rejected: bool = True) -> SimBusError | None:
+        """Read the replies of pending writes until at most ``keep`` are pending; raise
+        :class:`SimBusError` if the server rejected any of them (return it instead, without
+        ``raise_rejected``)."""
+        rejected = []
+        if self._pending > keep:
+            self._send(b"")
+        try:
+            while self._pending > keep:
+                status, body = self._reply()
+                self._pending -= 1
+                if status != STATUS_OK:
+                    rejected.append(body.decode(errors="replace"))
+        except socket.timeout:
+            raise SimBusError("no answer from the bus server within the I/O timeout") from None
+        except (ConnectionError, EOFError) as error:
+            self._pending = 0
+            raise self._died(error) from None
+        if not rejected:
+            return None
+        more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
+        error = SimBusError(f"bus server rejected a write: {rejected[0]}{more}")
+        if raise_rejected:
+            raise error
+        return error
+
+    def _reply(self) -> tuple[int, bytes]:
+        status, length = HEADER.unpack(self._recv_exact(HEADER.size))
+        return status, self._recv_exact(length)
+
     def _recv_exact(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = self._sock.recv_into(view[got:])
-            if k == 0:
-                raise EOFError("connection closed by the simulator")
-            got += k
-        return bytes(buf)
+        """The next ``n`` bytes from the server (read in pieces of up to 64 KiB: several
+        replies come in one system call)."""
+        buf, pos = self._rbuf, self._rpos
+        if len(buf) - pos < n:
+            del buf[:pos]
+            pos = 0
+            while len(buf) < n:
+                piece = self._sock.recv(max(n - len(buf), 1 << 16))
+                if not piece:
+                    self._rpos = 0
+                    raise EOFError("connection closed by the simulator")
+                buf += piece
+        self._rpos = pos + n
+        return bytes(buf[pos:pos + n])
 
     def _died(self, error: Exception) -> SimBusError:
         """The simulator went away in the middle of a request: say what the harness saw."""

@@ -13,15 +13,17 @@
 // The port widths come from nitrod_ports.h, which sim/native.py writes from the model's
 // Vtop.h before compiling this file.
 //
-// Clock model (the cocotb server's, cycle for cycle): a clock of period 10 ns starting
-// high; reset (rst) high for the first two rising edges after time 0, then low; the bus
-// inputs 0; cycle 0 is the second falling edge after the last reset edge.  Inputs are
-// changed only right after a falling edge and are sampled at the next rising edge; reads
-// sample r_data right after a falling edge.
+// Clock model (the cocotb server's, edge for edge; tests/test_native_server.py checks it
+// with counters of all rising edges and of those with reset high): a clock of period 10 ns
+// rising at time 0; reset (rst) high for the first two rising edges, then low; the bus
+// inputs 0; cycle 0 starts at the falling edge after the first rising edge with rst low.
+// Inputs are changed only right after a falling edge and are sampled at the next rising
+// edge; reads sample r_data right after a falling edge.
 
 #include <cerrno>
 #include <cinttypes>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -36,7 +38,7 @@
 
 #include "Vtop.h"
 #include "verilated.h"
-#include "nitrod_ports.h"
+#include "nitrod_ports.h"   // written by sim/native.py: the bus ports' C++ names and widths
 
 #if VM_TRACE
 #include "verilated_vcd_c.h"
@@ -114,19 +116,18 @@ public:
     }
 
     // Reset as sim/tb.py start_clock_and_reset does under cocotb, then one more cycle with
-    // the bus inputs at 0 (sim/bus_server.py _Bus.start): the clock is high at time 0,
-    // rst is high for two rising edges; cycle 0 starts at the falling edge after the
-    // first rising edge with rst low.
+    // the bus inputs at 0 (sim/bus_server.py _Bus.start): at time 0 the clock rises (the
+    // model starts with clk low), rst is high for that rising edge and the next, low from
+    // the third on; cycle 0 starts at the falling edge after the third.
     void start() {
-        top_->clk = 1;
+        top_->clk = 0;
         top_->rst = 1;
         top_->NITROD_ADDR = 0;
         top_->NITROD_W_DATA = 0;
         top_->NITROD_W_EN = 0;
         top_->NITROD_R_EN = 0;
-        eval_and_dump();
-        fall();
-        for (int i = 1; i < RESET_EDGES; ++i) {
+        top_->eval();
+        for (int i = 0; i < RESET_EDGES; ++i) {
             rise();
             fall();
         }
@@ -195,8 +196,8 @@ private:
         if (trace_) trace_->dump(time_ps_);
 #endif
     }
+    // Rising edges at 0, 10, 20, ... ns, falling edges at 5, 15, ... ns (trace times in ps).
     void rise() {
-        time_ps_ += HALF_PERIOD_PS;
         top_->clk = 1;
         eval_and_dump();
     }
@@ -204,6 +205,7 @@ private:
         time_ps_ += HALF_PERIOD_PS;
         top_->clk = 0;
         eval_and_dump();
+        time_ps_ += HALF_PERIOD_PS;
     }
     // One clock cycle from just after a falling edge to just after the next one.
     void tick() {
@@ -223,37 +225,84 @@ private:
 
 // ------------------------------------------------------------------------------ socket
 
-bool recv_exact(int fd, uint8_t* buf, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = ::recv(fd, buf + got, n - got, 0);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return false;
-        got += size_t(k);
-    }
-    return true;
-}
+// The connection to the host, buffered both ways: requests are read in as large pieces as
+// are there, replies collected and sent when the host has sent nothing more to handle, or
+// when FLUSH_REPLIES or FLUSH_BYTES have piled up.  The host reads every reply in order, so holding them back
+// until the server would wait for the host cannot deadlock.
+class Connection {
+public:
+    explicit Connection(int fd) : fd_(fd) {}
 
-bool send_all(int fd, const uint8_t* buf, size_t n) {
-    size_t sent = 0;
-    while (sent < n) {
-        ssize_t k = ::send(fd, buf + sent, n - sent, MSG_NOSIGNAL);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) return false;
-        sent += size_t(k);
+    // Fill `out` with the next n bytes; false at end of file.
+    bool read(uint8_t* out, size_t n) {
+        while (in_.size() - in_pos_ < n) {
+            if (!fill(n - (in_.size() - in_pos_))) return false;
+        }
+        std::memcpy(out, in_.data() + in_pos_, n);
+        in_pos_ += n;
+        return true;
     }
-    return true;
-}
 
-bool send_reply(int fd, uint8_t status, const uint8_t* payload, size_t length) {
-    std::vector<uint8_t> frame;
-    frame.reserve(8 + length);
-    frame.push_back(status);
-    frame.insert(frame.end(), 3, 0);
-    put_u32(frame, uint32_t(length));
-    frame.insert(frame.end(), payload, payload + length);
-    return send_all(fd, frame.data(), frame.size());
-}
+    bool reply(uint8_t status, const uint8_t* payload, size_t length) {
+        const uint8_t head[8] = {status, 0, 0, 0, uint8_t(length), uint8_t(length >> 8),
+                                 uint8_t(length >> 16), uint8_t(length >> 24)};
+        out_.insert(out_.end(), head, head + 8);
+        out_.insert(out_.end(), payload, payload + length);
+        return (++replies_ < FLUSH_REPLIES && out_.size() < FLUSH_BYTES) || flush();
+    }
+
+    bool flush() {
+        size_t sent = 0;
+        while (sent < out_.size()) {
+            ssize_t k = ::send(fd_, out_.data() + sent, out_.size() - sent, MSG_NOSIGNAL);
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) return false;
+            sent += size_t(k);
+        }
+        out_.clear();
+        replies_ = 0;
+        return true;
+    }
+
+private:
+    bool fill(size_t want) {
+        if (in_pos_ > 0) {   // drop what was read
+            in_.erase(in_.begin(), in_.begin() + std::ptrdiff_t(in_pos_));
+            in_pos_ = 0;
+        }
+        const size_t old = in_.size();
+        const size_t room = want > (1u << 16) ? want : (1u << 16);
+        in_.resize(old + room);
+        ssize_t k;
+        for (;;) {
+            k = ::recv(fd_, in_.data() + old, room, MSG_DONTWAIT);
+            if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                // Nothing more from the host yet: send what it may be waiting for, then wait.
+                if (!flush()) {
+                    k = 0;
+                    break;
+                }
+                k = ::recv(fd_, in_.data() + old, room, 0);
+            }
+            if (k < 0 && errno == EINTR) continue;
+            break;
+        }
+        in_.resize(old + (k > 0 ? size_t(k) : 0));
+        return k > 0;
+    }
+
+    // Replies are sent at the latest when this many are waiting (the host may be waiting
+    // for the first of them while it still sends requests: SimBus.max_pending_writes)
+    // or when they reach this many bytes.
+    static constexpr unsigned FLUSH_REPLIES = 16;
+    static constexpr size_t FLUSH_BYTES = size_t(1) << 16;
+
+    int fd_;
+    unsigned replies_ = 0;
+    std::vector<uint8_t> in_;
+    size_t in_pos_ = 0;
+    std::vector<uint8_t> out_;
+};
 
 // The reply payload of one request (not QUIT); throws RequestError for a malformed one.
 std::vector<uint8_t> handle(Bus& bus, uint8_t op, const std::vector<uint8_t>& payload) {
@@ -305,32 +354,33 @@ std::vector<uint8_t> handle(Bus& bus, uint8_t op, const std::vector<uint8_t>& pa
     }
 }
 
-int serve(Bus& bus, int fd) {
+int serve(Bus& bus, Connection& host) {
     uint8_t head[8];
     std::vector<uint8_t> payload;
     for (;;) {
-        if (!recv_exact(fd, head, sizeof head)) {
+        if (!host.read(head, sizeof head)) {
             std::fprintf(stderr, "native bus server: host closed the connection\n");
             return 0;
         }
         const uint8_t op = head[0];
         const uint32_t length = get_u32(head + 4);
         payload.resize(length);
-        if (!recv_exact(fd, payload.data(), length)) {
+        if (!host.read(payload.data(), length)) {
             std::fprintf(stderr, "native bus server: host closed the connection inside a request\n");
             return 0;
         }
         if (op == OP_QUIT) {
-            send_reply(fd, STATUS_OK, nullptr, 0);
+            host.reply(STATUS_OK, nullptr, 0);
+            host.flush();
             std::fprintf(stderr, "native bus server: QUIT at cycle %" PRIu64 "\n", bus.cycle());
             return 0;
         }
         bool sent;
         try {
             const std::vector<uint8_t> reply = handle(bus, op, payload);
-            sent = send_reply(fd, STATUS_OK, reply.data(), reply.size());
+            sent = host.reply(STATUS_OK, reply.data(), reply.size());
         } catch (const RequestError& error) {
-            sent = send_reply(fd, STATUS_ERROR,
+            sent = host.reply(STATUS_ERROR,
                               reinterpret_cast<const uint8_t*>(error.message.data()),
                               error.message.size());
         }
@@ -395,7 +445,8 @@ int main(int argc, char** argv) {
     {
         Bus bus(context.get(), unsigned(latency), trace_file);
         bus.start();
-        status = serve(bus, fd);
+        Connection host(fd);
+        status = serve(bus, host);
     }
     ::close(fd);
     return status;
