@@ -254,18 +254,21 @@ def _trainer_of(board: str | None, geometry: Geometry | None):
 
 def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
                  geometry: Geometry | None = None, port: str | None = None,
-                 waves: bool = False, board: str | None = None, **options):
+                 waves: bool = False, board: str | None = None, sim_server: str | None = None,
+                 **options):
     """A backend by name: ``golden``, ``sim`` (builds and starts the simulator), ``sim-uart``
     (the same through the UART link) or ``board`` (``port`` = the serial device).  With
     ``board`` (a boards/ name) the simulator runs that board's core (``nitrod build --board
-    BOARD --core trainer``: the SerialTrainer for the iCEBreaker) with its geometry."""
+    BOARD --core trainer``: the SerialTrainer for the iCEBreaker) with its geometry.
+    ``sim_server`` (``sim``): what serves the simulated bus, ``native`` (default) or
+    ``cocotb`` (see :meth:`sim.bus_client.SimBus.start`)."""
     if kind == "golden":
         return GoldenBackend(spec, batch=batch, seed=seed)
     if kind == "sim":
         from sim.bus_client import SimBus
 
         make, name, geometry, macs, read_latency = _trainer_of(board, geometry)
-        bus = SimBus.start(make, name, waves=waves, read_latency=read_latency)
+        bus = SimBus.start(make, name, waves=waves, read_latency=read_latency, server=sim_server)
         try:
             backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, **options)
         except BaseException:

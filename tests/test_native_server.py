@@ -195,3 +195,25 @@ def test_rejected_write_is_raised_by_the_next_waiting_call():
     with pytest.raises(SimBusError, match="rejected a write: addresses 0x1000..0x1000"):
         bus.close()                                    # raised after closing cleanly
     assert bus.run is not None and bus.run.failed == 0
+
+
+@pytest.mark.parametrize("server", ["native", "cocotb"])
+def test_waves_record_the_session(server):
+    """``waves=True`` works on both servers: dump.vcd in the run's directory, with the
+    design's signals and one rising clock edge per cycle."""
+    with SimBus.start(ProbeTarget(1), "probe_target_rl1", waves=True, server=server) as bus:
+        bus.write(0, [1, 2, 3])
+        bus.write(REG_COUNT, [40])
+        assert bus.wait_reg(REG_COUNT, 0xFFFFFFFF, 0, poll=5) > 0
+        cycles = bus.cycle()
+    vcd = bus.run.test_dir / "dump.vcd"
+    text = vcd.read_text()
+    assert "signature" in text and "bus__w_data" in text
+    header, _, body = text.partition("$enddefinitions")
+    clk_id = next(line.split()[3] for line in header.splitlines()
+                  if line.split()[:1] == ["$var"] and line.split()[4] == "clk")
+    rising = sum(1 for line in body.splitlines() if line == "1" + clk_id)
+    # cycles since cycle 0, the three edges before it, and the one of QUIT's falling edge's
+    # cycle at most
+    print(server, cycles, rising)
+    assert cycles + 3 <= rising <= cycles + 4, (cycles, rising)
