@@ -215,3 +215,18 @@ def test_waves_record_the_session(server):
     rising = sum(1 for line in body.splitlines() if line == "1" + clk_id)
     # the three edges before cycle 0, then one per cycle; none after the last request
     assert rising == cycles + 3, (cycles, rising)
+
+
+def test_native_server_stops_when_the_host_goes_away_during_a_long_wait():
+    """A host that dies during WAIT_REG does not leave the server running to MAX_CYCLES."""
+    import time
+
+    bus = SimBus.start(ProbeTarget(1), "probe_target_rl1", server="native")
+    op, payload = _wait(REG_SCRATCH, 1, 1, 64, 1 << 50)   # never matches
+    bus._sock.sendall(HEADER.pack(op, len(payload)) + payload)
+    time.sleep(0.2)
+    bus._sock.close()                                      # the host "dies"
+    bus._thread.join(60)
+    assert not bus._thread.is_alive()
+    assert bus._state["run"].returncode == 0
+    bus.close()                                            # nothing left to report

@@ -77,6 +77,12 @@ void put_u64(std::vector<uint8_t>& out, uint64_t v) {
     put_u32(out, uint32_t(v >> 32));
 }
 
+// WAIT_REG looks whether the host is still there every this many cycles.
+constexpr uint64_t HANGUP_CHECK_CYCLES = uint64_t(1) << 20;
+
+// The host closed the connection while the server was busy.
+struct HostGone {};
+
 // A malformed request: answered with STATUS_ERROR and this message.
 struct RequestError {
     std::string message;
@@ -98,7 +104,6 @@ public:
         : top_(new Vtop(context, "")), latency_(read_latency) {
 #if VM_TRACE
         if (trace_file) {
-            context->traceEverOn(true);
             trace_.reset(new VerilatedVcdC);
             top_->trace(trace_.get(), 99);
             trace_->open(trace_file);
@@ -264,6 +269,14 @@ public:
         return true;
     }
 
+    // True if the host has closed the connection (checked during long waits, so that a
+    // server whose host died does not run on for up to MAX_CYCLES).
+    bool hung_up() {
+        uint8_t byte;
+        ssize_t k = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        return k == 0;
+    }
+
 private:
     bool fill(size_t want) {
         if (in_pos_ > 0) {   // drop what was read
@@ -305,7 +318,8 @@ private:
 };
 
 // The reply payload of one request (not QUIT); throws RequestError for a malformed one.
-std::vector<uint8_t> handle(Bus& bus, uint8_t op, const std::vector<uint8_t>& payload) {
+std::vector<uint8_t> handle(Bus& bus, Connection& host, uint8_t op,
+                            const std::vector<uint8_t>& payload) {
     const size_t length = payload.size();
     const uint8_t* p = payload.data();
     std::vector<uint8_t> reply;
@@ -333,6 +347,7 @@ std::vector<uint8_t> handle(Bus& bus, uint8_t op, const std::vector<uint8_t>& pa
         uint32_t word;
         uint64_t waited;
         bool matched;
+        uint64_t next_check = start + HANGUP_CHECK_CYCLES;
         for (;;) {
             word = bus.read_one(addr);
             waited = bus.cycle() - start;
@@ -340,6 +355,10 @@ std::vector<uint8_t> handle(Bus& bus, uint8_t op, const std::vector<uint8_t>& pa
             if (matched || waited >= max_cycles) break;
             const uint64_t left = max_cycles - waited;
             bus.idle(poll < left ? poll : left);
+            if (bus.cycle() >= next_check) {
+                if (host.hung_up()) throw HostGone{};
+                next_check = bus.cycle() + HANGUP_CHECK_CYCLES;
+            }
         }
         put_u64(reply, waited);
         put_u32(reply, word);
@@ -377,12 +396,16 @@ int serve(Bus& bus, Connection& host) {
         }
         bool sent;
         try {
-            const std::vector<uint8_t> reply = handle(bus, op, payload);
+            const std::vector<uint8_t> reply = handle(bus, host, op, payload);
             sent = host.reply(STATUS_OK, reply.data(), reply.size());
         } catch (const RequestError& error) {
             sent = host.reply(STATUS_ERROR,
                               reinterpret_cast<const uint8_t*>(error.message.data()),
                               error.message.size());
+        } catch (const HostGone&) {
+            std::fprintf(stderr, "native bus server: host closed the connection during "
+                                 "WAIT_REG, at cycle %" PRIu64 "\n", bus.cycle());
+            return 0;
         }
         if (!sent) {
             std::fprintf(stderr, "native bus server: lost the host while replying\n");
@@ -443,6 +466,7 @@ int main(int argc, char** argv) {
     const std::unique_ptr<VerilatedContext> context(new VerilatedContext);
     int status;
     {
+        if (trace_file) context->traceEverOn(true);   // before the model is made
         Bus bus(context.get(), unsigned(latency), trace_file);
         bus.start();
         Connection host(fd);
