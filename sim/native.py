@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
-__all__ = ["build_native", "run_native", "NativeRun", "NativeServerError", "PortError", "SERVER_SOURCE",
-           "VERILATOR_ARGS", "MAKE_VARS"]
+__all__ = ["build_native", "run_native", "port_header", "NativeRun", "NativeServerError",
+           "BuildError", "PortError", "SERVER_SOURCE", "VERILATOR_ARGS", "MAKE_VARS"]
 
 #: The C++ request loop compiled with every model.
 SERVER_SOURCE = Path(__file__).resolve().parent / "native" / "bus_server.cpp"
@@ -78,6 +78,14 @@ _PORTS = {
 
 class NativeServerError(RuntimeError):
     """The native server exited with an error."""
+
+
+class BuildError(RuntimeError):
+    """A build step (``step``: "verilator" or "make") failed."""
+
+    def __init__(self, message: str, step: str):
+        super().__init__(message)
+        self.step = step
 
 
 class PortError(RuntimeError):
@@ -175,15 +183,15 @@ def _runtime_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("verilated*") if p.suffix in (".o", ".d"))
 
 
-def _run_logged(cmd: list[str], log_file: Path, what: str, cwd: Path) -> None:
+def _run_logged(cmd: list[str], log_file: Path, what: str, cwd: Path, step: str) -> None:
     with open(log_file, "ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
         log.flush()
         result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=_env())
     if result.returncode != 0:
         tail = log_file.read_text(errors="replace")[-4000:]
-        raise RuntimeError(f"Verilator build of {what} failed ({cmd[0]} exited with status "
-                           f"{result.returncode}); log {log_file}:\n{tail}")
+        raise BuildError(f"Verilator build of {what} failed ({step} exited with status "
+                         f"{result.returncode}); log {log_file}:\n{tail}", step)
 
 
 def _compile(source: Path, toplevel: str, build_dir: Path, args: list[str], waves: bool,
@@ -194,7 +202,7 @@ def _compile(source: Path, toplevel: str, build_dir: Path, args: list[str], wave
     verilate = ["perl", str(wheel_launcher()), "--cc", "--exe", "--top-module", toplevel,
                 "--prefix", "Vtop", "-Mdir", str(build_dir), "-o", _EXE,
                 *(["--trace"] if waves else []), *args, str(SERVER_SOURCE), str(source)]
-    _run_logged(verilate, log_file, toplevel, build_dir)
+    _run_logged(verilate, log_file, toplevel, build_dir, "verilator")
     (build_dir / "nitrod_ports.h").write_text(
         port_header((build_dir / "Vtop.h").read_text(), toplevel))
     if runtime_dir is not None and (runtime_dir / _STAMP).is_file():
@@ -202,7 +210,7 @@ def _compile(source: Path, toplevel: str, build_dir: Path, args: list[str], wave
         for path in _runtime_files(runtime_dir):
             shutil.copy2(path, build_dir / path.name)
             os.utime(build_dir / path.name, (now, now))   # newer than Vtop.mk: not rebuilt
-    _run_logged(_make_command(build_dir, waves, _jobs()), log_file, toplevel, build_dir)
+    _run_logged(_make_command(build_dir, waves, _jobs()), log_file, toplevel, build_dir, "make")
 
 
 def _save_runtime(build_dir: Path, runtime_dir: Path) -> None:
@@ -256,9 +264,9 @@ def build_native(verilog_text: str, toplevel: str, *, build_args: Iterable[str] 
         if (runtime_dir / _STAMP).is_file():
             try:
                 _compile(source, toplevel, build_dir, args, waves, runtime_dir)
-            except PortError:
-                raise
-            except RuntimeError:
+            except BuildError as error:
+                if error.step != "make":
+                    raise
                 # never let the runtime cache break a build: once more from scratch
                 shutil.rmtree(runtime_dir, ignore_errors=True)
                 shutil.rmtree(build_dir)

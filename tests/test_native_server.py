@@ -230,3 +230,27 @@ def test_native_server_stops_when_the_host_goes_away_during_a_long_wait():
     assert not bus._thread.is_alive()
     assert bus._state["run"].returncode == 0
     bus.close()                                            # nothing left to report
+
+
+def test_port_header_from_verilators_declarations():
+    from sim.native import PortError, port_header
+
+    vtop_h = """
+    VL_IN8(&clk,0,0);
+    VL_IN8(&rst,0,0);
+    VL_IN8(&bus___05Fw_en,0,0);
+    VL_IN8(&bus___05Fr_en,0,0);
+    VL_IN(&bus___05Fw_data,31,0);
+    VL_OUT(&bus___05Fr_data,31,0);
+    VL_IN(&bus___05Faddr,23,0);
+    """
+    header = port_header(vtop_h, "t")
+    assert "#define NITROD_ADDR bus___05Faddr\n#define NITROD_ADDR_WIDTH 24\n" in header
+    assert "#define NITROD_R_DATA bus___05Fr_data\n#define NITROD_R_DATA_WIDTH 32\n" in header
+    with pytest.raises(PortError, match="no output port bus__r_data"):
+        port_header(vtop_h.replace("VL_OUT(&bus___05Fr_data,31,0);", ""), "t")
+    with pytest.raises(PortError, match="port bus__w_data of t: input of 96 bits"):
+        port_header(vtop_h.replace("VL_IN(&bus___05Fw_data,31,0);",
+                                   "VL_INW(&bus___05Fw_data,95,0,3);"), "t")
+    with pytest.raises(PortError, match="port bus__r_data of t: input of 32 bits"):
+        port_header(vtop_h.replace("VL_OUT(&bus___05Fr_data", "VL_IN(&bus___05Fr_data"), "t")
