@@ -22,6 +22,34 @@ code with ``-O2``, the code that only runs at start-up -- the memories' initial 
 -- without optimisation); Verilator's runtime library is compiled once per set of options
 and shared between designs.  ``waves=True`` adds ``--trace``: the server then writes a VCD
 (``dump.vcd`` in the run's directory, like the cocotb flow).
+
+Where the time went (measured 2026-12 on the 2-core development machine; ``nitrod bench sim``,
+the 8 x 8 Trainer, MLP 784-100-50-10 at batch 64, 184,517 cycles per step; "program" is the
+simulated cycles per wall second inside WAIT_REG, the step's program alone):
+
+=============================================================  ==============  ===========
+build and driver                                               program, c/s    cold build
+=============================================================  ==============  ===========
+cocotb: ``--vpi --public-flat-rw``, ``-Os``, one C++ file      27,500          about 6 min
+C++ driver, ``--public-flat-rw``, ``-O2``                      56,000
+C++ driver, no public signals, ``-Os``                         242,000
+C++ driver, no public signals, ``-O2`` (this module's build)    320,000-328,000 about 50 s
+the same with ``-O3``, Verilator ``-O3``, ``-march=native`` or  within 3 %
+``--x-assign fast --x-initial fast``
+the same with ``--threads 2`` (the other core busy)            8,400
+=============================================================  ==============  ===========
+
+So ``--public-flat-rw`` (every signal kept as a variable for VPI) cost about 6x, cocotb's
+clock and VPI callbacks about 1.5-2x more, ``-Os`` 1.3x.  The model itself is then all of the
+server's time (perf: the ``nba`` functions of the model; the falling-edge evaluation under
+10 %).  On the host side, one step writes about 12,500 one-word-run bus requests (ACT words of
+3 chunks at a stride of 4 addresses); waiting for each reply cost about half a step's wall
+time, hence SimBus's pipelined writes (sim/bus_client.py) and this server's buffered replies.
+Overall (``nitrod bench sim --sim-server both``, the whole step: transfers, program, reads):
+cocotb 13,000-23,000 cycles/s, native 260,000-280,000 on a quiet machine (135,000-165,000
+with the machine's load average at 8); the SerialTrainer (``--board icebreaker --inputs 64
+--hidden 100,50 --classes 10 --batch 32``, 1,675,325 cycles per step) 197,000 against
+2,950,000 (at load 8; 4.5 M when quieter).
 """
 
 from __future__ import annotations
