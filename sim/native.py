@@ -46,10 +46,11 @@ server's time (perf: the ``nba`` functions of the model; the falling-edge evalua
 3 chunks at a stride of 4 addresses); waiting for each reply cost about half a step's wall
 time, hence SimBus's pipelined writes (sim/bus_client.py) and this server's buffered replies.
 Overall (``nitrod bench sim --sim-server both``, the whole step: transfers, program, reads):
-cocotb 13,000-23,000 cycles/s, native 260,000-280,000 on a quiet machine (135,000-165,000
-with the machine's load average at 8); the SerialTrainer (``--board icebreaker --inputs 64
---hidden 100,50 --classes 10 --batch 32``, 1,675,325 cycles per step) 197,000 against
-2,950,000 (at load 8; 4.5 M when quieter).
+cocotb 11,000-23,000 cycles/s, native 260,000-280,000 with the machine's load average about 4
+(other engineers' jobs) and 135,000-165,000 at about 8; the SerialTrainer (``--board icebreaker
+--inputs 64 --hidden 100,50 --classes 10 --batch 32``, 1,675,325 cycles per step) 197,000
+against 2,950,000 at load 8 (4.5 M at load 3-4).  The figures in the table were measured at
+load 3-5 as well; a quiet machine gives more.
 """
 
 from __future__ import annotations
