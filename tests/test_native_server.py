@@ -146,7 +146,7 @@ def replies(server: str, design, toplevel: str, read_latency: int, seq) -> list:
         return [bus.exchange(op, payload) for op, payload in seq]
 
 
-@pytest.mark.parametrize("read_latency", [1, 3, 10])   # the bench, the SerialTrainer, the Trainer
+@pytest.mark.parametrize("read_latency", [1, 3, 10])   # SimBus default; SerialTrainer; Trainer
 def test_native_and_cocotb_servers_reply_alike(read_latency):
     seq = request_sequence(seed=read_latency)
     design = ProbeTarget(read_latency)
