@@ -162,7 +162,8 @@ def train_on_accelerator(args, kind: str) -> int:
         options = {"port": args.port, "baud": args.baud, "timeout": args.timeout,
                    "retries": args.retries}
     else:
-        options = {"geometry": geometry, "board": getattr(args, "board", None)}
+        options = {"geometry": geometry, "board": getattr(args, "board", None),
+                   "sim_server": getattr(args, "sim_server", None)}
     backend = open_backend(kind, spec, batch=args.batch, seed=args.seed, **options)
     print(f"{where} ready in {time.perf_counter() - t0:.1f} s: {core_name(backend)}", flush=True)
     print(backend.plan.describe())
@@ -253,7 +254,8 @@ def _replay_with_waves(spec, args, geometry, snap, out, index):
         return None
     # the same core as the run (--board's, or the Trainer), now with waveform tracing
     be = open_backend("sim", spec, batch=args.batch, seed=args.seed, geometry=geometry,
-                      waves=True, board=getattr(args, "board", None))
+                      waves=True, board=getattr(args, "board", None),
+                      sim_server=getattr(args, "sim_server", None))
     bus = be.bus
     try:
         be.load_weights(snap["weights"])

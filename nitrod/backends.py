@@ -292,11 +292,14 @@ def _backend_on(bus, close, name, spec, **options):
 
 def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
                  geometry: Geometry | None = None, port: str | None = None,
-                 waves: bool = False, board: str | None = None, **options):
+                 waves: bool = False, board: str | None = None, sim_server: str | None = None,
+                 **options):
     """A backend by name: ``golden``, ``sim`` (builds and starts the simulator), ``sim-uart``
     (the same through the UART link) or ``board`` (``port`` = the serial device).  With
     ``board`` (a boards/ name) the simulator runs that board's core (``nitrod build --board
-    BOARD --core trainer``: the SerialTrainer for the iCEBreaker) with its geometry."""
+    BOARD --core trainer``: the SerialTrainer for the iCEBreaker) with its geometry.
+    ``sim_server`` (``sim``): what serves the simulated bus, ``native`` (default) or
+    ``cocotb`` (see :meth:`sim.bus_client.SimBus.start`)."""
     if kind == "golden":
         return GoldenBackend(spec, batch=batch, seed=seed)
     if kind == "sim":
@@ -304,7 +307,7 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
 
         choice = core_choice(board, geometry)
         bus = SimBus.start(choice.make, choice.name, waves=waves,
-                           read_latency=choice.core.READ_LATENCY)
+                           read_latency=choice.core.READ_LATENCY, server=sim_server)
         return _backend_on(bus, bus.close, "sim", spec, batch=batch, seed=seed, **options)
     if kind == "sim-uart":
         from hw.link.linked import LinkedCore

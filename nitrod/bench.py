@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -23,20 +24,15 @@ def cmd_bench_golden(args) -> int:
     return 0
 
 
-def cmd_bench_sim(args) -> int:
-    """Cycles of one training step of MLP 784-100-50-10 at batch 64 (random data) on the
-    simulated Trainer vs the lower bound, MAC utilisation and simulated cycles per second."""
+def _bench_run(args, spec, geometry, server: str) -> tuple[dict, str]:
+    """``args.steps`` training steps on random data (the same for every server)."""
     from golden.datasets import one_hot
-    from golden.network import NetworkSpec
     from nitrod.backends import open_backend
 
-    hidden = [int(v) for v in args.hidden]          # options.int_list: checked by the parser
-    spec = NetworkSpec((1, 1, args.inputs), args.classes, tuple(f"l{n}" for n in hidden))
-    geometry = geometry_of(args)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     backend = open_backend("sim", spec, batch=args.batch, seed=0, geometry=geometry,
-                           board=getattr(args, "board", None))
+                           board=getattr(args, "board", None), sim_server=server)
     start = time.perf_counter() - t0
     stats = SimStats(backend)
     try:
@@ -48,15 +44,49 @@ def cmd_bench_sim(args) -> int:
         backend.close()
     m = stats.metrics()
     m["simulator_start_seconds"] = start
+    m["sim_server"] = backend.bus.server
+    m["step_cycles"] = list(stats.cycles)
+    return m, core_name(backend)
+
+
+def cmd_bench_sim(args) -> int:
+    """Cycles of one training step of MLP 784-100-50-10 at batch 64 (random data) on the
+    simulated Trainer vs the lower bound, MAC utilisation and simulated cycles per second
+    (``--sim-server both``: under each server, which must agree on every step's cycles)."""
+    from golden.network import NetworkSpec
+
+    hidden = [int(v) for v in args.hidden]          # options.int_list: checked by the parser
+    spec = NetworkSpec((1, 1, args.inputs), args.classes, tuple(f"l{n}" for n in hidden))
+    geometry = geometry_of(args)
+    choice = getattr(args, "sim_server", None) or "native"
+    servers = ["native", "cocotb"] if choice == "both" else [choice]
+    runs = {}
+    for server in servers:
+        runs[server], core = _bench_run(args, spec, geometry, server)
+    m = dict(runs[servers[0]])
     m["network"] = f"{args.inputs}-{'-'.join(map(str, hidden))}-{args.classes}"
     m["batch"] = args.batch
-    print(f"MLP {m['network']}, batch {args.batch}, {core_name(backend)}, {args.steps} steps:")
+    m["sim_cycles_per_second_by_server"] = {k: r["sim_cycles_per_second"] for k, r in runs.items()}
+    print(f"MLP {m['network']}, batch {args.batch}, {core}, {args.steps} steps:")
     print(f"  cycles per step        {m['cycles_per_batch']:.0f}")
     print(f"  lower bound            {m['cycles_lower_bound_per_batch']:.0f}  "
           f"(useful MACs / MAC elements)")
     print(f"  cycles / bound         {m['cycles_over_bound']:.3f}")
     print(f"  MAC utilisation        {m['mac_utilisation']:.3f}")
-    print(f"  simulated cycles/s     {m['sim_cycles_per_second']:.0f}")
+    for server, r in runs.items():
+        print(f"  simulated cycles/s     {r['sim_cycles_per_second']:.0f}  ({server} server, "
+              f"{r['sim_seconds']:.2f} s for {r['steps']} steps; started in "
+              f"{r['simulator_start_seconds']:.1f} s)")
+    status = 0
+    if len(runs) == 2:
+        a, b = runs["native"], runs["cocotb"]
+        if b["sim_cycles_per_second"]:
+            ratio = a["sim_cycles_per_second"] / b["sim_cycles_per_second"]
+            print(f"  native / cocotb        {ratio:.1f}x")
+        if a["step_cycles"] != b["step_cycles"]:
+            print(f"nitrod bench sim: the servers disagree on the cycles per step: native "
+                  f"{a['step_cycles']}, cocotb {b['step_cycles']}", file=sys.stderr)
+            status = 1
     if args.json:
         Path(args.json).write_text(json.dumps(m, indent=2))
-    return 0
+    return status

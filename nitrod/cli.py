@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link", choices=("bus", "uart"), default="bus",
                    help="bus: drive the Trainer's host bus directly (fast); uart: through the "
                         "board's UART frame protocol, bit by bit (slow, like a board)")
+    p.add_argument("--sim-server", choices=("native", "cocotb"), default=None,
+                   help="--link bus: what serves the simulated bus: native (C++ compiled with "
+                        "the model; default) or cocotb (Python; the old path). Same results")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("board", help="train on a board over its USB serial link")
@@ -183,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=positive_int, default=10, help="sim: classes")
     p.add_argument("--batch", type=positive_int, default=64, help="sim: batch size")
     p.add_argument("--json", default=None, help="sim: also write the figures to this file")
+    p.add_argument("--sim-server", choices=("native", "cocotb", "both"), default="native",
+                   help="sim: what serves the simulated bus: native (C++ compiled with the "
+                        "model), cocotb (Python; the old path) or both, one after the other, "
+                        "with both speeds (the cycles must agree)")
     p.set_defaults(func=cmd_bench, parser=p)
     return ap
 

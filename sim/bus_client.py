@@ -25,6 +25,17 @@ convert or build, a missing port, the simulator dying) is raised as :class:`SimB
 with what the harness reported; :meth:`SimBus.close` raises it too if the simulation ended
 badly.  Not thread-safe: use one ``SimBus`` from one thread.
 
+Writes do not wait for their replies: up to :attr:`SimBus.max_pending_writes` WRITE
+requests are in flight while the host prepares the next ones (the server handles requests
+in order, so the simulation -- cycle counts included -- is the same as with waiting).  A
+rejected write (an address beyond the bus) is therefore raised as :class:`SimBusError` by
+the next call that waits for the server: a read, ``wait_reg``, ``cycle``, :meth:`SimBus.sync`
+or :meth:`SimBus.close`.
+
+Two servers can run the simulation (``SimBus.start(server=...)``, default ``native`` or
+``$NITROD_SIM_SERVER``): sim/native.py's C++ server compiled with the Verilated model (no
+Python in the clock loop), or sim/bus_server.py under cocotb.
+
 This module does not import cocotb; the harness is imported only in :meth:`SimBus.start`.
 """
 
@@ -39,10 +50,14 @@ import threading
 import time
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["SimBus", "SimBusError", "SimBusTimeout", "SOCKET_ENV"]
+__all__ = ["SimBus", "SimBusError", "SimBusTimeout", "SOCKET_ENV", "SERVER_ENV", "SERVERS",
+           "server_kind"]
 
 # Wire format (described in sim/bus_server.py, which imports these).
 SOCKET_ENV = "NITROD_BUS_SOCKET"
+#: Chooses the default server of SimBus.start: native or cocotb.
+SERVER_ENV = "NITROD_SIM_SERVER"
+SERVERS = ("native", "cocotb")
 OP_WRITE = 0x01
 OP_READ = 0x02
 OP_WAIT_REG = 0x03
@@ -74,6 +89,12 @@ class SimBus:
 
     #: Largest number of words in one WRITE or READ request.
     chunk_words = 1 << 16
+    #: Most WRITE requests sent without their reply read yet (few enough that the server's
+    #: replies always fit the socket's buffer: it never blocks on sending while the host
+    #: blocks on sending to it).
+    max_pending_writes = 64
+    #: WRITE requests sent together in one system call (fewer wake-ups of the server).
+    send_writes = 16
 
     def __init__(self, sock: socket.socket, thread: threading.Thread, state: dict, tmpdir: str):
         self._sock = sock
@@ -81,7 +102,14 @@ class SimBus:
         self._state = state
         self._tmpdir = tmpdir
         self._closed = False
-        #: The harness's :class:`sim.harness.CocotbRun`, once closed.
+        self._pending = 0       # WRITE requests whose reply is not read yet
+        self._outbox: list[bytes] = []   # WRITE requests not sent yet
+        self._rbuf = bytearray()  # received, not yet read (from _rpos on)
+        self._rpos = 0
+        #: What serves the bus: "native" or "cocotb".
+        self.server = "cocotb"
+        #: Once closed: the harness's :class:`sim.harness.CocotbRun`, or a
+        #: :class:`sim.native.NativeRun` (both have ``test_dir``, where ``dump.vcd`` is).
         self.run = None
 
     # ------------------------------------------------------------------ start / stop
@@ -91,7 +119,8 @@ class SimBus:
               extra_env: Mapping[str, str] | None = None, start_timeout: float = 600.0,
               io_timeout: float | None = None, seed: int | None = None,
               server_module: str = "sim.bus_server", testcase: str = "serve_bus",
-              params: Mapping | None = None, read_latency: int = 1) -> "SimBus":
+              params: Mapping | None = None, read_latency: int = 1,
+              server: str | None = None) -> "SimBus":
         """Build (cached) and start ``design`` under the bus server; connect to it.
 
         ``design``, ``toplevel``, ``build_args``, ``waves``, ``seed`` and ``extra_env`` go to
@@ -105,6 +134,13 @@ class SimBus:
         each read's word that many cycles after it.  Sets
         ``COCOTB_TRUST_INERTIAL_WRITES=1`` unless ``extra_env`` says otherwise: the clock
         then runs in the simulator, not in Python, so idle cycles are cheap.
+
+        ``server`` chooses what serves the bus: ``"native"`` (the default, or
+        ``$NITROD_SIM_SERVER``) is sim/native.py's C++ server compiled with the model, with
+        no Python in the clock loop; ``"cocotb"`` is sim/bus_server.py under cocotb.  Both
+        give the same replies and cycle counts.  Another ``server_module`` (or ``testcase``)
+        always runs under cocotb; the native server ignores ``params`` other than the read
+        latency, and ``seed``.
         """
         from sim.harness import _waves_requested, build_verilator, run_cocotb, verilog_of
 
@@ -116,13 +152,21 @@ class SimBus:
                              f"read_latency={read_latency!r}")
         params["read_latency"] = int(read_latency)
 
+        server = server_kind(server, server_module, testcase)
+        waves = _waves_requested(waves)
+
         # Build first, in this thread and without a deadline (a cold build of a large design
         # takes minutes); the simulator then starts from the cache within start_timeout.
         build_args = tuple(build_args)
         verilog_text = verilog_of(design, toplevel)
         try:
-            build_verilator(verilog_text, toplevel, build_args=build_args,
-                            waves=_waves_requested(waves))
+            if server == "native":
+                from sim.native import build_native
+
+                exe, built, build_seconds = build_native(verilog_text, toplevel,
+                                                         build_args=build_args, waves=waves)
+            else:
+                build_verilator(verilog_text, toplevel, build_args=build_args, waves=waves)
         except RuntimeError as error:
             raise SimBusError(f"simulation of {toplevel} could not start: {error}") from None
         design = verilog_text
@@ -145,9 +189,17 @@ class SimBus:
 
         def target():
             try:
-                state["run"] = run_cocotb(design, toplevel, server_module, testcase=testcase,
-                                          build_args=build_args, waves=waves, seed=seed,
-                                          extra_env=env, params=params)
+                if server == "native":
+                    from sim.native import run_native
+
+                    state["run"] = run_native(exe, path, read_latency=read_latency, waves=waves,
+                                              extra_env=env, built=built,
+                                              build_seconds=build_seconds)
+                else:
+                    state["run"] = run_cocotb(design, toplevel, server_module,
+                                              testcase=testcase, build_args=build_args,
+                                              waves=waves, seed=seed, extra_env=env,
+                                              params=params)
             except BaseException as error:  # reported to the host thread
                 state["error"] = error
 
@@ -174,7 +226,9 @@ class SimBus:
         listener.close()
         sock.settimeout(io_timeout)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        return cls(sock, thread, state, tmpdir)
+        bus = cls(sock, thread, state, tmpdir)
+        bus.server = server
+        return bus
 
     def close(self, timeout: float = 60.0) -> None:
         """Send QUIT, wait for the simulator to exit; raise :class:`SimBusError` if the
@@ -182,7 +236,14 @@ class SimBus:
         if self._closed:
             return
         self._closed = True
+        rejected = None
         try:
+            try:
+                self._collect(0)
+            except SimBusError as error:
+                rejected = error      # a rejected write, or the server is gone (said below)
+            except OSError:
+                pass
             try:
                 self._request(OP_QUIT, b"")
             except (SimBusError, OSError):
@@ -197,6 +258,8 @@ class SimBus:
             self.run = self._state.get("run")
         finally:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
+        if rejected is not None:
+            raise rejected
 
     def __enter__(self) -> "SimBus":
         return self
@@ -213,12 +276,22 @@ class SimBus:
     # ------------------------------------------------------------------ requests
 
     def write(self, addr: int, words: Sequence[int]) -> None:
-        """Write ``words`` to consecutive word addresses from ``addr`` (one per cycle)."""
+        """Write ``words`` to consecutive word addresses from ``addr`` (one per cycle).
+
+        Does not wait for the server (see the module's docstring): a rejected write is
+        raised by the next call that does."""
         words = [int(w) & WORD_MASK for w in words]
         _check_span(addr, len(words))
         for start in range(0, len(words), self.chunk_words):
             chunk = words[start:start + self.chunk_words]
-            self._request(OP_WRITE, struct.pack(f"<I{len(chunk)}I", addr + start, *chunk))
+            self._send_write(struct.pack(f"<I{len(chunk)}I", addr + start, *chunk))
+
+    def sync(self) -> None:
+        """Wait until the server has handled every write sent; raise :class:`SimBusError`
+        if it rejected one."""
+        if self._closed:
+            raise SimBusError("the SimBus is closed")
+        self._collect(0)
 
     def read(self, addr: int, count: int) -> list[int]:
         """Read ``count`` words from consecutive word addresses from ``addr``."""
@@ -270,31 +343,115 @@ class SimBus:
 
     # ------------------------------------------------------------------ wire
 
-    def _request(self, op: int, payload: bytes) -> bytes:
-        if self._closed and op != OP_QUIT:
+    def exchange(self, op: int, payload: bytes) -> tuple[int, bytes]:
+        """Send one request as it is (any OP, any payload, malformed ones included) and return
+        its reply as it is, ``(status, payload)``: for tests of the servers.  Not QUIT."""
+        if self._closed:
             raise SimBusError("the SimBus is closed")
+        if op == OP_QUIT:
+            raise ValueError("exchange() does not send QUIT: use close()")
+        self._send(HEADER.pack(op, len(payload)) + bytes(payload))
+        rejected = self._collect(0, raise_rejected=False)
         try:
-            self._sock.sendall(HEADER.pack(op, len(payload)) + payload)
-            status, length = HEADER.unpack(self._recv_exact(HEADER.size))
-            body = self._recv_exact(length)
+            reply = self._reply()
         except socket.timeout:
             raise SimBusError("no answer from the bus server within the I/O timeout") from None
         except (ConnectionError, EOFError) as error:
             raise self._died(error) from None
+        if rejected:
+            raise rejected
+        return reply
+
+    def _request(self, op: int, payload: bytes) -> bytes:
+        """Send a request and return its reply's payload (after the pending writes')."""
+        if self._closed and op != OP_QUIT:
+            raise SimBusError("the SimBus is closed")
+        self._send(HEADER.pack(op, len(payload)) + payload)
+        rejected = self._collect(0, raise_rejected=False)
+        try:
+            status, body = self._reply()
+        except socket.timeout:
+            raise SimBusError("no answer from the bus server within the I/O timeout") from None
+        except (ConnectionError, EOFError) as error:
+            raise self._died(error) from None
+        if rejected:
+            raise rejected
         if status != STATUS_OK:
             raise SimBusError(f"bus server rejected the request: {body.decode(errors='replace')}")
         return body
 
+    def _send_write(self, payload: bytes) -> None:
+        """Queue a WRITE request; send the queue when it is long enough (no waiting for
+        replies until :attr:`max_pending_writes` are pending)."""
+        if self._closed:
+            raise SimBusError("the SimBus is closed")
+        if self._pending >= self.max_pending_writes:
+            self._collect(self.max_pending_writes // 2)
+        self._outbox.append(HEADER.pack(OP_WRITE, len(payload)))
+        self._outbox.append(payload)
+        self._pending += 1
+        if len(self._outbox) >= 2 * self.send_writes:
+            self._send(b"")
+
+    def _send(self, frame: bytes) -> None:
+        """Send the queued writes, then ``frame``."""
+        if self._outbox:
+            self._outbox.append(frame)
+            frame = b"".join(self._outbox)
+            self._outbox.clear()
+        try:
+            if frame:
+                self._sock.sendall(frame)
+        except socket.timeout:
+            raise SimBusError("the bus server took no request within the I/O timeout") from None
+        except ConnectionError as error:
+            raise self._died(error) from None
+
+    def _collect(self, keep: int, raise_rejected: bool = True) -> SimBusError | None:
+        """Read the replies of pending writes until at most ``keep`` are pending; raise
+        :class:`SimBusError` if the server rejected any of them (return it instead, without
+        ``raise_rejected``)."""
+        rejected = []
+        if self._pending > keep:
+            self._send(b"")
+        try:
+            while self._pending > keep:
+                status, body = self._reply()
+                self._pending -= 1
+                if status != STATUS_OK:
+                    rejected.append(body.decode(errors="replace"))
+        except socket.timeout:
+            raise SimBusError("no answer from the bus server within the I/O timeout") from None
+        except (ConnectionError, EOFError) as error:
+            self._pending = 0
+            raise self._died(error) from None
+        if not rejected:
+            return None
+        more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
+        error = SimBusError(f"bus server rejected a write: {rejected[0]}{more}")
+        if raise_rejected:
+            raise error
+        return error
+
+    def _reply(self) -> tuple[int, bytes]:
+        status, length = HEADER.unpack(self._recv_exact(HEADER.size))
+        return status, self._recv_exact(length)
+
     def _recv_exact(self, n: int) -> bytes:
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = self._sock.recv_into(view[got:])
-            if k == 0:
-                raise EOFError("connection closed by the simulator")
-            got += k
-        return bytes(buf)
+        """The next ``n`` bytes from the server (read in pieces of up to 64 KiB: several
+        replies come in one system call)."""
+        buf, pos = self._rbuf, self._rpos
+        if len(buf) - pos < n:
+            del buf[:pos]
+            pos = 0
+            while len(buf) < n:
+                piece = self._sock.recv(max(n - len(buf), 1 << 16))
+                if not piece:
+                    self._rpos = 0
+                    raise EOFError("connection closed by the simulator")
+                buf += piece
+        self._rpos = pos + n
+        return bytes(buf[pos:pos + n])
 
     def _died(self, error: Exception) -> SimBusError:
         """The simulator went away in the middle of a request: say what the harness saw."""
@@ -302,6 +459,19 @@ class SimBus:
         detail = _describe(self._state.get("error")) if "error" in self._state else \
             "the simulation ended without an error report"
         return SimBusError(f"lost the bus server ({error}); {detail}")
+
+
+def server_kind(server: str | None, server_module: str = "sim.bus_server",
+                testcase: str = "serve_bus") -> str:
+    """``"native"`` or ``"cocotb"``: ``server``, else ``$NITROD_SIM_SERVER``, else native;
+    always cocotb for another server module or test case (sim/link_server.py)."""
+    if server is None:
+        server = os.environ.get(SERVER_ENV, "").strip().lower() or "native"
+    if server not in SERVERS:
+        raise ValueError(f"unknown bus server {server!r}: one of {', '.join(SERVERS)}")
+    if (server_module, testcase) != ("sim.bus_server", "serve_bus"):
+        return "cocotb"
+    return server
 
 
 def _check_span(addr: int, count: int) -> None:

@@ -1,5 +1,11 @@
 """Bus server: a cocotb test module that lets a host process drive a design's host bus.
 
+Since the native server (sim/native.py, sim/native/bus_server.cpp: the same protocol in C++,
+compiled with the Verilated model) became SimBus's default, this one serves
+``SimBus.start(..., server="cocotb")`` (``$NITROD_SIM_SERVER=cocotb``): the reference the
+native server is checked against reply by reply (tests/test_native_server.py), and the
+fallback.  A change to the protocol or its timing below must be made in both.
+
 Started by :class:`sim.bus_client.SimBus` (through :func:`sim.harness.run_cocotb`) against
 a design with a host bus port (``hw.link.host_link.BusSignature``: ports ``bus__addr``,
 ``bus__w_data``, ``bus__w_en``, ``bus__r_en``, ``bus__r_data``, plus ``clk`` and ``rst``).

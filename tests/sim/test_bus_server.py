@@ -1,4 +1,5 @@
-"""The co-simulation bus bridge (sim/bus_client.py + sim/bus_server.py) on a small test design.
+"""The co-simulation bus bridge (sim/bus_client.py with sim/bus_server.py under cocotb, and with
+sim/native.py's server) on a small test design.
 
 One simulation session serves the functional tests (module-scoped fixture), so the
 Verilator build (cached) and the simulator start are paid once.
@@ -80,9 +81,16 @@ class BusTarget(wiring.Component):
         return m
 
 
+@pytest.fixture(scope="module", params=["native", "cocotb"])
+def server(request):
+    """Every test runs on both servers: sim/native.py's and sim/bus_server.py under cocotb."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def bus():
-    with SimBus.start(BusTarget(), "bus_target") as b:
+def bus(server):
+    with SimBus.start(BusTarget(), "bus_target", server=server) as b:
+        assert b.server == server
         yield b
 
 
@@ -154,11 +162,11 @@ def test_bad_requests_keep_the_session(bus):
     assert bus.read_word(5) == 55
 
 
-def test_throughput_and_close():
+def test_throughput_and_close(server):
     """10,000-word write and read bursts (throughput printed), then close."""
     rng = np.random.default_rng(2)
     n = 10_000
-    with SimBus.start(BusTarget(), "bus_target") as bus:
+    with SimBus.start(BusTarget(), "bus_target", server=server) as bus:
         bus.chunk_words = 4096                 # exercise the chunking: 3 requests each way
         data = rng.integers(0, 1 << 32, n, dtype=np.uint64).tolist()
         c0 = bus.cycle()
@@ -183,13 +191,14 @@ def test_throughput_and_close():
     bus.close()                                # idempotent
 
 
-def test_read_latency_2():
+def test_read_latency_2(server):
     """A target with registered read data (latency 2) under SimBus.start(read_latency=2):
     data and cycle accounting (each read ends one cycle later); the same design served
     with latency 1 reads the junk the target shows one cycle after r_en."""
     rng = np.random.default_rng(3)
     words = rng.integers(0, 1 << 32, 300, dtype=np.uint64).tolist()
-    with SimBus.start(BusTarget(read_latency=2), "bus_target_rl2", read_latency=2) as bus:
+    with SimBus.start(BusTarget(read_latency=2), "bus_target_rl2", read_latency=2,
+                      server=server) as bus:
         c0 = bus.cycle()
         bus.write(0, words)
         c1 = bus.cycle()
@@ -213,7 +222,8 @@ def test_read_latency_2():
         cycles = bus.wait_reg(REG_COUNT, 0xFFFFFFFF, 0, max_cycles=10_000, poll=100)
         assert 2998 <= cycles <= 3000 + 100 + 4 and bus.cycle() - c0 == cycles
         assert bus.wait_reg(REG_SCRATCH, 0xFF, 0xEF) == 2
-    with SimBus.start(BusTarget(read_latency=2), "bus_target_rl2") as bus:   # wrong latency
+    with SimBus.start(BusTarget(read_latency=2), "bus_target_rl2",
+                      server=server) as bus:   # wrong latency
         bus.write(0, [1, 2, 3])
         # sampled one cycle early: junk, then each word one read late
         assert bus.read(0, 3) == [BusTarget.JUNK, 1, 2]
@@ -234,16 +244,16 @@ class NoBus(wiring.Component):
         return m
 
 
-def test_missing_bus_port_is_a_clear_error():
+def test_missing_bus_port_is_a_clear_error(server):
     t = time.perf_counter()
     with pytest.raises(SimBusError, match="bus__addr"):
-        SimBus.start(NoBus(), "bus_target_no_bus")
+        SimBus.start(NoBus(), "bus_target_no_bus", server=server)
     assert time.perf_counter() - t < 120
 
 
-def test_build_failure_is_a_clear_error():
+def test_build_failure_is_a_clear_error(server):
     broken = "module broken_top(input clk, input rst);\n  wire x = ;\nendmodule\n"
     t = time.perf_counter()
     with pytest.raises(SimBusError, match="Verilator build of broken_top failed"):
-        SimBus.start(broken, "broken_top", start_timeout=120)
+        SimBus.start(broken, "broken_top", start_timeout=120, server=server)
     assert time.perf_counter() - t < 120
