@@ -36,9 +36,9 @@ def network_spec(board) -> NetworkSpec:
 
 
 def network_max_batch(spec: NetworkSpec, geometry, limit: int = 1024):
-    """``(batch, reason)``: the largest batch of ``spec`` the compiler lays out in
-    ``geometry`` (``None`` if not even 1), and why one more does not fit (``None`` at
-    ``limit``)."""
+    """``(batch, reason)``: the largest batch of ``spec`` (any network: an MLP or a CNN) the
+    compiler lays out in ``geometry`` (``None`` if not even 1), and why one more does not fit
+    (``None`` at ``limit``)."""
     def fits(batch):
         try:
             compile_network(spec, geometry, batch)

@@ -492,3 +492,27 @@ def test_pack_batch_checks_cnn_input_shape():
 def test_plan_is_a_plan():
     plan = compile_network(_spec((1, 4, 4), "c3", 3), Geometry(side=2, **ROOMY), 2)
     assert isinstance(plan, Plan) and plan.is_cnn and repr(plan).startswith("Plan(c3")
+
+
+def test_largest_batch_of_a_cnn():
+    """nitrod.board_build.network_max_batch on CNNs: the digits small CNN needs ACT 2,706.5,
+    ERR 514 and CODE 512 words a sample at S = 8 and 27,552 of WGT: batch 24 with every
+    memory 65,536 words deep, none on the ULX3S's Trainer geometry (built for the MNIST MLP)
+    nor on the iCEBreaker's."""
+    from boards.boards import ECP5_GEOMETRY, ICEBREAKER_GEOMETRY
+    from nitrod.board_build import network_max_batch
+
+    layers, extra = ARCHITECTURES["small"]
+    spec = NetworkSpec((1, 8, 8), 10, tuple(layers.split(",")), **extra)
+    assert network_max_batch(spec, Geometry(side=8, **ROOMY)) == (
+        24, "ACT needs 86,608 words, the trainer has 65,536")
+    batch, why = network_max_batch(spec, ECP5_GEOMETRY)
+    assert batch is None
+    assert why == ("ACT needs 21,652 words, the trainer has 16,384; WGT needs 27,552 words, "
+                   "the trainer has 12,288; ERR needs 4,112 words, the trainer has 2,048; "
+                   "CODE needs 4,096 words, the trainer has 2,048")
+    batch, why = network_max_batch(spec, ICEBREAKER_GEOMETRY)
+    assert batch is None and "WGT needs 84,192 words" in why
+    plan = compile_network(spec, Geometry(side=8, **ROOMY), 16)
+    per = plan.words_per_sample()
+    assert per[Region.ERR] == 4112 * 2 / 16 and per[Region.CODE] == 512
