@@ -46,13 +46,14 @@ LABEL[m] = the label of sample m, :data:`PAD_LABEL` (255) for padding samples.
 
 Memory map
 ----------
-ACT: ``x_fm``, ``x_sm`` (the input grid), then each conv block's and pool's output grid
-(``block<i>.h_fm``, ``block<i>.h_sm``, ``pool<j>.h_fm``, ``pool<j>.h_sm``, its own words:
-borders are never written, so they stay 0; no grid shares words with another), the linear
-blocks' activations in two ping-pong buffers (block ``i`` of the linear ones writes buffer
-``i % 2``: ``h_fm.0``..., aliased as ``block<i>.h_fm``/``block<i>.h_sm``; 1 x 1 maps, no
-border), the conv blocks' decoder-pooled features ``pooled_fm``/``pooled_sm`` (shared, no
-border) and ``e_fm`` (shared by the blocks).  WGT: ``block<i>.fwd``, ``block<i>.local``,
+ACT: ``x_fm``, ``x_sm`` (the input grid), then every stage's output grid with a border (a
+conv block reads it: ``block<i>.h_fm``, ``block<i>.h_sm``, ``pool<j>.h_fm``, ``pool<j>.h_sm``)
+in its own words (borders are never written, so they stay 0: no other grid shares them), the
+other stages' outputs (no border) in two ping-pong buffers ``h_fm.0``, ``h_sm.0``, ``h_fm.1``,
+``h_sm.1`` (the n-th of them in buffer ``n % 2``, aliased as ``block<i>.h_fm`` ...: a stage's
+output is read by the next stage only; an MLP's hidden layers as before), the conv blocks'
+decoder-pooled features ``pooled_fm``/``pooled_sm`` (shared, no border) and ``e_fm`` (shared
+by the blocks).  WGT: ``block<i>.fwd``, ``block<i>.local``,
 ``block<i>.local_t`` per block, ``output``, then ``identity``.  ERR: ``e_sm`` (shared;
 ``output.e_sm`` is the same words, written last, so the output layer's errors stay readable
 after a run), ``d_sm`` (every block's back-propagated error, in its output grid's sm layout).

@@ -60,8 +60,9 @@ strides, no mask-level selectors): the instruction is stored in PROG (the Serial
 PROG holds it as 32-bit chunks in slots of ``2**chunk_bits``, in the iCE40's scarce block
 RAM), and with the compiler's layouts (nitrod/compiler.py) these ties hold for every product
 of a NITRO-D network, so the instruction stays within 16 chunks (:data:`INSTRUCTION_BITS` =
-508): fully general levels (count, A, B, row and column strides each, six tile and three
-beat levels, lane strides) would take about 800 bits.
+508): fully general levels (a count and A, B, row and column strides for each of six tile
+levels, a count and A and B strides for each of three beat levels, lane strides, mask level
+selectors) would take about 880 bits (28 chunks).
 
 Post-processing
 ~~~~~~~~~~~~~~~

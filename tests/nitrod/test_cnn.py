@@ -450,6 +450,40 @@ def test_cnn_programs_and_regions():
         * max(1, i["x_beats"]) for i in plan.program(1)[:-1] if i["op"] not in POOL_OPS)
 
 
+@pytest.mark.parametrize("layers,shape,dd", [("c4,p,c6,l5", (1, 8, 8), 32),
+                                             ("c3,a,c5,l4,l3", (2, 6, 6), 20)])
+def test_every_weight_is_read_before_its_update(layers, shape, dd):
+    """As golden: every read of a layer's weights (and of WlT) comes before the SGD that
+    rewrites them, and each weight region is written by one instruction (its SGD)."""
+    spec = _spec(shape, layers, 3, decoder_dim=dd)
+    geom = Geometry(side=2, **ROOMY)
+    plan = compile_network(spec, geom, 4)
+    machine = IsaMachine(geom)
+    log = []
+    original = machine._check_hazards
+
+    def spy(where, reads, writes):
+        log.append((where, reads, writes))
+        return original(where, reads, writes)
+
+    machine._check_hazards = spy
+    net = Network(spec, seed=0)
+    machine.load(plan.pack_weights(net.weights()))
+    machine.load(plan.pack_batch(np.ones((4,) + shape, dtype=np.int8), np.arange(4) % 3))
+    machine.run(plan.program(256))
+    weight_regions = [n for n in plan.regions if n.endswith((".fwd", ".local", ".local_t"))
+                      or n == "output"]
+    for name in weight_regions:
+        a = plan.regions[name]
+        span = set(range(a.base, a.base + a.words))
+        read_at = [i for i, (_, r, _) in enumerate(log)
+                   if span & set(np.concatenate(r.get(Region.WGT, [np.zeros(0, int)])).tolist())]
+        write_at = [i for i, (_, _, w) in enumerate(log)
+                    if span & set(np.concatenate(w.get(Region.WGT, [np.zeros(0, int)])).tolist())]
+        assert len(write_at) == 1 and "SGD" in log[write_at[0]][0], name
+        assert read_at and max(read_at) < write_at[0], name
+
+
 def test_mlp_programs_leave_the_cnn_fields_zero():
     spec = _spec((1, 1, 13), "l5,l7", 4)
     plan = compile_network(spec, Geometry(side=4, **ROOMY), 10)
