@@ -103,6 +103,19 @@ def test_cnn_steps_bit_exact_with_golden(case):
     assert report == [[], [], []]
 
 
+def test_conv_amp_extra():
+    """--conv-amp-extra: a conv block's SGD divides by golden's larger amplification, which
+    must fit d_g."""
+    spec = _spec((1, 8, 8), "c4,p,c3", 3, decoder_dim=16, conv_amp_extra=True)
+    geom = Geometry(side=4, **ROOMY)
+    assert _train_side_by_side(spec, geom, 5, seed=9) == [[], [], []]
+    plan = compile_network(spec, geom.replace(d_g_width=20), 5)
+    amp = Network(spec, seed=0).stages[0].amp
+    assert amp == 64 * 3 * (64 // (plan.stages[0].pool.kh * plan.stages[0].pool.kw))
+    with pytest.raises(DoesNotFit, match="D_G_WIDTH"):
+        plan.program(-(-(1 << 20) // amp))
+
+
 def test_cases_cover_padded_decoder_pools():
     """The fixed cases hold padded decoder pools with partial windows at both ends, cropped
     rows, 1x1 decoders, average pools and linear blocks after convs."""
