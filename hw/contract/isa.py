@@ -104,7 +104,24 @@ The cores
 ~~~~~~~~~
 Today's cores (hw/trainers/) implement the MLP ops (:data:`MLP_OPS`) with every field of
 :data:`CNN_FIELDS` 0; an instruction with another op or a non-zero CNN field stops the
-program with ``op_error`` (issue 31 stage B generalises them).
+program with ``op_error`` (issue 31 stage B generalises them).  What a CNN core adds:
+
+* walkers: the A and B addresses are the MLP walkers' plus the spatial levels' running sums
+  (each level keeps its tile and beat offsets; ``windows`` makes a tile step ``d_beats``
+  strides, which a walker gets by not rewinding the beat offset); the written rows' and
+  columns' offset ``O`` steps by ``d_out`` at every repeat and tile step of a level;
+* the repeats: the operands do not change across ``uy``, ``ux``, so a core may compute such a
+  tile once and write it ``y_repeat * x_repeat`` times (:func:`tile_count` counts every
+  written tile, :func:`beat_count` the beats of one);
+* SCALE: FORWARD's lanes without the ReLU and the codes;
+* a pool unit (POOL, POOL_CODE: ``b_src``, the B fields, ``row_len`` and ``col_len`` are not
+  used): per row, lane by lane, the running maximum over the beats (replaced only by a greater
+  value: ties keep the first) and the beat it came from; POOL_CODE then walks the window again
+  and rewrites each code word from it.  Its words read are ``tile_count * beat_count * S`` (not
+  MAC-array beats).
+
+The compiler's programs never let an instruction write a word twice, nor write a word it reads
+(but SGD's weights and POOL_CODE's codes, read then written in place).
 """
 
 from __future__ import annotations
