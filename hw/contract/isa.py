@@ -107,9 +107,10 @@ Today's cores (hw/trainers/) implement the MLP ops (:data:`MLP_OPS`) with every 
 program with ``op_error`` (issue 31 stage B generalises them).  What a CNN core adds:
 
 * walkers: the A and B addresses are the MLP walkers' plus the spatial levels' running sums
-  (each level keeps its tile and beat offsets; ``windows`` makes a tile step ``d_beats``
-  strides, which a walker gets by not rewinding the beat offset); the written rows' and
-  columns' offset ``O`` steps by ``d_out`` at every repeat and tile step of a level;
+  (each level keeps a tile offset and a beat offset; with ``windows`` a tile step adds
+  ``d_beats * d_stride``, a constant of the instruction: ``d_stride`` added ``d_beats``
+  times while it is decoded, say); the written rows' and columns' offset ``O`` steps by
+  ``d_out`` at every repeat and tile step of a level;
 * the repeats: the operands do not change across ``uy``, ``ux``, so a core may compute such a
   tile once and write it ``y_repeat * x_repeat`` times (:func:`tile_count` counts every
   written tile, :func:`beat_count` the beats of one);
