@@ -23,12 +23,23 @@ from .layers import (POOL_PAD_VALUE, PoolGeometry, avgpool2d, conv2d, conv2d_wei
                      maxpool2d_backward)
 from .optim import sgd_update
 
-__all__ = ["LinearBlock", "ConvBlock", "Pool", "OutputLayer", "loss_error", "amplification"]
+__all__ = ["LinearBlock", "ConvBlock", "Pool", "OutputLayer", "loss_error", "amplification",
+           "conv_amplification"]
 
 
 def amplification(classes: int) -> int:
     """NITRO Amplification Factor of a block's forward layer: ``2**6 * classes``."""
     return 64 * classes
+
+
+def conv_amplification(classes: int, height: int, pool: PoolGeometry, extra: bool) -> int:
+    """The amplification of a conv block's forward layer: :func:`amplification`, times the
+    authors' unused extra factor ``max(1, height**2 // (kh*kw))`` (of the decoder pool
+    ``pool``) when ``extra`` (``NetworkSpec.conv_amp_extra``)."""
+    amp = amplification(classes)
+    if extra:
+        amp *= max(1, height ** 2 // (pool.kh * pool.kw))
+    return amp
 
 
 def loss_error(y_pred: np.ndarray, target: np.ndarray, int8_wrap: bool = False) -> np.ndarray:
@@ -178,9 +189,8 @@ class ConvBlock(_Block):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.height, self.width = height, width
         self.fan_in = in_channels * 9
-        self.amp = amplification(classes)
-        if conv_amp_extra:   # the authors' unused extra factor, offered as an option
-            self.amp *= max(1, height ** 2 // (self.pool.kh * self.pool.kw))
+        # conv_amp_extra: the authors' unused extra factor, offered as an option
+        self.amp = conv_amplification(classes, height, self.pool, conv_amp_extra)
         self.w = kaiming_uniform(rng, (out_channels, in_channels, 3, 3), self.fan_in)
         self.w_local = kaiming_uniform(rng, (classes, decoder_in), decoder_in)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import hardware_refusal
+from .compiler import CNN_CORES_NEEDED, hardware_refusal
 from .options import check_applicable, prepare_out, spec_from_args, train_config
 
 __all__ = ["cmd_sim", "cmd_board_train", "train_on_accelerator", "SimStats", "first_difference",
@@ -141,8 +141,9 @@ def train_on_accelerator(args, kind: str) -> int:
     from nitrod.backends import open_backend
 
     where = "the board" if kind == "board" else "the simulator"
+    prog = "nitrod board train" if kind == "board" else "nitrod sim"
     if args.model != "mlp":
-        print("nitrod sim: the Trainer runs MLPs (--model mlp)", file=sys.stderr)
+        print(f"{prog}: {CNN_CORES_NEEDED}", file=sys.stderr)
         return 2
     check_applicable(args)
     log = (lambda s: None) if args.quiet else print
@@ -150,7 +151,6 @@ def train_on_accelerator(args, kind: str) -> int:
     spec = spec_from_args(args, ds)
     refusal = hardware_refusal(spec)
     if refusal:
-        prog = "nitrod board train" if kind == "board" else "nitrod sim"
         print(f"{prog}: {refusal}", file=sys.stderr)
         return 2
     out = prepare_out(args)          # before the simulator or the board is opened

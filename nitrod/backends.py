@@ -16,6 +16,9 @@ network (nitrod/compiler.py), load the initial weights of ``golden.network.Netwo
 seed)`` (so every backend starts from the same weights), and per step write the batch,
 run the program and read the output layer's predictions back.  An overflow flag, a program
 error or a bus access error raises :class:`AcceleratorError` naming it; nothing is silent.
+A network today's cores cannot train (``nitrod.compiler.hardware_refusal``: a CNN, an
+authors' quirk) is refused with ``CompileError`` before a simulator starts or a board is
+opened.
 """
 
 from __future__ import annotations
@@ -74,8 +77,11 @@ class AcceleratorBackend:
 
     def __init__(self, bus, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
                  max_cycles: int = 10 ** 9):
-        from nitrod.compiler import compile_mlp
+        from nitrod.compiler import CompileError, compile_network, hardware_refusal
 
+        refusal = hardware_refusal(spec)
+        if refusal:
+            raise CompileError(refusal)
         self.bus = bus
         magic = self.read_reg(Reg.ID)
         if magic != isa.MAGIC:
@@ -86,12 +92,13 @@ class AcceleratorBackend:
         #: the core's multiply-accumulates per cycle (its MAC array, or one multiplier)
         self.mac_elements = self.read_reg(Reg.MACS)
         self.spec, self.batch = spec, batch
-        self.plan = compile_mlp(spec, self.geometry, batch)
+        self.plan = compile_network(spec, self.geometry, batch)
         self.max_cycles = max_cycles
         self.last_cycles = None
         self.total_cycles = 0
         self._program_key = None
         self.write_reg(Reg.CONTROL, Control.CLEAR)          # clear stale flags
+        self._write_blocks(self.plan.pack_init())           # the grids' borders (CNNs)
         self.load_weights(Network(spec, seed=seed).weights())
 
     # -- bus helpers --------------------------------------------------------------------
@@ -302,6 +309,11 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
     ``cocotb`` (see :meth:`sim.bus_client.SimBus.start`)."""
     if kind == "golden":
         return GoldenBackend(spec, batch=batch, seed=seed)
+    from nitrod.compiler import CompileError, hardware_refusal
+
+    refusal = hardware_refusal(spec)
+    if refusal and kind in ("sim", "sim-uart", "board"):
+        raise CompileError(refusal)
     if kind == "sim":
         from sim.bus_client import SimBus
 

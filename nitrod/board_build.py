@@ -16,7 +16,7 @@ import sys
 from boards import build
 from golden.network import NetworkSpec
 
-from .compiler import CompileError, compile_mlp
+from .compiler import CompileError, compile_network
 
 __all__ = ["network_spec", "network_max_batch", "annotate", "main", "COLUMNS"]
 
@@ -36,12 +36,12 @@ def network_spec(board) -> NetworkSpec:
 
 
 def network_max_batch(spec: NetworkSpec, geometry, limit: int = 1024):
-    """``(batch, reason)``: the largest batch of ``spec`` the compiler lays out in
-    ``geometry`` (``None`` if not even 1), and why one more does not fit (``None`` at
-    ``limit``)."""
+    """``(batch, reason)``: the largest batch of ``spec`` (any network: an MLP or a CNN) the
+    compiler lays out in ``geometry`` (``None`` if not even 1), and why one more does not fit
+    (``None`` at ``limit``)."""
     def fits(batch):
         try:
-            compile_mlp(spec, geometry, batch)
+            compile_network(spec, geometry, batch)
             return True, None
         except CompileError as exc:
             return False, str(exc)
@@ -71,7 +71,7 @@ def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> di
         max_batch, limit = network_max_batch(spec, geometry)
         out["network"] = {**board.network, "max_batch": max_batch, "max_batch_limit": limit}
     if cycles_per_step is None and max_batch:
-        plan = compile_mlp(spec, geometry, max_batch)
+        plan = compile_network(spec, geometry, max_batch)
         cycles_per_step = board.trainer.program_cycles(geometry, plan.program(PROJECTION_LR_INV))
         batch = max_batch if cycles_per_step else None
         if cycles_per_step:

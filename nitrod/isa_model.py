@@ -1,7 +1,8 @@
-"""A pure NumPy model of the Trainer executing a program (hw/contract/isa.py is the spec).
+"""A pure NumPy model of a trainer core executing a program (hw/contract/isa.py is the spec).
 
-:class:`IsaMachine` holds the Trainer's memories as ``int64`` arrays and executes one
-instruction at a time, vectorised over the whole product (no per-element Python loops).
+:class:`IsaMachine` holds the memories as ``int64`` arrays and executes one instruction at a
+time, vectorised over the whole product (no per-element Python loops): every op of the
+contract, MLP and CNN programs alike (today's cores run the MLP ops only).
 The arithmetic is golden's (``golden.arith``, ``golden.optim``), so a program that computes a
 golden training step reproduces it bit for bit.
 
@@ -11,9 +12,11 @@ The model is stricter than the hardware, to catch compiler bugs:
   the address (the hardware would wrap);
 * an instruction whose writes collide with each other, or with what it reads, raises
   :class:`HazardError` (the hardware's result would depend on its pipeline timing; the SGD's
-  read-modify-write of its own weight words is of course allowed);
+  read-modify-write of its own weight words and POOL_CODE's of its code words are of course
+  allowed);
 * an unsupported ReLU slope, a zero divisor, a divisor above ``divisor_max``, a zero ``d_g``,
-  ``col_en`` on ``BACKWARD`` or an unknown op raise :class:`IsaError`;
+  ``col_en`` on ``BACKWARD``, ``POOL`` or ``POOL_CODE`` or an unknown op raise
+  :class:`IsaError`;
 * a value written to a memory must fit the memory's lane (``OverflowError``).
 
 Overflow (sticky flags in :attr:`IsaMachine.overflow`, like the ``OVERFLOW`` register):
@@ -40,9 +43,10 @@ import numpy as np
 
 from golden.arith import exact_matmul, nitro_relu, nitro_scale, tdiv
 from golden.optim import sgd_update
-from hw.contract import (DATA_REGIONS, ONE_HOT_VALUE, PAD_LABEL, RELU_MEAN_CORRECTION, Geometry,
-                         Op, Region, ReluCode, lane_signed, lane_width, pack_instruction,
-                         pack_lanes, relu_codes, signed_range, unpack_instruction, unpack_lanes)
+from hw.contract import (DATA_REGIONS, ONE_HOT_VALUE, PAD_LABEL, POOL_OPS, RELU_MEAN_CORRECTION,
+                         Geometry, Op, Region, ReluCode, beat_count, lane_signed, lane_width,
+                         loop_counts, pack_instruction, pack_lanes, relu_codes, signed_range,
+                         tile_count, unpack_instruction, unpack_lanes)
 
 __all__ = ["IsaMachine", "IsaError", "HazardError", "RunStats"]
 
@@ -59,8 +63,9 @@ class HazardError(IsaError):
 class RunStats:
     """What one :meth:`IsaMachine.run` did."""
     retired: int = 0        # instructions completed (END excluded), like Reg.RETIRED
-    tiles: int = 0          # tiles computed
-    beats: int = 0          # sum of tiles * k_len
+    tiles: int = 0          # tiles computed (hw.contract.tile_count)
+    beats: int = 0          # MAC-array beats: sum of tile_count * beat_count but the pools'
+    pool_beats: int = 0     # the pools' words read per tile row: sum of their tile * beat counts
     overflow: dict = field(default_factory=dict)   # the sticky flags after the run
 
 
@@ -177,13 +182,17 @@ class IsaMachine:
             tiles, beats = self.execute(ins, pc)
             stats.retired += 1
             stats.tiles += tiles
-            stats.beats += beats
+            if ins["op"] in POOL_OPS:
+                stats.pool_beats += beats
+            else:
+                stats.beats += beats
             pc += 1
         stats.overflow = dict(self.overflow)
         return stats
 
     def execute(self, ins: dict, pc: int = 0) -> tuple[int, int]:
-        """Execute one (non-END) instruction; returns (tiles, beats)."""
+        """Execute one (non-END) instruction; returns (tiles, beats) (the pools' beats are
+        their words read per row, not MAC-array beats)."""
         g, S = self.geometry, self.side
         try:
             op = Op(ins["op"])
@@ -191,116 +200,169 @@ class IsaMachine:
             raise IsaError(f"instruction {pc}: unknown op {ins['op']}") from None
         if op == Op.END:
             return 0, 0
-        tr_n, tc_n, k_len = ins["tiles_r"], ins["tiles_c"], ins["k_len"]
         col_en = bool(ins["col_en"])
+        pool = op in POOL_OPS
         b_region = Region.ERR if ins["b_src"] else Region.WGT
         where = f"instruction {pc} ({op.name})"
-        if op == Op.BACKWARD and col_en:
-            raise IsaError(f"{where}: col_en is not defined for BACKWARD")
+        if col_en and (op == Op.BACKWARD or pool):
+            raise IsaError(f"{where}: col_en is not defined for {op.name}")
         if op in (Op.FORWARD, Op.BACKWARD) and ins["inv_slope"] not in RELU_MEAN_CORRECTION:
             raise IsaError(f"{where}: unsupported inv_slope {ins['inv_slope']} "
                            f"(the hardware would use 4)")
-        if op in (Op.FORWARD, Op.LOSS) and not 1 <= ins["divisor"] <= g.divisor_max:
+        if op in (Op.FORWARD, Op.LOSS, Op.SCALE) and not 1 <= ins["divisor"] <= g.divisor_max:
             raise IsaError(f"{where}: divisor {ins['divisor']} outside 1..{g.divisor_max}")
         if op == Op.SGD:
             if ins["d_g"] == 0 or ins["d_g"] >= 1 << g.d_g_width:
                 raise IsaError(f"{where}: d_g {ins['d_g']} outside 1..2**{g.d_g_width}-1")
             if ins["d_w"] >= 1 << g.d_w_width:
                 raise IsaError(f"{where}: d_w {ins['d_w']} needs more than {g.d_w_width} bits")
-        tiles = tr_n * tc_n
+        tiles = tile_count(ins)
         if tiles == 0:
             return 0, 0
+        n = loop_counts(ins)
+        ny, ry, nx, rx = n["y_tiles"], n["y_repeat"], n["x_tiles"], n["x_repeat"]
+        tr_n, tc_n = n["tiles_r"], n["tiles_c"]
+        n_pos = ny * ry * nx * rx                # tile steps of the spatial levels
+        tile_b = bool(ins["tile_b"])
+        ar = np.arange
+        wy = n["y_beats"] if ins["windows"] else 1
+        wx = n["x_beats"] if ins["windows"] else 1
+        # the spatial levels' tile steps (ty, tx): their operand offset
+        t_scale = (1, 1) if tile_b else (wy, wx)
+        t_off = (ar(ny)[:, None] * (t_scale[0] * ins["y_stride"])
+                 + ar(nx)[None, :] * (t_scale[1] * ins["x_stride"])).reshape(-1)
+        # the beats (ky, kx, k), in their order
+        ky = ar(n["y_beats"])[:, None, None]
+        kx = ar(n["x_beats"])[None, :, None]
+        kk = ar(n["k_len"])[None, None, :]
+        k_a = (ky * ins["y_stride"] + kx * ins["x_stride"] + kk * ins["a_k_stride"]).reshape(-1)
+        k_b = (ky * ins["y_b_stride"] + kx * ins["x_b_stride"]
+               + kk * ins["b_k_stride"]).reshape(-1)
+        tr, tc = ar(tr_n), ar(tc_n)
+        a_t = ins["a_base"] + tr * ins["a_tile_stride"]
+        b_t = ins["b_base"] + tc * ins["b_tile_stride"]
+        # A addresses (n_a, tr, K), B addresses (n_b, tc, K): the tile steps move one of them
+        a_addr = (0 if tile_b else t_off[:, None, None]) + a_t[None, :, None] + k_a[None, None]
+        b_addr = (t_off[:, None, None] if tile_b else 0) + b_t[None, :, None] + k_b[None, None]
+        a_addr = np.broadcast_to(a_addr, (1 if tile_b else ny * nx, tr_n, k_a.size))
+        b_addr = np.broadcast_to(b_addr, (ny * nx if tile_b else 1, tc_n, k_b.size))
 
-        # operand addresses: A (tiles_r, k_len), B (tiles_c, k_len)
-        tr = np.arange(tr_n, dtype=np.int64)
-        tc = np.arange(tc_n, dtype=np.int64)
-        k = np.arange(k_len, dtype=np.int64)
-        a_addr = ins["a_base"] + tr[:, None] * ins["a_tile_stride"] + k[None, :] * ins["a_k_stride"]
-        b_addr = ins["b_base"] + tc[:, None] * ins["b_tile_stride"] + k[None, :] * ins["b_k_stride"]
-        a_addr = self._check_addr(Region.ACT, a_addr)
-        b_addr = self._check_addr(b_region, b_addr)
-        a_words = self.mem[Region.ACT][a_addr]                  # (tiles_r, k_len, S)
-        b_words = self.mem[b_region][b_addr]                    # (tiles_c, k_len, S)
-        a_mat = a_words.transpose(0, 2, 1).reshape(tr_n * S, k_len)     # rows tr*S+i
-        b_mat = b_words.transpose(1, 0, 2).reshape(k_len, tc_n * S)     # cols tc*S+j
-        acc = self._product(a_mat, b_mat)                       # (R, tc_n*S)
-        R = tr_n * S
-        acc3 = acc.reshape(R, tc_n, S)                          # [row r, tile col tc, lane j]
+        # destination offsets: O per spatial tile step (ty, uy, tx, ux)
+        step_y = (ar(ny)[:, None] * ry + ar(ry)[None, :]).reshape(-1)
+        step_x = (ar(nx)[:, None] * rx + ar(rx)[None, :]).reshape(-1)
+        out = (step_y[:, None] * ins["y_out"] + step_x[None, :] * ins["x_out"]).reshape(-1)
+        i = ar(S)
+        off = (out[:, None, None, None] + tr[None, :, None, None] * S + i[None, None, :, None]
+               + tc[None, None, None, :] * ins["tc_stride"])      # (n_pos, tr, i, tc)
+        col_addr = (ins["col_base"] + out[:, None, None, None]
+                    + tr[None, :, None, None] * ins["col_tr_stride"]
+                    + tc[None, None, :, None] * S + i[None, None, None, :])  # (n_pos, tr, tc, c)
 
-        # destination addresses of the rows: off = r + tc*tc_stride
-        r = np.arange(R, dtype=np.int64)
-        off = r[:, None] + tc[None, :] * ins["tc_stride"]       # (R, tc_n)
-        row_addr = ins["row_base"] + off
-        c = np.arange(S, dtype=np.int64)
-        col_addr = (ins["col_base"] + tr[:, None, None] * ins["col_tr_stride"]
-                    + tc[None, :, None] * S + c[None, None, :])  # (tr, tc, c)
-
-        reads = {Region.ACT: [a_addr], b_region: [b_addr]}
+        reads: dict[Region, list[np.ndarray]] = {}
         writes: dict[Region, list[np.ndarray]] = {}
 
         def add(d, region, addr):
             d.setdefault(region, []).append(np.asarray(addr).reshape(-1))
 
-        if op == Op.FORWARD:
-            y = nitro_scale(acc3, ins["divisor"]).astype(np.int64)
-            h = nitro_relu(y, ins["inv_slope"]).astype(np.int64)
-            code = relu_codes(y)
-            code_addr = ins["aux_base"] + off
-            self._check_addr(Region.CODE, code_addr)
-            dest, dest_region, values = row_addr, Region.ACT, h
-            col_region = Region.ACT
-            add(writes, Region.CODE, code_addr)
-            extra = [(Region.CODE, code_addr, code)]
-        elif op == Op.LOSS:
-            lab_addr = self._check_addr(Region.LABEL, r)
-            labels = self.mem[Region.LABEL][lab_addr]           # (R,)
-            add(reads, Region.LABEL, lab_addr)
-            e = nitro_scale(acc3, ins["divisor"]).astype(np.int64)
-            col = tc[None, :, None] * S + c[None, None, :]       # (1, tc, S)
-            e = e - ONE_HOT_VALUE * (col == labels[:, None, None])
-            if self.pad_errors:
-                e = np.where((labels == PAD_LABEL)[:, None, None], 0, e)
-            dest, dest_region, values = row_addr, Region.ERR, e
-            col_region = Region.ACT
-            extra = []
-        elif op == Op.BACKWARD:
-            code_addr = self._check_addr(Region.CODE, ins["aux_base"] + off)
-            add(reads, Region.CODE, code_addr)
-            code = self.mem[Region.CODE][code_addr]             # (R, tc, S)
-            lo, hi = signed_range(g.err_width)
-            if acc3.size and (acc3.min() < lo or acc3.max() > hi):
-                self.overflow["backerr"] = True
-                acc3 = np.clip(acc3, lo, hi)
-            a = ins["inv_slope"]
-            div = tdiv(acc3, a)
-            d = np.where(code == ReluCode.ZERO, 0, np.where(code == ReluCode.DIV, div, acc3))
-            dest, dest_region, values = row_addr, Region.ERR, d
-            col_region = None
-            extra = []
-        else:  # SGD
-            w_addr = self._check_addr(Region.WGT, row_addr)
-            w_old = self.mem[Region.WGT][w_addr]                # (R, tc, S)
-            w_new = sgd_update(w_old, acc3, ins["d_g"], 1, ins["d_w"])
-            lo, hi = signed_range(g.wgt_width)
-            if w_new.size and (w_new.min() < lo or w_new.max() > hi):
-                self.overflow["sgd"] = True
-                w_new = np.clip(w_new, lo, hi)
-            dest, dest_region, values = w_addr, Region.WGT, w_new
-            col_region = Region.WGT
-            extra = []
+        def expand(v):
+            """(ny*nx, ...) values of the tile steps -> (n_pos, ...), repeats included."""
+            v = v.reshape((ny, 1, nx, 1) + v.shape[1:])
+            return np.broadcast_to(v, (ny, ry, nx, rx) + v.shape[4:]).reshape(
+                (n_pos,) + v.shape[4:])
 
-        # masks: rows >= row_len and lanes (tc*S + c) >= col_len are written as 0 (code ZERO)
-        keep = ((r < ins["row_len"])[:, None, None]
-                & ((tc[None, :, None] * S + c[None, None, :]) < ins["col_len"]))
+        extra = []
+        if pool:
+            # row i of a tile: the words ACT[A + i]; (n_a, tr, K, i, lanes)
+            rows_addr = self._check_addr(Region.ACT, a_addr[..., None] + i)
+            add(reads, Region.ACT, rows_addr)
+            vals = self.mem[Region.ACT][rows_addr]
+            best = vals.argmax(axis=2)                              # the first maximum
+            pooled = np.take_along_axis(vals, best[:, :, None], axis=2)[:, :, 0]
+            if tile_b:
+                pooled = np.broadcast_to(pooled, (ny * nx,) + pooled.shape[1:])
+            values = np.broadcast_to(expand(pooled)[:, :, :, None, :],
+                                     (n_pos, tr_n, S, tc_n, S))
+            dest, dest_region = ins["row_base"] + off, Region.ACT
+            if op == Op.POOL_CODE:
+                code_addr = self._check_addr(
+                    Region.CODE, ins["aux_base"] + (rows_addr - ins["a_base"]))
+                codes = self.mem[Region.CODE][code_addr]
+                k_idx = ar(codes.shape[2])[None, None, :, None, None]
+                new = np.where(k_idx == best[:, :, None], codes, ReluCode.ZERO)
+                add(writes, Region.CODE, code_addr)
+                extra.append((Region.CODE, code_addr, new))
+            keep = np.ones((1, 1, 1, 1, 1), dtype=bool)
+            col_region = None
+        else:
+            a_addr = self._check_addr(Region.ACT, a_addr)
+            b_addr = self._check_addr(b_region, b_addr)
+            add(reads, Region.ACT, a_addr)
+            add(reads, b_region, b_addr)
+            a_words = self.mem[Region.ACT][a_addr]                   # (n_a, tr, K, S)
+            b_words = self.mem[b_region][b_addr]                     # (n_b, tc, K, S)
+            n_a, n_b, k_len = a_words.shape[0], b_words.shape[0], a_words.shape[2]
+            a_mat = a_words.transpose(0, 1, 3, 2).reshape(n_a * tr_n * S, k_len)
+            b_mat = b_words.transpose(2, 0, 1, 3).reshape(k_len, n_b * tc_n * S)
+            acc = self._product(a_mat, b_mat).reshape(n_a, tr_n, S, n_b, tc_n, S)
+            acc = acc[:, :, :, 0] if not tile_b else acc[0].transpose(2, 0, 1, 3, 4)
+            acc = expand(acc)                                        # (n_pos, tr, i, tc, j)
+            r = (tr[:, None] * S + i[None, :])                       # row index (tr, i)
+            col = tc[:, None] * S + i[None, :]                       # column index (tc, j)
+            keep = ((r < ins["row_len"])[None, :, :, None, None]
+                    & (col < ins["col_len"])[None, None, None, :, :])
+            if op == Op.FORWARD:
+                y = nitro_scale(acc, ins["divisor"]).astype(np.int64)
+                values = nitro_relu(y, ins["inv_slope"]).astype(np.int64)
+                code_addr = self._check_addr(Region.CODE, ins["aux_base"] + off)
+                add(writes, Region.CODE, code_addr)
+                extra.append((Region.CODE, code_addr,
+                              np.where(keep, relu_codes(y), ReluCode.ZERO)))
+                dest, dest_region, col_region = ins["row_base"] + off, Region.ACT, Region.ACT
+            elif op == Op.SCALE:
+                values = nitro_scale(acc, ins["divisor"]).astype(np.int64)
+                dest, dest_region, col_region = ins["row_base"] + off, Region.ACT, Region.ACT
+            elif op == Op.LOSS:
+                lab_addr = self._check_addr(Region.LABEL, r.reshape(-1))
+                labels = self.mem[Region.LABEL][lab_addr].reshape(tr_n, S)
+                add(reads, Region.LABEL, lab_addr)
+                e = nitro_scale(acc, ins["divisor"]).astype(np.int64)
+                e = e - ONE_HOT_VALUE * (col[None, None, None] == labels[None, :, :, None, None])
+                if self.pad_errors:
+                    e = np.where((labels == PAD_LABEL)[None, :, :, None, None], 0, e)
+                values = e
+                dest, dest_region, col_region = ins["row_base"] + off, Region.ERR, Region.ACT
+            elif op == Op.BACKWARD:
+                code_addr = self._check_addr(Region.CODE, ins["aux_base"] + off)
+                add(reads, Region.CODE, code_addr)
+                code = self.mem[Region.CODE][code_addr]              # (n_pos, tr, i, tc, j)
+                lo, hi = signed_range(g.err_width)
+                if acc.size and (acc.min() < lo or acc.max() > hi):
+                    self.overflow["backerr"] = True
+                    acc = np.clip(acc, lo, hi)
+                div = tdiv(acc, ins["inv_slope"])
+                values = np.where(code == ReluCode.ZERO, 0,
+                                  np.where(code == ReluCode.DIV, div, acc))
+                dest, dest_region, col_region = ins["row_base"] + off, Region.ERR, None
+            else:  # SGD
+                w_addr = self._check_addr(Region.WGT, ins["row_base"] + off)
+                w_old = self.mem[Region.WGT][w_addr]
+                w_new = sgd_update(w_old, acc, ins["d_g"], 1, ins["d_w"])
+                lo, hi = signed_range(g.wgt_width)
+                if w_new.size and (w_new.min() < lo or w_new.max() > hi):
+                    self.overflow["sgd"] = True
+                    w_new = np.clip(w_new, lo, hi)
+                values = w_new
+                dest, dest_region, col_region = w_addr, Region.WGT, Region.WGT
+
+        # masks: rows >= row_len and lanes (tc*S + lane) >= col_len are written as 0
         values = np.where(keep, values, 0)
-        extra = [(region, addr, np.where(keep, v, ReluCode.ZERO)) for region, addr, v in extra]
         dest = self._check_addr(dest_region, dest)
         add(writes, dest_region, dest)
         if col_en:
             col_addr = self._check_addr(col_region, col_addr)
             add(writes, col_region, col_addr)
-            # column c of tile (tr, tc): lanes i = values[tr*S + i, tc, c]
-            col_values = values.reshape(tr_n, S, tc_n, S).transpose(0, 2, 3, 1)
+            # column c of a tile: lanes i = values[..., i, tc, c]
+            col_values = values.transpose(0, 1, 3, 4, 2)
         self._check_hazards(where, reads, writes)
 
         self._check_values(dest_region, values)
@@ -313,7 +375,7 @@ class IsaMachine:
             self.mem[region][addr] = v
         if col_en:
             self.mem[col_region][col_addr] = col_values
-        return tiles, tiles * k_len
+        return tiles, tiles * beat_count(ins)
 
     def _product(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``a @ b`` with the accumulator's width: flag ``mac`` (and wrap) if a partial sum

@@ -9,8 +9,9 @@ machine model and the backends (``nitrod``) use the same definitions, so the two
 construction.  It imports only ``golden`` (the arithmetic's constants) and NumPy.
 """
 
-from .isa import (ADDRESS_WIDTH, INSTRUCTION_BITS, INSTRUCTION_FIELDS, Op, empty_instruction,
-                  pack_instruction, unpack_instruction)
+from .isa import (ADDRESS_WIDTH, CNN_FIELDS, INSTRUCTION_BITS, INSTRUCTION_FIELDS,
+                  LEVEL_COUNT_WIDTH, MLP_OPS, POOL_OPS, Op, beat_count, empty_instruction,
+                  loop_counts, pack_instruction, tile_count, unpack_instruction)
 from .memory_map import (BUS_ADDR_WIDTH, DATA_REGIONS, REGION_SHIFT, Geometry, Region,
                          bus_address, bus_read_span, bus_writes, check_geometry, chunk_bits_of,
                          chunks_of, lane_signed, lane_width, pack_lanes, pack_word, signed_range,
@@ -22,9 +23,10 @@ from .values import (ACT_MAX, CODE_WIDTH, DEFAULT_SLOPE, LABEL_WIDTH, ONE_HOT_VA
                      relu_codes)
 
 __all__ = [
-    "ADDRESS_WIDTH", "INSTRUCTION_BITS", "INSTRUCTION_FIELDS", "Op", "empty_instruction",
-    "pack_instruction", "unpack_instruction", "BUS_ADDR_WIDTH", "DATA_REGIONS", "REGION_SHIFT",
-    "Geometry", "Region", "bus_address", "bus_read_span", "bus_writes", "check_geometry",
+    "ADDRESS_WIDTH", "CNN_FIELDS", "INSTRUCTION_BITS", "INSTRUCTION_FIELDS", "LEVEL_COUNT_WIDTH",
+    "MLP_OPS", "POOL_OPS", "Op", "beat_count", "empty_instruction", "loop_counts",
+    "pack_instruction", "tile_count", "unpack_instruction", "BUS_ADDR_WIDTH", "DATA_REGIONS",
+    "REGION_SHIFT", "Geometry", "Region", "bus_address", "bus_read_span", "bus_writes", "check_geometry",
     "chunk_bits_of", "chunks_of", "lane_signed", "lane_width", "pack_lanes", "pack_word",
     "signed_range", "unpack_lanes", "unpack_word", "words_from_bus", "GEOMETRY_REGISTERS",
     "MAGIC", "OVERFLOW_BITS", "STATUS_BITS", "STATUS_ERRORS", "Control", "Reg", "ACT_MAX",

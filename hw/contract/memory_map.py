@@ -8,9 +8,10 @@ bits, lanes two's complement (CODE and LABEL unsigned):
 ========  ==============  ================================================================
 memory    lane            holds
 ========  ==============  ================================================================
-``ACT``   ``act_width``   inputs and activations (int8) in two layouts and the local errors
-                          feature-major (9 bits: ``LOSS_ERROR_WIDTH``); operand A
-``WGT``   ``wgt_width``   weights (every layer; the local classifiers also transposed)
+``ACT``   ``act_width``   inputs, activations and feature maps (int8) in two layouts and the
+                          local errors feature-major (9 bits: ``LOSS_ERROR_WIDTH``); operand A
+``WGT``   ``wgt_width``   weights (every layer; the local classifiers also transposed; the
+                          average pools' constant identity)
 ``ERR``   ``err_width``   local errors and back-propagated errors, sample-major
 ``CODE``  ``CODE_WIDTH``  NITRO-ReLU codes (:class:`hw.contract.values.ReluCode`)
 ``LABEL`` ``LABEL_WIDTH`` one label per word (the true class of sample m at address m;

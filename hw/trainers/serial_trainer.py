@@ -25,14 +25,16 @@ Memories have one port each (the UP5K's SPRAM has one; ``hw/vendor/ice40_spram.p
 them while the SerialTrainer is idle, the sequencer while it runs.  With
 ``memory_block="spram"`` ACT and WGT are SB_SPRAM256KA blocks; the other memories are
 ``lib.memory`` (EBR on the iCE40).  PROG holds each instruction as its 32-bit host chunks
-(``hw.contract.chunks_of(INSTRUCTION_BITS)`` = 12, in slots of 16): a PROG chunk is written
-as it arrives (no staging register for the 362-bit word), which only differs from the
+(``hw.contract.chunks_of(INSTRUCTION_BITS)`` = 16, in slots of 16): a PROG chunk is written
+as it arrives (no staging register for the 508-bit word), which only differs from the
 Trainer for a host that writes part of an instruction.  The other wide words (ERR's) are
 staged like the Trainer's: chunks ``0..n-2`` to a staging register, chunk ``n-1`` writes.
 
 Errors (``STATUS``): as the Trainer, ``op_error`` also for an instruction the SerialTrainer
-cannot execute exactly: a FORWARD or LOSS ``divisor`` of 0 or above ``divisor_max``, an SGD
-``d_g`` of 0 or wider than ``d_g_width``, a ``d_w`` wider than ``d_w_width``.  ``collision``,
+cannot execute exactly: an op other than FORWARD, LOSS, BACKWARD and SGD (END aside), a
+non-zero field of ``hw.contract.CNN_FIELDS`` (issue 31's spatial levels), a FORWARD or LOSS
+``divisor`` of 0 or above ``divisor_max``, an SGD ``d_g`` of 0 or wider than ``d_g_width``, a
+``d_w`` wider than ``d_w_width``.  ``collision``,
 ``tile_lost`` and ``row_lost`` watch the Trainer's pipelines and are always 0 here.
 Overflow (``OVERFLOW``) as the Trainer: ``mac`` (a partial sum left ``acc_width``: the
 accumulator wraps), ``backerr`` and ``sgd`` (saturated values; hw/units/serial_post.py).
@@ -48,7 +50,7 @@ from amaranth.lib import data, wiring
 from hw.contract import (ADDRESS_WIDTH, CODE_WIDTH, INSTRUCTION_BITS, PAD_LABEL, Geometry, Op,
                          Region, chunk_bits_of, chunks_of, lane_width)
 from hw.memory.single_port import SinglePortMemory
-from hw.trainers.core import TrainerCore, instruction_layout
+from hw.trainers.core import TrainerCore, instruction_layout, uses_cnn_fields
 from hw.trainers.host_port import CoreFlags, HostPort, chunk_select, memory_access
 from hw.units.serial_post import SerialPost
 
@@ -103,7 +105,7 @@ class SerialTrainer(TrainerCore):
     def region_memories(cls, geometry: Geometry) -> dict:
         """The memories; PROG holds each instruction as its 32-bit host chunks, in slots of
         ``2**PROG_SLOT_BITS`` words (a PROG chunk is written as it arrives: no staging
-        register for the 362-bit word)."""
+        register for the 508-bit word)."""
         shapes = super().region_memories(geometry)
         shapes[Region.PROG] = (32, geometry.prog_depth << cls.PROG_SLOT_BITS)
         return shapes
@@ -404,7 +406,8 @@ class SerialTrainer(TrainerCore):
             # the checks registered, acted on in DISPATCH: the instruction register, the
             # checks and busy's enable in one cycle were too long a path on the iCE40
             m.d.sync += [is_end.eq(op == Op.END),
-                         executable.eq(valid_op & nonempty & exact & (s.pc < g.prog_depth))]
+                         executable.eq(valid_op & nonempty & exact & ~uses_cnn_fields(cur)
+                                       & (s.pc < g.prog_depth))]
             m.next = "DISPATCH"
         with m.State("DISPATCH"):
             with m.If(is_end):

@@ -359,7 +359,7 @@ def test_the_icebreaker_trainer_builds_and_meets_30_mhz(tmp_path):
     SB_MAC16s places, routes and packs on the UP5K and meets its 30 MHz core clock; the
     report projects the board network's throughput from the exact cycle model, at the core
     clock."""
-    from nitrod.compiler import compile_mlp
+    from nitrod.compiler import compile_network
     assert nitrod_main(["build", "--board", "icebreaker", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["timing_met"] and report["fmax_mhz"] >= 30.0, report["fmax_by_clock"]
@@ -369,7 +369,7 @@ def test_the_icebreaker_trainer_builds_and_meets_30_mhz(tmp_path):
     board = get_board("icebreaker")
     spec = network_spec(board)
     assert report["batch"] == 32 == network_max_batch(spec, board.geometry)[0]
-    plan = compile_mlp(spec, board.geometry, 32)
+    plan = compile_network(spec, board.geometry, 32)
     assert report["cycles_per_step"] == SerialTrainer.program_cycles(board.geometry,
                                                                       plan.program(512))
     assert report["compute_samples_per_second"] == pytest.approx(

@@ -1,4 +1,5 @@
-"""nitrod.compiler + nitrod.isa_model: compiled MLP training steps are bit-exact with golden."""
+"""nitrod.compiler + nitrod.isa_model: compiled MLP training steps are bit-exact with golden
+(CNNs: test_cnn.py)."""
 
 import numpy as np
 import pytest
@@ -7,7 +8,8 @@ from golden.datasets import one_hot
 from golden.network import Network, NetworkSpec
 from hw.contract import (INSTRUCTION_FIELDS, PAD_LABEL, Geometry, Op, Region, pack_lanes,
                          pack_word, unpack_lanes, unpack_word)
-from nitrod.compiler import Allocation, CompileError, DoesNotFit, Plan, compile_mlp
+from nitrod.compiler import (Allocation, CompileError, DoesNotFit, Plan, compile_network,
+                             hardware_refusal)
 from nitrod.isa_model import HazardError, IsaError, IsaMachine
 
 BIG = dict(act_depth=8192, wgt_depth=8192, err_depth=2048, code_depth=2048, label_depth=256,
@@ -54,7 +56,7 @@ def test_training_steps_bit_exact_with_golden(cfg):
                  fwd_decay_inv=int(rng.integers(200, 5000)),
                  subnet_decay_inv=int(rng.integers(50, 3000)))
     geom = Geometry(side=side, **BIG)
-    plan = compile_mlp(spec, geom, cap)
+    plan = compile_network(spec, geom, cap)
     net = Network(spec, seed=seed)
     machine = IsaMachine(geom)
     machine.load(plan.pack_weights(net.weights()))
@@ -82,7 +84,7 @@ def _trained_setup(seed=11):
     rng = np.random.default_rng(seed)
     spec = _spec(13, [5, 7], 4)
     geom = Geometry(side=4, **BIG)
-    plan = compile_mlp(spec, geom, 10)
+    plan = compile_network(spec, geom, 10)
     net = Network(spec, seed=seed)
     x = rng.integers(-127, 128, size=(9, 13)).astype(np.int8)
     labels = rng.integers(0, 4, size=9)
@@ -148,7 +150,7 @@ def test_layout_formulas():
     """Words land where the documented formulas say (checked word by word)."""
     spec = _spec(6, [5], 3)
     geom = Geometry(side=4, **BIG)
-    plan = compile_mlp(spec, geom, 6)
+    plan = compile_network(spec, geom, 6)
     S, Mp = 4, 8
     rng = np.random.default_rng(0)
     x = rng.integers(-128, 128, size=(6, 6)).astype(np.int8)
@@ -188,7 +190,7 @@ def test_layout_formulas():
 def test_weight_round_trip_and_overflow():
     spec = _spec(11, [9, 6], 5)
     geom = Geometry(side=4, **BIG)
-    plan = compile_mlp(spec, geom, 8)
+    plan = compile_network(spec, geom, 8)
     net = Network(spec, seed=4)
     rng = np.random.default_rng(4)
     ws = {k: rng.integers(-(1 << 17), 1 << 17, size=v.shape) for k, v in net.weights().items()}
@@ -226,7 +228,7 @@ def test_pack_lanes_matches_isa_pack_word():
 
 
 def test_pack_batch_rejects_bad_input():
-    plan = compile_mlp(_spec(6, [5], 3), Geometry(side=4, **BIG), 6)
+    plan = compile_network(_spec(6, [5], 3), Geometry(side=4, **BIG), 6)
     x = np.zeros((4, 6), dtype=np.int8)
     y = np.zeros(4, dtype=np.int64)
     plan.pack_batch(x, y)
@@ -248,13 +250,18 @@ def test_pack_batch_rejects_bad_input():
 
 def test_compile_errors():
     g = Geometry(side=4, **BIG)
-    with pytest.raises(CompileError, match="MLP"):
-        compile_mlp(NetworkSpec((1, 4, 4), 3, ("c4", "l5")), g, 8)
+    # a CNN compiles (for the machine model); today's cores refuse it (hardware_refusal)
+    cnn = NetworkSpec((1, 4, 4), 3, ("c4", "l5"))
+    compile_network(cnn, g, 8)
+    assert "issue 31 stage B" in hardware_refusal(cnn)
+    assert hardware_refusal(_spec(6, [5], 3)) is None
+    with pytest.raises(CompileError, match="average pool before the first conv block"):
+        compile_network(NetworkSpec((1, 4, 4), 3, ("p", "a", "c4")), g, 8)
     with pytest.raises(CompileError, match="does not implement the int8 loss error"):
-        compile_mlp(_spec(6, [5], 3, int8_loss_error=True), g, 8)
+        compile_network(_spec(6, [5], 3, int8_loss_error=True), g, 8)
     # every quirk of the authors' mode is refused, not silently ignored
     with pytest.raises(CompileError, match="int32 wrapping accumulators"):
-        compile_mlp(_spec(6, [5], 3, int32_wrap=True), g, 8)
+        compile_network(_spec(6, [5], 3, int32_wrap=True), g, 8)
     assert issubclass(DoesNotFit, CompileError) and issubclass(CompileError, ValueError)
 
 
@@ -276,21 +283,21 @@ def test_does_not_fit(geom_kw, spec_args, batch, match):
         Geometry(**dict(BIG, **geom_kw))
     k, hidden, classes = spec_args
     with pytest.raises(DoesNotFit, match=match):
-        compile_mlp(_spec(k, hidden, classes), g, batch)
+        compile_network(_spec(k, hidden, classes), g, batch)
     if "classes" not in match:   # the same network fits a roomy trainer
-        compile_mlp(_spec(k, hidden, classes), Geometry(side=4, **dict(BIG, wgt_depth=65536,
+        compile_network(_spec(k, hidden, classes), Geometry(side=4, **dict(BIG, wgt_depth=65536,
                                                                       act_depth=65536)), batch)
 
 
 def test_learning_rate_must_fit_d_g():
-    plan = compile_mlp(_spec(8, [4], 10), Geometry(side=4, **dict(BIG, d_g_width=16)), 8)
+    plan = compile_network(_spec(8, [4], 10), Geometry(side=4, **dict(BIG, d_g_width=16)), 8)
     plan.program(100)               # 100 * 640 < 2**16
     with pytest.raises(DoesNotFit, match="D_G_WIDTH"):
         plan.program(103)           # 103 * 640 >= 2**16
 
 
 def test_describe_and_regions():
-    plan = compile_mlp(_spec(13, [7, 5, 6], 4), Geometry(side=4, **BIG), 10)
+    plan = compile_network(_spec(13, [7, 5, 6], 4), Geometry(side=4, **BIG), 10)
     text = plan.describe()
     for name in ("x_fm", "block2.fwd", "block1.local_t", "output", "ACT", "WGT", "LABEL"):
         assert name in text
@@ -429,7 +436,7 @@ def test_padding_stays_zero_while_training():
     rng = np.random.default_rng(11)
     spec = _spec(13, [7, 5], 6)
     geom = Geometry(side=4, **BIG)
-    plan = compile_mlp(spec, geom, 10)
+    plan = compile_network(spec, geom, 10)
     net = Network(spec, seed=3)
     machine = IsaMachine(geom)
     machine.load(plan.pack_weights(net.weights()))

@@ -3,10 +3,12 @@ engine and waits until the writer has written the instruction's last row.
 
 States: IDLE -> (START) FETCH -> LOAD -> LOAD2 -> DECODE -> ISSUE -> RUN -> FETCH ...;
 DECODE returns to IDLE on ``END`` (``done``) or on an instruction the Trainer cannot run
-exactly (``done`` and ``op_error``): an unknown op, an empty product, a ``pc`` beyond PROG, a
-FORWARD or LOSS ``divisor`` of 0 or above ``divisor_max``, an SGD ``d_g`` of 0 or wider than
-``d_g_width``, a ``d_w`` wider than ``d_w_width``.  Nothing is written then.  The divisor
-checks are registered in LOAD2, beside the instruction.  PROG is read through its memory's registered port: the address
+exactly (``done`` and ``op_error``): an unknown op (the CNN ops POOL, POOL_CODE and SCALE
+included), a non-zero field of ``hw.contract.CNN_FIELDS`` (issue 31's spatial levels), an
+empty product, a ``pc`` beyond PROG, a FORWARD or LOSS ``divisor`` of 0 or above
+``divisor_max``, an SGD ``d_g`` of 0 or wider than ``d_g_width``, a ``d_w`` wider than
+``d_w_width``.  Nothing is written then.  The divisor and CNN field checks are registered in
+LOAD2, beside the instruction.  PROG is read through its memory's registered port: the address
 register holds ``pc`` in FETCH (it loads ``pc_next``), the block reads in FETCH, its word is
 registered in LOAD and once more in LOAD2, and DECODE takes it into ``cur``.
 """
@@ -18,7 +20,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.contract import ADDRESS_WIDTH, Op
-from hw.trainers.core import instruction_layout
+from hw.trainers.core import instruction_layout, uses_cnn_fields
 
 __all__ = ["Sequencer"]
 
@@ -63,7 +65,7 @@ class Sequencer(wiring.Component):
         loading = Signal()                                  # LOAD state
         fetched_raw = self._prog.registered(m, loading, "fetched_raw")     # PROG[pc]
         fetched = Signal(instruction_layout())              # ... registered once more
-        exact = Signal()                                    # its divisors can be divided by
+        exact = Signal()              # its divisors can be divided by, no CNN field is used
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         # busy's and pc's next values: copies of busy (hw/replica.py) drive the memories'
@@ -88,9 +90,9 @@ class Sequencer(wiring.Component):
                 m.d.comb += loading.eq(1)
                 m.next = "LOAD2"
             with m.State("LOAD2"):
+                raw = data.View(instruction_layout(), fetched_raw)
                 m.d.sync += [fetched.eq(fetched_raw),
-                             exact.eq(self._divisors_ok(data.View(instruction_layout(),
-                                                                  fetched_raw)))]
+                             exact.eq(self._divisors_ok(raw) & ~uses_cnn_fields(raw))]
                 m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.sync += cur.eq(fetched)

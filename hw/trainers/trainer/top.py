@@ -100,8 +100,8 @@ class Trainer(TrainerCore):
     #: accesses only while idle; an instruction's read and written words are disjoint, or,
     #: for SGD's WGT, each row is written well after its only read); STATUS.collision checks
     collision_free_memories = ("mem_*",)
-    #: PROG at most this deep goes to distributed RAM on the ECP5: its 362-bit words in block
-    #: RAM are 11 DP16KD whose slow outputs feed the sequencer from across the die
+    #: PROG at most this deep goes to distributed RAM on the ECP5: its 508-bit words in block
+    #: RAM are 15 DP16KD whose slow outputs feed the sequencer from across the die
     DISTRIBUTED_PROG_DEPTH = 64
     #: the memories whose readers share one register per bank (with
     #: ``memory_block="dp16kd"`` those are the blocks' own output registers)

@@ -24,12 +24,12 @@ def test_training_does_not_depend_on_what_the_memories_held_before(batch, m):
     memories full of random lane values train exactly like zeroed ones, full and partial
     batches."""
     from golden.network import Network, NetworkSpec
-    from nitrod.compiler import compile_mlp
+    from nitrod.compiler import compile_network
     from hw.contract import lane_signed, lane_width
 
     spec = NetworkSpec((1, 1, 13), 5, ("l7",), relu_inv_slope=4, fwd_decay_inv=1200,
                        subnet_decay_inv=700)
-    plan = compile_mlp(spec, GEOMETRY, batch)
+    plan = compile_network(spec, GEOMETRY, batch)
     runs = []
     for garbage in (False, True):
         machine = IsaMachine(GEOMETRY)
