@@ -19,28 +19,53 @@ Memories
 
 Instruction (``instruction_layout``, accepted on the ``instr`` stream when the engine is idle)
 ------------------------------------------------------------------------------------------------
-Fields, from the least significant bit:
+Fields, from the least significant bit (``aw``, ``bw``: the A and B address widths, ``cw``:
+``count_width``, ``lw``: ``level_width``):
 
-==================  ============  ===============================================================
-field               width         meaning
-==================  ============  ===============================================================
-``a_base``          a_addr_width  word address of beat 0 of tile (0, *)
-``a_tile_stride``   a_addr_width  word step between consecutive tile *rows* (``tr``)
-``a_k_stride``      a_addr_width  word step per beat (normally 1)
-``b_base``          b_addr_width  word address of beat 0 of tile (*, 0)
-``b_tile_stride``   b_addr_width  word step between consecutive tile *columns* (``tc``)
-``b_k_stride``      b_addr_width  word step per beat (normally 1)
-``k_len``           count_width   beats per tile (the contraction length)
-``tiles_r``         count_width   tile rows
-``tiles_c``         count_width   tile columns
-==================  ============  ===============================================================
+==================  =====  ====================================================================
+field               width  meaning
+==================  =====  ====================================================================
+``a_base``          aw     word address of beat 0 of tile 0
+``a_tile_stride``   aw     A word step between consecutive tile *rows* (``tr``)
+``a_k_stride``      aw     A word step per beat ``k`` (normally 1)
+``b_base``          bw     word address of beat 0 of tile 0
+``b_tile_stride``   bw     B word step between consecutive tile *columns* (``tc``)
+``b_k_stride``      bw     B word step per beat ``k`` (normally 1)
+``k_len``           cw     beats ``k`` per beat row (the contraction length of an MLP product)
+``tiles_r``         cw     tile rows
+``tiles_c``         cw     tile columns
+``y_tiles``         lw     tile steps ``ty`` of level y (0 or 1: once)
+``y_repeat``        lw     repeats ``uy`` of each ``ty`` step (the same operands again)
+``x_tiles``         lw     tile steps ``tx`` of level x
+``x_repeat``        lw     repeats ``ux`` of each ``tx`` step
+``y_beats``         lw     beat steps ``ky`` of level y
+``x_beats``         lw     beat steps ``kx`` of level x
+``a_y_tile``        aw     A word step per ``ty`` (``a_x_tile``: per ``tx``)
+``a_x_tile``        aw
+``a_y_beat``        aw     A word step per ``ky`` (``a_x_beat``: per ``kx``)
+``a_x_beat``        aw
+``b_y_tile``        bw     the same four steps of B
+``b_x_tile``        bw
+``b_y_beat``        bw
+``b_x_beat``        bw
+==================  =====  ====================================================================
 
-Address arithmetic is modulo ``2**addr_width`` (so with a power-of-two depth a "negative" stride
-is its two's complement).  Tiles run in row-major order; tile ``(tr, tc)`` beat ``k`` reads
-``A[a_base + tr*a_tile_stride + k*a_k_stride]`` and ``B[b_base + tc*b_tile_stride + k*b_k_stride]``
-and carries ``first`` on ``k == 0`` and ``last`` on ``k == k_len - 1``.  The addresses are kept
-incrementally (adders only, no multipliers).  An instruction with ``k_len``, ``tiles_r`` or
-``tiles_c`` equal to zero produces no result and only pulses ``done``.
+Tiles and beats are nested loops, outermost first (hw/contract/isa.py): tiles ``ty, uy, tx,
+ux, tr, tc``, beats ``ky, kx, k``; beat ``(ky, kx, k)`` of tile ``(ty, uy, tx, ux, tr, tc)``
+reads ``A[a_base + ty*a_y_tile + tx*a_x_tile + tr*a_tile_stride + ky*a_y_beat + kx*a_x_beat +
+k*a_k_stride]`` and ``B[b_base + ty*b_y_tile + tx*b_x_tile + tc*b_tile_stride + ky*b_y_beat +
+kx*b_x_beat + k*b_k_stride]`` (the repeats ``uy``, ``ux`` move nothing), carries ``first`` on a
+tile's first beat and ``last`` on its last.  An MLP product leaves the level fields 0: tiles
+``(tr, tc)``, beats ``k``.  The Trainer derives the spatial levels' steps from the contract's
+(``windows``, ``tile_b``: hw/trainers/trainer/sequencer.py).  Address arithmetic is modulo
+``2**addr_width`` (so with a power-of-two depth a "negative" stride is its two's complement).
+The addresses are kept incrementally (adders only, no multipliers): a *tile walker* holds the
+next tile's first A and B addresses, one tile ahead of the *beat walker* that issues the
+beats, so that a beat's address is one adder and a choice of four away from flip-flops (the
+next beat, the next ``kx`` row, the next ``ky`` row, or the next tile's registered start).  An
+instruction with ``k_len``, ``tiles_r`` or ``tiles_c`` equal to zero produces no result and
+only pulses ``done``.  When the last beat has been issued the A and B addresses return to 0
+(so that a parent may OR another reader's address into the idle engine's).
 
 Results
 -------
@@ -79,18 +104,23 @@ copies of ``last`` and of the rule, and the skid entry loads whenever it is empt
 per cycle flows while the array is ready.  Beats of consecutive tiles follow each other
 without a gap (the tile switch is just another address update).
 
-With ``results`` always ready, an instruction of ``T = tiles_r * tiles_c`` tiles takes exactly
-``k_len + (T - 1) * max(k_len, mac.stream_beats) + fixed_cycles`` cycles (``cycles``;
-:meth:`TileEngine.instruction_cycles`), ``fixed_cycles = 1 + fetch_latency + mac.latency + rows -
-1``: the cycle accepting the instruction, the read and registering of beat 0, the array's result
-latency after the last beat, and the last tile's rows after its row 0.  A tile shorter than
+With ``results`` always ready, an instruction of ``T`` tiles (every tile loop counted, repeats
+included) of ``K`` beats each takes exactly ``K + (T - 1) * max(K, mac.stream_beats) +
+fixed_cycles`` cycles (``cycles``; :meth:`TileEngine.instruction_cycles`), ``fixed_cycles = 2 +
+fetch_latency + mac.latency + rows - 1``: the cycle accepting the instruction, the cycle
+loading the first tile into the beat walker, the read and registering of beat 0, the array's
+result latency after the last beat, and the last tile's rows after its row 0.  A tile shorter than
 ``mac.stream_beats`` (``mac.latency + rows``) holds its last beat until the previous tile has
 left the array's result bank; the engine then simply waits.  Nothing in the logic depends on the
-array's internal latency: flow control is valid/ready on both sides and tiles are counted on the
-result side.
+array's internal latency: flow control is valid/ready on both sides; the result side counts
+the tiles whose last beat was issued and whose last row has not left (``final`` is the last
+row of a tile when it is the only one and no beat is left to issue), and annotates each row
+with ``tr`` and ``tc`` counted there.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -101,14 +131,20 @@ from hw.array.mac_array import MacArray
 from hw.contract.widths import ACC_WIDTH, ACTIVATION_WIDTH, WEIGHT_WIDTH
 from hw.replica import replica
 
-__all__ = ["TileEngine", "instruction_layout", "result_layout", "read_port_signature"]
+__all__ = ["TileEngine", "instruction_layout", "result_layout", "read_port_signature",
+           "LEVEL_FIELDS"]
 
 
 def _addr_width(depth: int) -> int:
     return max(1, ceil_log2(depth))
 
 
-def instruction_layout(a_addr_width: int, b_addr_width: int, count_width: int) -> data.StructLayout:
+#: the spatial levels' counts (hw/contract/isa.py: LEVEL_COUNT_WIDTH)
+LEVEL_FIELDS = ("y_tiles", "y_repeat", "x_tiles", "x_repeat", "y_beats", "x_beats")
+
+
+def instruction_layout(a_addr_width: int, b_addr_width: int, count_width: int,
+                       level_width: int = 8) -> data.StructLayout:
     """The instruction of one product; fields from the least significant bit (see module doc)."""
     return data.StructLayout({
         "a_base": unsigned(a_addr_width),
@@ -120,6 +156,9 @@ def instruction_layout(a_addr_width: int, b_addr_width: int, count_width: int) -
         "k_len": unsigned(count_width),
         "tiles_r": unsigned(count_width),
         "tiles_c": unsigned(count_width),
+        **{name: unsigned(level_width) for name in LEVEL_FIELDS},
+        **{f"a_{d}_{what}": unsigned(a_addr_width) for what in ("tile", "beat") for d in "yx"},
+        **{f"b_{d}_{what}": unsigned(b_addr_width) for what in ("tile", "beat") for d in "yx"},
     })
 
 
@@ -165,6 +204,7 @@ class TileEngine(wiring.Component):
     rows, cols, a_width, b_width, acc_width : the MacArray's geometry and widths.
     a_depth, b_depth : words in operand memories A and B.
     count_width : width of ``k_len``, ``tiles_r``, ``tiles_c`` (and of ``tr``/``tc`` on results).
+    level_width : width of the spatial levels' counts (``y_tiles`` ... ``x_beats``).
     cycle_width : width of the ``cycles`` counter.
     mac_options : further keyword arguments for the MacArray (e.g. its multiplier style).
     a_depth, b_depth set the address widths of the read ports.
@@ -197,7 +237,7 @@ class TileEngine(wiring.Component):
     def __init__(self, rows: int = 4, cols: int = 4, a_width: int = ACTIVATION_WIDTH,
                  b_width: int = WEIGHT_WIDTH, acc_width: int = ACC_WIDTH, *,
                  a_depth: int = 512, b_depth: int = 512, count_width: int = 16,
-                 cycle_width: int = 32, mac_options: dict | None = None,
+                 level_width: int = 8, cycle_width: int = 32, mac_options: dict | None = None,
                  read_latency: int = 1):
         if read_latency not in (1, 2, 3, 4, 5):
             raise ValueError("read_latency is 1 to 5")
@@ -205,8 +245,8 @@ class TileEngine(wiring.Component):
         self.fetch_latency = read_latency + 1
         if a_depth < 1 or b_depth < 1:
             raise ValueError("memory depths must be at least 1")
-        if count_width < 1:
-            raise ValueError("count_width must be at least 1")
+        if count_width < 1 or level_width < 1:
+            raise ValueError("count_width and level_width must be at least 1")
         # The array validates its own geometry and widths.
         self.mac = MacArray(rows=rows, cols=cols, a_width=a_width, b_width=b_width, acc_width=acc_width,
                             **(mac_options or {}))
@@ -215,9 +255,11 @@ class TileEngine(wiring.Component):
         self.a_depth, self.b_depth = a_depth, b_depth
         self.a_addr_width, self.b_addr_width = _addr_width(a_depth), _addr_width(b_depth)
         self.count_width, self.cycle_width = count_width, cycle_width
+        self.level_width = level_width
         self.a_word = data.ArrayLayout(signed(a_width), rows)
         self.b_word = data.ArrayLayout(signed(b_width), cols)
-        self.instr_layout = instruction_layout(self.a_addr_width, self.b_addr_width, count_width)
+        self.instr_layout = instruction_layout(self.a_addr_width, self.b_addr_width, count_width,
+                                               level_width)
         self.result_layout = result_layout(rows, cols, acc_width, count_width)
         super().__init__({
             "instr": In(stream.Signature(self.instr_layout)),
@@ -233,16 +275,17 @@ class TileEngine(wiring.Component):
 
     @property
     def fixed_cycles(self) -> int:
-        """Cycles of an instruction beyond its beats (tiles of ``k_len >= mac.stream_beats``,
-        results always ready)."""
-        return 1 + self.fetch_latency + self.mac.latency + self.rows - 1
+        """Cycles of an instruction beyond its beats (tiles of at least ``mac.stream_beats``
+        beats, results always ready)."""
+        return 2 + self.fetch_latency + self.mac.latency + self.rows - 1
 
-    def instruction_cycles(self, tiles: int, k_len: int) -> int:
-        """Cycles of an instruction of ``tiles`` tiles of ``k_len`` beats (results always
-        ready; see Timing)."""
-        if tiles == 0 or k_len == 0:
+    def instruction_cycles(self, tiles: int, beats: int) -> int:
+        """Cycles of an instruction of ``tiles`` tiles of ``beats`` beats each (every loop
+        counted: ``hw.contract.tile_count`` and ``beat_count``; results always ready; see
+        Timing)."""
+        if tiles == 0 or beats == 0:
             return 1
-        return k_len + (tiles - 1) * max(k_len, self.mac.stream_beats) + self.fixed_cycles
+        return beats + (tiles - 1) * max(beats, self.mac.stream_beats) + self.fixed_cycles
 
     def elaborate(self, platform):
         # One function on purpose: the address stage, the read stages and the skid buffer
@@ -259,25 +302,49 @@ class TileEngine(wiring.Component):
         m.d.comb += self.instr.ready.eq(~self.busy)
 
         # ---- stage 0: address generation -----------------------------------------------
+        # Counters with their "is last" flag kept in registers (compared one step ahead
+        # against ``count - 2``), so that no wide comparison sits in front of the many
+        # enables they drive; a count of 0 or 1 runs once.
+        lw = self.level_width
+
+        def level(name, width, count_of):
+            lv = SimpleNamespace(
+                n=Signal(width, name=f"{name}"), last=Signal(name=f"at_{name}_last"),
+                pen=Signal(width, name=f"{name}_pen"), single=Signal(name=f"{name}_single"))
+            lv.count_of = count_of
+            return lv
+
+        def init(lv, p):
+            count = p[lv.count_of]
+            m.d.sync += [lv.n.eq(0), lv.pen.eq(count - 2), lv.single.eq(count <= 1),
+                         lv.last.eq(count <= 1)]
+
+        def inc(lv):
+            m.d.sync += [lv.n.eq(lv.n + 1), lv.last.eq(lv.n == lv.pen)]
+
+        def wrap(*lvs):
+            for lv in lvs:
+                m.d.sync += [lv.n.eq(0), lv.last.eq(lv.single)]
+
         issuing = Signal()                    # stage 0 holds a beat to issue
-        k = Signal(cw)
-        tr = Signal(cw)
-        tc = Signal(cw)
-        # "is last" flags kept in registers (compared one step ahead against ``len - 2``) so
-        # that no wide comparison sits in front of the many enables they drive
-        at_k_first = Signal()                 # k == 0
-        at_k_last = Signal()                  # k == k_len - 1
-        at_tc_last = Signal()                 # tc == tiles_c - 1
-        at_tr_last = Signal()                 # tr == tiles_r - 1
-        k_pen = Signal(cw)                    # k_len - 2
-        tc_pen = Signal(cw)                   # tiles_c - 2
-        tr_pen = Signal(cw)                   # tiles_r - 2
-        k_single = Signal()                   # k_len == 1
-        tc_single = Signal()                  # tiles_c == 1
-        a_row_base = Signal(self.a_addr_width)   # a_base + tr * a_tile_stride
-        a_addr = Signal(self.a_addr_width)       # a_row_base + k * a_k_stride
-        b_col_base = Signal(self.b_addr_width)   # b_base + tc * b_tile_stride
-        b_addr = Signal(self.b_addr_width)       # b_col_base + k * b_k_stride
+        starting = Signal()                   # the cycle after accept: the first tile loads
+        # the tile walker, one tile ahead of the beats: the next tile's first A and B
+        # addresses (ta, tb), the bases of its levels, and whether there is a next tile
+        t_tc, t_tr = level("tc", cw, "tiles_c"), level("tr", cw, "tiles_r")
+        t_ux, t_tx = level("ux", lw, "x_repeat"), level("tx", lw, "x_tiles")
+        t_uy, t_ty = level("uy", lw, "y_repeat"), level("ty", lw, "y_tiles")
+        tile_levels = (t_tc, t_tr, t_ux, t_tx, t_uy, t_ty)
+        t_valid = Signal()
+        aw, bw = self.a_addr_width, self.b_addr_width
+        ta, ta_sx, ta_sy = (Signal(aw, name=n) for n in ("ta", "ta_sx", "ta_sy"))
+        tb, tb_sx, tb_sy = (Signal(bw, name=n) for n in ("tb", "tb_sx", "tb_sy"))
+        # the beat walker: the beat's addresses and the starts of its kx and ky rows
+        k_k, k_x, k_y = level("k", cw, "k_len"), level("kx", lw, "x_beats"), level("ky", lw, "y_beats")
+        at_first = Signal()                   # the tile's first beat
+        at_last = Signal()                    # the tile's last beat
+        one_beat = Signal()                   # tiles of one beat
+        a_addr, a_kx, a_ky = (Signal(aw, name=n) for n in ("a_addr", "a_kx", "a_ky"))
+        b_addr, b_kx, b_ky = (Signal(bw, name=n) for n in ("b_addr", "b_kx", "b_ky"))
 
         # ---- stage 1: the read ports' output (the words read in stage 0) -----------------
         # (with read_latency n, stage 1 is n stages: the flags travel through all of them)
@@ -323,7 +390,7 @@ class TileEngine(wiring.Component):
         m.d.comb += [rd_a.valid.eq(issuing), rd_b.valid.eq(issuing),
                      rd_a.en_next.eq(advance_next), rd_b.en_next.eq(advance_next)]
         with m.If(advance):
-            flags = (issuing, at_k_first, at_k_last)
+            flags = (issuing, at_first, at_last)
             for stage in [*early, (valid1, first1, last1)]:
                 m.d.sync += [reg.eq(src) for reg, src in zip(stage, flags)]
                 flags = stage
@@ -363,53 +430,77 @@ class TileEngine(wiring.Component):
             with m.If(~valid_s_c):
                 m.d.sync += skid.eq(word)
 
+        load_tile = Signal()                  # the beat walker takes the tile walker's tile
+        m.d.comb += load_tile.eq(starting | (advance & issuing & at_last))
+        m.d.sync += starting.eq(0)
         with m.If(accept):
             p = self.instr.payload
             nonempty = (p.k_len != 0) & (p.tiles_r != 0) & (p.tiles_c != 0)
-            m.d.sync += [
-                ins.eq(p),
-                issuing.eq(nonempty),
-                k.eq(0), tr.eq(0), tc.eq(0),
-                k_pen.eq(p.k_len - 2), tc_pen.eq(p.tiles_c - 2), tr_pen.eq(p.tiles_r - 2),
-                k_single.eq(p.k_len == 1), tc_single.eq(p.tiles_c == 1),
-                at_k_first.eq(1), at_k_last.eq(p.k_len == 1),
-                at_tc_last.eq(p.tiles_c == 1), at_tr_last.eq(p.tiles_r == 1),
-                a_row_base.eq(p.a_base), a_addr.eq(p.a_base),
-                b_col_base.eq(p.b_base), b_addr.eq(p.b_base),
-            ]
-        with m.Elif(advance & issuing):
-            with m.If(~at_k_last):
-                m.d.sync += [
-                    k.eq(k + 1),
-                    at_k_first.eq(0),
-                    at_k_last.eq(k == k_pen),
-                    a_addr.eq(a_addr + ins.a_k_stride),
-                    b_addr.eq(b_addr + ins.b_k_stride),
-                ]
+            m.d.sync += [ins.eq(p), starting.eq(nonempty), t_valid.eq(nonempty),
+                         ta.eq(p.a_base), ta_sx.eq(p.a_base), ta_sy.eq(p.a_base),
+                         tb.eq(p.b_base), tb_sx.eq(p.b_base), tb_sy.eq(p.b_base),
+                         one_beat.eq((p.k_len == 1) & (p.x_beats <= 1) & (p.y_beats <= 1))]
+            for lv in (*tile_levels, k_k, k_x, k_y):
+                init(lv, p)
+        # the tile walker steps as the beat walker takes its tile
+        with m.Elif(load_tile):
+            with m.If(~t_tc.last):
+                inc(t_tc)
+                m.d.sync += tb.eq(tb + ins.b_tile_stride)
+            with m.Elif(~t_tr.last):
+                wrap(t_tc)
+                inc(t_tr)
+                m.d.sync += [ta.eq(ta + ins.a_tile_stride), tb.eq(tb_sx)]
+            with m.Elif(~t_ux.last):
+                wrap(t_tc, t_tr)
+                inc(t_ux)
+                m.d.sync += [ta.eq(ta_sx), tb.eq(tb_sx)]
+            with m.Elif(~t_tx.last):
+                wrap(t_tc, t_tr, t_ux)
+                inc(t_tx)
+                m.d.sync += [ta_sx.eq(ta_sx + ins.a_x_tile), ta.eq(ta_sx + ins.a_x_tile),
+                             tb_sx.eq(tb_sx + ins.b_x_tile), tb.eq(tb_sx + ins.b_x_tile)]
+            with m.Elif(~t_uy.last):
+                wrap(t_tc, t_tr, t_ux, t_tx)
+                inc(t_uy)
+                m.d.sync += [ta_sx.eq(ta_sy), ta.eq(ta_sy), tb_sx.eq(tb_sy), tb.eq(tb_sy)]
+            with m.Elif(~t_ty.last):
+                wrap(t_tc, t_tr, t_ux, t_tx, t_uy)
+                inc(t_ty)
+                m.d.sync += [ta_sy.eq(ta_sy + ins.a_y_tile), ta_sx.eq(ta_sy + ins.a_y_tile),
+                             ta.eq(ta_sy + ins.a_y_tile),
+                             tb_sy.eq(tb_sy + ins.b_y_tile), tb_sx.eq(tb_sy + ins.b_y_tile),
+                             tb.eq(tb_sy + ins.b_y_tile)]
             with m.Else():
-                m.d.sync += [k.eq(0), at_k_first.eq(1), at_k_last.eq(k_single)]
-                with m.If(~at_tc_last):
-                    # next tile column, same tile row
-                    m.d.sync += [
-                        tc.eq(tc + 1),
-                        at_tc_last.eq(tc == tc_pen),
-                        b_col_base.eq(b_col_base + ins.b_tile_stride),
-                        b_addr.eq(b_col_base + ins.b_tile_stride),
-                        a_addr.eq(a_row_base),
-                    ]
-                with m.Else():
-                    m.d.sync += [
-                        tc.eq(0),
-                        at_tc_last.eq(tc_single),
-                        tr.eq(tr + 1),
-                        at_tr_last.eq(tr == tr_pen),
-                        a_row_base.eq(a_row_base + ins.a_tile_stride),
-                        a_addr.eq(a_row_base + ins.a_tile_stride),
-                        b_col_base.eq(ins.b_base),
-                        b_addr.eq(ins.b_base),
-                    ]
-                    with m.If(at_tr_last):
-                        m.d.sync += issuing.eq(0)
+                # no tile left: the addresses the beat walker takes after the last beat are 0
+                m.d.sync += [t_valid.eq(0), ta.eq(0), tb.eq(0)]
+        # the beat walker: a tile's beats, then the tile walker's next tile (or 0s, the end)
+        with m.If(load_tile):
+            m.d.sync += [issuing.eq(t_valid), at_first.eq(1), at_last.eq(one_beat),
+                         a_addr.eq(ta), a_kx.eq(ta), a_ky.eq(ta),
+                         b_addr.eq(tb), b_kx.eq(tb), b_ky.eq(tb)]
+            wrap(k_k, k_x, k_y)
+        with m.Elif(advance & issuing):
+            m.d.sync += at_first.eq(0)
+            with m.If(~k_k.last):
+                inc(k_k)
+                m.d.sync += [a_addr.eq(a_addr + ins.a_k_stride),
+                             b_addr.eq(b_addr + ins.b_k_stride),
+                             at_last.eq((k_k.n == k_k.pen) & k_x.last & k_y.last)]
+            with m.Elif(~k_x.last):
+                wrap(k_k)
+                inc(k_x)
+                m.d.sync += [a_kx.eq(a_kx + ins.a_x_beat), a_addr.eq(a_kx + ins.a_x_beat),
+                             b_kx.eq(b_kx + ins.b_x_beat), b_addr.eq(b_kx + ins.b_x_beat),
+                             at_last.eq(k_k.single & (k_x.n == k_x.pen) & k_y.last)]
+            with m.Else():                    # ~k_y.last: at_last is 0
+                wrap(k_k, k_x)
+                inc(k_y)
+                m.d.sync += [a_ky.eq(a_ky + ins.a_y_beat), a_kx.eq(a_ky + ins.a_y_beat),
+                             a_addr.eq(a_ky + ins.a_y_beat),
+                             b_ky.eq(b_ky + ins.b_y_beat), b_kx.eq(b_ky + ins.b_y_beat),
+                             b_addr.eq(b_ky + ins.b_y_beat),
+                             at_last.eq(k_k.single & k_x.single & (k_y.n == k_y.pen))]
 
         # ---- results: the array's rows, annotated with the tile counted on this side ------
         out_tr = Signal(cw)
@@ -418,8 +509,18 @@ class TileEngine(wiring.Component):
         out_final = Signal()
         out_tc_last = Signal()                # out_tc == tiles_c - 1 (registered, as above)
         out_tr_last = Signal()                # out_tr == tiles_r - 1
+        # tiles whose last beat stage 0 has issued and whose last row has not left: the last
+        # row of a tile is the instruction's final row when that tile is the only one and
+        # stage 0 has nothing left to issue (tiles leave in issue order)
+        in_flight = Signal(8)
+        one_in_flight = Signal()
+        issued = advance & issuing & at_last
+        drained = mac.results.valid & mac.results.ready & res.last
+        in_flight_next = Signal.like(in_flight)
+        m.d.comb += in_flight_next.eq(in_flight + issued - drained)
+        m.d.sync += [in_flight.eq(in_flight_next), one_in_flight.eq(in_flight_next == 1)]
         m.d.comb += [
-            out_final.eq(res.last & out_tr_last & out_tc_last),
+            out_final.eq(res.last & one_in_flight & ~issuing & ~starting),
             self.results.valid.eq(mac.results.valid),
             mac.results.ready.eq(self.results.ready),
             self.results.payload.row.eq(res.row),
@@ -436,12 +537,15 @@ class TileEngine(wiring.Component):
             p = self.instr.payload
             m.d.sync += [out_tr.eq(0), out_tc.eq(0),
                          out_tc_last.eq(p.tiles_c == 1), out_tr_last.eq(p.tiles_r == 1)]
-        with m.Elif(mac.results.valid & mac.results.ready & res.last):
-            with m.If(out_tc_last):
-                m.d.sync += [out_tc.eq(0), out_tc_last.eq(tc_single),
-                             out_tr.eq(out_tr + 1), out_tr_last.eq(out_tr == tr_pen)]
+        with m.Elif(drained):
+            with m.If(~out_tc_last):
+                m.d.sync += [out_tc.eq(out_tc + 1), out_tc_last.eq(out_tc == t_tc.pen)]
             with m.Else():
-                m.d.sync += [out_tc.eq(out_tc + 1), out_tc_last.eq(out_tc == tc_pen)]
+                m.d.sync += [out_tc.eq(0), out_tc_last.eq(t_tc.single)]
+                with m.If(~out_tr_last):
+                    m.d.sync += [out_tr.eq(out_tr + 1), out_tr_last.eq(out_tr == t_tr.pen)]
+                with m.Else():                # the next spatial tile step (or the end)
+                    m.d.sync += [out_tr.eq(0), out_tr_last.eq(t_tr.single)]
 
         # ---- busy / done / cycle counter ----------------------------------------------
         m.d.sync += self.done.eq(0)

@@ -126,7 +126,7 @@ def run_engine(cfg, image: Image, *, ready_pattern=None, gap=0):
         "a_words": np.array([image.a[x] for x in a_addr], np.int64).reshape(len(a_addr), cfg["rows"]),
         "b_addr": np.array(b_addr, np.int64),
         "b_words": np.array([image.b[x] for x in b_addr], np.int64).reshape(len(b_addr), cfg["cols"]),
-        "instrs": np.array([[ins[n] for n in names] for ins in image.instrs], np.int64),
+        "instrs": np.array([[ins.get(n, 0) for n in names] for ins in image.instrs], np.int64),
     }
     if ready_pattern is not None:
         vectors["ready_pattern"] = np.asarray(ready_pattern, np.int64)
@@ -204,9 +204,10 @@ def test_training_step_products(rng, cfg, record_property):
     # no bubble at tile switches: the overhead is one constant, independent of the tile count
     assert len(overheads) == 1, overheads
     overhead = overheads.pop()
-    # the documented figure: accept + fetch + the array's latency + the last tile's other rows
+    # the documented figure: accept + the first tile's load + fetch + the array's latency +
+    # the last tile's other rows
     assert engine.mac.latency is not None
-    assert overhead == engine.fixed_cycles == 1 + engine.fetch_latency + engine.mac.latency + cfg["rows"] - 1
+    assert overhead == engine.fixed_cycles == 2 + engine.fetch_latency + engine.mac.latency + cfg["rows"] - 1
 
 
 def test_extreme_operands(rng):
@@ -387,3 +388,118 @@ def test_read_latency_is_checked():
     for latency in (0, 6):
         with pytest.raises(ValueError, match="read_latency is 1 to 5"):
             TileEngine(rows=2, cols=2, read_latency=latency)
+
+
+# --------------------------------------------------------------------------- spatial levels
+
+def spatial_reference(ins, a_mem, b_mem, rows, cols):
+    """The tiles of ``ins`` (module doc: tiles ty, uy, tx, ux, tr, tc; beats ky, kx, k) from
+    the address formulas, enumerated loop by loop: [(rows x cols accumulators, tr, tc)]."""
+    def n(name):
+        return max(1, ins.get(name, 0))
+
+    out = []
+    for ty in range(n("y_tiles")):
+        for uy in range(n("y_repeat")):
+            for tx in range(n("x_tiles")):
+                for ux in range(n("x_repeat")):
+                    for tr in range(ins["tiles_r"]):
+                        for tc in range(ins["tiles_c"]):
+                            acc = np.zeros((rows, cols), np.int64)
+                            for ky in range(n("y_beats")):
+                                for kx in range(n("x_beats")):
+                                    for k in range(ins["k_len"]):
+                                        a = (ins["a_base"] + ty * ins["a_y_tile"]
+                                             + tx * ins["a_x_tile"] + tr * ins["a_tile_stride"]
+                                             + ky * ins["a_y_beat"] + kx * ins["a_x_beat"]
+                                             + k * ins["a_k_stride"])
+                                        b = (ins["b_base"] + ty * ins["b_y_tile"]
+                                             + tx * ins["b_x_tile"] + tc * ins["b_tile_stride"]
+                                             + ky * ins["b_y_beat"] + kx * ins["b_x_beat"]
+                                             + k * ins["b_k_stride"])
+                                        acc += np.outer(a_mem[a], b_mem[b])
+                            out.append((acc, tr, tc))
+    return out
+
+
+def _spatial_instruction(rng, depth):
+    """A random instruction with every loop level, its addresses within ``depth``."""
+    while True:
+        ins = dict(k_len=int(rng.integers(1, 4)), tiles_r=int(rng.integers(1, 3)),
+                   tiles_c=int(rng.integers(1, 3)))
+        for name in ("y_tiles", "y_repeat", "x_tiles", "x_repeat", "y_beats", "x_beats"):
+            ins[name] = int(rng.choice([0, 1, 2, 3]))
+        for side in "ab":
+            for name in ("base", "tile_stride", "k_stride", "y_tile", "x_tile", "y_beat",
+                         "x_beat"):
+                ins[f"{side}_{name}"] = int(rng.integers(0, 6))
+
+        def top(side, tile):
+            n = {k: max(1, ins.get(k, 0)) - 1 for k in
+                 ("y_tiles", "x_tiles", "y_beats", "x_beats")}
+            return (ins[f"{side}_base"] + n["y_tiles"] * ins[f"{side}_y_tile"]
+                    + n["x_tiles"] * ins[f"{side}_x_tile"] + tile * ins[f"{side}_tile_stride"]
+                    + n["y_beats"] * ins[f"{side}_y_beat"] + n["x_beats"] * ins[f"{side}_x_beat"]
+                    + (ins["k_len"] - 1) * ins[f"{side}_k_stride"])
+        if top("a", ins["tiles_r"] - 1) < depth and top("b", ins["tiles_c"] - 1) < depth:
+            return ins
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_spatial_levels_against_the_address_formulas(seed):
+    """Random instructions using every loop (spatial tiles with repeats, spatial beats, the
+    MLP product's tr, tc and k) in Amaranth's simulator, read latency 5 like the Trainer's,
+    a consumer ready at random: every tile equals the address formulas' sum, tiles in loop
+    order (repeats recomputed), ``final`` on the last row only, and the cycles of results
+    always ready as :meth:`TileEngine.instruction_cycles` counts them."""
+    from amaranth.sim import Simulator
+
+    rng = np.random.default_rng(100 + seed)
+    cfg = dict(rows=2, cols=3, a_width=6, b_width=7, acc_width=24, a_depth=64, b_depth=64)
+    dut = EngineWithMemories(cfg, read_latency=5)
+    a_mem = rand_width(rng, (64, 2), 6)
+    b_mem = rand_width(rng, (64, 3), 7)
+    instrs = [_spatial_instruction(rng, 64) for _ in range(6)]
+    instrs.append(dict(instrs[0]))                     # the first again, results always ready
+    names = [name for name, _ in dut.instr_layout]
+    got = [[] for _ in instrs]
+    cycles = []
+
+    async def bench(ctx):
+        await _load_memories(ctx, ((dut.a_wr, dict(enumerate(a_mem.tolist()))),
+                                   (dut.b_wr, dict(enumerate(b_mem.tolist())))))
+        t = 0
+        for n, ins in enumerate(instrs):
+            ctx.set(dut.instr.payload, {name: ins.get(name, 0) for name in names})
+            ctx.set(dut.instr.valid, 1)
+            await ctx.tick()
+            ctx.set(dut.instr.valid, 0)
+            while not ctx.get(dut.done):
+                r = 1 if n == len(instrs) - 1 else int(rng.random() < 0.6)
+                ctx.set(dut.results.ready, r)
+                if ctx.get(dut.results.valid) and r:
+                    p = ctx.get(dut.results.payload)
+                    got[n].append((list(p.row), p.tr, p.tc, p.index, p.final))
+                await ctx.tick()
+                t += 1
+                assert t < 20000
+            cycles.append(ctx.get(dut.cycles))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    for n, ins in enumerate(instrs):
+        want = spatial_reference(ins, a_mem, b_mem, 2, 3)
+        rows = got[n]
+        assert len(rows) == 2 * len(want), n
+        for t, (acc, tr, tc) in enumerate(want):
+            for i in range(2):
+                row, r_tr, r_tc, index, final = rows[2 * t + i]
+                assert row == acc[i].tolist(), (n, t, i)
+                assert (r_tr, r_tc, index) == (tr, tc, i), (n, t, i)
+                assert final == (t == len(want) - 1 and i == 1), (n, t, i)
+    last = instrs[-1]
+    beats = last["k_len"] * max(1, last["y_beats"]) * max(1, last["x_beats"])
+    assert cycles[-1] == dut.instruction_cycles(len(spatial_reference(last, a_mem, b_mem, 2, 3)),
+                                                beats)
