@@ -9,6 +9,7 @@ op             chain (per lane)                                    ``value`` out
 ``FORWARD``    Scaler(divisor) -> NitroRelu(inv_slope)             ``h``; ``code`` too
 ``LOSS``       Scaler(divisor)                                     ``y`` (the writer
                                                                    subtracts the target)
+``SCALE``      Scaler(divisor) (LOSS's chain)                      ``y``
 ``BACKWARD``   saturate acc to ``err_width`` (registered)          ``d``
                -> NitroReluBackward
 ``SGD``        SgdUpdate(w = ``wgt`` lane, g = acc, d_g, d_w)      ``w'``
@@ -124,6 +125,7 @@ class PostLanes(wiring.Component):
         self.latency = {
             Op.FORWARD: s0.latency + self.relus[0].latency + chunking,
             Op.LOSS: s0.latency + chunking,
+            Op.SCALE: s0.latency + chunking,
             Op.BACKWARD: 2 + self.backwards[0].latency,
             Op.SGD: g0.latency + chunking,
         }
@@ -152,7 +154,8 @@ class PostLanes(wiring.Component):
         # multiplexer selects on a copy of the BACKWARD flag per lane (hw/replica.py)
         is_fwd, is_loss, is_bwd, is_sgd = (Signal(name=f"is_{n}")
                                            for n in ("fwd", "loss", "bwd", "sgd"))
-        m.d.sync += [is_fwd.eq(op == Op.FORWARD), is_loss.eq(op == Op.LOSS),
+        # SCALE (average pools) is LOSS's chain: the Scaler alone
+        m.d.sync += [is_fwd.eq(op == Op.FORWARD), is_loss.eq((op == Op.LOSS) | (op == Op.SCALE)),
                      is_bwd.eq(op == Op.BACKWARD), is_sgd.eq(op == Op.SGD)]
         out_is_bwd = replicas(m, op == Op.BACKWARD, S, "out_is_bwd")
         for u in range(U):

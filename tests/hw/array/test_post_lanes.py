@@ -2,7 +2,7 @@
 
 The lanes are also checked bit-exact inside the Trainer on whole training steps
 (tests/test_trainer.py); here the chunking: each op's rows against golden (FORWARD's Scaler and
-NITRO-ReLU with the codes, LOSS's Scaler, SGD's IntegerSGD with saturation and the sticky flag,
+NITRO-ReLU with the codes, LOSS's and SCALE's Scaler, SGD's IntegerSGD with saturation and the sticky flag,
 BACKWARD's saturation and ReLU backward), rows in order, one FORWARD/LOSS/SGD row every
 ``row_cycles`` cycles with ``i.ready`` low in between, BACKWARD rows every cycle, ``backerr``
 pulsing for exactly the BACKWARD rows that saturate (and never for FORWARD's large values).
@@ -139,6 +139,10 @@ def test_forward_and_loss_rows(rng, k, hold_valid):
     np.testing.assert_array_equal(codes, np.vectorize(relu_code)(y))
     _spacing(gaps, k, hold_valid)
     got, _, gaps, _ = _run(_lanes(k), Op.LOSS, {"divisor": fan_in}, z, hold_valid=hold_valid)
+    np.testing.assert_array_equal(got, y)
+    _spacing(gaps, k, hold_valid)
+    # SCALE (average pools): the Scaler alone, like LOSS
+    got, _, gaps, _ = _run(_lanes(k), Op.SCALE, {"divisor": fan_in}, z, hold_valid=hold_valid)
     np.testing.assert_array_equal(got, y)
     _spacing(gaps, k, hold_valid)
 
