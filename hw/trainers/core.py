@@ -27,8 +27,8 @@ def instruction_layout() -> data.StructLayout:
 
 def uses_cnn_fields(ins):
     """1 when the instruction ``ins`` (a view of :func:`instruction_layout`) has a non-zero
-    field of ``hw.contract.CNN_FIELDS`` (the spatial levels of issue 31, which today's cores
-    do not implement: such an instruction is an ``op_error``)."""
+    field of ``hw.contract.CNN_FIELDS`` (the spatial levels of issue 31: a core that does not
+    implement them, ``RUNS_CNN`` False, stops with ``op_error`` on such an instruction)."""
     return Cat(*(getattr(ins, name) for name in CNN_FIELDS)).any()
 
 
@@ -46,6 +46,10 @@ class TrainerCore(wiring.Component):
 
     #: cycles from ``bus.r_en`` to the word on ``bus.r_data``
     READ_LATENCY: int = 1
+    #: the core runs CNN programs (the ops POOL, POOL_CODE, SCALE and the spatial levels of
+    #: ``hw.contract.CNN_FIELDS``); else it stops with ``op_error`` on them and the host
+    #: refuses a CNN before it starts (``nitrod.compiler.hardware_refusal``)
+    RUNS_CNN: bool = False
     #: the regions whose memory may be iCE40 SPRAM (boards/: the fit check)
     SPRAM_REGIONS: tuple = ()
     #: the memories (module paths below the core) whose read never meets a write of the same

@@ -75,9 +75,11 @@ class Front(wiring.Component):
                                    & self._spaced_next(m))
         m.d.comb += [res.ready.eq(front_ready), take.eq(res.valid & res.ready)]
         # the aux address (CODE or WGT word of the row taken) is a register of the walker;
-        # the memory's address register loads it as the row is taken
+        # the memory's address register loads it as the row is taken.  It is 0 for the ops
+        # that read no aux word (the pool unit's CODE reads are ORed into CODE's address)
         walk = RowWalk(m, "front", self.side, cur, self.issue, take,
-                       base=Mux(op == Op.SGD, cur.row_base, cur.aux_base))
+                       base=Mux(op == Op.SGD, cur.row_base,
+                                Mux(op == Op.BACKWARD, cur.aux_base, 0)))
         m.d.comb += [self.aux_addr.eq(walk.addr), self.mac_overflow.eq(take & res.payload.overflow)]
         self._rows(m)
         return m

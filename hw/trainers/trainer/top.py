@@ -46,6 +46,7 @@ from .front import Front
 from .host_access import READ_LATENCY, HostAccess
 from .operand_fetch import READ_LATENCY as ENGINE_READ_LATENCY
 from .operand_fetch import OperandFetch
+from .pool import PoolUnit
 from .sequencer import Sequencer
 from .writer import Writer
 
@@ -89,6 +90,8 @@ class Trainer(TrainerCore):
 
     #: cycles from ``bus.r_en`` to ``bus.r_data`` (hw/trainers/trainer/host_access.py)
     READ_LATENCY = READ_LATENCY
+    #: every op and loop of the contract (the spatial levels, POOL, POOL_CODE, SCALE)
+    RUNS_CNN = True
     #: banks per group in the first step of the bank select of the host's, the engine's and
     #: the front's reads (``BankedMemory.registered``'s ``group``): a select of every bank in
     #: one step, from blocks spread over the die, is too long a path at 100 MHz on the ECP5
@@ -216,13 +219,29 @@ class Trainer(TrainerCore):
         m.submodules.fifo = fifo = SyncFIFOBuffered(width=lanes.out_layout.size,
                                                     depth=self.fifo_depth)
         m.submodules.writer = writer = Writer(mems, lanes, side=S)
+        m.submodules.pool = pool = PoolUnit(mems, side=S, bank_group=self.BANK_GROUP)
         m.d.comb += [seq.start.eq(host.start), seq.prog_start.eq(host.prog_start),
                      seq.clear.eq(host.clear), seq.engine_ready.eq(eng.instr.ready),
-                     seq.instr_done.eq(writer.instr_done), self.busy.eq(seq.busy),
-                     eng.instr.valid.eq(seq.issue)]
+                     seq.instr_done.eq(writer.instr_done | pool.done), self.busy.eq(seq.busy),
+                     eng.instr.valid.eq(seq.issue_engine),
+                     pool.cur.eq(cur), pool.start.eq(seq.issue_pool),
+                     pool.a_y_tile.eq(seq.a_y_tile), pool.a_x_tile.eq(seq.a_x_tile)]
+        # the engine's instruction: the contract's fields, the beats' steps of the spatial
+        # levels, and the tile steps the sequencer derived (windows, tile_b)
         for name in eng.instr_layout.members:
-            m.d.comb += eng.instr.payload[name].eq(cur[name])
-        wiring.connect(m, eng.a_rd, fetch.a_rd)
+            if name in ("a_y_beat", "a_x_beat", "b_y_beat", "b_x_beat"):
+                src = cur[f"{name[2]}_{'b_' if name[0] == 'b' else ''}stride"]
+            elif name in ("a_y_tile", "a_x_tile", "b_y_tile", "b_x_tile"):
+                src = getattr(seq, name)
+            else:
+                src = cur[name]
+            m.d.comb += eng.instr.payload[name].eq(src)
+        # ACT's operand path serves the engine and the pool unit (one instruction at a time):
+        # each one's address is 0 while the other runs, so they are ORed
+        m.d.comb += [fetch.a_rd.addr.eq(eng.a_rd.addr | pool.act_addr),
+                     fetch.a_rd.valid.eq(eng.a_rd.valid | pool.act_valid),
+                     fetch.a_rd.en.eq(eng.a_rd.en), fetch.a_rd.en_next.eq(eng.a_rd.en_next),
+                     eng.a_rd.data.eq(fetch.a_rd.data), pool.act_data.eq(fetch.a_rd.data)]
         wiring.connect(m, eng.b_rd, fetch.b_rd)
         m.d.comb += [fetch.b_src.eq(cur.b_src), fetch.sgd.eq(cur.op == Op.SGD)]
         wiring.connect(m, eng.results, front.results)
@@ -245,8 +264,8 @@ class Trainer(TrainerCore):
         self._status(m, host, seq, eng, lanes, front, collision, fifo_overrun)
         # each region's ports are switched by a copy of busy of its own
         busy_of = {r: replica(m, seq.busy_next, f"busy_{r.name.lower()}") for r in self.words}
-        self._write_ports(m, mems, busy_of, hacc, writer)
-        self._read_ports(m, mems, busy_of, hacc, seq, fetch, front, writer, host, shared_en)
+        self._write_ports(m, mems, busy_of, hacc, writer, pool, seq.pool)
+        self._read_ports(m, mems, busy_of, hacc, seq, fetch, front, writer, host, shared_en, pool)
         return m
 
     def _status(self, m, host, seq, eng, lanes, front, collision, fifo_overrun):
@@ -275,9 +294,9 @@ class Trainer(TrainerCore):
                      host.overflow.eq(self.overflow), host.cycles.eq(seq.cycles),
                      host.retired.eq(seq.retired)]
 
-    def _write_ports(self, m, mems, busy_of, hacc, writer):
-        """Each memory's write port: the writer's while busy, else the host's.  (PROG and
-        LABEL only the host writes.)"""
+    def _write_ports(self, m, mems, busy_of, hacc, writer, pool, pool_op):
+        """Each memory's write port: the writer's (ACT and CODE: the pool unit's in a pool,
+        ``pool_op``) while busy, else the host's.  (PROG and LABEL only the host writes.)"""
         for r, mem in mems.items():
             host_write = hacc.access(r)
             dp = getattr(writer, r.name.lower(), None)
@@ -285,22 +304,30 @@ class Trainer(TrainerCore):
                 m.d.comb += [mem.wr.addr.eq(host_write.addr), mem.wr.data.eq(host_write.data),
                              mem.wr.en.eq(host_write.wr_en)]
                 continue
+            pool_wr = {Region.ACT: pool.act_wr, Region.CODE: pool.code_wr}.get(r)
             with m.If(busy_of[r]):
                 m.d.comb += [mem.wr.addr.eq(dp.addr), mem.wr.data.eq(dp.data),
                              mem.wr.en.eq(dp.en)]
+                if pool_wr is not None:
+                    with m.If(pool_op):
+                        m.d.comb += [mem.wr.addr.eq(pool_wr.addr), mem.wr.data.eq(pool_wr.data),
+                                     mem.wr.en.eq(pool_wr.en)]
             with m.Else():
                 m.d.comb += [mem.wr.addr.eq(host_write.addr), mem.wr.data.eq(host_write.data),
                              mem.wr.en.eq(host_write.wr_en)]
 
-    def _read_ports(self, m, mems, busy_of, hacc, seq, fetch, front, writer, host, shared_en):
+    def _read_ports(self, m, mems, busy_of, hacc, seq, fetch, front, writer, host, shared_en,
+                    pool):
         """Each memory's read port: the datapath's while busy, the host's while idle.  The
         memories read the address their own register holds, so each source offers the value
         that register is to hold next; ACT, WGT, ERR and CODE register their read enables too,
         a copy per bank: their sources offer the enable's next value.
 
         * the engine's ports (OperandFetch): their address registers are the first of the
-          engine's five read stages;
-        * the front (F0 loads the aux word's address, F1 reads it: ``valid1``);
+          engine's five read stages (ACT: also the pool unit's reads, ORed in);
+        * the front (F0 loads the aux word's address, F1 reads it: ``valid1``), and in a
+          POOL_CODE the pool unit's CODE reads (P0, P1), ORed in: the front's address is 0
+          then (its walker's base);
         * the writer's walker, whose next row index makes LABEL's register hold the row's
           ``m`` (LABEL reads in every busy cycle);
         * the sequencer's next pc, from the START on, so that PROG's register holds pc in
@@ -326,15 +353,19 @@ class Trainer(TrainerCore):
             with m.If(busy_of[r]):
                 m.d.comb += [rd[r].addr.eq(request.addr), rd[r].load.eq(request.load)]
         sgd = seq.cur.op == Op.SGD
-        for r, when in ((Region.CODE, 1), (Region.WGT, sgd)):
-            with m.If(busy_of[r] & when):
-                m.d.comb += [rd[r].addr.eq(front.aux_addr), rd[r].load.eq(front.take)]
+        with m.If(busy_of[Region.CODE]):
+            m.d.comb += [rd[Region.CODE].addr.eq(front.aux_addr | pool.code_addr),
+                         rd[Region.CODE].load.eq(front.take | pool.code_en)]
+        with m.If(busy_of[Region.WGT] & sgd):
+            m.d.comb += [rd[Region.WGT].addr.eq(front.aux_addr),
+                         rd[Region.WGT].load.eq(front.take)]
         # each shared region's read enable, one cycle ahead: the datapath's (0 while idle)
         # or the host's (0 while busy, the host's reads being refused while engaged)
         read_en_next = {
             Region.ACT: fetch.act.en_next,
             Region.ERR: fetch.err.en_next,
-            Region.CODE: front.take & (seq.cur.op == Op.BACKWARD),   # NitroReluBackward's
+            Region.CODE: (front.take & (seq.cur.op == Op.BACKWARD))   # NitroReluBackward's
+                         | pool.code_en,                                # POOL_CODE's
             Region.WGT: Mux(sgd, front.take, fetch.wgt.en_next),
         }
         for r in self.SHARED_REGIONS:
@@ -350,7 +381,7 @@ class Trainer(TrainerCore):
             Region.ERR: self.engine.b_rd.en_next,
             Region.WGT: (Mux(sgd, front.valid1, self.engine.b_rd.en_next)
                          | hacc.access(Region.WGT).rd_en),
-            Region.CODE: front.valid1 | hacc.access(Region.CODE).rd_en,
+            Region.CODE: front.valid1 | pool.code_valid1 | hacc.access(Region.CODE).rd_en,
         }
         for r, bank_en in shared_en.items():
             copies = replicas(m, shared_en_next[r], len(bank_en), f"{r.name.lower()}_shared_en")

@@ -187,8 +187,9 @@ class Writer(wiring.Component):
         return [tbuf[i][0] for i in range(S)], emitting, emit_addr
 
     def _writes(self, m, w2, values, codes, column, emitting, emit_addr):
-        """The writes, registered: FORWARD rows (h) to ACT and codes to CODE, FORWARD and LOSS
-        columns to ACT, SGD rows and columns to WGT, LOSS and BACKWARD rows to ERR."""
+        """The writes, registered: FORWARD rows (h) to ACT and codes to CODE, SCALE rows to ACT,
+        FORWARD, LOSS and SCALE columns to ACT, SGD rows and columns to WGT, LOSS and BACKWARD
+        rows to ERR."""
         op = self.cur.op
         ports = {r: getattr(self, r.name.lower()) for r in self._shapes}
         m.d.sync += [port.en.eq(0) for port in ports.values()]
@@ -199,10 +200,15 @@ class Writer(wiring.Component):
         def write(r, addr, word):
             m.d.sync += [ports[r].addr.eq(addr), ports[r].data.eq(word), ports[r].en.eq(1)]
 
+        # which writes the op makes, decoded into registers (the op is set in DECODE, many
+        # cycles before the instruction's first row)
+        act_rows, act_cols = Signal(), Signal()
+        m.d.sync += [act_rows.eq((op == Op.FORWARD) | (op == Op.SCALE)),
+                     act_cols.eq((op == Op.FORWARD) | (op == Op.LOSS) | (op == Op.SCALE))]
         with m.If(self.busy):
-            with m.If(w2.valid & (op == Op.FORWARD)):
+            with m.If(w2.valid & act_rows):
                 write(Region.ACT, w2.row_addr, lanes_word(Region.ACT, values))
-            with m.Elif(emitting & ((op == Op.FORWARD) | (op == Op.LOSS))):
+            with m.Elif(emitting & act_cols):
                 write(Region.ACT, emit_addr, lanes_word(Region.ACT, column))
             with m.If(w2.valid & (op == Op.SGD)):
                 write(Region.WGT, w2.row_addr, lanes_word(Region.WGT, values))
