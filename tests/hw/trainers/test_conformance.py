@@ -1,7 +1,10 @@
 """Every trainer core passes the conformance suite (tests/support/conformance.py): whole
 training steps bit-exact with golden, memories equal to the machine model, cycles equal to the
 cycle model where the core has one, overflow flags, LOSS padding, refused accesses and
-instructions (CNN instructions included: issue 31 stage B).
+instructions.  The cores that run CNN programs (``RUNS_CNN``: the Trainer's) also pass the CNN
+checks (whole CNN steps, random instructions with the spatial levels, the pool unit, a conv
+product's overflow, refused CNN instructions); the others refuse CNN instructions (the
+SerialTrainer until it runs them: it joins the CNN checks when its class says RUNS_CNN).
 
 The cores: the Trainer (a 4 x 4 array, memories in banks of 32 words so that every read path
 crosses bank boundaries, a 40-bit accumulator (and SGD divisor) so that an overflow takes few
@@ -29,7 +32,7 @@ TRAINER = Geometry(side=4, act_depth=1024, wgt_depth=1024, err_depth=512, code_d
                    acc_width=40, d_g_width=40)
 #: the ECP5 blocks' run: memories just deep enough for its networks (each DP16KD model adds
 #: its own code to the Verilator build), still in banks the networks cross
-TRAINER_ECP5 = Geometry(side=4, act_depth=256, wgt_depth=256, err_depth=64, code_depth=64)
+TRAINER_ECP5 = Geometry(side=4, act_depth=512, wgt_depth=256, err_depth=64, code_depth=64)
 #: the iCEBreaker's widths (boards/boards.py) with small memories
 SERIAL = Geometry(side=2, act_depth=1024, wgt_depth=1024, err_depth=256, code_depth=512,
                   label_depth=256, prog_depth=32, wgt_width=16, acc_width=36, d_g_width=36)
@@ -44,27 +47,33 @@ class Core:
     geometry: Geometry
     networks: tuple = tuple(range(len(c.NETWORKS)))
     cycle_factor: int = 1
+    cnn_networks: tuple = ()          # c.CNN_NETWORKS trained on it (a RUNS_CNN core)
 
 
 CORES = {core.name: core for core in (
-    Core("trainer", lambda: Trainer(TRAINER, bank_depth=BANK_DEPTH), Trainer, TRAINER),
+    Core("trainer", lambda: Trainer(TRAINER, bank_depth=BANK_DEPTH), Trainer, TRAINER,
+         cnn_networks=("c3-p-c5-l3", "c3-a-c5")),
     Core("trainer_ecp5", lambda: Trainer(TRAINER_ECP5, bank_depth=BANK_DEPTH,
                                          mac_options={"multiplier": "ecp5_dsp"},
                                          memory_block="dp16kd"),
-         Trainer, TRAINER_ECP5, networks=(0, 2)),
+         Trainer, TRAINER_ECP5, networks=(0, 2), cnn_networks=("c3-p-c5-l3-small",)),
     # the lanes take a row every cycle: the front and the writer take rows back to back, and
     # each memory's address register must load the walkers' next address
     Core("trainer_rows1", lambda: Trainer(TRAINER, bank_depth=BANK_DEPTH, row_cycles=1),
-         Trainer, TRAINER, networks=(1, 3)),
+         Trainer, TRAINER, networks=(1, 3), cnn_networks=("c3-p-c5-l3",)),
     # a one-row FIFO: the front waits for a credit before every row (slower, not different)
     Core("trainer_fifo1", lambda: Trainer(TRAINER, bank_depth=BANK_DEPTH, fifo_depth=1),
-         Trainer, TRAINER, networks=(1,), cycle_factor=40),
+         Trainer, TRAINER, networks=(1,), cycle_factor=40, cnn_networks=("c3-a-c5",)),
     Core("serial", lambda: SerialTrainer(SERIAL), SerialTrainer, SERIAL),
     Core("serial_spram", lambda: SerialTrainer(SERIAL, memory_block="spram"), SerialTrainer,
          SERIAL, networks=(0, 2)),
 )}
 #: the cores every check runs on (the variants above run the whole steps)
 MAIN = ("trainer", "serial")
+#: the cores that run CNN programs (RUNS_CNN; the SerialTrainer joins when it does) and those
+#: that refuse them, among MAIN and the ECP5 run
+CNN_MAIN = tuple(n for n in ("trainer", "trainer_ecp5", "serial") if CORES[n].cls.RUNS_CNN)
+NO_CNN = tuple(n for n in MAIN if not CORES[n].cls.RUNS_CNN)
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +141,42 @@ def test_a_divisor_no_unit_divides_by_is_an_op_error_and_writes_nothing(buses, c
     c.check_bad_divisors(buses(core_name), CORES[core_name].geometry, case)
 
 
-@pytest.mark.parametrize("core_name", MAIN)
+@pytest.mark.parametrize("core_name", NO_CNN)
 @pytest.mark.parametrize("case", list(c.CNN_REFUSED))
 def test_a_cnn_instruction_is_an_op_error_and_writes_nothing(buses, core_name, case):
-    """Today's cores implement the MLP product only (issue 31 stage B generalises them)."""
+    """A core that does not run CNN programs refuses their instructions."""
     c.check_cnn_refused(buses(core_name), CORES[core_name].geometry, case)
+
+
+CNN_STEPS = [(name, net) for name, core in CORES.items() for net in core.cnn_networks]
+
+
+@pytest.mark.parametrize("core_name, net", CNN_STEPS, ids=[f"{n}-{net}" for n, net in CNN_STEPS])
+def test_cnn_steps_are_bit_exact_with_golden(buses, core_name, net):
+    core = CORES[core_name]
+    c.check_cnn_steps(buses(core_name), c.CNN_NETWORKS[net], core.geometry,
+                      c.cnn_cycle_bound(core.geometry, core.cycle_factor))
+
+
+@pytest.mark.parametrize("core_name", CNN_MAIN)
+@pytest.mark.parametrize("op", c.CNN_OPS)
+def test_cnn_instructions_equal_the_model_word_for_word(buses, core_name, op):
+    c.check_cnn_instructions(buses(core_name), CORES[core_name].geometry, op)
+
+
+@pytest.mark.parametrize("core_name", CNN_MAIN)
+@pytest.mark.parametrize("case", c.POOL_CASES)
+def test_the_pool_unit_against_numpy(buses, core_name, case):
+    c.check_pools(buses(core_name), CORES[core_name].geometry, case)
+
+
+@pytest.mark.parametrize("core_name", [n for n in CNN_MAIN if n in MAIN])
+def test_a_conv_partial_sum_beyond_the_accumulator_sets_overflow_mac(buses, core_name):
+    c.check_cnn_mac_overflow(buses(core_name), CORES[core_name].geometry)
+
+
+@pytest.mark.parametrize("core_name", [n for n in CNN_MAIN if n in MAIN])
+@pytest.mark.parametrize("case", list(c.CNN_STILL_REFUSED))
+def test_an_impossible_cnn_instruction_is_an_op_error_and_writes_nothing(buses, core_name,
+                                                                          case):
+    c.check_cnn_still_refused(buses(core_name), CORES[core_name].geometry, case)
