@@ -2,14 +2,18 @@
 
 ``nitrod sim`` runs golden/train.py's loop (same batches, order and schedule as
 ``nitrod train``) with the ``sim`` backend (nitrod/backends.py): every step is computed by the
-Trainer's gateware in Verilator; after every epoch its weights are read back and the NumPy
-network scores the test split with them.  ``--check`` trains the golden model beside it and
-compares every weight after every batch, stopping at the first difference (layer, index, both
-values).  ``metrics.json`` adds to ``nitrod train``'s: ``mismatches``, ``cycles_per_batch``,
-``mac_utilisation`` (useful MACs / (S*S * cycles)), ``sim_cycles_per_second`` and the
-geometry.  ``--waves-batch N`` replays batch N (counted from 0 over the whole run) in a second
-simulator with waveform tracing from the weights it started from, writes ``waves.vcd`` and
-checks that the replay ends with the same weights.
+Trainer's gateware in Verilator (MLPs and CNNs; the SerialTrainer, ``--board icebreaker``,
+MLPs only); after every epoch its weights are read back and the NumPy network scores the test
+split with them.  ``--check`` trains the golden model beside it and compares every weight
+after every batch, stopping at the first difference (layer, index, both values).
+``--steps N`` stops after N training steps (a quick check of a long run: no epoch is scored
+then).  ``--side`` and ``--depth MEM=WORDS`` set the simulated core's geometry (a CNN needs
+deep memories: ``nitrod.board_build.network_max_batch``).  ``metrics.json`` adds to ``nitrod
+train``'s: ``mismatches``, ``cycles_per_batch``, ``mac_utilisation`` (useful MACs / (S*S *
+cycles)), ``sim_cycles_per_second`` and the geometry.  ``--waves-batch N`` replays batch N
+(counted from 0 over the whole run) in a second simulator with waveform tracing from the
+weights it started from, writes ``waves.vcd`` and checks that the replay ends with the same
+weights.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import CNN_CORES_NEEDED, hardware_refusal
+from .compiler import hardware_refusal
 from .options import check_applicable, prepare_out, spec_from_args, train_config
 
 __all__ = ["cmd_sim", "cmd_board_train", "train_on_accelerator", "SimStats", "first_difference",
@@ -99,9 +103,16 @@ class _Mismatch(Exception):
     pass
 
 
+class _StepLimit(Exception):
+    """``--steps N``: the N-th step is done."""
+
+
 def geometry_of(args):
-    """The geometry of ``--board`` (its trainer's) or ``Geometry()``, with ``--side``."""
-    from hw.contract import Geometry
+    """The geometry of ``--board`` (its trainer's) or ``Geometry()``, with ``--side`` and
+    ``--depth MEM=WORDS`` (:class:`OptionError` names a bad one)."""
+    from hw.contract import Geometry, check_geometry
+
+    from .options import OptionError
     board = getattr(args, "board", None)
     if board:
         from boards.boards import get_board
@@ -110,6 +121,13 @@ def geometry_of(args):
         g = Geometry()
     if getattr(args, "side", None):
         g = g.replace(side=args.side)
+    if getattr(args, "depth", None):
+        from boards.build import parse_depths
+        try:
+            g = g.replace(**parse_depths(args.depth))
+            check_geometry(g)
+        except ValueError as exc:
+            raise OptionError(str(exc)) from None
     return g
 
 
@@ -140,23 +158,26 @@ def train_on_accelerator(args, kind: str) -> int:
     from golden.train import CHECKPOINT_FILE, load_train_state, train, write_files_atomically
     from nitrod.backends import open_backend
 
+    from nitrod.backends import core_choice
+
     where = "the board" if kind == "board" else "the simulator"
     prog = "nitrod board train" if kind == "board" else "nitrod sim"
-    if args.model != "mlp":
-        print(f"{prog}: {CNN_CORES_NEEDED}", file=sys.stderr)
-        return 2
     check_applicable(args)
     log = (lambda s: None) if args.quiet else print
     ds = load_dataset(args.dataset, args.data_dir)
     spec = spec_from_args(args, ds)
-    refusal = hardware_refusal(spec)
+    geometry = geometry_of(args)
+    # a board's core is known once it answers (the backend checks then)
+    runs_cnn = (True if kind == "board"
+                else core_choice(getattr(args, "board", None), geometry).core.RUNS_CNN)
+    refusal = hardware_refusal(spec, runs_cnn=runs_cnn)
     if refusal:
         print(f"{prog}: {refusal}", file=sys.stderr)
         return 2
     out = prepare_out(args)          # before the simulator or the board is opened
-    geometry = geometry_of(args)
+    model = "CNN" if spec.is_cnn else "MLP"
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test; "
-          f"MLP {','.join(spec.layers)}; connecting to {where} ...", flush=True)
+          f"{model} {','.join(spec.layers)}; connecting to {where} ...", flush=True)
     t0 = time.perf_counter()
     if kind == "board":
         options = {"port": args.port, "baud": args.baud, "timeout": args.timeout,
@@ -184,12 +205,18 @@ def train_on_accelerator(args, kind: str) -> int:
 
     backend.train_step = train_step
 
+    max_steps = getattr(args, "steps", None)
+
     def after_step(epoch, b, x, target, lr_inv, yhat):
         if state["waves"] is not None and "after" not in state["waves"]:
             state["waves"]["after"] = backend.weights()
         state["batch"] += 1
-        if ref is None:
-            return
+        if ref is not None:
+            check_step(epoch, b, x, target, lr_inv, yhat)
+        if max_steps is not None and state["batch"] >= max_steps:
+            raise _StepLimit
+
+    def check_step(epoch, b, x, target, lr_inv, yhat):
         want_yhat = ref.train_step(x, target, lr_inv)
         diff = first_difference(backend.weights(), ref.weights())
         if diff is None and not np.array_equal(yhat, want_yhat):
@@ -210,6 +237,18 @@ def train_on_accelerator(args, kind: str) -> int:
                     log=log, backend=backend, after_step=after_step, extra_metrics=extra,
                     resume=args.resume, interruptible=True,
                     extra_state=(stats.state, stats.restore))
+    except _StepLimit:
+        backend.close()
+        m = extra()
+        if out:
+            write_files_atomically(out, {"metrics.json": json.dumps(m, indent=2).encode()})
+        print(f"stopped after {m['steps']} steps (--steps); mismatches "
+              f"{m['mismatches'] if m['checked'] else 'not checked'}; "
+              f"{m['cycles_per_batch']:.0f} cycles/batch ({m['cycles_over_bound']:.3f}x the "
+              f"bound {m['cycles_lower_bound_per_batch']:.0f}), MAC utilisation "
+              f"{m['mac_utilisation']:.3f}, {m['sim_cycles_per_second'] / 1e3:.0f} k simulated "
+              f"cycles/s")
+        return 0
     except _Mismatch:
         f = state["first"]
         print(f"MISMATCH at epoch {f['epoch']} batch {f['batch']}: {f['layer']}{f['index']} is "

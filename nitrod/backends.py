@@ -16,9 +16,10 @@ network (nitrod/compiler.py), load the initial weights of ``golden.network.Netwo
 seed)`` (so every backend starts from the same weights), and per step write the batch,
 run the program and read the output layer's predictions back.  An overflow flag, a program
 error or a bus access error raises :class:`AcceleratorError` naming it; nothing is silent.
-A network today's cores cannot train (``nitrod.compiler.hardware_refusal``: a CNN, an
-authors' quirk) is refused with ``CompileError`` before a simulator starts or a board is
-opened.
+A network the core cannot train (``nitrod.compiler.hardware_refusal``: an authors' quirk, a
+CNN on a core whose class says ``RUNS_CNN = False``) is refused with ``CompileError``: before
+a simulator starts (its core's class is known), after a board answers (the core is known by
+its registers: the Trainer's ``Reg.MACS`` is ``side**2``, the SerialTrainer's 1).
 """
 
 from __future__ import annotations
@@ -76,10 +77,12 @@ class AcceleratorBackend:
     name = "accelerator"
 
     def __init__(self, bus, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
-                 max_cycles: int = 10 ** 9):
+                 max_cycles: int = 10 ** 9, runs_cnn: bool | None = None):
+        """``runs_cnn``: the core runs CNN programs (its class's ``RUNS_CNN``); ``None``: from
+        its registers (an array core, ``Reg.MACS == side**2``, is the Trainer, which does)."""
         from nitrod.compiler import CompileError, compile_network, hardware_refusal
 
-        refusal = hardware_refusal(spec)
+        refusal = hardware_refusal(spec, runs_cnn=True)         # the quirks
         if refusal:
             raise CompileError(refusal)
         self.bus = bus
@@ -91,6 +94,11 @@ class AcceleratorBackend:
         self.geometry = Geometry.from_registers(regs)
         #: the core's multiply-accumulates per cycle (its MAC array, or one multiplier)
         self.mac_elements = self.read_reg(Reg.MACS)
+        if runs_cnn is None:
+            runs_cnn = self.mac_elements == self.geometry.side ** 2
+        refusal = hardware_refusal(spec, runs_cnn=runs_cnn)
+        if refusal:
+            raise CompileError(refusal)
         self.spec, self.batch = spec, batch
         self.plan = compile_network(spec, self.geometry, batch)
         self.max_cycles = max_cycles
@@ -311,13 +319,16 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
         return GoldenBackend(spec, batch=batch, seed=seed)
     from nitrod.compiler import CompileError, hardware_refusal
 
-    refusal = hardware_refusal(spec)
+    # refused before a simulator is built or a board opened (a board's core: once it answers)
+    choice = core_choice(board, geometry) if kind in ("sim", "sim-uart") else None
+    refusal = hardware_refusal(spec, runs_cnn=choice.core.RUNS_CNN if choice else True)
     if refusal and kind in ("sim", "sim-uart", "board"):
         raise CompileError(refusal)
+    if choice is not None:
+        options.setdefault("runs_cnn", choice.core.RUNS_CNN)
     if kind == "sim":
         from sim.bus_client import SimBus
 
-        choice = core_choice(board, geometry)
         bus = SimBus.start(choice.make, choice.name, waves=waves,
                            read_latency=choice.core.READ_LATENCY, server=sim_server)
         return _backend_on(bus, bus.close, "sim", spec, batch=batch, seed=seed, **options)
@@ -326,7 +337,6 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
         from nitrod.link import LinkClient
         from sim.link_client import SimUartTransport
 
-        choice = core_choice(board, geometry)
         cpb = int(options.pop("clocks_per_bit", 8))
         link_timeout = int(options.pop("link_timeout", 64 * 10 * cpb))
         max_burst = int(options.pop("max_burst", 64))

@@ -35,9 +35,10 @@ def _bench_run(args, spec, geometry, server: str) -> tuple[dict, str]:
                            board=getattr(args, "board", None), sim_server=server)
     start = time.perf_counter() - t0
     stats = SimStats(backend)
+    shape = spec.input_shape if spec.is_cnn else (args.inputs,)
     try:
         for _ in range(args.steps):
-            x = rng.integers(-127, 128, size=(args.batch, args.inputs)).astype(np.int8)
+            x = rng.integers(-127, 128, size=(args.batch, *shape)).astype(np.int8)
             y = rng.integers(0, args.classes, size=args.batch)
             backend.train_step(x, one_hot(y, args.classes), 512)
     finally:
@@ -49,14 +50,35 @@ def _bench_run(args, spec, geometry, server: str) -> tuple[dict, str]:
     return m, core_name(backend)
 
 
-def cmd_bench_sim(args) -> int:
-    """Cycles of one training step of MLP 784-100-50-10 at batch 64 (random data) on the
-    simulated Trainer vs the lower bound, MAC utilisation and simulated cycles per second
-    (``--sim-server both``: under each server, which must agree on every step's cycles)."""
-    from golden.network import NetworkSpec
+def _network(args):
+    """The benchmark's network and its name: the MLP ``--inputs``-``--hidden``-``--classes``,
+    or the CNN ``--arch`` on ``--shape`` inputs (a named architecture's settings)."""
+    from golden.network import ARCHITECTURES, NetworkSpec, parse_layers
 
-    hidden = [int(v) for v in args.hidden]          # options.int_list: checked by the parser
-    spec = NetworkSpec((1, 1, args.inputs), args.classes, tuple(f"l{n}" for n in hidden))
+    from .options import OptionError
+
+    if args.model == "mlp":
+        hidden = [int(v) for v in args.hidden]      # options.int_list: checked by the parser
+        spec = NetworkSpec((1, 1, args.inputs), args.classes, tuple(f"l{n}" for n in hidden))
+        return spec, f"MLP {args.inputs}-{'-'.join(map(str, hidden))}-{args.classes}"
+    if len(args.shape) != 3:
+        raise OptionError(f"--shape: expected C,H,W, got {','.join(map(str, args.shape))}")
+    text, extra = ARCHITECTURES.get(args.arch, (args.arch, {}))
+    try:
+        layers = parse_layers(text)
+    except ValueError as exc:
+        raise OptionError(f"--arch: {exc}") from None
+    spec = NetworkSpec(tuple(args.shape), args.classes, layers, fwd_decay_inv=30000, **extra)
+    return spec, (f"CNN {','.join(layers)} on {'x'.join(map(str, args.shape))}, "
+                  f"{args.classes} classes")
+
+
+def cmd_bench_sim(args) -> int:
+    """Cycles of one training step (random data) on the simulated Trainer vs the lower bound,
+    MAC utilisation and simulated cycles per second: MLP 784-100-50-10 at batch 64 by default,
+    or ``--model cnn --arch A`` (``--sim-server both``: under each server, which must agree on
+    every step's cycles)."""
+    spec, network = _network(args)
     geometry = geometry_of(args)
     choice = getattr(args, "sim_server", None) or "native"
     servers = ["native", "cocotb"] if choice == "both" else [choice]
@@ -64,10 +86,10 @@ def cmd_bench_sim(args) -> int:
     for server in servers:
         runs[server], core = _bench_run(args, spec, geometry, server)
     m = dict(runs[servers[0]])
-    m["network"] = f"{args.inputs}-{'-'.join(map(str, hidden))}-{args.classes}"
+    m["network"] = network
     m["batch"] = args.batch
     m["sim_cycles_per_second_by_server"] = {k: r["sim_cycles_per_second"] for k, r in runs.items()}
-    print(f"MLP {m['network']}, batch {args.batch}, {core}, {args.steps} steps:")
+    print(f"{network}, batch {args.batch}, {core}, {args.steps} steps:")
     print(f"  cycles per step        {m['cycles_per_batch']:.0f}")
     print(f"  lower bound            {m['cycles_lower_bound_per_batch']:.0f}  "
           f"(useful MACs / MAC elements)")

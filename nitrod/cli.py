@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from .options import (OptionError, add_link_args, add_network_args, add_out_args,
-                      add_run_args, check_applicable, int_list, nonnegative_int, positive_int,
-                      prepare_out, spec_from_args, train_config)
+                      add_run_args, check_applicable, int_list, layer_list, nonnegative_int,
+                      positive_int, prepare_out, spec_from_args, train_config)
 
 __all__ = ["main"]
 
@@ -124,15 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write the ranges to this JSON file")
     p.set_defaults(func=cmd_ranges)
 
-    p = train_like("sim", "train on the Trainer gateware simulated in Verilator (MLPs)")
+    p = train_like("sim", "train on the Trainer gateware simulated in Verilator")
     p.add_argument("--check", action="store_true",
                    help="train the golden model beside it; compare every weight after every "
                         "batch and stop at the first difference")
     p.add_argument("--side", type=positive_int, default=None,
                    help="MAC array side S (S x S MACs; default 8)")
+    p.add_argument("--depth", action="append", default=[], metavar="MEM=WORDS",
+                   help="a memory depth of the simulated geometry (MEM: act, wgt, err, code, "
+                        "label, prog; repeat the option), e.g. --depth act=65536 for a CNN")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                   help="stop after N training steps (no epoch is scored)")
     p.add_argument("--board", default=None,
                    help="simulate the core `nitrod build --board BOARD --core trainer` builds, "
-                        "with its geometry (icebreaker: the SerialTrainer)")
+                        "with its geometry (icebreaker: the SerialTrainer, MLPs only)")
     p.add_argument("--waves-batch", type=nonnegative_int, default=None, metavar="N",
                    help="replay batch N (from 0) with waveform tracing into OUT/waves.vcd")
     p.add_argument("--link", choices=("bus", "uart"), default="bus",
@@ -172,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(nitrod build --help)")
 
     p = sub.add_parser("bench", help="print performance figures (golden: NumPy samples/s; "
-                                      "sim: Trainer cycles per step vs the bound)")
+                                      "sim: Trainer cycles per step vs the bound, MLP or CNN)")
     p.add_argument("what", choices=("golden", "sim"))
     p.add_argument("--batches", type=positive_int, default=400, help="golden: batches to time")
     p.add_argument("--threads", type=positive_int, default=1, help="golden: BLAS threads")
@@ -181,8 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sim: MAC array side (default 8)")
     p.add_argument("--board", default=None,
                    help="sim: the core and geometry of this board's trainer build")
+    p.add_argument("--depth", action="append", default=[], metavar="MEM=WORDS",
+                   help="sim: a memory depth of the simulated geometry (repeat the option)")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="sim: the network")
     p.add_argument("--inputs", type=positive_int, default=784, help="sim: MLP inputs")
     p.add_argument("--hidden", type=int_list, default=(100, 50), help="sim: MLP hidden sizes")
+    p.add_argument("--arch", type=layer_list, default="small",
+                   help="sim, CNN: a named architecture (small, the default; vgg8b) or a layer "
+                        "list such as c32,p,c64,p,l100")
+    p.add_argument("--shape", type=int_list, default=(1, 8, 8), metavar="C,H,W",
+                   help="sim, CNN: the input's channels, height and width (default 1,8,8: "
+                        "digits)")
     p.add_argument("--classes", type=positive_int, default=10, help="sim: classes")
     p.add_argument("--batch", type=positive_int, default=64, help="sim: batch size")
     p.add_argument("--json", default=None, help="sim: also write the figures to this file")

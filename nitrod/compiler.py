@@ -4,8 +4,8 @@
 conv blocks, ``p[k]``/``a[k]`` pools, ``l<N>`` linear blocks, the output layer) out in a
 trainer's memories (hw/contract/isa.py defines the machine) and returns a :class:`Plan`, which
 builds the program and packs/unpacks everything the host moves over the bus.  The program
-computes golden's ``Network.train_step`` bit for bit (nitrod/isa_model.py runs it; today's
-cores run MLP programs only: :func:`hardware_refusal`).
+computes golden's ``Network.train_step`` bit for bit (nitrod/isa_model.py runs it; so does
+the Trainer; the SerialTrainer runs MLP programs only: :func:`hardware_refusal`).
 
 Notation: ``S`` = ``geometry.side``; a count ``F`` padded to whole tiles is
 ``Fp = ceil(F/S)*S``; ``M`` = the batch capacity, ``Mp = ceil(M/S)*S``, ``G = Mp/S`` sample
@@ -92,8 +92,8 @@ word in every memory stays exactly 0: padded neurons do not train as phantom one
 is ``-c(a)``, not 0).  Padded samples also carry label 255, whose errors LOSS forces to 0.
 Products contract over the real K (not Kp).
 
-Not in this stage: micro-batching (a batch larger than the memories hold, in slices), grids
-sharing words between stages (their borders would need zeroing), CNN cores (issue 31 stage B).
+Not in this design: micro-batching (a batch larger than the memories hold, in slices), grids
+sharing words between stages (their borders would need zeroing).
 """
 
 from __future__ import annotations
@@ -129,10 +129,11 @@ _HARDWARE_LACKS = {
     "decoder_pool_zero_pad": "the 0-padded decoder pool",
 }
 
-#: Why today's cores cannot train a CNN (its programs use the ops and fields of issue 31).
+#: Why a core whose ``RUNS_CNN`` is False cannot train a CNN (its programs use the ops and
+#: fields of issue 31).
 CNN_CORES_NEEDED = ("CNN programs need a core with the spatial loop levels and the POOL, "
-                    "POOL_CODE and SCALE ops of hw/contract/isa.py (issue 31 stage B); today's "
-                    "Trainer and SerialTrainer run MLPs (--model mlp)")
+                    "POOL_CODE and SCALE ops of hw/contract/isa.py: the Trainer runs them, the "
+                    "SerialTrainer runs MLPs only (--model mlp)")
 
 
 def _quirk_refusal(spec: NetworkSpec) -> str | None:
@@ -147,10 +148,11 @@ def _quirk_refusal(spec: NetworkSpec) -> str | None:
     return f"the Trainer does not implement {what}"
 
 
-def hardware_refusal(spec: NetworkSpec) -> str | None:
-    """Why today's trainer cores cannot train ``spec`` exactly (the authors' quirks they do
-    not reproduce; a CNN: :data:`CNN_CORES_NEEDED`), or None."""
-    return _quirk_refusal(spec) or (CNN_CORES_NEEDED if spec.is_cnn else None)
+def hardware_refusal(spec: NetworkSpec, runs_cnn: bool = False) -> str | None:
+    """Why a trainer core cannot train ``spec`` exactly (the authors' quirks no core
+    reproduces; a CNN on a core that does not run CNN programs, ``runs_cnn`` False, its class's
+    ``RUNS_CNN``: :data:`CNN_CORES_NEEDED`), or None."""
+    return _quirk_refusal(spec) or (CNN_CORES_NEEDED if spec.is_cnn and not runs_cnn else None)
 
 
 class CompileError(ValueError):

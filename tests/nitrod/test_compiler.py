@@ -250,11 +250,14 @@ def test_pack_batch_rejects_bad_input():
 
 def test_compile_errors():
     g = Geometry(side=4, **BIG)
-    # a CNN compiles (for the machine model); today's cores refuse it (hardware_refusal)
+    # a CNN compiles; a core that does not run CNN programs refuses it (hardware_refusal)
     cnn = NetworkSpec((1, 4, 4), 3, ("c4", "l5"))
     compile_network(cnn, g, 8)
-    assert "issue 31 stage B" in hardware_refusal(cnn)
+    assert "SerialTrainer runs MLPs only" in hardware_refusal(cnn)
+    assert hardware_refusal(cnn, runs_cnn=True) is None
     assert hardware_refusal(_spec(6, [5], 3)) is None
+    assert "int8 loss error" in hardware_refusal(_spec(6, [5], 3, int8_loss_error=True),
+                                                 runs_cnn=True)
     with pytest.raises(CompileError, match="average pool before the first conv block"):
         compile_network(NetworkSpec((1, 4, 4), 3, ("p", "a", "c4")), g, 8)
     with pytest.raises(CompileError, match="does not implement the int8 loss error"):

@@ -64,10 +64,32 @@ def test_first_difference():
     assert first_difference(a, b) == ("y", (2,), 2, 7)
 
 
-def test_sim_refuses_cnn(capsys):
-    assert main(["sim", "--dataset", "digits", "--model", "cnn", "--epochs", "1"]) == 2
+def test_sim_refuses_cnn_on_the_serial_trainer(capsys):
+    """The SerialTrainer (``--board icebreaker``) runs MLPs only: refused before its
+    simulator is built."""
+    assert main(["sim", "--dataset", "digits", "--model", "cnn", "--epochs", "1",
+                 "--board", "icebreaker"]) == 2
     err = capsys.readouterr().err
-    assert "MLP" in err and "issue 31 stage B" in err
+    assert "SerialTrainer runs MLPs only" in err
+
+
+def test_a_cnn_on_the_trainer_with_check_for_a_few_steps(tmp_path, capsys):
+    """`nitrod sim --model cnn` on the 4 x 4 Trainer (the build above): a conv block, an
+    average pool, a second conv block and a linear block on digits, every weight after every
+    step equal to golden's, stopped after 3 steps (``--steps``)."""
+    out = tmp_path / "cnn"
+    assert main(["sim", "--dataset", "digits", "--model", "cnn", "--arch", "c4,a,c5,l6",
+                 "--side", "4", "--batch", "12", "--seed", "3", "--quiet", "--check",
+                 "--steps", "3", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["checked"] and m["mismatches"] == 0 and m["steps"] == 3
+    assert m["cycles_lower_bound_per_batch"] <= m["cycles_per_batch"]
+    assert "stopped after 3 steps" in capsys.readouterr().out
+
+
+def test_sim_depth_option_is_checked(capsys):
+    assert main(["sim", "--dataset", "digits", "--epochs", "1", "--depth", "act=70000"]) == 2
+    assert "act_depth = 70000" in capsys.readouterr().err
 
 
 def test_bench_sim_step_has_no_collision(capsys):
