@@ -102,9 +102,10 @@ stops the program.  Programs start at the address in register ``PROG_START``.
 
 The cores
 ~~~~~~~~~
-Today's cores (hw/trainers/) implement the MLP ops (:data:`MLP_OPS`) with every field of
-:data:`CNN_FIELDS` 0; an instruction with another op or a non-zero CNN field stops the
-program with ``op_error`` (issue 31 stage B generalises them).  What a CNN core adds:
+A core's class says whether it runs CNN programs (``hw.trainers.core.TrainerCore.RUNS_CNN``):
+the Trainer implements every op and loop; the SerialTrainer implements the MLP ops
+(:data:`MLP_OPS`) with every field of :data:`CNN_FIELDS` 0, and an instruction with another
+op or a non-zero CNN field stops its program with ``op_error``.  What a CNN core adds:
 
 * walkers: the A and B addresses are the MLP walkers' plus the spatial levels' running sums
   (each level keeps a tile offset and a beat offset; with ``windows`` a tile step adds
@@ -152,7 +153,7 @@ class Op(enum.IntEnum):
     SCALE = 7           # Scaler only (average pools, on the MAC array)
 
 
-#: the ops of MLP programs (what today's cores implement)
+#: the ops of MLP programs (what a core that does not run CNN programs implements)
 MLP_OPS = (Op.FORWARD, Op.LOSS, Op.BACKWARD, Op.SGD)
 #: the ops that use the pool unit instead of the MAC array
 POOL_OPS = (Op.POOL, Op.POOL_CODE)

@@ -22,7 +22,8 @@ read address and the idle front's CODE read address); ACT comes back through the
 operand path (``act_data``, hw/trainers/trainer/operand_fetch.py), CODE through this unit's
 own selection of CODE's shared bank registers (``BankedMemory.registered``), both in P5.
 P5 updates the running maxima (or the pass's flags) and loads the write registers, so the
-writes leave from flip-flops (``act_wr``, ``code_wr``), like the writer's.
+writes leave from flip-flops (``act_wr``, ``code_wr``, their address and data 0 but in a
+write: the Trainer ORs them into the writer's), like the writer's.
 
 No pool can overflow: the maxima are values of the words read.
 """
@@ -282,10 +283,13 @@ class PoolUnit(wiring.Component):
                 with m.If(q.i == r):
                     m.d.sync += [rows_max[r][j].eq(new_max[j]) for j in range(S)]
         aw_, cw_ = self.act_wr, self.code_wr
-        m.d.sync += [aw_.en.eq(q.valid & ~q.code & q.last), aw_.addr.eq(q.out),
-                     aw_.data.eq(Cat(*new_max)),
-                     cw_.en.eq(q.code), cw_.addr.eq(q.code_addr),
-                     cw_.data.eq(Cat(*(Mux(keep[j], code5[j], Const(ReluCode.ZERO, CODE_WIDTH))
-                                       for j in range(S))))]
+        # the writes' addresses and data are 0 but in a write (the Trainer ORs them into the
+        # writer's)
+        act_write = q.valid & ~q.code & q.last
+        codes = Cat(*(Mux(keep[j], code5[j], Const(ReluCode.ZERO, CODE_WIDTH)) for j in range(S)))
+        m.d.sync += [aw_.en.eq(act_write), aw_.addr.eq(Mux(act_write, q.out, 0)),
+                     aw_.data.eq(Mux(act_write, Cat(*new_max), 0)),
+                     cw_.en.eq(q.code), cw_.addr.eq(Mux(q.code, q.code_addr, 0)),
+                     cw_.data.eq(Mux(q.code, codes, 0))]
         m.d.comb += idle_pipe.eq(~Cat(*(x.valid for x in p), aw_.en, cw_.en).any())
         return m

@@ -264,7 +264,7 @@ class Trainer(TrainerCore):
         self._status(m, host, seq, eng, lanes, front, collision, fifo_overrun)
         # each region's ports are switched by a copy of busy of its own
         busy_of = {r: replica(m, seq.busy_next, f"busy_{r.name.lower()}") for r in self.words}
-        self._write_ports(m, mems, busy_of, hacc, writer, pool, seq.pool)
+        self._write_ports(m, mems, busy_of, hacc, writer, pool)
         self._read_ports(m, mems, busy_of, hacc, seq, fetch, front, writer, host, shared_en, pool)
         return m
 
@@ -294,9 +294,11 @@ class Trainer(TrainerCore):
                      host.overflow.eq(self.overflow), host.cycles.eq(seq.cycles),
                      host.retired.eq(seq.retired)]
 
-    def _write_ports(self, m, mems, busy_of, hacc, writer, pool, pool_op):
-        """Each memory's write port: the writer's (ACT and CODE: the pool unit's in a pool,
-        ``pool_op``) while busy, else the host's.  (PROG and LABEL only the host writes.)"""
+    def _write_ports(self, m, mems, busy_of, hacc, writer, pool):
+        """Each memory's write port: the datapath's while busy, else the host's.  (PROG and
+        LABEL only the host writes.)  The datapath's is the writer's, and for ACT and CODE
+        also the pool unit's, ORed: both hold address and data at 0 but in a write, and one
+        instruction runs at a time."""
         for r, mem in mems.items():
             host_write = hacc.access(r)
             dp = getattr(writer, r.name.lower(), None)
@@ -304,14 +306,14 @@ class Trainer(TrainerCore):
                 m.d.comb += [mem.wr.addr.eq(host_write.addr), mem.wr.data.eq(host_write.data),
                              mem.wr.en.eq(host_write.wr_en)]
                 continue
+            addr, wdata, en = dp.addr, dp.data.as_value(), dp.en
             pool_wr = {Region.ACT: pool.act_wr, Region.CODE: pool.code_wr}.get(r)
+            if pool_wr is not None:
+                addr = addr | pool_wr.addr
+                wdata = wdata | pool_wr.data.as_value()
+                en = en | pool_wr.en
             with m.If(busy_of[r]):
-                m.d.comb += [mem.wr.addr.eq(dp.addr), mem.wr.data.eq(dp.data),
-                             mem.wr.en.eq(dp.en)]
-                if pool_wr is not None:
-                    with m.If(pool_op):
-                        m.d.comb += [mem.wr.addr.eq(pool_wr.addr), mem.wr.data.eq(pool_wr.data),
-                                     mem.wr.en.eq(pool_wr.en)]
+                m.d.comb += [mem.wr.addr.eq(addr), mem.wr.data.eq(wdata), mem.wr.en.eq(en)]
             with m.Else():
                 m.d.comb += [mem.wr.addr.eq(host_write.addr), mem.wr.data.eq(host_write.data),
                              mem.wr.en.eq(host_write.wr_en)]

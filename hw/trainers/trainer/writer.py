@@ -8,7 +8,8 @@ W2 applies the LOSS target and the masks from those flags, and writes.  A row th
 a tile to be transposed holds further takes until the transposer has emitted the tile's S
 columns, one a cycle.  The writes leave through registers (``act``, ``wgt``, ``err``,
 ``code``): the row values, masks and the transposer's column select end at a flip-flop, and
-the block RAMs' write ports see only that register and the host/datapath multiplexer.
+the block RAMs' write ports see only that register and the host/datapath multiplexer (ACT's
+and CODE's registers hold 0 between writes: the pool unit's writes are ORed into them).
 """
 
 from __future__ import annotations
@@ -193,6 +194,10 @@ class Writer(wiring.Component):
         op = self.cur.op
         ports = {r: getattr(self, r.name.lower()) for r in self._shapes}
         m.d.sync += [port.en.eq(0) for port in ports.values()]
+        # ACT's and CODE's address and data are 0 but in a write: the Trainer ORs the pool
+        # unit's writes (0 then too) into them
+        for r in (Region.ACT, Region.CODE):
+            m.d.sync += [ports[r].addr.eq(0), ports[r].data.eq(0)]
 
         def lanes_word(r, vals):
             return Cat(*(v.as_signed()[:self._shapes[r].elem_shape.width] for v in vals))
