@@ -162,16 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="print performance figures (golden: NumPy samples/s; "
                                       "sim: Trainer cycles per step vs the bound)")
     p.add_argument("what", choices=("golden", "sim"))
-    p.add_argument("--batches", type=int, default=400, help="golden: batches to time")
+    p.add_argument("--batches", type=int, default=None,
+                   help="golden: batches to time (default 400 MLP, 20 CNN)")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="golden: the network")
+    p.add_argument("--arch", default="small",
+                   help="golden --model cnn: small, vgg8b or a layer list (c16,p,c32,l64)")
+    p.add_argument("--input-shape", default=None, metavar="CxHxW",
+                   help="golden: input shape (default 1x8x8 for the small CNN, else 1x28x28)")
     p.add_argument("--threads", type=int, default=1, help="golden: BLAS threads")
     p.add_argument("--steps", type=int, default=2, help="sim: training steps to run")
     p.add_argument("--side", type=int, default=None, help="sim: MAC array side (default 8)")
     p.add_argument("--board", default=None,
                    help="sim: the core and geometry of this board's trainer build")
     p.add_argument("--inputs", type=int, default=784, help="sim: MLP inputs")
-    p.add_argument("--hidden", default="100,50", help="sim: MLP hidden sizes")
-    p.add_argument("--classes", type=int, default=10, help="sim: classes")
-    p.add_argument("--batch", type=int, default=64, help="sim: batch size")
+    p.add_argument("--hidden", default="100,50", help="MLP hidden sizes")
+    p.add_argument("--classes", type=int, default=10, help="classes")
+    p.add_argument("--batch", type=int, default=64, help="batch size")
     p.add_argument("--json", default=None, help="sim: also write the figures to this file")
     p.set_defaults(func=cmd_bench)
     return ap
