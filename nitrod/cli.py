@@ -78,6 +78,11 @@ def cmd_bench(args) -> int:
     return (bench.cmd_bench_sim if args.what == "sim" else bench.cmd_bench_golden)(args)
 
 
+def cmd_sweep(args) -> int:
+    from nitrod.sweep import cmd_sweep as run
+    return run(args)
+
+
 def cmd_synth_unit(argv) -> int:
     from boards.synth_unit import main as synth_unit_main
     return synth_unit_main(argv, prog="nitrod synth-unit")
@@ -143,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true",
                    help="train the golden model beside it and compare after every batch")
     p.set_defaults(func=cmd_board_train, waves_batch=None, side=None)
+
+    p = sub.add_parser("sweep", help="run a grid of trainings or board builds on Dask "
+                                      "(a sweep file, or --paper for the paper's table)")
+    from nitrod.sweep import add_arguments as add_sweep_arguments
+    add_sweep_arguments(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("eval", help="score a checkpoint on its dataset's test split")
     p.add_argument("--checkpoint", required=True)
