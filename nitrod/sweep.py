@@ -177,8 +177,9 @@ def _where(source):
     return f"sweep file {source}" if source else "sweep"
 
 
-def load_sweep_file(path) -> Plan:
-    """Read and validate a sweep file; :class:`SweepError` with a one-line reason."""
+def load_sweep_file(path, data_dir=None) -> Plan:
+    """Read and validate a sweep file; :class:`SweepError` with a one-line reason.
+    ``data_dir`` is where datasets are read if the file names no ``data_dir``."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -188,7 +189,7 @@ def load_sweep_file(path) -> Plan:
         raise SweepError(f"sweep file {path}: invalid TOML: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SweepError(f"sweep file {path}: cannot read it ({exc})") from None
-    return plan_from_dict(data, source=str(path))
+    return plan_from_dict(data, source=str(path), data_dir=data_dir)
 
 
 def _as_list(value, what, where, kind=None, allow_scalar=True):
@@ -245,14 +246,15 @@ def _grid(axes: dict) -> list:
     return combos
 
 
-def plan_from_dict(data: dict, source: str = "") -> Plan:
-    """Validate a parsed sweep file and resolve its runs."""
+def plan_from_dict(data: dict, source: str = "", data_dir=None) -> Plan:
+    """Validate a parsed sweep file and resolve its runs (``data_dir``: the default of the
+    file's ``data_dir``)."""
     where = _where(source)
     if not isinstance(data, dict):
         raise SweepError(f"{where}: expected a table")
     kind = data.get("kind", "train")
     if kind == "train":
-        return _train_plan(data, where, source)
+        return _train_plan(data, where, source, data_dir)
     if kind == "build":
         return _build_plan(data, where, source)
     raise SweepError(f"{where}: kind = {kind!r}: expected \"train\" or \"build\"")
@@ -337,7 +339,7 @@ def resolve_train_run(dataset, network, seed, backend, options, data_dir=None) -
     return Run("train", config, label, data_dir=str(data_dir) if data_dir else None)
 
 
-def _train_plan(data, where, source) -> Plan:
+def _train_plan(data, where, source, default_data_dir=None) -> Plan:
     _unknown(data, TRAIN_KEYS, where)
     for key in ("datasets", "networks", "seeds"):
         if key not in data:
@@ -350,8 +352,8 @@ def _train_plan(data, where, source) -> Plan:
     for b in backends:
         if b not in TRAIN_BACKENDS:
             raise SweepError(f"{where}: backend {b!r}: expected one of {', '.join(TRAIN_BACKENDS)}")
-    data_dir = data.get("data_dir")
-    if data_dir is not None and not isinstance(data_dir, str):
+    data_dir = data.get("data_dir", default_data_dir)
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise SweepError(f"{where}: data_dir must be a string (a folder)")
     options = data.get("options", {})
     if not isinstance(options, dict):
@@ -502,12 +504,19 @@ def paper_rows(dataset: str) -> list:
     return rows
 
 
+PAPER_ROW_KINDS = ("mlp", "cnn")
+
+
 def paper_plan(datasets, seeds=10, data_dir=None, epochs=150, cnn_epochs=None,
-               include_vgg=False, compats=("spec", "authors")) -> Plan:
+               include_vgg=False, compats=("spec", "authors"), rows=("mlp", "cnn")) -> Plan:
     """The paper's grid: its networks for each dataset (MNIST's for the stand-ins), its
     recipe (batch 64, lr_inv 512, the schedule, ``epochs`` at most with early stopping;
-    ``cnn_epochs`` for the CNN rows if given), ``seeds`` seeds 1..N, spec and authors."""
+    ``cnn_epochs`` for the CNN rows if given), ``seeds`` seeds 1..N, spec and authors.
+    ``rows``: the kinds of row to run (mlp, cnn); the VGG rows run with ``include_vgg``."""
     plan = Plan("train", source="--paper")
+    for kind in rows:
+        if kind not in PAPER_ROW_KINDS:
+            raise SweepError(f"--rows {kind!r}: expected some of {', '.join(PAPER_ROW_KINDS)}")
     if not datasets:
         raise SweepError("--paper: no dataset")
     for ds in datasets:
@@ -523,6 +532,8 @@ def paper_plan(datasets, seeds=10, data_dir=None, epochs=150, cnn_epochs=None,
                 plan.notes.append(f"{ds} {net}: not run (VGG rows need --include-vgg; "
                                   "meant for a cluster)")
                 continue
+            if kind not in rows and kind != "vgg":
+                continue
             n_epochs = cnn_epochs if (kind != "mlp" and cnn_epochs) else epochs
             for compat in compats:
                 for seed in range(1, seeds + 1):
@@ -531,6 +542,8 @@ def paper_plan(datasets, seeds=10, data_dir=None, epochs=150, cnn_epochs=None,
                                                        data_dir))
         if PAPER_DATASET[ds] == "cifar10":
             plan.notes.append("cifar10 VGG11B: no such architecture in nitrod (not run)")
+            plan.notes.append("cifar10 MLP: 3072 inputs (the images' 3 channels); the paper's "
+                              "MLP has 1024")
         if ds == "digits":
             plan.notes.append("digits: VGG8B does not fit 8x8 images (four 2x2 pools)")
     if include_vgg:
@@ -786,7 +799,7 @@ def local_cluster(workers: int | None = None):
     from dask.distributed import LocalCluster
     n = workers or len(os.sched_getaffinity(0))
     return LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                        dashboard_address=None, silence_logs=logging.ERROR)
+                        dashboard_address=":0", silence_logs=logging.ERROR)
 
 
 def _clean_stale(out: Path) -> int:
@@ -868,8 +881,11 @@ def _group_key(run: Run) -> tuple:
     return tuple((k, v) for k, v in run.label.items() if k != "seed")
 
 
+_PLAIN_FIELDS = ("dataset", "network", "backend", "compat", "board", "core", "geometry")
+
+
 def _key_text(key: tuple) -> str:
-    return " ".join(str(v) for _, v in key)
+    return " ".join(str(v) if k in _PLAIN_FIELDS else f"{k}={v}" for k, v in key)
 
 
 def _mean_std(values):
@@ -942,7 +958,7 @@ def summary_markdown(plan, groups, failed) -> str:
     lines = []
     if plan.kind == "train":
         lines += ["| dataset | network | backend | mode | other | runs | best test % (mean ± std) "
-                  "| epoch of best (mean ± std) | epochs run (mean, of max) | s/run | paper |",
+                  "| epoch of best (mean ± std) | epochs run (mean, of max) | train s/run | paper |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for g in groups:
             other = " ".join(f"{k}={v}" for k, v in g.items()
@@ -1068,6 +1084,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--paper: most epochs per run, early stopping as the paper (default 150)")
     p.add_argument("--cnn-epochs", type=int, default=None,
                    help="--paper: most epochs of the CNN rows (default --epochs)")
+    p.add_argument("--rows", default="mlp,cnn",
+                   help="--paper: the rows to run, mlp and/or cnn (default both; the VGG rows "
+                        "with --include-vgg)")
     p.add_argument("--include-vgg", action="store_true",
                    help="--paper: also the VGG8B rows (hours to days per run in NumPy: meant "
                         "for a cluster)")
@@ -1113,13 +1132,11 @@ def cmd_sweep(args) -> int:
         if args.paper:
             plan = paper_plan(_paper_datasets(args), seeds=args.seeds, data_dir=args.data_dir,
                               epochs=args.epochs, cnn_epochs=args.cnn_epochs,
-                              include_vgg=args.include_vgg)
+                              include_vgg=args.include_vgg,
+                              rows=tuple(r.strip() for r in args.rows.split(",") if r.strip()))
             out = Path(args.out or "runs/paper")
         else:
-            plan = load_sweep_file(args.file)
-            if args.data_dir:
-                for run in plan.runs:
-                    run.data_dir = run.data_dir or args.data_dir
+            plan = load_sweep_file(args.file, data_dir=args.data_dir)
             out = Path(args.out or f"runs/sweep-{Path(args.file).stem}")
     except SweepError as exc:
         print(f"nitrod sweep: {exc}", file=sys.stderr)
@@ -1127,21 +1144,28 @@ def cmd_sweep(args) -> int:
     if not plan.runs:
         print("nitrod sweep: the grid has no run", file=sys.stderr)
         return 2
-    workers = args.workers or len(os.sched_getaffinity(0))
-    if not args.no_estimate:
-        est = estimate(plan, log=print)
-        print(estimate_table(plan, workers if not args.scheduler else workers, out))
-        if args.dry_run:
-            print(f"(dry run) total at most {_duration(est['total_s'])} of work")
-    for note in plan.notes:
-        print(f"# {note}")
-    if args.dry_run:
-        return 0
     client = None
-    if args.scheduler:
+    if args.scheduler and not args.dry_run:
         from dask.distributed import Client
-        client = Client(args.scheduler)
+        try:
+            client = Client(args.scheduler, timeout="30s")
+        except (OSError, TimeoutError) as exc:
+            print(f"nitrod sweep: cannot reach the scheduler {args.scheduler}: {exc}",
+                  file=sys.stderr)
+            return 2
+        workers = max(1, sum(client.nthreads().values()))
+    else:
+        workers = args.workers or len(os.sched_getaffinity(0))
     try:
+        if not args.no_estimate:
+            est = estimate(plan, log=print)
+            print(estimate_table(plan, workers, out))
+            if args.dry_run:
+                print(f"(dry run) at most {_duration(est['total_s'])} of work in all")
+        for note in plan.notes:
+            print(f"# {note}")
+        if args.dry_run:
+            return 0
         res = run_sweep(plan, out, client=client, workers=args.workers,
                         progress=not args.quiet)
     finally:
