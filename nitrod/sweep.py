@@ -563,16 +563,28 @@ BUILD_SECONDS = {("ice40", "memory"): 90, ("ice40", "trainer"): 600,
                  ("ecp5", "memory"): 300, ("ecp5", "trainer"): 3600}
 
 
-def _measure_rate(spec, batch=64, budget_macs=4e9) -> float | None:
-    """Training MACs per second of ``spec`` on this machine (two timed steps after one
-    warm-up, one BLAS thread), or None when a step would exceed ``budget_macs``."""
+def _measure_rate(spec, batch=64, budget_macs=4e9, work_macs=5e8, trials=2) -> float | None:
+    """Training MACs per second of ``spec`` on this machine, one BLAS thread: the best of
+    ``trials`` timings of about ``work_macs`` each (at least two steps, after a warm-up
+    pass; the best, since other load only slows), or None when a step would exceed
+    ``budget_macs``."""
     from golden.benchmark import bench_golden
     from golden.network import Network
     macs = Network(spec, seed=0).macs_per_sample()
     if macs * batch > budget_macs:
         return None
-    r = bench_golden(batches=2, batch=batch, threads=1, spec=spec)
-    return r["samples_per_second"] * macs
+    steps = max(2, int(work_macs // (macs * batch)))
+    best = max(bench_golden(batches=steps, batch=batch, threads=1, spec=spec)["samples_per_second"]
+               for _ in range(trials))
+    return best * macs
+
+
+def _rate_key(run: Run) -> str:
+    """What a run's speed depends on: the network's shape and the batch (not its decay
+    constants or mode)."""
+    s = run.config["spec"]
+    return json.dumps({k: s[k] for k in ("input_shape", "classes", "layers", "decoder_dim")}
+                      | {"batch": run.config["train"]["batch"]}, sort_keys=True)
 
 
 def estimate(plan: Plan, log=None) -> dict:
@@ -589,8 +601,7 @@ def estimate(plan: Plan, log=None) -> dict:
             run.estimate_s = BUILD_SECONDS.get((fam, run.config["core"]), 600)
             total += run.estimate_s
             continue
-        key = json.dumps({**run.config["spec"], "batch": run.config["train"]["batch"]},
-                         sort_keys=True)
+        key = _rate_key(run)
         if key not in specs:
             spec = NetworkSpec.from_json(json.dumps(run.config["spec"]))
             specs[key] = (spec, Network(spec, seed=0).macs_per_sample())
@@ -605,8 +616,7 @@ def estimate(plan: Plan, log=None) -> dict:
     for run in plan.runs:
         if run.kind != "train":
             continue
-        key = json.dumps({**run.config["spec"], "batch": run.config["train"]["batch"]},
-                         sort_keys=True)
+        key = _rate_key(run)
         spec, macs = specs[key]
         info = dataset_info(run.config["dataset"], run.data_dir)
         epochs = run.config["train"]["epochs"]
@@ -1165,6 +1175,8 @@ def cmd_sweep(args) -> int:
         for note in plan.notes:
             print(f"# {note}")
         if args.dry_run:
+            print(f"(dry run) {len(plan.runs)} runs in the grid, "
+                  f"{sum(is_done(out, r.hash) for r in plan.runs)} complete in {out}")
             return 0
         res = run_sweep(plan, out, client=client, workers=args.workers,
                         progress=not args.quiet)

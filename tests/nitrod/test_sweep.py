@@ -345,3 +345,10 @@ def test_sweep_on_an_existing_scheduler(tmp_path, capsys):
     assert any(k.startswith("nitrod-run") for k in log)
     assert "2 run(s) now" in capsys.readouterr().out
     assert len(list((tmp_path / "out" / "runs").iterdir())) == 2
+
+
+@pytest.mark.parametrize("name", ["digits-lr", "ulx3s-placement", "icebreaker-placement"])
+def test_the_documented_sweep_files_are_valid(name):
+    plan = sw.load_sweep_file(Path(__file__).parents[2] / "docs" / "sweeps" / f"{name}.toml")
+    assert len(plan.runs) == {"digits-lr": 60, "ulx3s-placement": 4,
+                              "icebreaker-placement": 4}[name]
