@@ -52,7 +52,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import shutil
 import socket
@@ -336,7 +335,8 @@ def resolve_train_run(dataset, network, seed, backend, options, data_dir=None) -
         config["sim"] = {"side": args.side, "board": args.board, "check": bool(args.check)}
     label = {"dataset": dataset, "network": network, "backend": backend,
              "compat": cfg.compat, "seed": seed}
-    return Run("train", config, label, data_dir=str(data_dir) if data_dir else None)
+    return Run("train", config, label,
+               data_dir=str(Path(data_dir).resolve()) if data_dir else None)
 
 
 def _train_plan(data, where, source, default_data_dir=None) -> Plan:
@@ -828,7 +828,7 @@ def run_sweep(plan: Plan, out, client=None, workers=None, progress=True, log=pri
     write the summary.  Returns ``{"rows": [...], "failed": [(run, error)], "ran": n,
     "skipped": n}``."""
     from dask.distributed import Client, as_completed
-    out = Path(out)
+    out = Path(out).resolve()          # the workers may run elsewhere (a shared file system)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     _clean_stale(out)
     write_atomic(out / "sweep.json", json.dumps(
@@ -964,7 +964,7 @@ def _f(v, fmt="{:.2f}"):
     return "" if v is None else fmt.format(v)
 
 
-def summary_markdown(plan, groups, failed) -> str:
+def summary_markdown(plan, groups, failed, rows=()) -> str:
     lines = []
     if plan.kind == "train":
         lines += ["| dataset | network | backend | mode | other | runs | best test % (mean ± std) "
@@ -998,6 +998,11 @@ def summary_markdown(plan, groups, failed) -> str:
         lines.append("\nFmax: post-route, the core clock, over the placement seeds; samples/s: "
                      "the projected compute-only training throughput at the clock the build "
                      "runs (only where timing is met).")
+    odd = [r for r in rows if r.get("status") not in (None, "ok")]
+    if odd:
+        lines.append("\nruns that completed with another status than ok:")
+        lines += [f"* {r['hash']} {' '.join(str(r.get(k)) for k in _plot_fields(plan))} seed "
+                  f"{r.get('seed')}: {r['status']}" for r in odd]
     for note in plan.notes:
         lines.append(f"\n* {note}")
     if failed:
@@ -1027,7 +1032,7 @@ def summarise(plan: Plan, rows: list, out, failed=()) -> list:
     and ``summary.png``; returns the groups."""
     out = Path(out)
     groups = (_train_groups if plan.kind == "train" else _build_groups)(plan, rows)
-    write_atomic(out / "summary.md", summary_markdown(plan, groups, list(failed)))
+    write_atomic(out / "summary.md", summary_markdown(plan, groups, list(failed), rows))
     write_atomic(out / "summary.csv", _csv(groups) if groups else "")
     write_atomic(out / "runs.csv", _csv(rows) if rows else "")
     if any(g["runs"] for g in groups):
