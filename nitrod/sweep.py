@@ -659,7 +659,8 @@ def estimate_table(plan: Plan, workers: int, out=None) -> str:
                      f"| {_duration(r['todo'])} |")
     todo = sum(r["todo"] for r in rows.values())
     lines.append(f"\nat most {_duration(todo)} of work left, about {_duration(todo / workers)} "
-                 f"on {workers} worker(s) (early stopping usually ends training sooner)")
+                 f"on {workers} worker(s)" + (" (early stopping usually ends training sooner)"
+                                               if plan.kind == "train" else ""))
     return "\n".join(lines)
 
 
