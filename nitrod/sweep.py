@@ -1046,7 +1046,7 @@ def _plot(plan, groups, rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     shown = [g for g in groups if g["runs"]]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(shown) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(shown) + 2), 5))
     names = [_key_text(tuple((k, g[k]) for k in g if k in _plot_fields(plan)))
              for g in shown]
     x = range(len(shown))
@@ -1056,10 +1056,11 @@ def _plot(plan, groups, rows, path):
         for i, g in enumerate(shown):
             if g["paper"] is not None:
                 ax.plot([i - 0.4, i + 0.4], [g["paper"]] * 2, "k--", lw=1)
-        ax.set_ylabel("best test accuracy, % (mean ± std over seeds)")
+        ax.set_ylabel("best test accuracy, % (mean ± std)")
         lo = min(g["best_mean"] - (g["best_std"] or 0) for g in shown)
         ax.set_ylim(max(0, lo - 5), 100)
-        ax.set_title("sweep: best test accuracy (blue spec, orange authors; dashed: paper)")
+        ax.set_title("best test accuracy over seeds\n(blue: spec, orange: --compat authors; "
+                     "dashed: the paper's figure)", fontsize=10)
     else:
         by_group = _by_group(plan, rows)
         for i, g in enumerate(shown):
@@ -1069,7 +1070,7 @@ def _plot(plan, groups, rows, path):
             if g["target_mhz"]:
                 ax.plot([i - 0.3, i + 0.3], [g["target_mhz"]] * 2, "r-", lw=1)
         ax.set_ylabel("post-route Fmax, MHz (red: the core clock)")
-        ax.set_title("sweep: Fmax over placement seeds")
+        ax.set_title("post-route Fmax over placement seeds", fontsize=10)
     ax.set_xticks(list(x))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.grid(axis="y", alpha=.3)
