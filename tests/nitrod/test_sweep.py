@@ -163,15 +163,16 @@ def test_sweep_survives_a_killed_worker_and_a_rerun_skips(tmp_path, capsys):
         t = threading.Thread(target=lambda: result.update(
             sw.run_sweep(plan, out, client=client, progress=False, log=lambda s: None)))
         t.start()
-        # kill the worker of a run once that run has started writing (its temporary directory
-        # exists) and before it has finished
+        # kill the worker of a run that has just started (its config.json, the first file it
+        # writes, is less than 0.3 s old; a run takes seconds)
         pids = client.run(os.getpid)
         deadline = time.monotonic() + 120
         while not killed and time.monotonic() < deadline and t.is_alive():
             for addr, keys in client.processing().items():
                 for key in keys:
                     h = str(key).rpartition("-")[2]
-                    if list((out / "runs").glob(f".tmp-{h}-*")) and not sw.is_done(out, h):
+                    started = list((out / "runs").glob(f".tmp-{h}-*/config.json"))
+                    if started and time.time() - started[0].stat().st_mtime < 0.3:
                         os.kill(pids[addr], signal.SIGKILL)
                         killed = {"hash": h, "worker": addr}
                         break
