@@ -1166,7 +1166,7 @@ def cmd_sweep(args) -> int:
         from dask.distributed import Client
         try:
             client = Client(args.scheduler, timeout="30s")
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             print(f"nitrod sweep: cannot reach the scheduler {args.scheduler}: {exc}",
                   file=sys.stderr)
             return 2
