@@ -217,7 +217,7 @@ class Network:
         """Samples per chunk in :meth:`predict`: as many as keep the largest intermediate
         tensor (a conv block's output, or its patch matrix) within ``budget`` elements, at
         most 1024.  Each sample's forward pass is independent, so the chunk changes the speed
-        only (large conv chunks thrash the caches: 3-4x slower at 1024 on 28x28)."""
+        only (large conv chunks thrash the caches: about 2x slower at 1024 on 28x28)."""
         sizes = [int(np.prod(self.spec.input_shape))]
         for s in self.stages:
             if s.kind == "conv":
