@@ -926,6 +926,9 @@ def _train_groups(plan, rows):
         sec_m, _ = _mean_std([r.get("train_seconds") for r in rs])
         paper = PAPER_RESULTS.get((d.get("network"), PAPER_DATASET.get(d.get("dataset"))))
         expected = sum(1 for r in plan.runs if _group_key(r) == key)
+        mism = [r["mismatches"] for r in rs if r.get("mismatches") is not None]
+        if mism:
+            d["mismatches"] = sum(mism)         # sim runs with check: weights unlike golden's
         groups.append({**d, "runs": len(rs), "planned": expected, "best_mean": acc_m,
                        "best_std": acc_s, "best_epoch_mean": ep_m, "best_epoch_std": ep_s,
                        "epochs_mean": run_m, "train_seconds_mean": sec_m,

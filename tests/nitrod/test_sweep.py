@@ -353,3 +353,19 @@ def test_the_documented_sweep_files_are_valid(name):
     plan = sw.load_sweep_file(Path(__file__).parents[2] / "docs" / "sweeps" / f"{name}.toml")
     assert len(plan.runs) == {"digits-lr": 60, "ulx3s-placement": 4,
                               "icebreaker-placement": 4}[name]
+
+
+def test_a_sim_run_in_a_sweep_trains_like_golden(tmp_path):
+    """backend sim: nitrod sim's training (checked against golden after every batch) in a
+    worker; its weights equal the golden run's of the same sweep (the 4 x 4 Trainer, the
+    Verilator build tests/nitrod/test_sim_cli.py uses)."""
+    plan = sw.plan_from_dict({"datasets": ["digits"], "networks": ["mlp:16"], "seeds": [1],
+                              "backends": ["sim", "golden"],
+                              "options": {"epochs": 1, "side": 4, "check": True}})
+    res = sw.run_sweep(plan, tmp_path, workers=1, progress=False, log=lambda s: None)
+    assert res["failed"] == []
+    sim, gold = (next(r for r in plan.runs if r.config["backend"] == b) for b in ("sim", "golden"))
+    m_sim, w_sim = _result(tmp_path / "runs" / sim.hash)
+    assert m_sim["checked"] and m_sim["mismatches"] == 0 and m_sim["steps"] == 23
+    _same((m_sim, w_sim), _result(tmp_path / "runs" / gold.hash))
+    assert "mismatches=0" in (tmp_path / "summary.md").read_text()
