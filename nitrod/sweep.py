@@ -306,7 +306,7 @@ _DATASET_INFO: dict = {}
 
 def dataset_info(name: str, data_dir) -> dict:
     """Input shape, classes and split sizes of a dataset (loaded once per process)."""
-    key = (name, str(data_dir) if data_dir else None)
+    key = (name, str(Path(data_dir).resolve()) if data_dir else None)
     if key not in _DATASET_INFO:
         from golden.datasets import load_dataset
         ds = load_dataset(name, data_dir)
