@@ -11,15 +11,40 @@ import numpy as np
 
 from .accel_train import SimStats, core_name, geometry_of
 
-__all__ = ["cmd_bench_golden", "cmd_bench_sim"]
+__all__ = ["cmd_bench_golden", "cmd_bench_sim", "golden_bench_spec"]
+
+
+def golden_bench_spec(args):
+    """The network ``nitrod bench golden`` times: ``--model mlp`` (784-HIDDEN-CLASSES) or
+    ``--model cnn --arch NAME|LAYERS`` on ``--input-shape`` (default 1x8x8 for the ``small``
+    CNN, which is the digits network, else 1x28x28)."""
+    from golden.network import ARCHITECTURES, NetworkSpec, mlp_layers, parse_layers
+    arch = getattr(args, "arch", "small")
+    text = getattr(args, "input_shape", None) or (
+        "1x8x8" if args.model == "cnn" and arch == "small" else "1x28x28")
+    try:
+        shape = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--input-shape {text!r}: expected CxHxW, e.g. 1x28x28") from None
+    if len(shape) != 3:
+        raise ValueError(f"--input-shape {text!r}: expected CxHxW, e.g. 1x28x28")
+    if args.model == "mlp":
+        return NetworkSpec(shape, args.classes, mlp_layers(args.hidden))
+    layers, extra = ARCHITECTURES.get(arch, (arch, {}))
+    return NetworkSpec(shape, args.classes, parse_layers(layers), fwd_decay_inv=30000,
+                       decoder_dim=extra.get("decoder_dim", 2048))
 
 
 def cmd_bench_golden(args) -> int:
-    """Training samples/s of the golden model, MLP 784-100-50-10 at batch 64."""
+    """Training samples/s of the golden model (default MLP 784-100-50-10 at batch 64)."""
     from golden.benchmark import bench_golden
-    r = bench_golden(batches=args.batches, threads=args.threads)
-    print(f"MLP 784-100-50-10, batch 64, {r['threads']} BLAS thread(s): "
-          f"{r['macs_per_sample']} MACs/sample, {r['gmacs']:.2f} GMAC/s")
+    spec = golden_bench_spec(args)
+    batches = args.batches or (400 if args.model == "mlp" else 20)
+    r = bench_golden(batches=batches, batch=args.batch, threads=args.threads, spec=spec)
+    shape = "x".join(map(str, spec.input_shape))
+    print(f"{args.model.upper()} {','.join(spec.layers)} on {shape}, batch {args.batch}, "
+          f"{r['threads']} BLAS thread(s): {r['macs_per_sample']} MACs/sample, "
+          f"{r['gmacs']:.2f} GMAC/s")
     print(f"{r['samples_per_second']:.0f} samples/s")
     return 0
 
