@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("train", help="the training of `nitrod sim`, on the board's Trainer")
     add_network_args(p)
     p.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/ttyUSB0")
+    p.add_argument("--board", default=None,
+                   help="the board (boards/): its core's class says whether it trains CNNs "
+                        "(without it only MLPs are sent)")
     add_run_args(p)
     add_out_args(p)
     p.add_argument("--check", action="store_true",

@@ -67,7 +67,7 @@ def test_first_difference():
 def test_sim_refuses_cnn(capsys):
     assert main(["sim", "--dataset", "digits", "--model", "cnn", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
-    assert "MLP" in err and "issue 31 stage B" in err
+    assert "MLP" in err and "RUNS_CNN" in err
 
 
 def test_bench_sim_step_has_no_collision(capsys):
