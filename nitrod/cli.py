@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from .options import (OptionError, add_link_args, add_network_args, add_out_args,
-                      add_run_args, check_applicable, int_list, nonnegative_int, positive_int,
+                      add_run_args, check_applicable, int_list, layer_list, nonnegative_int,
+                      positive_int,
                       prepare_out, spec_from_args, train_config)
 
 __all__ = ["main"]
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sim: the core and geometry of this board's trainer build")
     p.add_argument("--inputs", type=positive_int, default=784, help="sim: MLP inputs")
     p.add_argument("--hidden", type=int_list, default=(100, 50), help="sim: MLP hidden sizes")
+    p.add_argument("--arch", type=layer_list, default=None,
+                   help="sim: a CNN's layers instead of the MLP (e.g. c4,p,l32; --image)")
+    p.add_argument("--image", type=int_list, default=(1, 8, 8), metavar="C,H,W",
+                   help="sim: the CNN's input shape (default 1,8,8: digits)")
     p.add_argument("--classes", type=positive_int, default=10, help="sim: classes")
     p.add_argument("--batch", type=positive_int, default=64, help="sim: batch size")
     p.add_argument("--json", default=None, help="sim: also write the figures to this file")

@@ -64,9 +64,9 @@ from types import SimpleNamespace
 from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 
-from hw.contract import (ADDRESS_WIDTH, CODE_WIDTH, INSTRUCTION_BITS, LEVEL_COUNT_WIDTH,
-                         PAD_LABEL, POOL_OPS, Geometry, Op, Region, ReluCode, beat_count,
-                         chunk_bits_of, chunks_of, lane_width, loop_counts)
+from hw.contract import (ADDRESS_WIDTH, CODE_WIDTH, INSTRUCTION_BITS, INSTRUCTION_FIELDS,
+                         LEVEL_COUNT_WIDTH, PAD_LABEL, POOL_OPS, Geometry, Op, Region, ReluCode,
+                         beat_count, chunk_bits_of, chunks_of, lane_width, loop_counts)
 from hw.memory.single_port import SinglePortMemory
 from hw.trainers.core import TrainerCore, instruction_layout
 from hw.trainers.host_port import CoreFlags, HostPort, chunk_select, memory_access
@@ -156,7 +156,7 @@ class SerialTrainer(TrainerCore):
         (:attr:`PROG_CHUNKS` + 1), decode (1) and dispatch (1), then per tile: an element
         reaches its handoff ``beats + 7`` cycles after it starts (ELEMENT, AUX_ADDR, AUX_READ,
         one cycle per beat (``beat_count``: ``y_beats * x_beats * k_len``), 4 of drain; a
-        POOL_CODE element then rewrites its codes: 1 + 2 per beat); the handoff takes a
+        POOL_CODE element then rewrites its codes: 2 + 2 per beat); the handoff takes a
         cycle and waits for the previous element's result, which comes ``SerialPost.cycles +
         2`` cycles after that element's handoff (its start the cycle after, the result stored
         at ``done``); so the elements after the first are ``max(E + 1, SerialPost.cycles +
@@ -179,7 +179,7 @@ class SerialTrainer(TrainerCore):
         beats = beat_count(ins)
         to_handoff = beats + 4 + cls.MAC_DRAIN
         if op == Op.POOL_CODE:
-            to_handoff += 1 + 2 * beats
+            to_handoff += 2 + 2 * beats
         elements = (to_handoff + 1) + (S * S - 1) * max(to_handoff + 1, post_cycles)
         cols = 2 * S if ins["col_en"] and op not in (Op.BACKWARD, *POOL_OPS) else 0
         per_tile = elements + post_cycles + 2 * S + cols + 1
@@ -217,7 +217,7 @@ class SerialTrainer(TrainerCore):
         # the state the stages below share
         s = SimpleNamespace(
             busy=Signal(), pc=Signal(ADDRESS_WIDTH), cycles=Signal(32), retired=Signal(16),
-            done=Signal(), op_error=Signal(),
+            done=Signal(), op_error=Signal(), too_wide=Signal(),
             ovf_mac=Signal(), ovf_backerr=Signal(), ovf_sgd=Signal(),
             cur_bits=Signal(32 * self.PROG_CHUNKS),
             # the sequencer's side of each memory port (the host's while idle)
@@ -232,6 +232,7 @@ class SerialTrainer(TrainerCore):
         host = self._host(m, mems, s)
         self._counters(s)
         s.code_word = mems[Region.CODE].r_data
+        s.act_word = mems[Region.ACT].r_data
         self._walker(m, s)
         self._multiply_accumulate(m, mems, s)
         self._post_processing(m, mems, s)
@@ -286,86 +287,96 @@ class SerialTrainer(TrainerCore):
         m.d.comb += host.r_data.eq(r_data)
         return host
 
+    @property
+    def addr_width(self) -> int:
+        """Bits of the address arithmetic: the deepest data memory's.  Every address an
+        instruction reads or writes lies within its memory, so its low bits are exact modulo
+        ``2**addr_width`` whatever the (non-negative) sum's carries above them."""
+        g = self.geometry
+        return max(1, max((g.depth(r) - 1).bit_length()
+                          for r in (Region.ACT, Region.WGT, Region.ERR, Region.CODE)))
+
     def _counters(self, s):
-        """The tile, element and beat counters and the addresses derived from them."""
-        S, W, L = self.geometry.side, ADDRESS_WIDTH, LEVEL_COUNT_WIDTH
+        """The tile, element and beat counters and the addresses derived from them: counts
+        and indices in ``ADDRESS_WIDTH`` bits, addresses and offsets in :attr:`addr_width`."""
+        S, W, L, A = self.geometry.side, ADDRESS_WIDTH, LEVEL_COUNT_WIDTH, self.addr_width
         # tiles and beats left after the current one: down-counters, so that "last" is a
         # compare with zero, not a subtraction and a compare into the next state
         s.tr_left, s.tc_left, s.k_left = Signal(W), Signal(W), Signal(W)
         s.i, s.j = Signal(range(S)), Signal(range(S))
         s.tr_s, s.tc_s = Signal(W), Signal(W)               # tr * S, tc * S
-        s.tc_off = Signal(W)                                # O + tc * tc_stride
-        s.a_tile, s.b_tile = Signal(W), Signal(W)           # the tile's first beat's words
-        s.b_start = Signal(W)                               # b_tile at tc = 0
-        s.col_tr = Signal(W)                                # col_base + O + tr*col_tr_stride
-        s.row_off = Signal(W)                               # O + tr*S + i + tc*tc_stride
+        s.tc_off = Signal(A)                                # O + tc * tc_stride
+        s.a_tile, s.b_tile = Signal(A), Signal(A)           # the tile's first beat's words
+        s.col_tr = Signal(A)                                # col_base + O + tr*col_tr_stride
+        s.row_off = Signal(A)                               # O + tr*S + i + tc*tc_stride
         s.row_idx, s.col_idx = Signal(W), Signal(W)         # tr*S + i, tc*S + j
-        s.tile_off = Signal(W)                              # O + tr*S + tc*tc_stride
-        s.wr_addr, s.code_addr = Signal(W), Signal(W)       # the tile's row or column writes
+        s.tile_off = Signal(A)                              # O + tr*S + tc*tc_stride
+        s.wr_addr, s.code_addr = Signal(A), Signal(A)       # the tile's row or column writes
         # the element's aux read addresses (CODE for BACKWARD, WGT for SGD), registered a
         # cycle before the reads, so that no adder sits between the sequencer and a block
         # RAM's address
-        s.aux_code_addr, s.aux_wgt_addr = Signal(W), Signal(W)
-        # the beat walkers: the A and B words of the beat (ky, kx, k), the first word of the
-        # beat (ky, kx, 0) and of the beat (ky, 0, 0); the beat levels' steps left
-        s.a_addr, s.a_bx, s.a_by = Signal(W), Signal(W), Signal(W)
-        s.b_addr, s.b_bx, s.b_by = Signal(W), Signal(W), Signal(W)
+        s.aux_code_addr, s.aux_wgt_addr = Signal(A), Signal(A)
+        # the beat walkers (_walker): the A and B words of a beat; the beat levels' steps
+        # left (a level's count, down to 1: a count of 0 or 1 runs once)
+        s.a_addr, s.b_addr = Signal(A), Signal(A)
         s.kx_left, s.ky_left = Signal(L), Signal(L)
-        s.a_elem = Signal(W)                                # a_tile (+ i for the pools)
-        s.c_elem = Signal(W)                                # POOL_CODE: a_elem's CODE word
-        s.code_delta = Signal(W)                            # aux_base - a_base
-        # the spatial levels: tile steps left; the operand offset T (absolute: the tile
-        # step's A word, or B word with tile_b) and the output offset O, each also at tx = 0
+        s.code_delta = Signal(A)                            # aux_base - a_base
+        # the spatial levels: tile steps left (a count down to 1, as the beat levels'); the
+        # operand offset T (absolute: the tile step's A word, or B word with tile_b) and the
+        # output offset O, each also at tx = 0
         s.ty_left, s.uy_left, s.tx_left, s.ux_left = (Signal(L, name=f"{n}_left")
                                                       for n in ("ty", "uy", "tx", "ux"))
-        s.t_cur, s.t_y = Signal(W), Signal(W)
-        s.o_cur, s.o_y = Signal(W), Signal(W)
-        s.w_left = Signal(L)                                # a window's extra stride steps
-        # the pools: the element's beat number (POOL_CODE: also in its code pass) and the
-        # beat of its maximum
-        s.beat_n, s.best_n = Signal(16), Signal(16)
+        s.t_cur, s.t_y = Signal(A), Signal(A)
+        s.o_cur, s.o_y = Signal(A), Signal(A)
+        s.w_left = Signal(L)                                # a window's strides (count down)
         s.pool = Signal()                                   # the op is POOL or POOL_CODE
         s.restart, s.step = Signal(), Signal()              # the walkers' controls
         s.w_y = Signal()                                    # T steps on the y level (comb)
         s.w_y_reg = Signal()                                # ... through SPATIAL_WINDOW
 
     @staticmethod
-    def _minus_one(count):
-        """The steps left after the first of a level whose count field is ``count`` (0 or 1
-        run once)."""
-        return Mux(count == 0, 0, count - 1)
+    def _more(left):
+        """A level whose counter is ``left`` has steps left: ``left`` >= 2 (counters hold the
+        level's count and step down to 1; a count of 0 or 1 runs once)."""
+        return left[1:].any()
 
     def _walker(self, m, s):
-        """The beat walkers: ``restart`` loads the A walker from ``a_elem`` (``c_elem`` in
-        POOL_CODE's code pass) and the B walker from ``b_tile``; ``step`` moves both to the
-        next beat (``k``, then ``kx``, then ``ky``): one adder per walker, its inputs the
-        current word and ``k``'s stride, or the level's first word and its stride."""
+        """The beat walkers.  Each keeps the offsets of the beat (ky, kx, k) from the
+        element's first word as three running sums, ``k``'s reset at each ``k`` wrap, ``kx``'s
+        at each ``kx`` wrap (adders with a synchronous reset: one logic cell a bit), and
+        registers the word ``base + ky offset + kx offset + k offset``, so the address is
+        one beat behind the offsets: ``restart`` zeroes the offsets (and reloads the
+        counters), each ``step`` registers the word of the offsets' beat (``A``: from
+        ``a_elem``, the tile's word plus i for the pools; ``B``: from ``b_tile``) and moves the
+        offsets to the next beat; ``addr_last`` says the registered word is the last beat's."""
         cur, restart, step = s.cur, s.restart, s.step
-        s.code_pass = Signal()
         k_wrap = s.k_left == 0
-        x_wrap = s.kx_left == 0
-        s.beat_last = Signal()
-        m.d.comb += s.beat_last.eq(k_wrap & x_wrap & (s.ky_left == 0))
-        for addr, bx, by, k_stride, x_stride, y_stride, start in (
-                (s.a_addr, s.a_bx, s.a_by, cur.a_k_stride, cur.x_stride, cur.y_stride,
-                 Mux(s.code_pass, s.c_elem, s.a_elem)),
-                (s.b_addr, s.b_bx, s.b_by, cur.b_k_stride, cur.x_b_stride, cur.y_b_stride,
-                 s.b_tile)):
-            nxt = Signal.like(addr, name=f"{addr.name}_next")
-            m.d.comb += nxt.eq(Mux(k_wrap, Mux(x_wrap, by, bx), addr)
-                               + Mux(k_wrap, Mux(x_wrap, y_stride, x_stride), k_stride))
+        x_wrap = ~self._more(s.kx_left)
+        last = k_wrap & x_wrap & ~self._more(s.ky_left)
+        s.addr_last = Signal()
+        s.a_elem = Signal(self.addr_width)
+        m.d.comb += s.a_elem.eq(s.a_tile + Mux(s.pool, s.i, 0))
+        for addr, base, k_stride, x_stride, y_stride in (
+                (s.a_addr, s.a_elem, cur.a_k_stride, cur.x_stride, cur.y_stride),
+                (s.b_addr, s.b_tile, cur.b_k_stride, cur.x_b_stride, cur.y_b_stride)):
+            ok, ox, oy = (Signal.like(addr, name=f"{addr.name}_{n}") for n in ("ok", "ox", "oy"))
             with m.If(restart):
-                m.d.sync += [addr.eq(start), bx.eq(start), by.eq(start)]
+                m.d.sync += [ok.eq(0), ox.eq(0), oy.eq(0)]
             with m.Elif(step):
-                m.d.sync += addr.eq(nxt)
-                with m.If(k_wrap):
-                    m.d.sync += bx.eq(nxt)
-                    with m.If(x_wrap):
-                        m.d.sync += by.eq(nxt)
+                m.d.sync += addr.eq(base + oy + ox + ok)
+                with m.If(~k_wrap):
+                    m.d.sync += ok.eq(ok + k_stride)
+                with m.Else():
+                    m.d.sync += ok.eq(0)
+                    with m.If(~x_wrap):
+                        m.d.sync += ox.eq(ox + x_stride)
+                    with m.Else():
+                        m.d.sync += [ox.eq(0), oy.eq(oy + y_stride)]
         with m.If(restart):
-            m.d.sync += [s.k_left.eq(cur.k_len - 1), s.kx_left.eq(self._minus_one(cur.x_beats)),
-                         s.ky_left.eq(self._minus_one(cur.y_beats))]
+            m.d.sync += [s.k_left.eq(cur.k_len - 1), s.kx_left.eq(cur.x_beats),
+                         s.ky_left.eq(cur.y_beats)]
         with m.Elif(step):
+            m.d.sync += s.addr_last.eq(last)
             with m.If(~k_wrap):
                 m.d.sync += s.k_left.eq(s.k_left - 1)
             with m.Else():
@@ -373,8 +384,7 @@ class SerialTrainer(TrainerCore):
                 with m.If(~x_wrap):
                     m.d.sync += s.kx_left.eq(s.kx_left - 1)
                 with m.Else():
-                    m.d.sync += [s.kx_left.eq(self._minus_one(cur.x_beats)),
-                                 s.ky_left.eq(s.ky_left - 1)]
+                    m.d.sync += [s.kx_left.eq(cur.x_beats), s.ky_left.eq(s.ky_left - 1)]
 
     def _multiply_accumulate(self, m, mems, s):
         """The one multiplier: ACT lane i times B lane j, accumulated over the element's
@@ -392,7 +402,6 @@ class SerialTrainer(TrainerCore):
         s.acc = Signal(signed(g.acc_width))
         acc_sum = Signal(signed(g.acc_width + 1))
         s.acc_clear = Signal()
-        s.beat_clear, s.beat_inc = Signal(), Signal()     # POOL_CODE's code pass
         first = Signal()                                  # the pool's first beat
         act_word = mems[Region.ACT].r_data
         wgt_word = mems[Region.WGT].r_data
@@ -412,15 +421,11 @@ class SerialTrainer(TrainerCore):
         with m.Elif(prod_valid & s.pool):
             m.d.sync += first.eq(0)
             with m.If(first | greater):
-                m.d.sync += [s.acc.eq(prod), s.best_n.eq(s.beat_n)]
+                m.d.sync += s.acc.eq(prod)
         with m.Elif(prod_valid):
             m.d.sync += s.acc.eq(acc_sum[:g.acc_width])
             with m.If(acc_sum[-1] != acc_sum[-2]):
                 m.d.sync += s.ovf_mac.eq(1)
-        with m.If(s.acc_clear | s.beat_clear):
-            m.d.sync += s.beat_n.eq(0)
-        with m.Elif((prod_valid & s.pool) | s.beat_inc):
-            m.d.sync += s.beat_n.eq(s.beat_n + 1)
         s.draining = Signal()
         m.d.comb += s.draining.eq(issued | ops_valid | prod_valid)
 
@@ -516,12 +521,19 @@ class SerialTrainer(TrainerCore):
                                  s.retired.eq(0), s.done.eq(0), fetch_n.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                # chunk n read while fetch_n == n, shown while fetch_n == n + 1
+                # chunk n read while fetch_n == n, shown while fetch_n == n + 1; the bits of
+                # d_g and d_w beyond their widths are only checked (s.too_wide), not kept
                 m.d.comb += s.seq_addr[Region.PROG].eq(Cat(fetch_n[:pb], s.pc))
                 m.d.sync += fetch_n.eq(fetch_n + 1)
-                for n in range(self.PROG_CHUNKS):
+                with m.If(fetch_n == 0):
+                    m.d.sync += s.too_wide.eq(0)
+                word = mems[Region.PROG].r_data
+                for n, mask in enumerate(self._wide_masks()):
                     with m.If(fetch_n == n + 1):
-                        m.d.sync += s.cur_bits.word_select(n, 32).eq(mems[Region.PROG].r_data)
+                        m.d.sync += s.cur_bits.word_select(n, 32).eq(word)
+                        if mask:
+                            with m.If((word & mask).any()):
+                                m.d.sync += s.too_wide.eq(1)
                 with m.If(fetch_n == self.PROG_CHUNKS):
                     m.d.sync += fetch_n.eq(0)
                     m.next = "DECODE"
@@ -529,6 +541,17 @@ class SerialTrainer(TrainerCore):
             self._element_states(m, s)
             self._tile_write_states(m, s)
             self._spatial_states(m, s)
+
+    def _wide_masks(self) -> list[int]:
+        """Per PROG chunk, the bits of ``d_g`` and ``d_w`` beyond ``d_g_width`` and
+        ``d_w_width`` (an SGD with one of them set is an op_error)."""
+        g, masks, shift = self.geometry, [0] * self.PROG_CHUNKS, 0
+        for name, width in INSTRUCTION_FIELDS:
+            keep = {"d_g": g.d_g_width, "d_w": g.d_w_width}.get(name, width)
+            for bit in range(shift + keep, shift + width):
+                masks[bit // 32] |= 1 << (bit % 32)
+            shift += width
+        return masks
 
     def _decode_and_dispatch(self, m, s):
         g, cur, op = self.geometry, s.cur, s.cur.op
@@ -540,22 +563,16 @@ class SerialTrainer(TrainerCore):
             nonempty = (cur.k_len != 0) & (cur.tiles_r != 0) & (cur.tiles_c != 0)
             scales = (op == Op.FORWARD) | (op == Op.LOSS) | (op == Op.SCALE)
             divisor_ok = (cur.divisor != 0) & (cur.divisor <= g.divisor_max)
-            sgd_ok = ((cur.d_g != 0) & (cur.d_g[g.d_g_width:] == 0) &
-                      (cur.d_w[g.d_w_width:] == 0))
+            sgd_ok = (cur.d_g[:g.d_g_width] != 0) & ~s.too_wide
             # POOL_CODE counts its beats in 16 bits: one beat per window position
             pool_ok = cur.k_len == 1
             exact = ((~scales | divisor_ok) & ((op != Op.SGD) | sgd_ok)
                      & ((op != Op.POOL_CODE) | pool_ok))
-            m.d.sync += [s.tr_left.eq(cur.tiles_r - 1), s.tc_left.eq(cur.tiles_c - 1),
-                         s.i.eq(0), s.j.eq(0), s.tr_s.eq(0), s.tc_s.eq(0),
-                         s.tc_off.eq(0), s.a_tile.eq(cur.a_base), s.b_tile.eq(cur.b_base),
-                         s.b_start.eq(cur.b_base), s.col_tr.eq(cur.col_base),
+            m.d.sync += [s.i.eq(0), s.j.eq(0),
                          s.code_delta.eq(cur.aux_base - cur.a_base),
                          s.pool.eq((op == Op.POOL) | (op == Op.POOL_CODE)),
-                         s.ty_left.eq(self._minus_one(cur.y_tiles)),
-                         s.uy_left.eq(self._minus_one(cur.y_repeat)),
-                         s.tx_left.eq(self._minus_one(cur.x_tiles)),
-                         s.ux_left.eq(self._minus_one(cur.x_repeat)),
+                         s.ty_left.eq(cur.y_tiles), s.uy_left.eq(cur.y_repeat),
+                         s.tx_left.eq(cur.x_tiles), s.ux_left.eq(cur.x_repeat),
                          s.o_cur.eq(0), s.o_y.eq(0),
                          s.t_cur.eq(Mux(cur.tile_b, cur.b_base, cur.a_base)),
                          s.t_y.eq(Mux(cur.tile_b, cur.b_base, cur.a_base))]
@@ -565,6 +582,7 @@ class SerialTrainer(TrainerCore):
                          executable.eq(valid_op & nonempty & exact & (s.pc < g.prog_depth))]
             m.next = "DISPATCH"
         with m.State("DISPATCH"):
+            self._spatial_load(m, s)                # the first tile step's bases
             with m.If(is_end):
                 m.d.sync += [s.busy.eq(0), s.done.eq(1)]
                 m.next = "IDLE"
@@ -581,27 +599,26 @@ class SerialTrainer(TrainerCore):
         restart, step = s.restart, s.step
         with m.State("ELEMENT"):
             m.d.comb += s.acc_clear.eq(1)
-            m.d.sync += [s.a_elem.eq(s.a_tile + Mux(s.pool, s.i, 0)),
-                         s.row_idx.eq(s.tr_s + s.i), s.col_idx.eq(s.tc_s + s.j),
+            m.d.sync += [s.row_idx.eq(s.tr_s + s.i), s.col_idx.eq(s.tc_s + s.j),
                          s.tile_off.eq(s.tr_s + s.tc_off), s.row_off.eq(s.tr_s + s.tc_off + s.i)]
             m.next = "AUX_ADDR"
         with m.State("AUX_ADDR"):
             m.d.comb += restart.eq(1)
             m.d.sync += [s.aux_code_addr.eq(cur.aux_base + s.row_off),
-                         s.aux_wgt_addr.eq(cur.row_base + s.row_off),
-                         s.c_elem.eq(s.a_elem + s.code_delta)]
+                         s.aux_wgt_addr.eq(cur.row_base + s.row_off)]
             m.next = "AUX_READ"
         with m.State("AUX_READ"):
-            # the aux reads: LOSS's label, BACKWARD's code, SGD's old weight
+            # the aux reads: LOSS's label, BACKWARD's code, SGD's old weight; the walkers
+            # register the first beat's words
             m.d.comb += [s.seq_addr[Region.LABEL].eq(s.row_idx),
                          s.seq_addr[Region.CODE].eq(s.aux_code_addr),
-                         s.seq_addr[Region.WGT].eq(s.aux_wgt_addr)]
+                         s.seq_addr[Region.WGT].eq(s.aux_wgt_addr), step.eq(1)]
             m.d.sync += s.aux_shown.eq(1)
             m.next = "MAC"
         with m.State("MAC"):
             m.d.comb += [s.issuing.eq(1), step.eq(1), s.seq_addr[Region.ACT].eq(s.a_addr),
                          s.seq_addr[Region.WGT].eq(s.b_addr), s.seq_addr[Region.ERR].eq(s.b_addr)]
-            with m.If(s.beat_last):
+            with m.If(s.addr_last):
                 m.next = "DRAIN"
         with m.State("DRAIN"):
             with m.If(~s.draining):
@@ -609,24 +626,36 @@ class SerialTrainer(TrainerCore):
                     m.next = "CODE_START"
                 with m.Else():
                     m.next = "HANDOFF"
-        # POOL_CODE: the element's lane of each code word of its window, read then written
-        # back (ZERO but at the beat of the maximum)
+        # POOL_CODE: the window again, each beat's ACT word (lane j) and CODE word read, the
+        # CODE word written back with lane j ZERO but at the first beat whose value is the
+        # maximum (in acc)
+        g = self.geometry
+        found = Signal()
+        code_at = Signal(self.addr_width)
+        m.d.comb += code_at.eq(s.a_addr + s.code_delta)
         with m.State("CODE_START"):
-            m.d.comb += [s.code_pass.eq(1), restart.eq(1), s.beat_clear.eq(1)]
+            m.d.comb += restart.eq(1)
+            m.d.sync += found.eq(0)
+            m.next = "CODE_FIRST"
+        with m.State("CODE_FIRST"):
+            m.d.comb += step.eq(1)
             m.next = "CODE_READ"
         with m.State("CODE_READ"):
-            m.d.comb += s.seq_addr[Region.CODE].eq(s.a_addr)
+            m.d.comb += [s.seq_addr[Region.ACT].eq(s.a_addr), s.seq_addr[Region.CODE].eq(code_at)]
             m.next = "CODE_WRITE"
         with m.State("CODE_WRITE"):
             word = s.code_word
             lanes = [word.word_select(jj, CODE_WIDTH) for jj in range(S)]
-            keep = s.beat_n == s.best_n
-            m.d.comb += [s.seq_addr[Region.CODE].eq(s.a_addr), s.seq_w_en[Region.CODE].eq(1),
+            value = s.act_word.word_select(s.j, g.act_width)
+            keep = (value == s.acc[:g.act_width]) & ~found
+            with m.If(keep):
+                m.d.sync += found.eq(1)
+            m.d.comb += [s.seq_addr[Region.CODE].eq(code_at), s.seq_w_en[Region.CODE].eq(1),
                          s.seq_w_data[Region.CODE].eq(Cat(
                              Mux((s.j == jj) & ~keep, ReluCode.ZERO, lanes[jj])
                              for jj in range(S))),
-                         step.eq(1), s.beat_inc.eq(1)]
-            with m.If(s.beat_last):
+                         step.eq(1)]
+            with m.If(s.addr_last):
                 m.next = "HANDOFF"
             with m.Else():
                 m.next = "CODE_READ"
@@ -697,7 +726,8 @@ class SerialTrainer(TrainerCore):
             with m.Else():
                 m.d.sync += s.j.eq(0)
                 m.next = "NEXT_TILE"
-        spatial_more = Cat(s.ty_left, s.uy_left, s.tx_left, s.ux_left).any()
+        spatial_more = (self._more(s.ty_left) | self._more(s.uy_left) | self._more(s.tx_left)
+                        | self._more(s.ux_left))
         with m.State("NEXT_TILE"):
             with m.If(s.tc_left != 0):
                 m.d.sync += [s.tc_left.eq(s.tc_left - 1), s.tc_s.eq(s.tc_s + S),
@@ -706,14 +736,14 @@ class SerialTrainer(TrainerCore):
                 m.next = "ELEMENT"
             with m.Else():
                 m.d.sync += [s.tc_left.eq(cur.tiles_c - 1), s.tc_s.eq(0), s.tc_off.eq(s.o_cur),
-                             s.b_tile.eq(s.b_start), s.tr_left.eq(s.tr_left - 1),
+                             s.b_tile.eq(Mux(cur.tile_b, s.t_cur, cur.b_base)),
+                             s.tr_left.eq(s.tr_left - 1),
                              s.tr_s.eq(s.tr_s + S),
                              s.a_tile.eq(s.a_tile + cur.a_tile_stride),
                              s.col_tr.eq(s.col_tr + cur.col_tr_stride)]
                 with m.If(s.tr_left != 0):
                     m.next = "ELEMENT"
                 with m.Elif(spatial_more):
-                    m.d.sync += [s.tr_left.eq(cur.tiles_r - 1), s.tr_s.eq(0)]
                     m.next = "SPATIAL_STEP"
                 with m.Else():
                     m.d.sync += [s.pc.eq(s.pc + 1), s.retired.eq(s.retired + 1)]
@@ -730,35 +760,31 @@ class SerialTrainer(TrainerCore):
         m.d.comb += t_next.eq(Mux(s.w_y, s.t_y, s.t_cur)
                               + Mux(s.w_y, cur.y_stride, cur.x_stride))
         o_x, o_y = s.o_cur + cur.x_out, s.o_y + cur.y_out
-        windows_x = Mux(cur.windows, self._minus_one(cur.x_beats), 0)
-        windows_y = Mux(cur.windows, self._minus_one(cur.y_beats), 0)
+        windows_x = Mux(cur.windows, cur.x_beats, 0)
+        windows_y = Mux(cur.windows, cur.y_beats, 0)
         with m.State("SPATIAL_STEP"):
-            with m.If(s.ux_left != 0):                        # x repeat
+            with m.If(self._more(s.ux_left)):                 # x repeat
                 m.d.sync += [s.ux_left.eq(s.ux_left - 1), s.o_cur.eq(o_x)]
                 m.next = "SPATIAL_LOAD"
-            with m.Elif(s.tx_left != 0):                      # x tile step
-                m.d.sync += [s.tx_left.eq(s.tx_left - 1),
-                             s.ux_left.eq(self._minus_one(cur.x_repeat)),
+            with m.Elif(self._more(s.tx_left)):               # x tile step
+                m.d.sync += [s.tx_left.eq(s.tx_left - 1), s.ux_left.eq(cur.x_repeat),
                              s.o_cur.eq(o_x), s.t_cur.eq(t_next), s.w_left.eq(windows_x)]
                 m.next = "SPATIAL_WINDOW"
-            with m.Elif(s.uy_left != 0):                      # y repeat
-                m.d.sync += [s.uy_left.eq(s.uy_left - 1),
-                             s.tx_left.eq(self._minus_one(cur.x_tiles)),
-                             s.ux_left.eq(self._minus_one(cur.x_repeat)),
+            with m.Elif(self._more(s.uy_left)):               # y repeat
+                m.d.sync += [s.uy_left.eq(s.uy_left - 1), s.tx_left.eq(cur.x_tiles),
+                             s.ux_left.eq(cur.x_repeat),
                              s.o_y.eq(o_y), s.o_cur.eq(o_y), s.t_cur.eq(s.t_y)]
                 m.next = "SPATIAL_LOAD"
             with m.Else():                                    # y tile step
-                m.d.sync += [s.ty_left.eq(s.ty_left - 1),
-                             s.uy_left.eq(self._minus_one(cur.y_repeat)),
-                             s.tx_left.eq(self._minus_one(cur.x_tiles)),
-                             s.ux_left.eq(self._minus_one(cur.x_repeat)),
-                             s.o_y.eq(o_y), s.o_cur.eq(o_y), s.w_left.eq(windows_y)]
                 m.d.comb += s.w_y.eq(1)
-                m.d.sync += [s.t_y.eq(t_next), s.t_cur.eq(t_next), s.w_y_reg.eq(1)]
+                m.d.sync += [s.ty_left.eq(s.ty_left - 1), s.uy_left.eq(cur.y_repeat),
+                             s.tx_left.eq(cur.x_tiles), s.ux_left.eq(cur.x_repeat),
+                             s.o_y.eq(o_y), s.o_cur.eq(o_y), s.w_left.eq(windows_y),
+                             s.t_y.eq(t_next), s.t_cur.eq(t_next), s.w_y_reg.eq(1)]
                 m.next = "SPATIAL_WINDOW"
         with m.State("SPATIAL_WINDOW"):
-            # the window's further strides (none without windows)
-            with m.If(s.w_left != 0):
+            # a window's further strides (none without windows)
+            with m.If(self._more(s.w_left)):
                 m.d.comb += s.w_y.eq(s.w_y_reg)
                 m.d.sync += [s.w_left.eq(s.w_left - 1), s.t_cur.eq(t_next)]
                 with m.If(s.w_y_reg):
@@ -766,14 +792,17 @@ class SerialTrainer(TrainerCore):
             with m.Else():
                 m.d.sync += s.w_y_reg.eq(0)
                 self._spatial_load(m, s)
+                m.next = "ELEMENT"
         with m.State("SPATIAL_LOAD"):
             self._spatial_load(m, s)
+            m.next = "ELEMENT"
 
     def _spatial_load(self, m, s):
-        """The tile step's bases: A or B from T (``tile_b``), the columns from O."""
+        """A tile step's first tile: A or B from T (``tile_b``), the rows and columns from O,
+        the tile loops from their first tile."""
         cur = s.cur
         m.d.sync += [s.a_tile.eq(Mux(cur.tile_b, cur.a_base, s.t_cur)),
                      s.b_tile.eq(Mux(cur.tile_b, s.t_cur, cur.b_base)),
-                     s.b_start.eq(Mux(cur.tile_b, s.t_cur, cur.b_base)),
-                     s.col_tr.eq(cur.col_base + s.o_cur), s.tc_off.eq(s.o_cur)]
-        m.next = "ELEMENT"
+                     s.col_tr.eq(cur.col_base + s.o_cur), s.tc_off.eq(s.o_cur),
+                     s.tr_left.eq(cur.tiles_r - 1), s.tc_left.eq(cur.tiles_c - 1),
+                     s.tr_s.eq(0), s.tc_s.eq(0)]
