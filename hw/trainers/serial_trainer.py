@@ -754,7 +754,7 @@ class SerialTrainer(TrainerCore):
         has steps left): the output offset O steps by ``x_out`` (or, at a ``y`` step, O and
         its row start by ``y_out``), the operand offset T by the level's ``stride`` at a
         tile step (``d_beats`` times with ``windows``: ``SPATIAL_WINDOW``), back to its row
-        start at a ``y`` repeat; then the tile's bases from them (``SPATIAL_LOAD``)."""
+        start at a ``y`` repeat; then the tile's bases from them."""
         cur = s.cur
         t_next = Signal.like(s.t_cur)
         m.d.comb += t_next.eq(Mux(s.w_y, s.t_y, s.t_cur)
@@ -764,8 +764,8 @@ class SerialTrainer(TrainerCore):
         windows_y = Mux(cur.windows, cur.y_beats, 0)
         with m.State("SPATIAL_STEP"):
             with m.If(self._more(s.ux_left)):                 # x repeat
-                m.d.sync += [s.ux_left.eq(s.ux_left - 1), s.o_cur.eq(o_x)]
-                m.next = "SPATIAL_LOAD"
+                m.d.sync += [s.ux_left.eq(s.ux_left - 1), s.o_cur.eq(o_x), s.w_left.eq(0)]
+                m.next = "SPATIAL_WINDOW"
             with m.Elif(self._more(s.tx_left)):               # x tile step
                 m.d.sync += [s.tx_left.eq(s.tx_left - 1), s.ux_left.eq(cur.x_repeat),
                              s.o_cur.eq(o_x), s.t_cur.eq(t_next), s.w_left.eq(windows_x)]
@@ -773,8 +773,9 @@ class SerialTrainer(TrainerCore):
             with m.Elif(self._more(s.uy_left)):               # y repeat
                 m.d.sync += [s.uy_left.eq(s.uy_left - 1), s.tx_left.eq(cur.x_tiles),
                              s.ux_left.eq(cur.x_repeat),
-                             s.o_y.eq(o_y), s.o_cur.eq(o_y), s.t_cur.eq(s.t_y)]
-                m.next = "SPATIAL_LOAD"
+                             s.o_y.eq(o_y), s.o_cur.eq(o_y), s.t_cur.eq(s.t_y),
+                             s.w_left.eq(0)]
+                m.next = "SPATIAL_WINDOW"
             with m.Else():                                    # y tile step
                 m.d.comb += s.w_y.eq(1)
                 m.d.sync += [s.ty_left.eq(s.ty_left - 1), s.uy_left.eq(cur.y_repeat),
@@ -783,7 +784,8 @@ class SerialTrainer(TrainerCore):
                              s.t_y.eq(t_next), s.t_cur.eq(t_next), s.w_y_reg.eq(1)]
                 m.next = "SPATIAL_WINDOW"
         with m.State("SPATIAL_WINDOW"):
-            # a window's further strides (none without windows)
+            # a window's further strides (none without windows, nor after a repeat step);
+            # then the tile step's first tile
             with m.If(self._more(s.w_left)):
                 m.d.comb += s.w_y.eq(s.w_y_reg)
                 m.d.sync += [s.w_left.eq(s.w_left - 1), s.t_cur.eq(t_next)]
@@ -793,9 +795,6 @@ class SerialTrainer(TrainerCore):
                 m.d.sync += s.w_y_reg.eq(0)
                 self._spatial_load(m, s)
                 m.next = "ELEMENT"
-        with m.State("SPATIAL_LOAD"):
-            self._spatial_load(m, s)
-            m.next = "ELEMENT"
 
     def _spatial_load(self, m, s):
         """A tile step's first tile: A or B from T (``tile_b``), the rows and columns from O,
