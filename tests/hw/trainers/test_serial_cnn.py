@@ -321,3 +321,18 @@ def test_the_host_reads_what_a_core_runs():
     assert hardware_refusal(cnn, SerialTrainer.RUNS_CNN) is None
     assert hardware_refusal(cnn) == CNN_CORES_NEEDED
     assert hardware_refusal(NetworkSpec((1, 1, 6), 3, ("l4",))) is None
+
+
+def test_bench_sim_runs_a_cnn_on_the_icebreaker_core_at_its_cycle_model(capsys, tmp_path):
+    """``nitrod bench sim --board icebreaker --arch ...``: a CNN's steps on the iCEBreaker's
+    SerialTrainer take the cycles of its cycle model."""
+    import json
+
+    from nitrod.cli import main
+    out = tmp_path / "bench.json"
+    assert main(["bench", "sim", "--board", "icebreaker", "--arch", "c3,p,l4", "--image",
+                 "1,6,6", "--classes", "3", "--batch", "3", "--steps", "1",
+                 "--json", str(out)]) == 0
+    m = json.loads(out.read_text())
+    assert m["step_cycles"] == [m["model_cycles_per_step"]]
+    assert "CNN c3,p,l4" in capsys.readouterr().out
