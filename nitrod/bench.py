@@ -62,7 +62,8 @@ def _bench_run(args, spec, geometry, server: str) -> tuple[dict, str]:
     stats = SimStats(backend)
     try:
         for _ in range(args.steps):
-            x = rng.integers(-127, 128, size=(args.batch, args.inputs)).astype(np.int8)
+            shape = spec.input_shape if spec.is_cnn else (args.inputs,)
+            x = rng.integers(-127, 128, size=(args.batch,) + shape).astype(np.int8)
             y = rng.integers(0, args.classes, size=args.batch)
             backend.train_step(x, one_hot(y, args.classes), 512)
     finally:
@@ -74,6 +75,16 @@ def _bench_run(args, spec, geometry, server: str) -> tuple[dict, str]:
     return m, core_name(backend)
 
 
+def _model_cycles(args, spec, geometry):
+    """The cycles of a step by the simulated core's cycle model (None without one)."""
+    from nitrod.backends import core_choice
+    from nitrod.compiler import compile_network
+
+    choice = core_choice(getattr(args, "board", None), geometry)
+    plan = compile_network(spec, choice.geometry, args.batch)
+    return choice.core.program_cycles(choice.geometry, plan.program(512, args.batch))
+
+
 def cmd_bench_sim(args) -> int:
     """Cycles of one training step of MLP 784-100-50-10 at batch 64 (random data) on the
     simulated Trainer vs the lower bound, MAC utilisation and simulated cycles per second
@@ -81,7 +92,14 @@ def cmd_bench_sim(args) -> int:
     from golden.network import NetworkSpec
 
     hidden = [int(v) for v in args.hidden]          # options.int_list: checked by the parser
-    spec = NetworkSpec((1, 1, args.inputs), args.classes, tuple(f"l{n}" for n in hidden))
+    if args.model == "cnn":
+        try:
+            spec = golden_bench_spec(args)
+        except ValueError as exc:
+            print(f"nitrod bench sim: {exc}", file=sys.stderr)
+            return 2
+    else:
+        spec = NetworkSpec((1, 1, args.inputs), args.classes, tuple(f"l{n}" for n in hidden))
     geometry = geometry_of(args)
     choice = getattr(args, "sim_server", None) or "native"
     servers = ["native", "cocotb"] if choice == "both" else [choice]
@@ -89,11 +107,19 @@ def cmd_bench_sim(args) -> int:
     for server in servers:
         runs[server], core = _bench_run(args, spec, geometry, server)
     m = dict(runs[servers[0]])
-    m["network"] = f"{args.inputs}-{'-'.join(map(str, hidden))}-{args.classes}"
+    if spec.is_cnn:
+        m["network"] = (f"CNN {','.join(spec.layers)} on {'x'.join(map(str, spec.input_shape))}, "
+                        f"{args.classes} classes")
+    else:
+        m["network"] = f"MLP {args.inputs}-{'-'.join(map(str, hidden))}-{args.classes}"
     m["batch"] = args.batch
     m["sim_cycles_per_second_by_server"] = {k: r["sim_cycles_per_second"] for k, r in runs.items()}
-    print(f"MLP {m['network']}, batch {args.batch}, {core}, {args.steps} steps:")
-    print(f"  cycles per step        {m['cycles_per_batch']:.0f}")
+    model = _model_cycles(args, spec, geometry)
+    if model is not None:
+        m["model_cycles_per_step"] = model
+    print(f"{m['network']}, batch {args.batch}, {core}, {args.steps} steps:")
+    print(f"  cycles per step        {m['cycles_per_batch']:.0f}"
+          + (f"  (the core's cycle model: {model})" if model is not None else ""))
     print(f"  lower bound            {m['cycles_lower_bound_per_batch']:.0f}  "
           f"(useful MACs / MAC elements)")
     print(f"  cycles / bound         {m['cycles_over_bound']:.3f}")

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from .options import (OptionError, add_link_args, add_network_args, add_out_args,
-                      add_run_args, check_applicable, int_list, nonnegative_int, positive_int,
+                      add_run_args, check_applicable, int_list, nonnegative_int,
+                      positive_int,
                       prepare_out, spec_from_args, train_config)
 
 __all__ = ["main"]
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("train", help="the training of `nitrod sim`, on the board's Trainer")
     add_network_args(p)
     p.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/ttyUSB0")
+    p.add_argument("--board", default=None,
+                   help="the board (boards/): its core's class says whether it trains CNNs "
+                        "(without it only MLPs are sent)")
     add_run_args(p)
     add_out_args(p)
     p.add_argument("--check", action="store_true",
@@ -187,11 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=("golden", "sim"))
     p.add_argument("--batches", type=positive_int, default=None,
                    help="golden: batches to time (default 400 MLP, 20 CNN)")
-    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="golden: the network")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="the network")
     p.add_argument("--arch", default="small",
-                   help="golden --model cnn: small, vgg8b or a layer list (c16,p,c32,l64)")
+                   help="--model cnn: small, vgg8b or a layer list (c16,p,c32,l64)")
     p.add_argument("--input-shape", default=None, metavar="CxHxW",
-                   help="golden: input shape (default 1x8x8 for the small CNN, else 1x28x28)")
+                   help="--model cnn (and golden's MLP): the input shape (default 1x8x8 for "
+                        "the small CNN, else 1x28x28)")
     p.add_argument("--threads", type=positive_int, default=1, help="golden: BLAS threads")
     p.add_argument("--steps", type=positive_int, default=2, help="sim: training steps to run")
     p.add_argument("--side", type=positive_int, default=None,
