@@ -116,8 +116,9 @@ WORD_BYTES = 4
 #: The largest burst the 8-bit COUNT field can carry.
 MAX_BURST_LIMIT = 0xFF
 
-#: The boards' UART baud rate (boards/top.py, ``nitrod build --baud``) and the host's default.
-DEFAULT_BAUD = 115200
+#: The host's default baud rate: the boards' with a USB-serial bridge (boards/boards.py,
+#: ``Board.baud``: the iCEBreaker's FT2232H and the ULX3S's FT231X take 3 Mbaud).
+DEFAULT_BAUD = 3_000_000
 #: The host's default serial read timeout (seconds): above the board's inter-byte timeout.
 DEFAULT_TIMEOUT_S = 0.5
 #: The host's default number of retries of a request after a lost or corrupted frame.
