@@ -180,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--side", type=positive_int, default=None,
                    help="sim: MAC array side (default 8)")
     p.add_argument("--board", default=None,
-                   help="sim: the core and geometry of this board's trainer build")
+                   help="sim: the core and geometry of this board's trainer build; adds the "
+                        "samples/s at its core clock, compute-only and end-to-end (the link "
+                        "at its baud rate)")
+    p.add_argument("--link", choices=("bus", "uart"), default="bus",
+                   help="sim with --board: uart also runs the steps through the simulated "
+                        "UART and checks the bytes each moved against the link cost model")
     p.add_argument("--inputs", type=positive_int, default=784, help="sim: MLP inputs")
     p.add_argument("--hidden", type=int_list, default=(100, 50), help="sim: MLP hidden sizes")
     p.add_argument("--classes", type=positive_int, default=10, help="sim: classes")
