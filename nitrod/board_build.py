@@ -140,6 +140,8 @@ def link_figures(board, geometry, batch, report, *, cycles_per_step=None) -> dic
         "inputs_as_bytes": {"input_bytes_now": inputs["input_payload_bytes_now"],
                             "input_bytes_then": inputs["input_payload_bytes_as_bytes"],
                             "step_bytes_then": inputs["step_bytes_as_bytes"],
+                            "step_samples_per_s_then": rounded(inputs["samples_per_s_as_bytes"],
+                                                               1),
                             "note": "not built: each input sent once, a byte a value"},
     }
 

@@ -295,8 +295,9 @@ class LinkCostModel:
     def inputs_as_bytes(self) -> dict:
         """Not built (the cores would need the gateware): a step's input sent once, one byte
         per value (the m x features int8 batch, padded to whole 32-bit words), instead of both
-        layouts in the ACT memory's lanes and chunks.  Returns the payload bytes of both ways
-        and what one full step would move instead."""
+        layouts in the ACT memory's lanes and chunks.  Returns the input's payload bytes and
+        traffic both ways, a full step's bytes (one poll) and its link seconds, and its
+        samples/s (None without cycles and a clock), now and with the inputs as bytes."""
         ops = self.step_ops()
         inputs = [op for op in ops if op[0] == "write"
                   and op[1] >> REGION_SHIFT == Region.ACT]
@@ -308,12 +309,20 @@ class LinkCostModel:
         base = (int(Region.ACT) << REGION_SHIFT)
         then = frames_traffic([("write", base, packed_words)], self.settings)
         step = frames_traffic(ops, self.settings)
+        timed = self.step()
+        link_then = timed["link_seconds"] - now.seconds + then.seconds
+        wait = timed["wait_seconds"]
         return {"input_payload_bytes_now": sum(4 * n for _, _, n in inputs),
                 "input_payload_bytes_as_bytes": 4 * packed_words,
                 "act_word_bits": act_bits, "act_chunk_stride": stride,
                 "input_traffic_now": now, "input_traffic_as_bytes": then,
                 "step_bytes_now": step.bytes,
-                "step_bytes_as_bytes": step.bytes - now.bytes + then.bytes}
+                "step_bytes_as_bytes": step.bytes - now.bytes + then.bytes,
+                "step_link_seconds_now": timed["link_seconds"],
+                "step_link_seconds_as_bytes": link_then,
+                "samples_per_s_now": timed["samples_per_s"],
+                "samples_per_s_as_bytes": (self.batch / (link_then + wait)
+                                           if wait is not None else None)}
 
 
 class LineMeter:
