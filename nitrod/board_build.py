@@ -66,9 +66,12 @@ def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> di
     """The network entries of a build's report: for a trainer core ``network`` (with
     ``max_batch``); ``batch`` and ``cycles_per_step`` (given, or from the trainer's cycle model
     at the largest batch) and ``compute_samples_per_second`` at the core clock
-    (``target_mhz``), when timing is met."""
+    (``target_mhz``), when timing is met; beside it ``end_to_end_samples_per_s`` and
+    ``link_cost`` (:func:`link_figures`: with the cycle model, the partial step of an epoch
+    takes its own cycles; with ``cycles_per_step``, every step those)."""
     out = {}
     max_batch = None
+    given_cycles = cycles_per_step
     if report.get("core") == "trainer":
         spec = network_spec(board)
         max_batch, limit = network_max_batch(spec, geometry)
@@ -90,7 +93,7 @@ def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> di
     if report.get("core") == "trainer" and batch:
         try:
             out["link_cost"] = link_figures(board, geometry, batch, report,
-                                            cycles_per_step=out["cycles_per_step"])
+                                            cycles_per_step=given_cycles)
         except Exception as exc:              # a figure, not the build: say why it is missing
             report["notes"].append(f"link cost not computed: {type(exc).__name__}: {exc}")
         else:
