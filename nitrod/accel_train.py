@@ -26,7 +26,7 @@ from .compiler import CNN_CORES_NEEDED, hardware_refusal
 from .options import check_applicable, prepare_out, spec_from_args, train_config
 
 __all__ = ["cmd_sim", "cmd_board_train", "train_on_accelerator", "SimStats", "first_difference",
-           "geometry_of", "core_name", "link_baud"]
+           "geometry_of", "core_name", "runs_cnn_of", "link_baud"]
 
 
 def first_difference(got: dict, want: dict):
@@ -113,6 +113,16 @@ def geometry_of(args):
     return g
 
 
+def runs_cnn_of(args, kind: str) -> bool:
+    """Whether the core ``kind`` opens runs CNN programs: its class's ``RUNS_CNN`` (the
+    Trainer's for ``nitrod sim`` without ``--board``; a board's core only with ``--board``)."""
+    board = getattr(args, "board", None)
+    if kind == "board" and not board:
+        return False
+    from nitrod.backends import core_choice
+    return bool(core_choice(board, None).core.RUNS_CNN)
+
+
 def core_name(backend) -> str:
     """What runs the steps: the Trainer's array, or the SerialTrainer's one multiplier."""
     S = backend.geometry.side
@@ -154,25 +164,27 @@ def train_on_accelerator(args, kind: str) -> int:
 
     where = "the board" if kind == "board" else "the simulator"
     prog = "nitrod board train" if kind == "board" else "nitrod sim"
-    if args.model != "mlp":
+    runs_cnn = runs_cnn_of(args, kind)
+    if args.model != "mlp" and not runs_cnn:
         print(f"{prog}: {CNN_CORES_NEEDED}", file=sys.stderr)
         return 2
     check_applicable(args)
     log = (lambda s: None) if args.quiet else print
     ds = load_dataset(args.dataset, args.data_dir)
     spec = spec_from_args(args, ds)
-    refusal = hardware_refusal(spec)
+    refusal = hardware_refusal(spec, runs_cnn)
     if refusal:
         print(f"{prog}: {refusal}", file=sys.stderr)
         return 2
     out = prepare_out(args)          # before the simulator or the board is opened
     geometry = geometry_of(args)
     print(f"dataset {ds.name}: {len(ds.x_train)} train / {len(ds.x_test)} test; "
-          f"MLP {','.join(spec.layers)}; connecting to {where} ...", flush=True)
+          f"{'CNN' if spec.is_cnn else 'MLP'} {','.join(spec.layers)}; connecting to {where} ...",
+          flush=True)
     t0 = time.perf_counter()
     if kind == "board":
         options = {"port": args.port, "baud": link_baud(args), "timeout": args.timeout,
-                   "retries": args.retries}
+                   "retries": args.retries, "board": getattr(args, "board", None)}
     else:
         options = {"geometry": geometry, "board": getattr(args, "board", None),
                    "sim_server": getattr(args, "sim_server", None)}

@@ -16,9 +16,9 @@ network (nitrod/compiler.py), load the initial weights of ``golden.network.Netwo
 seed)`` (so every backend starts from the same weights), and per step write the batch,
 run the program and read the output layer's predictions back.  An overflow flag, a program
 error or a bus access error raises :class:`AcceleratorError` naming it; nothing is silent.
-A network today's cores cannot train (``nitrod.compiler.hardware_refusal``: a CNN, an
-authors' quirk) is refused with ``CompileError`` before a simulator starts or a board is
-opened.
+A network the core cannot train (``nitrod.compiler.hardware_refusal``: an authors' quirk,
+a CNN on a core class whose ``RUNS_CNN`` is False) is refused with ``CompileError`` before a
+simulator starts or a board is opened.
 """
 
 from __future__ import annotations
@@ -76,10 +76,11 @@ class AcceleratorBackend:
     name = "accelerator"
 
     def __init__(self, bus, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
-                 max_cycles: int = 10 ** 9):
+                 max_cycles: int = 10 ** 9, runs_cnn: bool = False):
+        """``runs_cnn``: the core on ``bus`` runs CNN programs (its class's ``RUNS_CNN``)."""
         from nitrod.compiler import CompileError, compile_network, hardware_refusal
 
-        refusal = hardware_refusal(spec)
+        refusal = hardware_refusal(spec, runs_cnn)
         if refusal:
             raise CompileError(refusal)
         self.bus = bus
@@ -325,9 +326,19 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
         return GoldenBackend(spec, batch=batch, seed=seed)
     from nitrod.compiler import CompileError, hardware_refusal
 
-    refusal = hardware_refusal(spec)
+    if kind in ("sim", "sim-uart"):
+        core = core_choice(board, geometry).core
+    elif kind == "board" and board is not None:
+        from boards.boards import get_board
+
+        core = get_board(board).trainer
+    else:
+        core = None                 # a board whose core the host is not told
+    runs_cnn = bool(getattr(core, "RUNS_CNN", False))
+    refusal = hardware_refusal(spec, runs_cnn)
     if refusal and kind in ("sim", "sim-uart", "board"):
         raise CompileError(refusal)
+    options["runs_cnn"] = runs_cnn
     if kind == "sim":
         from sim.bus_client import SimBus
 

@@ -129,10 +129,12 @@ _HARDWARE_LACKS = {
     "decoder_pool_zero_pad": "the 0-padded decoder pool",
 }
 
-#: Why today's cores cannot train a CNN (its programs use the ops and fields of issue 31).
+#: Why a core whose class does not declare ``RUNS_CNN`` cannot train a CNN (its programs use
+#: the spatial levels and the ops POOL, POOL_CODE and SCALE).
 CNN_CORES_NEEDED = ("CNN programs need a core with the spatial loop levels and the POOL, "
-                    "POOL_CODE and SCALE ops of hw/contract/isa.py (issue 31 stage B); today's "
-                    "Trainer and SerialTrainer run MLPs (--model mlp)")
+                    "POOL_CODE and SCALE ops of hw/contract/isa.py (a core class with "
+                    "RUNS_CNN: the SerialTrainer, --board icebreaker); this core runs MLPs "
+                    "(--model mlp)")
 
 
 def _quirk_refusal(spec: NetworkSpec) -> str | None:
@@ -147,10 +149,12 @@ def _quirk_refusal(spec: NetworkSpec) -> str | None:
     return f"the Trainer does not implement {what}"
 
 
-def hardware_refusal(spec: NetworkSpec) -> str | None:
-    """Why today's trainer cores cannot train ``spec`` exactly (the authors' quirks they do
-    not reproduce; a CNN: :data:`CNN_CORES_NEEDED`), or None."""
-    return _quirk_refusal(spec) or (CNN_CORES_NEEDED if spec.is_cnn else None)
+def hardware_refusal(spec: NetworkSpec, runs_cnn: bool = False) -> str | None:
+    """Why a trainer core cannot train ``spec`` exactly (the authors' quirks the cores do
+    not reproduce; a CNN on a core that does not run CNN programs, ``runs_cnn`` False: the
+    class attribute ``TrainerCore.RUNS_CNN``: :data:`CNN_CORES_NEEDED`), or None."""
+    return _quirk_refusal(spec) or (CNN_CORES_NEEDED if spec.is_cnn and not runs_cnn
+                                    else None)
 
 
 class CompileError(ValueError):

@@ -244,7 +244,8 @@ def add_link_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--board", type=board_name, default=None,
                    help="the board (icebreaker, ulx3s-85f, orangecrab-85f): its bitstream's "
-                        "baud rate is the default of --baud")
+                        "baud rate is the default of --baud, and its core's class says whether "
+                        "it trains CNNs (without it only MLPs are sent)")
     p.add_argument("--baud", type=positive_int, default=None,
                    help="the board's UART baud rate (default: --board's, as nitrod build set "
                         f"it; without --board {DEFAULT_BAUD:,}, the rate of the boards with a "

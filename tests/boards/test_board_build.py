@@ -670,3 +670,27 @@ def test_the_first_fit_check_on_the_geometry_counts_prog_as_distributed_when_the
     saved = (plan_memories(ecp5, in_block_ram)["bram_needed"]
              - plan_memories(ecp5, memories(ecp5, geo))["bram_needed"])
     assert saved == math.ceil(geo.word_bits(Region.PROG) / 36) + 1
+
+
+@pytest.mark.synth
+def test_a_second_seed_reuses_the_synthesis(tmp_path, monkeypatch):
+    """Two builds of one netlist with different placement seeds: the second copies Yosys's
+    outputs from the synthesis cache (boards/synth_cache.py) instead of running Yosys, and
+    places and routes them; ``--no-synth-cache`` runs Yosys again."""
+    synth_cache = tmp_path / "cache"            # empty: no other test's build is in it
+    monkeypatch.setenv("NITROD_SYNTH_CACHE", str(synth_cache))
+    args = ["build", "--board", "icebreaker", "--core", "memory"]
+    first, second, third = tmp_path / "s1", tmp_path / "s2", tmp_path / "s3"
+    assert nitrod_main([*args, "--seed", "1", "--out", str(first)]) == 0
+    assert nitrod_main([*args, "--seed", "2", "--out", str(second)]) == 0
+    assert nitrod_main([*args, "--seed", "3", "--no-synth-cache", "--out", str(third)]) == 0
+    reports = [json.loads((d / "report.json").read_text()) for d in (first, second, third)]
+    assert "synthesis" not in reports[0] and "synthesis" not in reports[2]
+    key = reports[1]["synthesis"].removeprefix("cached (").removesuffix(")")
+    assert (synth_cache / key / "top.json").is_file()
+    assert (second / "top.json").read_bytes() == (first / "top.json").read_bytes()
+    assert (third / "top.json").read_bytes() == (first / "top.json").read_bytes()
+    assert "--seed 2 " in (second / "build_top.sh").read_text()
+    assert all(r["timing_met"] and (d / "top.bin").stat().st_size > 0
+               for r, d in zip(reports, (first, second, third)))
+    assert reports[1]["luts"] > 100 and reports[1]["ffs"] == reports[0]["ffs"]

@@ -67,7 +67,7 @@ def test_first_difference():
 def test_sim_refuses_cnn(capsys):
     assert main(["sim", "--dataset", "digits", "--model", "cnn", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
-    assert "MLP" in err and "issue 31 stage B" in err
+    assert "MLP" in err and "RUNS_CNN" in err
 
 
 def test_bench_sim_step_has_no_collision(capsys):
@@ -166,7 +166,8 @@ def test_bench_sim_both_servers_prints_both_speeds_and_checks_the_cycles(monkeyp
                  "step_cycles": cycles[server]}, "Trainer 4 x 4 (16 MACs)")
 
     monkeypatch.setattr(bench_module, "_bench_run", fake_run)
-    bench = ["bench", "sim", "--side", "4", "--sim-server", "both"]
+    bench = ["bench", "sim", "--side", "4", "--inputs", "64", "--hidden", "16", "--batch", "8",
+             "--sim-server", "both"]
     assert main(bench) == 0
     out = capsys.readouterr().out
     assert "300000  (native server" in out and "20000  (cocotb server" in out
