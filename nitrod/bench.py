@@ -96,7 +96,8 @@ def _link_model(args, spec, geometry, cycles_per_batch: float, macs: int):
 
     model = LinkCostModel(spec, geometry, args.batch,
                           LinkSettings(baud=board.baud, max_burst=board.link_max_burst),
-                          macs=macs, cycles=cycles, clock_hz=board.core_mhz() * 1e6)
+                          macs=macs, cycles=cycles, core=board.trainer,
+                          clock_hz=board.core_mhz() * 1e6)
     holder["plan"] = model.plan
     return board, model
 

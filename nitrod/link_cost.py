@@ -187,7 +187,7 @@ class LinkCostModel:
     multiply-accumulates a cycle) over a link of ``settings``; ``cycles(m)`` (or a number) is
     a run's cycles for ``m`` samples (a measured figure), else the ``core`` class's cycle model
     (``program_cycles``, None where it has none); ``clock_hz`` the core's clock (both only for
-    the times)."""
+    the times).  A CNN ``spec`` needs a ``core`` whose class runs CNN programs (``RUNS_CNN``)."""
 
     def __init__(self, spec, geometry: Geometry, batch: int, settings: LinkSettings, *,
                  macs: int = 1, lr_inv: int = 512,
@@ -201,7 +201,8 @@ class LinkCostModel:
         self.clock_hz = clock_hz
         self._cycles = cycles
         self.bus = RecordingBus(geometry, macs)
-        self.backend = AcceleratorBackend(self.bus, spec, batch=self.batch, seed=0)
+        self.backend = AcceleratorBackend(self.bus, spec, batch=self.batch, seed=0,
+                                          runs_cnn=bool(getattr(core, "RUNS_CNN", False)))
         self.plan = self.backend.plan
         if cycles is None and core is not None:
             self._cycles = lambda m: core.program_cycles(geometry, self.plan.program(lr_inv, m))
