@@ -141,6 +141,25 @@ def test_the_boards_default_networks():
     assert saved["step_bytes_as_bytes"] < saved["step_bytes_now"] / 3
 
 
+def test_a_cnn_on_the_icebreaker_is_counted_for_its_core():
+    """A CNN's step is modelled on a core that runs CNN programs (the SerialTrainer's
+    RUNS_CNN); without that core the model refuses it as the backend does."""
+    from boards.boards import get_board
+    from golden.network import parse_layers
+    from nitrod.compiler import CompileError
+
+    ice = get_board("icebreaker")
+    spec = NetworkSpec((1, 8, 8), 10, parse_layers("c4,p,l64"), fwd_decay_inv=30000)
+    settings = LinkSettings(baud=ice.baud, max_burst=ice.link_max_burst)
+    model = LinkCostModel(spec, ice.geometry, 12, settings, core=ice.trainer,
+                          clock_hz=ice.core_mhz() * 1e6)
+    step = model.step()
+    assert step["traffic"].to_board > 2 * 12 * 64        # the input, both layouts
+    assert 0 < step["samples_per_s"] < 12 / step["run_seconds"]
+    with pytest.raises(CompileError):
+        LinkCostModel(spec, ice.geometry, 12, settings)
+
+
 # --------------------------------------------------------------------------- Verilator
 
 def _sim_uart_compare(board, geometry, cpb, max_burst, steps, batch):
