@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from hw.link.uart import uart_timing
+
 from .boards import BOARD, Board, board_geometry, get_board
 from .fit import FitError, Memory, core_memories, plan_memories, trainer_memories
 from . import synth_cache
@@ -309,7 +311,7 @@ def flow_nextpnr_opts(family: str, seed: int, extra_opts) -> str:
 
 
 def build_board(board, out_dir, *, core="trainer", make_core=None, side=None, geometry=None,
-                memories=None, seed=1, baud=115200, fit_check=True, freq_mhz=None, use_pll=None,
+                memories=None, seed=1, baud=None, fit_check=True, freq_mhz=None, use_pll=None,
                 nextpnr_opts=(), net_report=False, log=None, annotate=None, synth_cache=True):
     """Build the board top for ``board`` (a name or :class:`Board`) into ``out_dir``.
 
@@ -317,7 +319,10 @@ def build_board(board, out_dir, *, core="trainer", make_core=None, side=None, ge
     ``core`` is only its name in the report and ``memories``, a list of
     :class:`boards.fit.Memory`, is what the fit check checks, if given).
     ``geometry``/``side`` override the board's geometry; ``freq_mhz`` the core clock (the
-    PLL's target), ``use_pll=False`` runs the core on the board oscillator.
+    PLL's target), ``use_pll=False`` runs the core on the board oscillator.  ``baud``: the
+    UART's rate (default ``board.baud``); one whose divisor at the core clock is unsafe
+    (:func:`hw.link.uart.uart_timing`) is refused (ValueError, with the numbers) before
+    anything is elaborated.
     ``nextpnr_opts``: extra nextpnr options, each a ``--name`` or ``--name=value`` string or a
     ``--name value`` pair (e.g. ``["--placer-heap-beta", "0.6"]``; checked by
     :func:`check_nextpnr_opts`), appended after the flow's own.  ``synth_cache``: reuse
@@ -339,6 +344,8 @@ def build_board(board, out_dir, *, core="trainer", make_core=None, side=None, ge
         board = dataclasses.replace(board, use_pll=False, target_mhz=board.clock_mhz)
     elif freq_mhz:
         board = dataclasses.replace(board, use_pll=True, target_mhz=float(freq_mhz))
+    baud = int(baud or board.baud)
+    uart_timing(board.core_mhz() * 1e6, baud).check()
     geo = geometry if geometry is not None else board_geometry(board, side)
     if geometry is not None and side is not None:
         geo = geometry.replace(side=side)
@@ -603,7 +610,10 @@ def add_arguments(parser):
                         help="list in report.json (long_nets) every timing endpoint reached more "
                              "than 70%% of the clock period after the clock edge, grouped by "
                              "signal (nextpnr's --detailed-timing-report)")
-    parser.add_argument("--baud", type=int, default=115200, help="UART baud rate")
+    parser.add_argument("--baud", type=int, default=None,
+                        help="UART baud rate (default the board's: 3,000,000 on the "
+                             "iCEBreaker and the ULX3S, 1,000,000 on the OrangeCrab; refused "
+                             "if its divisor at the core clock is unsafe)")
     parser.add_argument("--no-fit-check", action="store_true",
                         help="build even if the memories do not fit the block RAM estimate")
     parser.add_argument("--json", action="store_true", help="print the report(s) as JSON")

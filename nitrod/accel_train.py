@@ -26,7 +26,7 @@ from .compiler import CNN_CORES_NEEDED, hardware_refusal
 from .options import check_applicable, prepare_out, spec_from_args, train_config
 
 __all__ = ["cmd_sim", "cmd_board_train", "train_on_accelerator", "SimStats", "first_difference",
-           "geometry_of", "core_name", "runs_cnn_of"]
+           "geometry_of", "core_name", "runs_cnn_of", "link_baud"]
 
 
 def first_difference(got: dict, want: dict):
@@ -132,6 +132,18 @@ def core_name(backend) -> str:
     return f"SerialTrainer ({S} x {S} tiles, {macs} MAC)"
 
 
+def link_baud(args) -> int:
+    """``--baud``, else ``--board``'s bitstream's (boards/boards.py), else the default."""
+    if getattr(args, "baud", None):
+        return args.baud
+    board = getattr(args, "board", None)
+    if board:
+        from boards.boards import get_board
+        return get_board(board).baud
+    from hw.contract.link import DEFAULT_BAUD
+    return DEFAULT_BAUD
+
+
 def cmd_sim(args) -> int:
     """``nitrod sim``: train on the simulated core (over its bus, or its UART link)."""
     return train_on_accelerator(args, "sim-uart" if args.link == "uart" else "sim")
@@ -171,7 +183,7 @@ def train_on_accelerator(args, kind: str) -> int:
           flush=True)
     t0 = time.perf_counter()
     if kind == "board":
-        options = {"port": args.port, "baud": args.baud, "timeout": args.timeout,
+        options = {"port": args.port, "baud": link_baud(args), "timeout": args.timeout,
                    "retries": args.retries, "board": getattr(args, "board", None)}
     else:
         options = {"geometry": geometry, "board": getattr(args, "board", None),

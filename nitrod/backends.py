@@ -193,6 +193,10 @@ class AcceleratorBackend:
 class LinkBus:
     """The bus interface over nitrod/link.py's LinkClient (UART frames to a board).
 
+    Memory writes are posted (``LinkClient.post_words``: WRITE frames back to back, their ACKs
+    collected before the next read or register write); register writes (CONTROL starts the
+    core) wait for their ACK.  ``pipelined=False`` waits for every ACK.
+
     ``wait_reg`` polls; between polls it sleeps ``poll_seconds``, or, if the client's transport
     has ``idle(cycles)`` (a simulated line: sim/link_client.py), lets ``poll_cycles`` (or the
     caller's ``poll``) clock cycles pass and then gives up after ``max_cycles`` of them.  On a
@@ -201,16 +205,25 @@ class LinkBus:
     that never ends cannot hang the host."""
 
     def __init__(self, client, poll_seconds: float = 0.001, poll_cycles: int = 2048,
-                 min_clock_hz: float = 10e6):
+                 min_clock_hz: float = 10e6, pipelined: bool = True):
         if min_clock_hz <= 0:
             raise ValueError(f"min_clock_hz must be positive, got {min_clock_hz}")
         self.client = client
+        self.pipelined = pipelined
         self.poll_seconds = poll_seconds
         self.poll_cycles = poll_cycles
         self.min_clock_hz = min_clock_hz
 
+    @staticmethod
+    def posts(addr: int) -> bool:
+        """Whether a write at ``addr`` is posted when pipelined: a memory's, not a register's."""
+        return addr >> REGION_SHIFT != Region.REGS
+
     def write(self, addr: int, words) -> None:
-        self.client.write_words(addr, list(words))
+        if self.pipelined and self.posts(addr):
+            self.client.post_words(addr, list(words))
+        else:
+            self.client.write_words(addr, list(words))
 
     def read(self, addr: int, count: int) -> list[int]:
         return list(self.client.read_words(addr, count))
@@ -255,8 +268,9 @@ def check_link(client) -> None:
     if info.version != PROTOCOL_VERSION:
         raise LinkProtocolError(f"the board speaks link protocol {info.version}, this host "
                                 f"{PROTOCOL_VERSION}: rebuild its bitstream (nitrod build)")
-    if info.max_burst < client.max_burst:
-        client.max_burst = info.max_burst
+    if not 1 <= info.max_burst <= 255:
+        raise LinkProtocolError(f"the board reports a max burst of {info.max_burst} words")
+    client.max_burst = info.max_burst          # the board's WRITE buffer: the longest frame
 
 
 class CoreChoice(NamedTuple):

@@ -154,9 +154,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("train", help="the training of `nitrod sim`, on the board's Trainer")
     add_network_args(p)
     p.add_argument("--port", required=True, help="the board's serial device, e.g. /dev/ttyUSB0")
-    p.add_argument("--board", default=None,
-                   help="the board (boards/): its core's class says whether it trains CNNs "
-                        "(without it only MLPs are sent)")
     add_run_args(p)
     add_out_args(p)
     p.add_argument("--check", action="store_true",
@@ -202,7 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--side", type=positive_int, default=None,
                    help="sim: MAC array side (default 8)")
     p.add_argument("--board", default=None,
-                   help="sim: the core and geometry of this board's trainer build")
+                   help="sim: the core and geometry of this board's trainer build; adds the "
+                        "samples/s at its core clock, compute-only and end-to-end (the link "
+                        "at its baud rate)")
+    p.add_argument("--link", choices=("bus", "uart"), default="bus",
+                   help="sim with --board: uart also runs the steps through the simulated "
+                        "UART and checks the bytes each moved against the link cost model")
     p.add_argument("--inputs", type=positive_int, default=784, help="sim: MLP inputs")
     p.add_argument("--hidden", type=int_list, default=(100, 50), help="MLP hidden sizes")
     p.add_argument("--classes", type=positive_int, default=10, help="classes")

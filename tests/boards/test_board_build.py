@@ -103,6 +103,46 @@ def test_cli_refuses_oversized_side_with_status_3(tmp_path, capsys):
     assert "refused before synthesis" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("board, baud, numbers", [
+    ("icebreaker", 4_000_000, ["divisor 8", "+6.67% off"]),
+    ("icebreaker", 6_500_000, ["divisor 5", "4.900 to 5.333 cycles, 4.615 nominal"]),
+    ("ulx3s-85f", 40_000_000, ["divisor 2", "below 4"])])
+def test_cli_refuses_an_unsafe_baud_rate_before_anything_is_built(board, baud, numbers,
+                                                                   tmp_path, capsys):
+    """A baud rate whose divisor at the core clock is too coarse (the board's bits off by more
+    than 2 %) or leaves the receiver less than 2 % of margin is refused, with the numbers,
+    before the fit check and the toolchain: nothing is written."""
+    status = nitrod_main(["build", "--board", board, "--baud", str(baud),
+                          "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and "unsafe UART baud rate" in err, err
+    for text in numbers:
+        assert text in err, (text, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_boards_baud_rate_is_safe_at_its_core_clock():
+    """The boards' rates (the fastest their USB bridges take) pass the check at the core clock;
+    the board top takes them by default and reports the divisor, its error, the receiver's
+    margins and FIFO."""
+    from boards.top import BoardTop
+    from hw.contract.link import DEFAULT_BAUD
+    from hw.link.uart import rx_fifo_depth, uart_timing
+
+    want = {"icebreaker": (3_000_000, 10), "ulx3s-85f": (3_000_000, 33),
+            "orangecrab-85f": (1_000_000, 100)}
+    for name, (baud, divisor) in want.items():
+        board = get_board(name)
+        assert board.baud == baud
+        timing = uart_timing(board.core_mhz() * 1e6, baud)
+        assert timing.divisor == divisor and not timing.problems
+        top = BoardTop(board, MemoryCore(words=64))
+        assert (top.baud, top.divisor) == (baud, divisor)
+        assert top.info["uart_timing"]["rx_margin_fast_pct"] >= 2
+        assert top.info["link_rx_fifo_bytes"] == rx_fifo_depth(divisor, board.link_max_burst)
+    assert DEFAULT_BAUD == get_board("icebreaker").baud == get_board("ulx3s-85f").baud
+
+
 def test_cli_depth_sets_the_geometry_and_is_checked(tmp_path, capsys):
     """--depth MEM=WORDS reaches the geometry that is fit-checked (an ACT too deep for the
     85F is refused naming it, status 3); malformed values are refused with status 2."""
@@ -375,6 +415,10 @@ def test_the_icebreaker_trainer_builds_and_meets_30_mhz(tmp_path):
     assert report["compute_samples_per_second"] == pytest.approx(
         report["target_mhz"] * 1e6 / report["cycles_per_step"] * 32, rel=1e-3)
     assert isinstance(bb.CORES["trainer"][0](board, board.geometry), SerialTrainer)
+    # the link at the bitstream's 3 Mbaud (divisor 10) counted beside the compute
+    assert (report["link"]["baud"], report["link"]["uart_divisor"]) == (3_000_000, 10)
+    assert report["link_cost"]["baud"] == 3_000_000
+    assert 0 < report["end_to_end_samples_per_s"] < report["compute_samples_per_second"]
 
 
 @pytest.mark.synth
