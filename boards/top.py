@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from hw.contract import BUS_ADDR_WIDTH, MAGIC, REGION_SHIFT, Geometry, Reg, Region
 from hw.host_bus import BusSignature
 from hw.link.linked import LinkedCore
-from hw.link.uart import baud_divisor
+from hw.link.uart import rx_fifo_depth, uart_timing
 
 __all__ = ["BoardTop", "MemoryCore", "POR_CYCLES", "CORE_PATH"]
 
@@ -132,8 +132,10 @@ def _pin(m, platform, direction, name, number=0, sub=None, *, cache):
 class BoardTop(wiring.Component):
     """Top level for ``board`` (a :class:`boards.boards.Board`) around ``core``.
 
-    ``baud``: UART rate; ``timeout_ms``: the host link's inter-byte timeout.
-    ``self.info`` describes the clocking and link settings.
+    ``baud``: UART rate (default ``board.baud``; refused with the numbers if its divisor's
+    error or the receiver's margin is unsafe: :func:`hw.link.uart.uart_timing`);
+    ``timeout_ms``: the host link's inter-byte timeout.  ``self.info`` describes the clocking
+    and link settings.
 
     With ``sim=True`` the top has no pins, PLL or power-on reset (it uses the default
     ``sync`` domain) and exposes ``uart_rx: In(1)``, ``uart_tx: Out(1)``, ``led_busy`` and
@@ -141,14 +143,15 @@ class BoardTop(wiring.Component):
     then overrides the UART divisor (``baud`` is ignored).
     """
 
-    def __init__(self, board, core, *, baud: int = 115200, timeout_ms: float = 20.0,
+    def __init__(self, board, core, *, baud: int | None = None, timeout_ms: float = 20.0,
                  sim: bool = False, divisor: int | None = None, timeout_cycles=None):
         self.sim = bool(sim)
         self.board = board
         self.core = core
-        self.baud = int(baud)
+        self.baud = int(baud or board.baud)
         self.core_hz = board.core_mhz() * 1e6
-        self.divisor = int(divisor) if divisor else baud_divisor(self.core_hz, self.baud)
+        timing = None if divisor else uart_timing(self.core_hz, self.baud).check()
+        self.divisor = int(divisor) if divisor else timing.divisor
         self.timeout_cycles = int(timeout_cycles or max(2, int(self.core_hz * timeout_ms / 1000)))
         self.info = {
             "core_clock_mhz": board.core_mhz(),
@@ -156,9 +159,11 @@ class BoardTop(wiring.Component):
             "pll": board.pll(),
             "baud": self.baud,
             "uart_divisor": self.divisor,
+            **({"uart_timing": timing.as_dict()} if timing else {}),
             "uart": board.uart_note,
             "link_timeout_cycles": self.timeout_cycles,
             "link_max_burst": board.link_max_burst,
+            "link_rx_fifo_bytes": rx_fifo_depth(self.divisor, board.link_max_burst),
             "por_cycles": POR_CYCLES,
         }
         super().__init__({

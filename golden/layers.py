@@ -98,51 +98,83 @@ class PoolGeometry:
         return (f"PoolGeometry({self.h}x{self.w} -> {self.out_h}x{self.out_w}, "
                 f"kernel {self.kh}x{self.kw}, padding {self.ph},{self.pw})")
 
-    def windows(self, x: np.ndarray, pad_value: int) -> np.ndarray:
-        """(B, C, out_h, out_w, kh*kw) view of the padded, cropped input."""
+    def _grid(self, x: np.ndarray, pad_value: int) -> np.ndarray:
+        """The input padded and cropped to ``(B, C, out_h*kh, out_w*kw)`` (``x`` itself when
+        it already has that shape)."""
         b, c = x.shape[:2]
         hh, ww = self.out_h * self.kh, self.out_w * self.kw
         if self.ph == 0 and self.pw == 0 and hh == self.h and ww == self.w:
-            grid = x
-        else:
-            grid = np.full((b, c, hh, ww), pad_value, dtype=x.dtype)
-            rh, rw = min(self.h, hh - self.ph), min(self.w, ww - self.pw)
-            grid[:, :, self.ph:self.ph + rh, self.pw:self.pw + rw] = x[:, :, :rh, :rw]
-        g = grid.reshape(b, c, self.out_h, self.kh, self.out_w, self.kw)
+            return x
+        grid = np.full((b, c, hh, ww), pad_value, dtype=x.dtype)
+        rh, rw = min(self.h, hh - self.ph), min(self.w, ww - self.pw)
+        grid[:, :, self.ph:self.ph + rh, self.pw:self.pw + rw] = x[:, :, :rh, :rw]
+        return grid
+
+    def offsets(self, x: np.ndarray, pad_value: int):
+        """``(index, view)`` for each position of the window in row-major order: ``view`` is
+        the (B, C, out_h, out_w) strided view of that position in every window."""
+        b, c = x.shape[:2]
+        g = self._grid(x, pad_value).reshape(b, c, self.out_h, self.kh, self.out_w, self.kw)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                yield i * self.kw + j, g[:, :, :, i, :, j]
+
+    def windows(self, x: np.ndarray, pad_value: int) -> np.ndarray:
+        """(B, C, out_h, out_w, kh*kw) view of the padded, cropped input."""
+        b, c = x.shape[:2]
+        g = self._grid(x, pad_value).reshape(b, c, self.out_h, self.kh, self.out_w, self.kw)
         return g.transpose(0, 1, 2, 4, 3, 5).reshape(b, c, self.out_h, self.out_w, self.kh * self.kw)
 
-    def scatter(self, d: np.ndarray, pos: np.ndarray | None, dtype) -> np.ndarray:
-        """Inverse of :meth:`windows` for gradients.
-
-        With ``pos`` (argmax per window) the error goes to that position only;
-        with ``pos=None`` ``d`` already has a trailing kh*kw axis.
-        """
-        b, c = d.shape[:2]
-        k = self.kh * self.kw
-        if pos is not None:
-            full = np.zeros(d.shape + (k,), dtype=dtype)
-            np.put_along_axis(full, pos[..., None], d[..., None], axis=-1)
-        else:
-            full = d.astype(dtype, copy=False)
-        g = full.reshape(b, c, self.out_h, self.out_w, self.kh, self.kw)
-        g = g.transpose(0, 1, 2, 4, 3, 5).reshape(b, c, self.out_h * self.kh, self.out_w * self.kw)
-        out = np.zeros((b, c, self.h, self.w), dtype=dtype)
+    def _place(self, g: np.ndarray) -> np.ndarray:
+        """``(B, C, out_h*kh, out_w*kw)`` gradients back on the (B, C, h, w) input (the
+        inverse of :meth:`_grid`: padding dropped, cropped positions 0)."""
+        b, c = g.shape[:2]
+        if g.shape[2:] == (self.h, self.w) and self.ph == 0 and self.pw == 0:
+            return g
+        out = np.zeros((b, c, self.h, self.w), dtype=g.dtype)
         rh, rw = min(self.h, g.shape[2] - self.ph), min(self.w, g.shape[3] - self.pw)
         out[:, :, :rh, :rw] = g[:, :, self.ph:self.ph + rh, self.pw:self.pw + rw]
         return out
 
+    def scatter(self, d: np.ndarray, pos: np.ndarray | None, dtype) -> np.ndarray:
+        """Inverse of :meth:`windows` for gradients.
+
+        With ``pos`` (the position in each window, row-major) the error goes to that position
+        only; with ``pos=None`` ``d`` already has a trailing kh*kw axis.
+        """
+        b, c = d.shape[:2]
+        full = np.zeros((b, c, self.out_h, self.kh, self.out_w, self.kw), dtype=dtype)
+        for i in range(self.kh):
+            for j in range(self.kw):
+                k = i * self.kw + j
+                if pos is None:
+                    full[:, :, :, i, :, j] = d[..., k]
+                else:
+                    np.copyto(full[:, :, :, i, :, j], d, where=pos == k)
+        return self._place(full.reshape(b, c, self.out_h * self.kh, self.out_w * self.kw))
+
 
 def maxpool2d(x: np.ndarray, geom: PoolGeometry, pad_value: int = POOL_PAD_VALUE):
     """Max pooling; returns (pooled, argmax) with argmax the first maximum of each
-    window in row-major order (what the backward pass needs)."""
-    win = geom.windows(x, pad_value)
-    pos = win.argmax(axis=-1)
-    return np.take_along_axis(win, pos[..., None], axis=-1)[..., 0], pos
+    window in row-major order (what the backward pass needs).
+
+    The windows are scanned position by position (a strict ``>`` keeps the first maximum),
+    each position a strided view over all windows: no copy of the windows is made."""
+    best = pos = None
+    for k, view in geom.offsets(x, pad_value):
+        if best is None:
+            best = view.copy()
+            pos = np.zeros(best.shape, dtype=np.int64)
+            continue
+        better = view > best
+        np.copyto(best, view, where=better)
+        np.copyto(pos, k, where=better)
+    return best, pos
 
 
 def maxpool2d_backward(d: np.ndarray, pos: np.ndarray, geom: PoolGeometry) -> np.ndarray:
     """Send each window's error to its (first) maximum, zero elsewhere."""
-    return geom.scatter(d, pos, np.int64)
+    return geom.scatter(np.asarray(d), pos, np.int64)
 
 
 def avgpool2d(x: np.ndarray, geom: PoolGeometry) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 ``nitrod sim`` runs golden/train.py's loop (same batches, order and schedule as
 ``nitrod train``) with the ``sim`` backend (nitrod/backends.py): every step is computed by the
-Trainer's gateware in Verilator (MLPs and CNNs; the SerialTrainer, ``--board icebreaker``,
-MLPs only); after every epoch its weights are read back and the NumPy network scores the test
+core's gateware in Verilator (the Trainer, or the SerialTrainer with ``--board icebreaker``;
+MLPs and CNNs); after every epoch its weights are read back and the NumPy network scores the test
 split with them.  ``--check`` trains the golden model beside it and compares every weight
 after every batch, stopping at the first difference (layer, index, both values).
 ``--steps N`` stops after N training steps (a quick check of a long run: no epoch is scored
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .compiler import hardware_refusal
+from .compiler import CNN_CORES_NEEDED, hardware_refusal
 from .options import check_applicable, prepare_out, spec_from_args, train_config
 
 __all__ = ["cmd_sim", "cmd_board_train", "train_on_accelerator", "SimStats", "first_difference",
-           "geometry_of", "core_name"]
+           "geometry_of", "core_name", "runs_cnn_of", "link_baud"]
 
 
 def first_difference(got: dict, want: dict):
@@ -131,6 +131,16 @@ def geometry_of(args):
     return g
 
 
+def runs_cnn_of(args, kind: str) -> bool:
+    """Whether the core ``kind`` opens runs CNN programs: its class's ``RUNS_CNN`` (the
+    Trainer's for ``nitrod sim`` without ``--board``; a board's core only with ``--board``)."""
+    board = getattr(args, "board", None)
+    if kind == "board" and not board:
+        return False
+    from nitrod.backends import core_choice
+    return bool(core_choice(board, None).core.RUNS_CNN)
+
+
 def core_name(backend) -> str:
     """What runs the steps: the Trainer's array, or the SerialTrainer's one multiplier."""
     S = backend.geometry.side
@@ -138,6 +148,18 @@ def core_name(backend) -> str:
     if macs == S * S:
         return f"Trainer {S} x {S} ({macs} MACs)"
     return f"SerialTrainer ({S} x {S} tiles, {macs} MAC)"
+
+
+def link_baud(args) -> int:
+    """``--baud``, else ``--board``'s bitstream's (boards/boards.py), else the default."""
+    if getattr(args, "baud", None):
+        return args.baud
+    board = getattr(args, "board", None)
+    if board:
+        from boards.boards import get_board
+        return get_board(board).baud
+    from hw.contract.link import DEFAULT_BAUD
+    return DEFAULT_BAUD
 
 
 def cmd_sim(args) -> int:
@@ -158,19 +180,18 @@ def train_on_accelerator(args, kind: str) -> int:
     from golden.train import CHECKPOINT_FILE, load_train_state, train, write_files_atomically
     from nitrod.backends import open_backend
 
-    from nitrod.backends import core_choice
-
     where = "the board" if kind == "board" else "the simulator"
     prog = "nitrod board train" if kind == "board" else "nitrod sim"
+    runs_cnn = runs_cnn_of(args, kind)
+    if args.model != "mlp" and not runs_cnn:
+        print(f"{prog}: {CNN_CORES_NEEDED}", file=sys.stderr)
+        return 2
     check_applicable(args)
     log = (lambda s: None) if args.quiet else print
     ds = load_dataset(args.dataset, args.data_dir)
     spec = spec_from_args(args, ds)
     geometry = geometry_of(args)
-    # a board's core is known once it answers (the backend checks then)
-    runs_cnn = (True if kind == "board"
-                else core_choice(getattr(args, "board", None), geometry).core.RUNS_CNN)
-    refusal = hardware_refusal(spec, runs_cnn=runs_cnn)
+    refusal = hardware_refusal(spec, runs_cnn)
     if refusal:
         print(f"{prog}: {refusal}", file=sys.stderr)
         return 2
@@ -180,8 +201,8 @@ def train_on_accelerator(args, kind: str) -> int:
           f"{model} {','.join(spec.layers)}; connecting to {where} ...", flush=True)
     t0 = time.perf_counter()
     if kind == "board":
-        options = {"port": args.port, "baud": args.baud, "timeout": args.timeout,
-                   "retries": args.retries}
+        options = {"port": args.port, "baud": link_baud(args), "timeout": args.timeout,
+                   "retries": args.retries, "board": getattr(args, "board", None)}
     else:
         options = {"geometry": geometry, "board": getattr(args, "board", None),
                    "sim_server": getattr(args, "sim_server", None)}

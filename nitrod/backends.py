@@ -16,10 +16,9 @@ network (nitrod/compiler.py), load the initial weights of ``golden.network.Netwo
 seed)`` (so every backend starts from the same weights), and per step write the batch,
 run the program and read the output layer's predictions back.  An overflow flag, a program
 error or a bus access error raises :class:`AcceleratorError` naming it; nothing is silent.
-A network the core cannot train (``nitrod.compiler.hardware_refusal``: an authors' quirk, a
-CNN on a core whose class says ``RUNS_CNN = False``) is refused with ``CompileError``: before
-a simulator starts (its core's class is known), after a board answers (the core is known by
-its registers: the Trainer's ``Reg.MACS`` is ``side**2``, the SerialTrainer's 1).
+A network the core cannot train (``nitrod.compiler.hardware_refusal``: an authors' quirk,
+a CNN on a core class whose ``RUNS_CNN`` is False) is refused with ``CompileError`` before a
+simulator starts or a board is opened.
 """
 
 from __future__ import annotations
@@ -77,12 +76,11 @@ class AcceleratorBackend:
     name = "accelerator"
 
     def __init__(self, bus, spec: NetworkSpec, *, batch: int = 64, seed: int = 0,
-                 max_cycles: int = 10 ** 9, runs_cnn: bool | None = None):
-        """``runs_cnn``: the core runs CNN programs (its class's ``RUNS_CNN``); ``None``: from
-        its registers (an array core, ``Reg.MACS == side**2``, is the Trainer, which does)."""
+                 max_cycles: int = 10 ** 9, runs_cnn: bool = False):
+        """``runs_cnn``: the core on ``bus`` runs CNN programs (its class's ``RUNS_CNN``)."""
         from nitrod.compiler import CompileError, compile_network, hardware_refusal
 
-        refusal = hardware_refusal(spec, runs_cnn=True)         # the quirks
+        refusal = hardware_refusal(spec, runs_cnn)
         if refusal:
             raise CompileError(refusal)
         self.bus = bus
@@ -94,11 +92,6 @@ class AcceleratorBackend:
         self.geometry = Geometry.from_registers(regs)
         #: the core's multiply-accumulates per cycle (its MAC array, or one multiplier)
         self.mac_elements = self.read_reg(Reg.MACS)
-        if runs_cnn is None:
-            runs_cnn = self.mac_elements == self.geometry.side ** 2
-        refusal = hardware_refusal(spec, runs_cnn=runs_cnn)
-        if refusal:
-            raise CompileError(refusal)
         self.spec, self.batch = spec, batch
         self.plan = compile_network(spec, self.geometry, batch)
         self.max_cycles = max_cycles
@@ -200,6 +193,10 @@ class AcceleratorBackend:
 class LinkBus:
     """The bus interface over nitrod/link.py's LinkClient (UART frames to a board).
 
+    Memory writes are posted (``LinkClient.post_words``: WRITE frames back to back, their ACKs
+    collected before the next read or register write); register writes (CONTROL starts the
+    core) wait for their ACK.  ``pipelined=False`` waits for every ACK.
+
     ``wait_reg`` polls; between polls it sleeps ``poll_seconds``, or, if the client's transport
     has ``idle(cycles)`` (a simulated line: sim/link_client.py), lets ``poll_cycles`` (or the
     caller's ``poll``) clock cycles pass and then gives up after ``max_cycles`` of them.  On a
@@ -208,16 +205,25 @@ class LinkBus:
     that never ends cannot hang the host."""
 
     def __init__(self, client, poll_seconds: float = 0.001, poll_cycles: int = 2048,
-                 min_clock_hz: float = 10e6):
+                 min_clock_hz: float = 10e6, pipelined: bool = True):
         if min_clock_hz <= 0:
             raise ValueError(f"min_clock_hz must be positive, got {min_clock_hz}")
         self.client = client
+        self.pipelined = pipelined
         self.poll_seconds = poll_seconds
         self.poll_cycles = poll_cycles
         self.min_clock_hz = min_clock_hz
 
+    @staticmethod
+    def posts(addr: int) -> bool:
+        """Whether a write at ``addr`` is posted when pipelined: a memory's, not a register's."""
+        return addr >> REGION_SHIFT != Region.REGS
+
     def write(self, addr: int, words) -> None:
-        self.client.write_words(addr, list(words))
+        if self.pipelined and self.posts(addr):
+            self.client.post_words(addr, list(words))
+        else:
+            self.client.write_words(addr, list(words))
 
     def read(self, addr: int, count: int) -> list[int]:
         return list(self.client.read_words(addr, count))
@@ -262,8 +268,9 @@ def check_link(client) -> None:
     if info.version != PROTOCOL_VERSION:
         raise LinkProtocolError(f"the board speaks link protocol {info.version}, this host "
                                 f"{PROTOCOL_VERSION}: rebuild its bitstream (nitrod build)")
-    if info.max_burst < client.max_burst:
-        client.max_burst = info.max_burst
+    if not 1 <= info.max_burst <= 255:
+        raise LinkProtocolError(f"the board reports a max burst of {info.max_burst} words")
+    client.max_burst = info.max_burst          # the board's WRITE buffer: the longest frame
 
 
 class CoreChoice(NamedTuple):
@@ -319,16 +326,23 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
         return GoldenBackend(spec, batch=batch, seed=seed)
     from nitrod.compiler import CompileError, hardware_refusal
 
-    # refused before a simulator is built or a board opened (a board's core: once it answers)
-    choice = core_choice(board, geometry) if kind in ("sim", "sim-uart") else None
-    refusal = hardware_refusal(spec, runs_cnn=choice.core.RUNS_CNN if choice else True)
+    if kind in ("sim", "sim-uart"):
+        core = core_choice(board, geometry).core
+    elif kind == "board" and board is not None:
+        from boards.boards import get_board
+
+        core = get_board(board).trainer
+    else:
+        core = None                 # a board whose core the host is not told
+    runs_cnn = bool(getattr(core, "RUNS_CNN", False))
+    refusal = hardware_refusal(spec, runs_cnn)
     if refusal and kind in ("sim", "sim-uart", "board"):
         raise CompileError(refusal)
-    if choice is not None:
-        options.setdefault("runs_cnn", choice.core.RUNS_CNN)
+    options["runs_cnn"] = runs_cnn
     if kind == "sim":
         from sim.bus_client import SimBus
 
+        choice = core_choice(board, geometry)
         bus = SimBus.start(choice.make, choice.name, waves=waves,
                            read_latency=choice.core.READ_LATENCY, server=sim_server)
         return _backend_on(bus, bus.close, "sim", spec, batch=batch, seed=seed, **options)
@@ -337,6 +351,7 @@ def open_backend(kind: str, spec: NetworkSpec, *, batch: int = 64, seed: int = 0
         from nitrod.link import LinkClient
         from sim.link_client import SimUartTransport
 
+        choice = core_choice(board, geometry)
         cpb = int(options.pop("clocks_per_bit", 8))
         link_timeout = int(options.pop("link_timeout", 64 * 10 * cpb))
         max_burst = int(options.pop("max_burst", 64))

@@ -1,4 +1,7 @@
-"""``nitrod bench``: performance figures (golden samples/s; a core's cycles per step)."""
+"""``nitrod bench``: performance figures (golden samples/s; a core's cycles per step, and with
+``--board`` the samples/s at the board's core clock: compute-only and end-to-end, the link at
+the board's baud rate counted by nitrod/link_cost.py; ``--link uart`` runs the steps through
+the simulated UART and checks the bytes they move against the model)."""
 
 from __future__ import annotations
 
@@ -11,15 +14,40 @@ import numpy as np
 
 from .accel_train import SimStats, core_name, geometry_of
 
-__all__ = ["cmd_bench_golden", "cmd_bench_sim"]
+__all__ = ["cmd_bench_golden", "cmd_bench_sim", "golden_bench_spec"]
+
+
+def golden_bench_spec(args):
+    """The network ``nitrod bench golden`` times: ``--model mlp`` (784-HIDDEN-CLASSES) or
+    ``--model cnn --arch NAME|LAYERS`` on ``--input-shape`` (default 1x8x8 for the ``small``
+    CNN, which is the digits network, else 1x28x28)."""
+    from golden.network import ARCHITECTURES, NetworkSpec, mlp_layers, parse_layers
+    arch = getattr(args, "arch", "small")
+    text = getattr(args, "input_shape", None) or (
+        "1x8x8" if args.model == "cnn" and arch == "small" else "1x28x28")
+    try:
+        shape = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--input-shape {text!r}: expected CxHxW, e.g. 1x28x28") from None
+    if len(shape) != 3:
+        raise ValueError(f"--input-shape {text!r}: expected CxHxW, e.g. 1x28x28")
+    if args.model == "mlp":
+        return NetworkSpec(shape, args.classes, mlp_layers(args.hidden))
+    layers, extra = ARCHITECTURES.get(arch, (arch, {}))
+    return NetworkSpec(shape, args.classes, parse_layers(layers), fwd_decay_inv=30000,
+                       decoder_dim=extra.get("decoder_dim", 2048))
 
 
 def cmd_bench_golden(args) -> int:
-    """Training samples/s of the golden model, MLP 784-100-50-10 at batch 64."""
+    """Training samples/s of the golden model (default MLP 784-100-50-10 at batch 64)."""
     from golden.benchmark import bench_golden
-    r = bench_golden(batches=args.batches, threads=args.threads)
-    print(f"MLP 784-100-50-10, batch 64, {r['threads']} BLAS thread(s): "
-          f"{r['macs_per_sample']} MACs/sample, {r['gmacs']:.2f} GMAC/s")
+    spec = golden_bench_spec(args)
+    batches = args.batches or (400 if args.model == "mlp" else 20)
+    r = bench_golden(batches=batches, batch=args.batch, threads=args.threads, spec=spec)
+    shape = "x".join(map(str, spec.input_shape))
+    print(f"{args.model.upper()} {','.join(spec.layers)} on {shape}, batch {args.batch}, "
+          f"{r['threads']} BLAS thread(s): {r['macs_per_sample']} MACs/sample, "
+          f"{r['gmacs']:.2f} GMAC/s")
     print(f"{r['samples_per_second']:.0f} samples/s")
     return 0
 
@@ -45,40 +73,130 @@ def _bench_run(args, spec, geometry, server: str) -> tuple[dict, str]:
         backend.close()
     m = stats.metrics()
     m["simulator_start_seconds"] = start
+    m["mac_elements"] = backend.mac_elements
     m["sim_server"] = backend.bus.server
     m["step_cycles"] = list(stats.cycles)
     return m, core_name(backend)
 
 
-def _network(args):
-    """The benchmark's network and its name: the MLP ``--inputs``-``--hidden``-``--classes``,
-    or the CNN ``--arch`` on ``--shape`` inputs (a named architecture's settings)."""
-    from golden.network import ARCHITECTURES, NetworkSpec, parse_layers
+def _link_model(args, spec, geometry, cycles_per_batch: float, macs: int):
+    """The link cost model of the bench's network on ``--board`` at its baud rate and burst,
+    with the run's cycles (the core's exact cycle model where it has one, else the measured
+    cycles per batch)."""
+    from boards.boards import get_board
+    from nitrod.link_cost import LinkCostModel, LinkSettings
 
-    from .options import OptionError
+    board = get_board(args.board)
+    measured = round(cycles_per_batch)
+    holder = {}
 
-    if args.model == "mlp":
-        hidden = [int(v) for v in args.hidden]      # options.int_list: checked by the parser
-        spec = NetworkSpec((1, 1, args.inputs), args.classes, tuple(f"l{n}" for n in hidden))
-        return spec, f"MLP {args.inputs}-{'-'.join(map(str, hidden))}-{args.classes}"
-    if len(args.shape) != 3:
-        raise OptionError(f"--shape: expected C,H,W, got {','.join(map(str, args.shape))}")
-    text, extra = ARCHITECTURES.get(args.arch, (args.arch, {}))
+    def cycles(m):
+        exact = board.trainer.program_cycles(geometry, holder["plan"].program(512, m))
+        return exact if exact is not None else measured
+
+    model = LinkCostModel(spec, geometry, args.batch,
+                          LinkSettings(baud=board.baud, max_burst=board.link_max_burst),
+                          macs=macs, cycles=cycles, core=board.trainer,
+                          clock_hz=board.core_mhz() * 1e6)
+    holder["plan"] = model.plan
+    return board, model
+
+
+def _link_report(args, spec, geometry, m: dict) -> dict:
+    """Compute-only and end-to-end samples/s on ``--board`` (printed, and returned)."""
+    board, model = _link_model(args, spec, geometry, m["cycles_per_batch"], m["mac_elements"])
+    clock = board.core_mhz()
+    step = model.step()
+    t = step["traffic"]
+    compute = args.batch * clock * 1e6 / model.cycles()
+    layers = [args.inputs, *map(int, args.hidden), args.classes]
+    same_network = not spec.is_cnn and layers == board.network["layers"]
+    epoch = model.epoch(board.network["train_samples"]) if same_network else None
+    print(f"  on {board.name} at {clock:g} MHz, {board.baud:,} baud (link burst "
+          f"{board.link_max_burst}, pipelined):")
+    print(f"    compute-only         {compute:,.1f} samples/s ({model.cycles():,} cycles)")
+    print(f"    link per step        {t.to_board:,} bytes to the board, {t.from_board:,} back "
+          f"({t.frames} frames, {t.round_trips - step['polls']} round trips and "
+          f"{step['polls']} polls): {1e3 * step['link_seconds']:.2f} ms of line")
+    print(f"    end-to-end           {step['samples_per_s']:,.1f} samples/s a full step"
+          + (f"; {epoch['samples_per_s']:,.1f} over an epoch of {epoch['samples']} samples "
+             "(the weights read once)" if epoch else ""))
+    return {"board": board.name, "core_mhz": clock, "baud": board.baud,
+            "compute_samples_per_s": compute, "end_to_end_step_samples_per_s":
+            step["samples_per_s"], "end_to_end_samples_per_s":
+            epoch["samples_per_s"] if epoch else None,
+            "step_bytes_to_board": t.to_board, "step_bytes_from_board": t.from_board,
+            "step_frames": t.frames, "step_round_trips": t.round_trips - step["polls"],
+            "step_link_seconds": step["link_seconds"]}
+
+
+def _uart_check(args, spec, geometry) -> list[dict]:
+    """``args.steps`` steps of the bench's network through ``--board``'s core behind the
+    simulated UART (4 cycles a bit: the bytes do not depend on it), the board's burst,
+    pipelined: each step's bytes both ways and frames, measured on the line, and the model's
+    (with the polls the step made)."""
+    from golden.datasets import one_hot
+    from nitrod.backends import open_backend
+    from nitrod.link_cost import LineMeter
+
+    meters = []
+
+    def wrap(transport):
+        meters.append(LineMeter(transport))
+        return meters[-1]
+
+    from boards.boards import get_board
+    board = get_board(args.board)
+    backend = open_backend("sim-uart", spec, batch=args.batch, seed=0, geometry=geometry,
+                           board=args.board, clocks_per_bit=4, link_timeout=64 * 40,
+                           max_burst=board.link_max_burst, transport_wrapper=wrap)
+    rng = np.random.default_rng(0)
+    rows = []
     try:
-        layers = parse_layers(text)
-    except ValueError as exc:
-        raise OptionError(f"--arch: {exc}") from None
-    spec = NetworkSpec(tuple(args.shape), args.classes, layers, fwd_decay_inv=30000, **extra)
-    return spec, (f"CNN {','.join(layers)} on {'x'.join(map(str, args.shape))}, "
-                  f"{args.classes} classes")
+        _, model = _link_model(args, spec, geometry, 1, backend.mac_elements)
+        meter = meters[0]
+        meter.take()
+        for i in range(args.steps):
+            shape = spec.input_shape if spec.is_cnn else (args.inputs,)
+            x = rng.integers(-127, 128, size=(args.batch,) + shape).astype(np.int8)
+            y = rng.integers(0, args.classes, size=args.batch)
+            backend.train_step(x, one_hot(y, args.classes), 512)
+            got = meter.take()
+            polls = got["status_reads"] - 1
+            want = model.step_traffic(polls=polls, program=i == 0)
+            rows.append({"step": i, "polls": polls, "measured": got,
+                         "model": {"to_board": want.to_board, "from_board": want.from_board,
+                                   "frames": want.frames, "status_reads": polls + 1}})
+    finally:
+        backend.close()
+    return rows
+
+
+def _model_cycles(args, spec, geometry):
+    """The cycles of a step by the simulated core's cycle model (None without one)."""
+    from nitrod.backends import core_choice
+    from nitrod.compiler import compile_network
+
+    choice = core_choice(getattr(args, "board", None), geometry)
+    plan = compile_network(spec, choice.geometry, args.batch)
+    return choice.core.program_cycles(choice.geometry, plan.program(512, args.batch))
 
 
 def cmd_bench_sim(args) -> int:
-    """Cycles of one training step (random data) on the simulated Trainer vs the lower bound,
-    MAC utilisation and simulated cycles per second: MLP 784-100-50-10 at batch 64 by default,
-    or ``--model cnn --arch A`` (``--sim-server both``: under each server, which must agree on
-    every step's cycles)."""
-    spec, network = _network(args)
+    """Cycles of one training step of MLP 784-100-50-10 at batch 64 (random data) on the
+    simulated Trainer vs the lower bound, MAC utilisation and simulated cycles per second
+    (``--sim-server both``: under each server, which must agree on every step's cycles)."""
+    from golden.network import NetworkSpec
+
+    hidden = [int(v) for v in args.hidden]          # options.int_list: checked by the parser
+    if args.model == "cnn":
+        try:
+            spec = golden_bench_spec(args)
+        except ValueError as exc:
+            print(f"nitrod bench sim: {exc}", file=sys.stderr)
+            return 2
+    else:
+        spec = NetworkSpec((1, 1, args.inputs), args.classes, tuple(f"l{n}" for n in hidden))
     geometry = geometry_of(args)
     choice = getattr(args, "sim_server", None) or "native"
     servers = ["native", "cocotb"] if choice == "both" else [choice]
@@ -86,11 +204,19 @@ def cmd_bench_sim(args) -> int:
     for server in servers:
         runs[server], core = _bench_run(args, spec, geometry, server)
     m = dict(runs[servers[0]])
-    m["network"] = network
+    if spec.is_cnn:
+        m["network"] = (f"CNN {','.join(spec.layers)} on {'x'.join(map(str, spec.input_shape))}, "
+                        f"{args.classes} classes")
+    else:
+        m["network"] = f"MLP {args.inputs}-{'-'.join(map(str, hidden))}-{args.classes}"
     m["batch"] = args.batch
     m["sim_cycles_per_second_by_server"] = {k: r["sim_cycles_per_second"] for k, r in runs.items()}
-    print(f"{network}, batch {args.batch}, {core}, {args.steps} steps:")
-    print(f"  cycles per step        {m['cycles_per_batch']:.0f}")
+    model = _model_cycles(args, spec, geometry)
+    if model is not None:
+        m["model_cycles_per_step"] = model
+    print(f"{m['network']}, batch {args.batch}, {core}, {args.steps} steps:")
+    print(f"  cycles per step        {m['cycles_per_batch']:.0f}"
+          + (f"  (the core's cycle model: {model})" if model is not None else ""))
     print(f"  lower bound            {m['cycles_lower_bound_per_batch']:.0f}  "
           f"(useful MACs / MAC elements)")
     print(f"  cycles / bound         {m['cycles_over_bound']:.3f}")
@@ -109,6 +235,22 @@ def cmd_bench_sim(args) -> int:
             print(f"nitrod bench sim: the servers disagree on the cycles per step: native "
                   f"{a['step_cycles']}, cocotb {b['step_cycles']}", file=sys.stderr)
             status = 1
+    if getattr(args, "board", None):
+        m["link"] = _link_report(args, spec, geometry, m)
+        if getattr(args, "link", "bus") == "uart":
+            rows = _uart_check(args, spec, geometry)
+            m["link"]["uart_check"] = rows
+            for r in rows:
+                got, want = r["measured"], r["model"]
+                same = got == want
+                print(f"    simulated UART       step {r['step']}: {got['to_board']:,} + "
+                      f"{got['from_board']:,} bytes, {got['frames']} frames "
+                      f"({r['polls']} polls): {'= the model' if same else 'model: ' + str(want)}")
+                if not same:
+                    status = 1
+    elif getattr(args, "link", "bus") == "uart":
+        print("nitrod bench sim: --link uart needs --board", file=sys.stderr)
+        return 2
     if args.json:
         Path(args.json).write_text(json.dumps(m, indent=2))
     return status

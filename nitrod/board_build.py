@@ -4,7 +4,10 @@ The board flow synthesises a board's trainer core; this adds, to each board's
 ``report.json`` and the summary table, the board's default network: the largest batch the
 geometry's memories hold for it (the compiler lays it out), the cycles of one training step
 (the core's exact cycle model, ``TrainerCore.program_cycles``, or ``--cycles-per-step``) and the
-compute-only training samples/s that gives at the clock the build runs.
+compute-only training samples/s that gives at the clock the build runs; and beside it
+``end_to_end_samples_per_s``, the link counted (nitrod/link_cost.py: the bytes of each step
+both ways at the bitstream's baud rate, and an epoch's weight reads), with the link's figures
+in ``link_cost``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from golden.network import NetworkSpec
 
 from .compiler import CompileError, compile_network
 
-__all__ = ["network_spec", "network_max_batch", "annotate", "main", "COLUMNS"]
+__all__ = ["network_spec", "network_max_batch", "annotate", "link_figures", "main", "COLUMNS"]
 
 #: the learning rate the projection's programs are compiled with (any: cycles do not depend
 #: on it)
@@ -63,9 +66,12 @@ def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> di
     """The network entries of a build's report: for a trainer core ``network`` (with
     ``max_batch``); ``batch`` and ``cycles_per_step`` (given, or from the trainer's cycle model
     at the largest batch) and ``compute_samples_per_second`` at the core clock
-    (``target_mhz``), when timing is met."""
+    (``target_mhz``), when timing is met; beside it ``end_to_end_samples_per_s`` and
+    ``link_cost`` (:func:`link_figures`: with the cycle model, the partial step of an epoch
+    takes its own cycles; with ``cycles_per_step``, every step those)."""
     out = {}
     max_batch = None
+    given_cycles = cycles_per_step
     if report.get("core") == "trainer":
         spec = network_spec(board)
         max_batch, limit = network_max_batch(spec, geometry)
@@ -76,20 +82,78 @@ def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> di
         batch = max_batch if cycles_per_step else None
         if cycles_per_step:
             out["cycles_per_step_from"] = "the core's cycle model (program_cycles)"
-    out.update(cycles_per_step=cycles_per_step, batch=batch, compute_samples_per_second=None)
+    out.update(cycles_per_step=cycles_per_step, batch=batch, compute_samples_per_second=None,
+               end_to_end_samples_per_s=None)
     if cycles_per_step and batch:
         if report.get("timing_met"):
             out["compute_samples_per_second"] = round(
                 report["target_mhz"] * 1e6 / cycles_per_step * batch, 1)
         else:
             report["notes"].append("timing not met at the core clock: no throughput projected")
+    if report.get("core") == "trainer" and batch:
+        try:
+            out["link_cost"] = link_figures(board, geometry, batch, report,
+                                            cycles_per_step=given_cycles)
+        except Exception as exc:              # a figure, not the build: say why it is missing
+            report["notes"].append(f"link cost not computed: {type(exc).__name__}: {exc}")
+        else:
+            if out["compute_samples_per_second"] is not None:
+                out["end_to_end_samples_per_s"] = out["link_cost"]["epoch"]["samples_per_s"]
     return out
+
+
+def link_figures(board, geometry, batch, report, *, cycles_per_step=None) -> dict:
+    """The link's cost of the board's default network at ``batch`` (nitrod/link_cost.py) at the
+    bitstream's baud rate and burst, pipelined: a step's bytes both ways, frames, round trips
+    (the polls apart) and times, and an epoch of the network's training set (its weights read
+    once, as ``nitrod board train`` does to score the test split).  Times need the cycles
+    (``cycles_per_step`` for every step, else the core's cycle model) and the core clock."""
+    from .link_cost import LinkCostModel, LinkSettings
+
+    spec = network_spec(board)
+    link = report.get("link") or {}
+    settings = LinkSettings(baud=link.get("baud", board.baud),
+                            max_burst=link.get("link_max_burst", board.link_max_burst))
+    clock_hz = report["target_mhz"] * 1e6
+    model = LinkCostModel(spec, geometry, batch, settings,
+                          macs=board.trainer.mac_elements(geometry),
+                          cycles=cycles_per_step, core=board.trainer, clock_hz=clock_hz)
+    step = model.step()
+    samples = board.network.get("train_samples", batch)
+    epoch = model.epoch(samples)
+    inputs = model.inputs_as_bytes()
+
+    def rounded(x, digits=6):
+        return None if x is None else round(x, digits)
+
+    t = step["traffic"]
+    return {
+        "baud": settings.baud, "max_burst": settings.max_burst, "pipelined": True,
+        "step": {"batch": batch, "bytes_to_board": t.to_board, "bytes_from_board": t.from_board,
+                 "frames": t.frames, "polls": step["polls"],
+                 "round_trips": t.round_trips - step["polls"],
+                 "link_seconds": rounded(step["link_seconds"]),
+                 "run_seconds": rounded(step["run_seconds"]),
+                 "samples_per_s": rounded(step["samples_per_s"], 1)},
+        "epoch": {"samples": samples, "steps": epoch["steps"],
+                  "bytes": epoch["traffic"].bytes,
+                  "weight_read_bytes": epoch["weights_traffic"].bytes,
+                  "seconds": rounded(epoch["seconds"], 4),
+                  "samples_per_s": rounded(epoch["samples_per_s"], 1)},
+        "inputs_as_bytes": {"input_bytes_now": inputs["input_payload_bytes_now"],
+                            "input_bytes_then": inputs["input_payload_bytes_as_bytes"],
+                            "step_bytes_then": inputs["step_bytes_as_bytes"],
+                            "step_samples_per_s_then": rounded(inputs["samples_per_s_as_bytes"],
+                                                               1),
+                            "note": "not built: each input sent once, a byte a value"},
+    }
 
 
 #: the summary table: the board build's columns, then the network's
 COLUMNS = [*build.COLUMNS,
            ("batch", "batch", None), ("cycles_per_step", "cycles/step", None),
-           ("compute_samples_per_second", "samples/s", None)]
+           ("compute_samples_per_second", "compute samples/s", None),
+           ("end_to_end_samples_per_s", "end-to-end samples/s", None)]
 
 
 def main(argv=None, prog="build") -> int:

@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 from .options import (OptionError, add_link_args, add_network_args, add_out_args,
-                      add_run_args, check_applicable, int_list, layer_list, nonnegative_int,
-                      positive_int, prepare_out, spec_from_args, train_config)
+                      add_run_args, check_applicable, int_list, nonnegative_int,
+                      positive_int,
+                      prepare_out, spec_from_args, train_config)
 
 __all__ = ["main"]
 
@@ -94,6 +95,11 @@ def cmd_bench(args) -> int:
     return (bench.cmd_bench_sim if args.what == "sim" else bench.cmd_bench_golden)(args)
 
 
+def cmd_sweep(args) -> int:
+    from nitrod.sweep import cmd_sweep as run
+    return run(args)
+
+
 def cmd_synth_unit(argv) -> int:
     from boards.synth_unit import main as synth_unit_main
     return synth_unit_main(argv, prog="nitrod synth-unit")
@@ -137,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after N training steps (no epoch is scored)")
     p.add_argument("--board", default=None,
                    help="simulate the core `nitrod build --board BOARD --core trainer` builds, "
-                        "with its geometry (icebreaker: the SerialTrainer, MLPs only)")
+                        "with its geometry (icebreaker: the SerialTrainer)")
     p.add_argument("--waves-batch", type=nonnegative_int, default=None, metavar="N",
                    help="replay batch N (from 0) with waveform tracing into OUT/waves.vcd")
     p.add_argument("--link", choices=("bus", "uart"), default="bus",
@@ -160,6 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_link_args(p)
     p.set_defaults(func=cmd_board_train, waves_batch=None, side=None, parser=p)
 
+    p = sub.add_parser("sweep", help="run a grid of trainings or board builds on Dask "
+                                      "(a sweep file, or --paper for the paper's table)")
+    from nitrod.sweep import add_arguments as add_sweep_arguments
+    add_sweep_arguments(p)
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("eval", help="score a checkpoint on its dataset's test split")
     p.set_defaults(parser=p)
     p.add_argument("--checkpoint", required=True)
@@ -179,26 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="print performance figures (golden: NumPy samples/s; "
                                       "sim: Trainer cycles per step vs the bound, MLP or CNN)")
     p.add_argument("what", choices=("golden", "sim"))
-    p.add_argument("--batches", type=positive_int, default=400, help="golden: batches to time")
+    p.add_argument("--batches", type=positive_int, default=None,
+                   help="golden: batches to time (default 400 MLP, 20 CNN)")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="the network")
+    p.add_argument("--arch", default="small",
+                   help="--model cnn: small, vgg8b or a layer list (c16,p,c32,l64)")
+    p.add_argument("--input-shape", default=None, metavar="CxHxW",
+                   help="--model cnn (and golden's MLP): the input shape (default 1x8x8 for "
+                        "the small CNN, else 1x28x28)")
     p.add_argument("--threads", type=positive_int, default=1, help="golden: BLAS threads")
     p.add_argument("--steps", type=positive_int, default=2, help="sim: training steps to run")
     p.add_argument("--side", type=positive_int, default=None,
                    help="sim: MAC array side (default 8)")
     p.add_argument("--board", default=None,
-                   help="sim: the core and geometry of this board's trainer build")
+                   help="sim: the core and geometry of this board's trainer build; adds the "
+                        "samples/s at its core clock, compute-only and end-to-end (the link "
+                        "at its baud rate)")
     p.add_argument("--depth", action="append", default=[], metavar="MEM=WORDS",
                    help="sim: a memory depth of the simulated geometry (repeat the option)")
-    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp", help="sim: the network")
+    p.add_argument("--link", choices=("bus", "uart"), default="bus",
+                   help="sim with --board: uart also runs the steps through the simulated "
+                        "UART and checks the bytes each moved against the link cost model")
     p.add_argument("--inputs", type=positive_int, default=784, help="sim: MLP inputs")
-    p.add_argument("--hidden", type=int_list, default=(100, 50), help="sim: MLP hidden sizes")
-    p.add_argument("--arch", type=layer_list, default="small",
-                   help="sim, CNN: a named architecture (small, the default; vgg8b) or a layer "
-                        "list such as c32,p,c64,p,l100")
-    p.add_argument("--shape", type=int_list, default=(1, 8, 8), metavar="C,H,W",
-                   help="sim, CNN: the input's channels, height and width (default 1,8,8: "
-                        "digits)")
-    p.add_argument("--classes", type=positive_int, default=10, help="sim: classes")
-    p.add_argument("--batch", type=positive_int, default=64, help="sim: batch size")
+    p.add_argument("--hidden", type=int_list, default=(100, 50), help="MLP hidden sizes")
+    p.add_argument("--classes", type=positive_int, default=10, help="classes")
+    p.add_argument("--batch", type=positive_int, default=64, help="batch size")
     p.add_argument("--json", default=None, help="sim: also write the figures to this file")
     p.add_argument("--sim-server", choices=("native", "cocotb", "both"), default="native",
                    help="sim: what serves the simulated bus: native (C++ compiled with the "

@@ -4,8 +4,9 @@
 conv blocks, ``p[k]``/``a[k]`` pools, ``l<N>`` linear blocks, the output layer) out in a
 trainer's memories (hw/contract/isa.py defines the machine) and returns a :class:`Plan`, which
 builds the program and packs/unpacks everything the host moves over the bus.  The program
-computes golden's ``Network.train_step`` bit for bit (nitrod/isa_model.py runs it; so does
-the Trainer; the SerialTrainer runs MLP programs only: :func:`hardware_refusal`).
+computes golden's ``Network.train_step`` bit for bit (nitrod/isa_model.py runs it; so do
+the Trainer and the SerialTrainer; a core without ``RUNS_CNN`` runs MLP programs only:
+:func:`hardware_refusal`).
 
 Notation: ``S`` = ``geometry.side``; a count ``F`` padded to whole tiles is
 ``Fp = ceil(F/S)*S``; ``M`` = the batch capacity, ``Mp = ceil(M/S)*S``, ``G = Mp/S`` sample
@@ -129,11 +130,12 @@ _HARDWARE_LACKS = {
     "decoder_pool_zero_pad": "the 0-padded decoder pool",
 }
 
-#: Why a core whose ``RUNS_CNN`` is False cannot train a CNN (its programs use the ops and
-#: fields of issue 31).
+#: Why a core whose class does not declare ``RUNS_CNN`` cannot train a CNN (its programs use
+#: the spatial levels and the ops POOL, POOL_CODE and SCALE).
 CNN_CORES_NEEDED = ("CNN programs need a core with the spatial loop levels and the POOL, "
-                    "POOL_CODE and SCALE ops of hw/contract/isa.py: the Trainer runs them, the "
-                    "SerialTrainer runs MLPs only (--model mlp)")
+                    "POOL_CODE and SCALE ops of hw/contract/isa.py (a core class with "
+                    "RUNS_CNN: the Trainer, the SerialTrainer); this core runs MLPs only "
+                    "(--model mlp)")
 
 
 def _quirk_refusal(spec: NetworkSpec) -> str | None:
@@ -149,10 +151,11 @@ def _quirk_refusal(spec: NetworkSpec) -> str | None:
 
 
 def hardware_refusal(spec: NetworkSpec, runs_cnn: bool = False) -> str | None:
-    """Why a trainer core cannot train ``spec`` exactly (the authors' quirks no core
-    reproduces; a CNN on a core that does not run CNN programs, ``runs_cnn`` False, its class's
-    ``RUNS_CNN``: :data:`CNN_CORES_NEEDED`), or None."""
-    return _quirk_refusal(spec) or (CNN_CORES_NEEDED if spec.is_cnn and not runs_cnn else None)
+    """Why a trainer core cannot train ``spec`` exactly (the authors' quirks the cores do
+    not reproduce; a CNN on a core that does not run CNN programs, ``runs_cnn`` False: the
+    class attribute ``TrainerCore.RUNS_CNN``: :data:`CNN_CORES_NEEDED`), or None."""
+    return _quirk_refusal(spec) or (CNN_CORES_NEEDED if spec.is_cnn and not runs_cnn
+                                    else None)
 
 
 class CompileError(ValueError):

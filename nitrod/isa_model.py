@@ -2,7 +2,7 @@
 
 :class:`IsaMachine` holds the memories as ``int64`` arrays and executes one instruction at a
 time, vectorised over the whole product (no per-element Python loops): every op of the
-contract, MLP and CNN programs alike (the Trainer runs both, the SerialTrainer MLPs).
+contract, MLP and CNN programs alike (so do the Trainer and the SerialTrainer).
 The arithmetic is golden's (``golden.arith``, ``golden.optim``), so a program that computes a
 golden training step reproduces it bit for bit.
 

@@ -4,15 +4,17 @@ This module talks to :class:`hw.link.host_link.HostLink` over any byte transport
 USB serial port).  The frame format and its constants are the contract's
 (:mod:`hw.contract.link`, pure Python), so a host with only Python (and pyserial, for a real
 port) can drive a board.  A request cut short (no byte for the board's inter-byte timeout) is
-answered with ``ERR_TIMEOUT`` when the timeout expires.  The link is half duplex: send the
-next request only after the previous response has arrived (bytes sent while the board is
-answering may be lost).
+answered with ``ERR_TIMEOUT`` when the timeout expires.  A request waits for the previous
+one's response, except WRITE frames posted as a *group* (:meth:`LinkClient.post_words`,
+protocol 3): they go back to back, and their ACKs are collected before the next request that
+is not posted (hw/contract/link.py has the group's rules).
 
 Every request carries a sequence number (SEQ) that its response echoes.  :class:`LinkClient`
 gives each new request the next one and retries a request after a lost or corrupted frame with
 the same bytes: the board answers a repeated WRITE without writing again (hw/contract/link.py),
 so retries are safe whatever the WRITE does; a late response to an earlier request (its SEQ is
-not the request's) is skipped.
+not the request's) is skipped.  A group's frames not acknowledged are sent again, from the first
+of them on, in order.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from typing import Iterable, Iterator, Protocol, Sequence
 __all__ = [
     "response_payload_words", "encode_request", "encode_response", "Response",
     "ResponseDecoder", "LinkError", "LinkErrorResponse", "LinkCrcError", "LinkTimeout",
-    "LinkProtocolError", "LinkInfo", "LinkClient", "open_serial", "request_seq",
+    "LinkProtocolError", "LinkInfo", "LinkClient", "open_serial", "request_seq", "burst_spans",
 ]
 
-from hw.contract.link import (CMD_PING, CMD_READ, CMD_WRITE, CRC_BYTES, DEFAULT_BAUD,
-                              DEFAULT_TIMEOUT_S, ERR_CRC, ERR_TIMEOUT,
-                              ERROR_NAMES, MAX_BURST_LIMIT, PING_WORDS, REQ_SEQ,
+from hw.contract.link import (BURST_ALIGN, CMD_PING, CMD_READ, CMD_WRITE, CRC_BYTES,
+                              DEFAULT_BAUD, DEFAULT_TIMEOUT_S, ERR_CRC, ERR_TIMEOUT,
+                              ERROR_NAMES, MAX_BURST_LIMIT, MAX_GROUP_FRAMES, PING_WORDS, REQ_SEQ,
                               RESPONSE_HEADER_BYTES, RSP_ACK, RSP_COUNT, RSP_DATA, RSP_ERROR,
                               RSP_INFO, RSP_KIND, RSP_SEQ, SEQ_MODULO, SYNC, WORD_BYTES, crc16)
 
@@ -75,6 +77,22 @@ def encode_response(kind: int, info: int, count: int = 0, words: Sequence[int] =
     """A response frame (what the board sends; used by models and tests)."""
     body = bytes([kind & 0xFF, info & 0xFF, seq & 0xFF, count & 0xFF]) + _words_bytes(words)
     return _with_crc(body)
+
+
+def burst_spans(addr: int, n: int, max_burst: int, align: int = 1) -> Iterator[tuple[int, int, int]]:
+    """How a burst of ``n`` words from ``addr`` is split into frames: ``(offset, address,
+    count)`` each, at most ``max_burst`` words; with ``align`` > 1 every frame but the last ends
+    on an address that is a multiple of ``align`` (where ``max_burst`` allows one)."""
+    done = 0
+    while done < n:
+        a = addr + done
+        k = min(max_burst, n - done)
+        if align > 1 and k < n - done:
+            end = (a + k) // align * align
+            if end > a:
+                k = end - a
+        yield done, a, k
+        done += k
 
 
 # --------------------------------------------------------------------------- decoding
@@ -215,8 +233,11 @@ class LinkClient:
     Before retrying, pending input is drained (for at most ``drain_seconds`` and
     ``drain_bytes``: a device that keeps sending cannot hold the client).  A response whose SEQ
     is not the request's (a late answer to an earlier one) is skipped.  ``max_burst`` must not
-    exceed the board's (PING reports it).  :attr:`stats` counts what happened (requests,
-    retries, timeouts, CRC errors, error responses, stale responses, drained bytes).
+    exceed the board's (PING reports it).  :meth:`post_words` sends WRITE frames without waiting
+    (a group, protocol 3); :meth:`flush`, which every other command calls first, collects their
+    ACKs and sends again, in order, the frames from the first one not acknowledged on (at most
+    ``retries`` times).  :attr:`stats` counts what happened (requests, retries, timeouts, CRC
+    errors, error responses, stale responses, drained bytes, posted and re-sent frames).
 
     Example::
 
@@ -248,6 +269,7 @@ class LinkClient:
         # a repetition of the last one of an earlier session
         self._seq = random.randrange(SEQ_MODULO) if first_seq is None else first_seq % SEQ_MODULO
         self.stats = collections.Counter()
+        self._posted: list[tuple[bytes, int, str]] = []     # (frame, count, what), in order
 
     # ----------------------------------------------------------------- raw exchange
     def _read_exact(self, n: int, what: str) -> bytes:
@@ -305,7 +327,8 @@ class LinkClient:
 
     def transact(self, frame: bytes, describe: str = "request") -> Response:
         """Send ``frame``, return its response; raise :class:`LinkErrorResponse` for ERROR.
-        Retries (``retries``) send the same frame again."""
+        Retries (``retries``) send the same frame again.  Posted frames are flushed first."""
+        self.flush()
         seq = request_seq(frame)
         attempt = 0
         self.stats["requests"] += 1
@@ -348,15 +371,93 @@ class LinkClient:
         """The design's status word (through PING)."""
         return self.ping().status
 
-    def _chunks(self, addr: int, n: int) -> Iterator[tuple[int, int, int]]:
-        done = 0
-        while done < n:
-            k = min(self.max_burst, n - done)
-            yield done, addr + done, k
-            done += k
+    def _chunks(self, addr: int, n: int, align: int = 1) -> Iterator[tuple[int, int, int]]:
+        return burst_spans(addr, n, self.max_burst, align)
 
+    # ----------------------------------------------------------------- groups
+    def post_words(self, addr: int, words: Sequence[int]) -> None:
+        """Write ``words`` from ``addr`` in WRITE frames sent without waiting for their ACKs
+        (frames end on multiples of :data:`BURST_ALIGN`); :meth:`flush` collects the ACKs.
+        Only for writes whose order does not matter (memory words: hw/contract/link.py)."""
+        words = [int(w) & WORD_MASK for w in words]
+        for offset, a, k in self._chunks(addr, len(words), BURST_ALIGN):
+            if len(self._posted) >= MAX_GROUP_FRAMES:
+                self.flush()
+            frame = encode_request(CMD_WRITE, a, k, words[offset:offset + k], seq=self.next_seq())
+            self.transport.write(frame)
+            self._posted.append((frame, k, f"WRITE {k} words at 0x{a:x}"))
+            self.stats["requests"] += 1
+            self.stats["posted"] += 1
+
+    @property
+    def posted(self) -> int:
+        """Frames posted and not yet acknowledged."""
+        return len(self._posted)
+
+    def flush(self) -> None:
+        """Collect the ACKs of the posted frames; send again, in order, every frame from the
+        first one not acknowledged on (after a drain), at most ``retries`` times."""
+        pending, self._posted = self._posted, []
+        attempt = 0
+        unanswered = 0                  # frames without an ACK the first time
+        while pending:
+            missing, fatal = self._collect(pending)
+            if not attempt:
+                unanswered = len(missing)
+            if not missing:
+                self.stats["recovered"] += unanswered
+                return
+            first = missing[0]
+            what = pending[first][2]
+            if fatal is not None:
+                raise LinkErrorResponse(fatal, f"a group of WRITEs ({what} not acknowledged)")
+            if attempt >= self.retries:
+                raise LinkTimeout(f"no ACK for {what} of a group of {len(pending)} WRITE "
+                                  f"frames" + (f" (after {attempt} retries)" if attempt else ""))
+            attempt += 1
+            self.stats["retries"] += 1
+            self.drain()
+            pending = pending[first:]
+            for frame, _, _ in pending:
+                self.transport.write(frame)
+            self.stats["resent"] += len(pending)
+
+    def _collect(self, pending) -> tuple[list[int], int | None]:
+        """Read the responses to ``pending`` (posted frames) until each has its ACK or the line
+        goes quiet: the indices of the frames without one, and an error code the board gave
+        that a retry cannot cure (None if none)."""
+        want = {request_seq(frame): (i, k) for i, (frame, k, _) in enumerate(pending)}
+        acked = set()
+        fatal = None
+        while len(acked) < len(pending):
+            try:
+                rsp = self.read_response()
+            except LinkTimeout:
+                self.stats["timeouts"] += 1
+                break
+            except _NoSync:
+                self.stats["no_sync"] += 1
+                break
+            except LinkCrcError:
+                self.stats["crc_errors"] += 1
+                continue
+            if rsp.kind == RSP_ERROR:
+                self.stats["error_responses"] += 1
+                if rsp.info not in (ERR_CRC, ERR_TIMEOUT):
+                    fatal = rsp.info
+                continue
+            hit = want.get(rsp.seq)
+            if (hit is not None and rsp.kind == RSP_ACK and rsp.info == CMD_WRITE
+                    and rsp.count == hit[1]):
+                acked.add(hit[0])
+            else:
+                self.stats["stale_responses"] += 1
+        return [i for i in range(len(pending)) if i not in acked], fatal
+
+    # ----------------------------------------------------------------- blocking commands
     def write_words(self, addr: int, words: Sequence[int]) -> None:
-        """Write ``words`` to consecutive word addresses from ``addr``."""
+        """Write ``words`` to consecutive word addresses from ``addr``, each frame after the
+        previous one's ACK."""
         words = [int(w) & WORD_MASK for w in words]
         for offset, a, k in self._chunks(addr, len(words)):
             what = f"WRITE {k} words at 0x{a:x}"

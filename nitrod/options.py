@@ -228,12 +228,28 @@ def positive_float(text: str) -> float:
     return value
 
 
+def board_name(text: str) -> str:
+    """argparse type: a board of boards/boards.py (imported only when the option is given)."""
+    from boards.boards import BOARD
+
+    if text not in BOARD:
+        raise argparse.ArgumentTypeError(f"unknown board {text!r}; valid boards: "
+                                         f"{', '.join(BOARD)}")
+    return text
+
+
 def add_link_args(p: argparse.ArgumentParser) -> None:
     """The serial link's options (``nitrod board train``)."""
     from hw.contract.link import DEFAULT_BAUD, DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 
-    p.add_argument("--baud", type=positive_int, default=DEFAULT_BAUD,
-                   help=f"the board's UART baud rate (default {DEFAULT_BAUD}, as nitrod build)")
+    p.add_argument("--board", type=board_name, default=None,
+                   help="the board (icebreaker, ulx3s-85f, orangecrab-85f): its bitstream's "
+                        "baud rate is the default of --baud, and its core's class says whether "
+                        "it trains CNNs (without it only MLPs are sent)")
+    p.add_argument("--baud", type=positive_int, default=None,
+                   help="the board's UART baud rate (default: --board's, as nitrod build set "
+                        f"it; without --board {DEFAULT_BAUD:,}, the rate of the boards with a "
+                        "USB-serial bridge)")
     p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                    help="serial read timeout: how long a response may stay silent "
                         f"(default {DEFAULT_TIMEOUT_S})")

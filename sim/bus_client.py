@@ -350,7 +350,21 @@ class SimBus:
             raise SimBusError("the SimBus is closed")
         if op == OP_QUIT:
             raise ValueError("exchange() does not send QUIT: use close()")
-        self._send(HEADER.pack(op, len(payload)) + bytes(payload))
+        return self._round_trip(op, bytes(payload))
+
+    def _request(self, op: int, payload: bytes) -> bytes:
+        """Send a request and return its reply's payload (after the pending writes')."""
+        if self._closed and op != OP_QUIT:
+            raise SimBusError("the SimBus is closed")
+        status, body = self._round_trip(op, payload)
+        if status != STATUS_OK:
+            raise SimBusError(f"bus server rejected the request: {body.decode(errors='replace')}")
+        return body
+
+    def _round_trip(self, op: int, payload: bytes) -> tuple[int, bytes]:
+        """Send a request and wait for its reply, ``(status, payload)``; the replies of the
+        pending writes come first (a rejected one is raised after this reply)."""
+        self._send(HEADER.pack(op, len(payload)) + payload)
         rejected = self._collect(0, raise_rejected=False)
         try:
             reply = self._reply()
@@ -361,24 +375,6 @@ class SimBus:
         if rejected:
             raise rejected
         return reply
-
-    def _request(self, op: int, payload: bytes) -> bytes:
-        """Send a request and return its reply's payload (after the pending writes')."""
-        if self._closed and op != OP_QUIT:
-            raise SimBusError("the SimBus is closed")
-        self._send(HEADER.pack(op, len(payload)) + payload)
-        rejected = self._collect(0, raise_rejected=False)
-        try:
-            status, body = self._reply()
-        except socket.timeout:
-            raise SimBusError("no answer from the bus server within the I/O timeout") from None
-        except (ConnectionError, EOFError) as error:
-            raise self._died(error) from None
-        if rejected:
-            raise rejected
-        if status != STATUS_OK:
-            raise SimBusError(f"bus server rejected the request: {body.decode(errors='replace')}")
-        return body
 
     def _send_write(self, payload: bytes) -> None:
         """Queue a WRITE request; send the queue when it is long enough (no waiting for

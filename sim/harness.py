@@ -236,24 +236,26 @@ def _runtime_cache_dir(args: list[str], waves: bool) -> Path:
     return sim_build_root() / f"_runtime-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def _runtime_files(directory: Path) -> list[Path]:
+def runtime_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("verilated*") if p.suffix in (".o", ".d"))
 
 
 def _copy_runtime_objects(runtime_dir: Path, build_dir: Path) -> list[Path]:
     """Copy cached runtime objects into ``build_dir``; return the copied objects."""
-    files = _runtime_files(runtime_dir) if (runtime_dir / _STAMP).is_file() else []
+    files = runtime_files(runtime_dir) if (runtime_dir / _STAMP).is_file() else []
     for path in files:
         shutil.copy2(path, build_dir / path.name)
     return [build_dir / p.name for p in files if p.suffix == ".o"]
 
 
-def _save_runtime_objects(build_dir: Path, runtime_dir: Path) -> None:
-    files = _runtime_files(build_dir)
+def save_runtime_objects(build_dir: Path, runtime_dir: Path) -> None:
+    """Keep ``build_dir``'s Verilator runtime objects in ``runtime_dir`` (written whole: a
+    staging folder renamed into place), unless it holds them already."""
+    files = runtime_files(build_dir)
     if not files or (runtime_dir / _STAMP).is_file():
         return
-    if runtime_dir.exists():  # left incomplete by an interrupted run
-        shutil.rmtree(runtime_dir, ignore_errors=True)
+    shutil.rmtree(runtime_dir, ignore_errors=True)   # left incomplete by an interrupted run
+    runtime_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=runtime_dir.name + ".", dir=runtime_dir.parent))
     for path in files:
         shutil.copy2(path, staging / path.name)
@@ -308,7 +310,7 @@ def build_verilator(verilog_text: str, toplevel: str, *, build_args: Iterable[st
             with _locked(runtime_dir.with_name(runtime_dir.name + ".lock")):
                 if not (runtime_dir / _STAMP).is_file():
                     _run_verilator_build(source, toplevel, args, build_dir, waves)
-                    _save_runtime_objects(build_dir, runtime_dir)
+                    save_runtime_objects(build_dir, runtime_dir)
                     stamp.write_text(json.dumps({"toplevel": toplevel, "args": args}))
                     return build_dir, True, time.perf_counter() - start
         prebuilt = _copy_runtime_objects(runtime_dir, build_dir)

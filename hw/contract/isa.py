@@ -103,9 +103,10 @@ stops the program.  Programs start at the address in register ``PROG_START``.
 The cores
 ~~~~~~~~~
 A core's class says whether it runs CNN programs (``hw.trainers.core.TrainerCore.RUNS_CNN``):
-the Trainer implements every op and loop; the SerialTrainer implements the MLP ops
-(:data:`MLP_OPS`) with every field of :data:`CNN_FIELDS` 0, and an instruction with another
-op or a non-zero CNN field stops its program with ``op_error``.  What a CNN core adds:
+the Trainer and the SerialTrainer implement every op and loop; a core without it implements
+the MLP ops (:data:`MLP_OPS`) with every field of :data:`CNN_FIELDS` 0, and an instruction
+with another op or a non-zero CNN field stops its program with ``op_error``.  What a CNN core
+adds:
 
 * walkers: the A and B addresses are the MLP walkers' plus the spatial levels' running sums
   (each level keeps a tile offset and a beat offset; with ``windows`` a tile step adds

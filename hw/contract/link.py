@@ -49,8 +49,26 @@ ERROR  0x82   error code          0, no payload
 Error codes (:data:`ERROR_NAMES`): the checks run after the CRC bytes, in that order of
 priority (bad CRC first).  A request answered with ERROR changed nothing.  The PING link word:
 bits 0-7 :data:`PROTOCOL_VERSION`, 8-15 the board's ``max_burst``, 16-31 the number of ERROR
-responses sent since reset (wrapping).  Every request gets exactly one response; the link is
-half duplex (the host sends the next request after the response).
+responses sent since reset (wrapping).  Every request gets exactly one response, in the order
+of the requests.
+
+**Pipelined WRITEs** (version 3).  The board's receiver buffers the bytes that arrive while it
+commits a WRITE and sends its ACK, so a host may send WRITE requests back to back without
+waiting for their ACKs: a *group*.  A host using groups keeps to these rules:
+
+* a READ or PING waits until every earlier request has been answered (its response is long,
+  and nothing is buffered behind it);
+* a WRITE whose order matters (a register: CONTROL, which starts the core) is not in a group
+  with others; it follows the group's last ACK;
+* a group's frames end on word addresses that are multiples of :data:`BURST_ALIGN` (except
+  at the end of a burst), so no memory word's chunks are split between two frames (the
+  board stages a word's chunks and commits it at its last one);
+* when a frame of a group is not acknowledged (a corrupted request, a lost ACK), the host sends
+  it and every later frame of the group again, in order, with their SEQs and bytes unchanged.
+  Memory writes are idempotent, and whole words are rewritten from their first chunk, so
+  the result is as if every frame had gone through once.
+
+At most :data:`MAX_GROUP_FRAMES` frames are outstanding, so their SEQs are distinct.
 """
 
 from __future__ import annotations
@@ -64,7 +82,8 @@ __all__ = [
     "RESPONSE_HEADER_BYTES", "PING_WORDS", "WORD_BYTES", "MAX_BURST_LIMIT", "crc16",
     "REQ_CMD", "REQ_SEQ", "REQ_COUNT", "REQ_ADDR", "RSP_KIND", "RSP_INFO", "RSP_SEQ",
     "RSP_COUNT", "SEQ_MODULO", "CRC_BYTES", "DEFAULT_BAUD", "DEFAULT_TIMEOUT_S",
-    "DEFAULT_RETRIES",
+    "DEFAULT_RETRIES", "BURST_ALIGN", "MAX_GROUP_FRAMES", "BITS_PER_BYTE", "request_bytes",
+    "response_bytes",
 ]
 
 SYNC = 0xA5
@@ -92,8 +111,9 @@ ERROR_NAMES = {
     ERR_ADDRESS: "address out of range",
 }
 
-#: 2: the sequence number in requests and responses, retried WRITEs not applied twice
-PROTOCOL_VERSION = 2
+#: 2: the sequence number in requests and responses, retried WRITEs not applied twice;
+#: 3: pipelined WRITEs (the board buffers requests that arrive while it answers)
+PROTOCOL_VERSION = 3
 CRC_POLY = 0x1021
 CRC_INIT = 0xFFFF
 
@@ -116,8 +136,16 @@ WORD_BYTES = 4
 #: The largest burst the 8-bit COUNT field can carry.
 MAX_BURST_LIMIT = 0xFF
 
-#: The boards' UART baud rate (boards/top.py, ``nitrod build --baud``) and the host's default.
-DEFAULT_BAUD = 115200
+#: The host's default baud rate: the boards' with a USB-serial bridge (boards/boards.py,
+#: ``Board.baud``: the iCEBreaker's FT2232H and the ULX3S's FT231X take 3 Mbaud).
+DEFAULT_BAUD = 3_000_000
+#: Bits on the line per byte: 8N1 (a start bit, eight data bits, a stop bit).
+BITS_PER_BYTE = 10
+#: A group's WRITE frames end on word addresses that are multiples of this: a memory word of
+#: the widest region (an instruction: 16 chunks, in slots of 16) is never split between frames.
+BURST_ALIGN = 16
+#: The most WRITE frames a host keeps unanswered in a group (their SEQs must be distinct).
+MAX_GROUP_FRAMES = 64
 #: The host's default serial read timeout (seconds): above the board's inter-byte timeout.
 DEFAULT_TIMEOUT_S = 0.5
 #: The host's default number of retries of a request after a lost or corrupted frame.
@@ -128,3 +156,13 @@ def crc16(data, crc: int = CRC_INIT) -> int:
     """CRC-16/CCITT-FALSE of ``data`` (``crc16(b"123456789") == 0x29B1``); ``crc`` continues
     a running value.  A frame body followed by its CRC (high byte first) has a CRC of 0."""
     return binascii.crc_hqx(bytes(data), crc)
+
+
+def request_bytes(cmd: int, count: int) -> int:
+    """Bytes of a request frame on the line: SYNC, header, a WRITE's payload, CRC."""
+    return 1 + REQUEST_HEADER_BYTES + (WORD_BYTES * count if cmd == CMD_WRITE else 0) + CRC_BYTES
+
+
+def response_bytes(kind: int, count: int) -> int:
+    """Bytes of a response frame: SYNC, header, a DATA response's payload, CRC."""
+    return 1 + RESPONSE_HEADER_BYTES + (WORD_BYTES * count if kind == RSP_DATA else 0) + CRC_BYTES

@@ -23,8 +23,11 @@ Host bus (32-bit words; hw/link/host_link.py's ``BusSignature``)
 ----------------------------------------------------------------
 ``addr = region << REGION_SHIFT | word << chunk_bits(memory) | chunk``: a memory word of
 ``W`` bits is ``ceil(W/32)`` chunks, chunk 0 the low 32 bits.  Writing chunks ``0 .. n-2``
-stages them; writing chunk ``n-1`` writes the whole word.  Reading any chunk returns it, a
-core's ``READ_LATENCY`` cycles later.  Memories may be read or written only while the
+stages them; writing chunk ``n-1`` writes the whole word.  A word's chunk addresses are
+a power of two apart (``1 << chunk_bits``); writing one of its unused chunk addresses
+(``n .. 2**chunk_bits - 1``, e.g. the fourth of a 72-bit word) changes nothing, so a run of
+words is one burst with zero chunks in those places (:func:`bus_writes`).  Reading any chunk
+returns it (an unused one reads 0), a core's ``READ_LATENCY`` cycles later.  Memories may be read or written only while the
 trainer is idle; an access while it runs, or beyond a memory's depth, is dropped and sets
 ``STATUS.access_error``.  Registers (region ``REGS``) are in hw/contract/registers.py.
 """
@@ -213,14 +216,19 @@ def bus_address(region: int, word: int = 0, chunk: int = 0, word_bits: int = 32)
     return (int(region) << REGION_SHIFT) | offset
 
 
-def bus_writes(geometry: Geometry, region: int, base: int, words) -> list[tuple[int, list[int]]]:
+def bus_writes(geometry: Geometry, region: int, base: int, words,
+               pad: bool = True) -> list[tuple[int, list[int]]]:
     """Memory words (ints of the region's word width) from word ``base`` on, as bus writes
-    ``[(bus_addr, [32-bit chunks...]), ...]`` (one run when the chunks tile the addresses)."""
+    ``[(bus_addr, [32-bit chunks...]), ...]``: one run, with a zero at each unused chunk
+    address of a word whose chunks do not tile them (a 72-bit word: 3 chunks and a zero), which
+    the cores ignore.  ``pad=False``: one run per such word instead (no unused address
+    written)."""
     wb = geometry.word_bits(region)
     n, stride = chunks_of(wb), 1 << chunk_bits_of(wb)
     mask = 0xFFFF_FFFF
-    if n == stride:
-        flat = [(int(w) >> (32 * c)) & mask for w in words for c in range(n)]
+    if n == stride or pad:
+        flat = [(int(w) >> (32 * c)) & mask if c < n else 0
+                for w in words for c in range(stride)]
         return [(bus_address(region, base, 0, wb), flat)] if flat else []
     return [(bus_address(region, base + i, 0, wb), [(int(w) >> (32 * c)) & mask for c in range(n)])
             for i, w in enumerate(words)]

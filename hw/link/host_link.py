@@ -22,9 +22,11 @@ Behaviour
   the two CRC bytes); a WRITE with the same SEQ and CRC is answered with the same ACK and
   not committed again.  A READ or PING executed forgets it; an ERROR answer does not.  Every
   response carries the SEQ register (the last SEQ byte received).
-* Every request gets exactly one response.  While the link answers (and
-  commits a WRITE or reads a burst) ``rx.ready`` is low: the protocol is half
-  duplex, the host waits for the response before its next request.
+* Every request gets exactly one response, in order.  While the link answers (and
+  commits a WRITE or reads a burst) ``rx.ready`` is low; the UART receiver's FIFO in front
+  (hw/link/uart.py, sized by LinkedCore) holds what arrives meanwhile, so a host may send
+  WRITE frames back to back (protocol 3's groups); it waits for the response to a READ or
+  PING before sending more.
 
 Timing: the checks take 2 cycles after the last CRC byte; a WRITE commit
 takes 2 cycles per word (one to latch the buffered word into the register that

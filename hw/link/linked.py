@@ -2,8 +2,8 @@
 
 ::
 
-    rx --> UartRx --> HostLink --> bus (BusSignature) --> core (a trainer core)
-    tx <-- UartTx <-/        status bit 0 <-- core.busy
+    rx --> UartRx (+ FIFO) --> HostLink --> bus (BusSignature) --> core (a trainer core)
+    tx <-- UartTx <-----------/        status bit 0 <-- core.busy
 
 :class:`LinkedCore` is platform independent (no pins, no PLL, the default ``sync`` domain
 and its reset): the board top (boards/top.py) wraps it with clocking and pins, and the
@@ -19,7 +19,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.link.host_link import HostLink
-from hw.link.uart import UartRx, UartTx
+from hw.link.uart import UartRx, UartTx, rx_fifo_depth
 
 __all__ = ["LinkedCore"]
 
@@ -35,6 +35,8 @@ class LinkedCore(wiring.Component):
     clocks_per_bit : int -- UART divisor, clock cycles per bit (>= 4)
     timeout : int -- HostLink inter-byte timeout in cycles
     max_burst : int -- HostLink's largest READ/WRITE burst (1..255)
+    fifo_depth : int -- the receiver's FIFO in bytes; default :func:`hw.link.uart.rx_fifo_depth`
+        (what a host sending WRITE frames back to back needs at this divisor and burst)
 
     Ports
     -----
@@ -44,11 +46,14 @@ class LinkedCore(wiring.Component):
     link_active : Out(1) -- the link is inside a frame (not looking for a sync byte)
     """
 
-    def __init__(self, core, *, clocks_per_bit: int, timeout: int, max_burst: int = 64):
+    def __init__(self, core, *, clocks_per_bit: int, timeout: int, max_burst: int = 64,
+                 fifo_depth: int | None = None):
         self.core = core
         self.clocks_per_bit = int(clocks_per_bit)
         self.timeout = int(timeout)
         self.max_burst = int(max_burst)
+        self.fifo_depth = (rx_fifo_depth(self.clocks_per_bit, self.max_burst)
+                           if fifo_depth is None else int(fifo_depth))
         bus_signature = core.signature.members["bus"].signature
         self.addr_width = bus_signature.addr_width
         self.read_latency = bus_signature.read_latency
@@ -57,7 +62,7 @@ class LinkedCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.uart_rx = urx = UartRx(self.clocks_per_bit)
+        m.submodules.uart_rx = urx = UartRx(self.clocks_per_bit, fifo_depth=self.fifo_depth)
         m.submodules.uart_tx = utx = UartTx(self.clocks_per_bit)
         m.submodules.link = link = HostLink(addr_width=self.addr_width, max_burst=self.max_burst,
                                             timeout=self.timeout, read_latency=self.read_latency)

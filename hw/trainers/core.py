@@ -46,9 +46,9 @@ class TrainerCore(wiring.Component):
 
     #: cycles from ``bus.r_en`` to the word on ``bus.r_data``
     READ_LATENCY: int = 1
-    #: the core runs CNN programs (the ops POOL, POOL_CODE, SCALE and the spatial levels of
-    #: ``hw.contract.CNN_FIELDS``); else it stops with ``op_error`` on them and the host
-    #: refuses a CNN before it starts (``nitrod.compiler.hardware_refusal``)
+    #: the core runs CNN programs: the spatial levels (``hw.contract.CNN_FIELDS``) and the ops
+    #: POOL, POOL_CODE and SCALE; a core without them stops on such an instruction with
+    #: ``op_error``, and the host refuses a CNN for it (``nitrod.compiler.hardware_refusal``)
     RUNS_CNN: bool = False
     #: the regions whose memory may be iCE40 SPRAM (boards/: the fit check)
     SPRAM_REGIONS: tuple = ()

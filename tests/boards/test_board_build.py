@@ -103,6 +103,46 @@ def test_cli_refuses_oversized_side_with_status_3(tmp_path, capsys):
     assert "refused before synthesis" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("board, baud, numbers", [
+    ("icebreaker", 4_000_000, ["divisor 8", "+6.67% off"]),
+    ("icebreaker", 6_500_000, ["divisor 5", "4.900 to 5.333 cycles, 4.615 nominal"]),
+    ("ulx3s-85f", 40_000_000, ["divisor 2", "below 4"])])
+def test_cli_refuses_an_unsafe_baud_rate_before_anything_is_built(board, baud, numbers,
+                                                                   tmp_path, capsys):
+    """A baud rate whose divisor at the core clock is too coarse (the board's bits off by more
+    than 2 %) or leaves the receiver less than 2 % of margin is refused, with the numbers,
+    before the fit check and the toolchain: nothing is written."""
+    status = nitrod_main(["build", "--board", board, "--baud", str(baud),
+                          "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2 and "unsafe UART baud rate" in err, err
+    for text in numbers:
+        assert text in err, (text, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_boards_baud_rate_is_safe_at_its_core_clock():
+    """The boards' rates (the fastest their USB bridges take) pass the check at the core clock;
+    the board top takes them by default and reports the divisor, its error, the receiver's
+    margins and FIFO."""
+    from boards.top import BoardTop
+    from hw.contract.link import DEFAULT_BAUD
+    from hw.link.uart import rx_fifo_depth, uart_timing
+
+    want = {"icebreaker": (3_000_000, 10), "ulx3s-85f": (3_000_000, 33),
+            "orangecrab-85f": (1_000_000, 100)}
+    for name, (baud, divisor) in want.items():
+        board = get_board(name)
+        assert board.baud == baud
+        timing = uart_timing(board.core_mhz() * 1e6, baud)
+        assert timing.divisor == divisor and not timing.problems
+        top = BoardTop(board, MemoryCore(words=64))
+        assert (top.baud, top.divisor) == (baud, divisor)
+        assert top.info["uart_timing"]["rx_margin_fast_pct"] >= 2
+        assert top.info["link_rx_fifo_bytes"] == rx_fifo_depth(divisor, board.link_max_burst)
+    assert DEFAULT_BAUD == get_board("icebreaker").baud == get_board("ulx3s-85f").baud
+
+
 def test_cli_depth_sets_the_geometry_and_is_checked(tmp_path, capsys):
     """--depth MEM=WORDS reaches the geometry that is fit-checked (an ACT too deep for the
     85F is refused naming it, status 3); malformed values are refused with status 2."""
@@ -375,6 +415,10 @@ def test_the_icebreaker_trainer_builds_and_meets_30_mhz(tmp_path):
     assert report["compute_samples_per_second"] == pytest.approx(
         report["target_mhz"] * 1e6 / report["cycles_per_step"] * 32, rel=1e-3)
     assert isinstance(bb.CORES["trainer"][0](board, board.geometry), SerialTrainer)
+    # the link at the bitstream's 3 Mbaud (divisor 10) counted beside the compute
+    assert (report["link"]["baud"], report["link"]["uart_divisor"]) == (3_000_000, 10)
+    assert report["link_cost"]["baud"] == 3_000_000
+    assert 0 < report["end_to_end_samples_per_s"] < report["compute_samples_per_second"]
 
 
 @pytest.mark.synth
@@ -626,3 +670,27 @@ def test_the_first_fit_check_on_the_geometry_counts_prog_as_distributed_when_the
     saved = (plan_memories(ecp5, in_block_ram)["bram_needed"]
              - plan_memories(ecp5, memories(ecp5, geo))["bram_needed"])
     assert saved == math.ceil(geo.word_bits(Region.PROG) / 36) + 1
+
+
+@pytest.mark.synth
+def test_a_second_seed_reuses_the_synthesis(tmp_path, monkeypatch):
+    """Two builds of one netlist with different placement seeds: the second copies Yosys's
+    outputs from the synthesis cache (boards/synth_cache.py) instead of running Yosys, and
+    places and routes them; ``--no-synth-cache`` runs Yosys again."""
+    synth_cache = tmp_path / "cache"            # empty: no other test's build is in it
+    monkeypatch.setenv("NITROD_SYNTH_CACHE", str(synth_cache))
+    args = ["build", "--board", "icebreaker", "--core", "memory"]
+    first, second, third = tmp_path / "s1", tmp_path / "s2", tmp_path / "s3"
+    assert nitrod_main([*args, "--seed", "1", "--out", str(first)]) == 0
+    assert nitrod_main([*args, "--seed", "2", "--out", str(second)]) == 0
+    assert nitrod_main([*args, "--seed", "3", "--no-synth-cache", "--out", str(third)]) == 0
+    reports = [json.loads((d / "report.json").read_text()) for d in (first, second, third)]
+    assert "synthesis" not in reports[0] and "synthesis" not in reports[2]
+    key = reports[1]["synthesis"].removeprefix("cached (").removesuffix(")")
+    assert (synth_cache / key / "top.json").is_file()
+    assert (second / "top.json").read_bytes() == (first / "top.json").read_bytes()
+    assert (third / "top.json").read_bytes() == (first / "top.json").read_bytes()
+    assert "--seed 2 " in (second / "build_top.sh").read_text()
+    assert all(r["timing_met"] and (d / "top.bin").stat().st_size > 0
+               for r, d in zip(reports, (first, second, third)))
+    assert reports[1]["luts"] > 100 and reports[1]["ffs"] == reports[0]["ffs"]

@@ -147,3 +147,13 @@ def test_schedule_reduces_lr_then_stops():
     for epoch in range(1, 20):                             # steady improvement: nothing happens
         assert not s.update(epoch, 0.02 * epoch)
     assert s.lr_inv == 512
+
+
+def test_predict_is_the_same_in_any_chunks():
+    spec = NetworkSpec((1, 12, 12), 10, parse_layers("c8,p,c16,l20"))
+    net = Network(spec, seed=2)
+    assert 1 <= net.eval_batch() < 1024 and net.eval_batch(budget=1) == 1
+    x = np.random.default_rng(0).integers(-127, 128, size=(37, 1, 12, 12)).astype(np.int8)
+    whole = net.forward(x).argmax(axis=1)
+    for batch in (None, 1, 5, 64):
+        assert net.predict(x, batch=batch).tolist() == whole.tolist()

@@ -87,3 +87,28 @@ def test_baud_timeout_and_retries_reach_the_port(monkeypatch, capsys, tmp_path):
                         "--out", str(tmp_path / "r")]) == 1
     assert seen == {"port": PORT, "baud": 921600, "timeout": 0.05}
     assert "after 4 retries" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, baud", [
+    ([], P.DEFAULT_BAUD), (["--board", "icebreaker"], 3_000_000),
+    (["--board", "ulx3s-85f"], 3_000_000), (["--board", "orangecrab-85f"], 1_000_000),
+    (["--board", "orangecrab-85f", "--baud", "115200"], 115200)])
+def test_the_baud_rate_is_the_boards(extra, baud, monkeypatch, capsys, tmp_path):
+    """Without --baud the port opens at --board's bitstream rate (boards/boards.py), without
+    --board at the default, the rate of the boards with a USB-serial bridge."""
+    seen = {}
+
+    def open_serial(port, baud, timeout):
+        seen["baud"] = baud
+        return FakePort(lambda f: b"")
+
+    monkeypatch.setattr(L, "open_serial", open_serial)
+    assert main(ARGS + extra + ["--retries", "0", "--out", str(tmp_path / "r")]) == 1
+    assert seen == {"baud": baud}
+    assert P.DEFAULT_BAUD == 3_000_000
+
+
+def test_an_unknown_board_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(ARGS + ["--board", "de10-nano"])
+    assert "unknown board 'de10-nano'" in capsys.readouterr().err

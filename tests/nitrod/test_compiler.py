@@ -250,10 +250,10 @@ def test_pack_batch_rejects_bad_input():
 
 def test_compile_errors():
     g = Geometry(side=4, **BIG)
-    # a CNN compiles; a core that does not run CNN programs refuses it (hardware_refusal)
+    # a CNN compiles; a core without RUNS_CNN refuses it (hardware_refusal)
     cnn = NetworkSpec((1, 4, 4), 3, ("c4", "l5"))
     compile_network(cnn, g, 8)
-    assert "SerialTrainer runs MLPs only" in hardware_refusal(cnn)
+    assert "RUNS_CNN" in hardware_refusal(cnn)
     assert hardware_refusal(cnn, runs_cnn=True) is None
     assert hardware_refusal(_spec(6, [5], 3)) is None
     assert "int8 loss error" in hardware_refusal(_spec(6, [5], 3, int8_loss_error=True),

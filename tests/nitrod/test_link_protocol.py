@@ -74,7 +74,8 @@ def test_request_layout():
         L.encode_request(P.CMD_READ, 0, 256)
     with pytest.raises(ValueError):
         L.encode_request(P.CMD_READ, 0, 1, seq=256)
-    assert P.PROTOCOL_VERSION == 2
+    assert P.PROTOCOL_VERSION == 3
+    assert P.request_bytes(P.CMD_WRITE, 2) == len(frame) and P.request_bytes(P.CMD_READ, 9) == 10
 
 
 def test_response_layout_and_decoder():
@@ -160,12 +161,16 @@ class ModelTransport:
     response bytes at the given indices (counted over all bytes sent back);
     ``drop_writes`` loses the tail of the next n writes (half the frame);
     ``lose_responses`` loses the whole answers to the writes with these indices (counted from
-    0 over all writes), ``repeat_responses`` sends those answers twice.
+    0 over all writes), ``repeat_responses`` sends those answers twice, ``cut_writes`` loses
+    the tail of the writes with these indices.  ``reads`` counts the reads and ``log`` the
+    calls in order (``"w"``, ``"r"``).
     """
 
     def __init__(self, device, corrupt=(), drop_writes=0, lose_responses=(),
-                 repeat_responses=()):
+                 repeat_responses=(), cut_writes=()):
         self.device = device
+        self.cut_writes = set(cut_writes)
+        self.log = []
         self.out = bytearray()
         self.sent_back = 0
         self.corrupt = set(corrupt)
@@ -177,8 +182,9 @@ class ModelTransport:
     def write(self, data):
         index = self.writes
         self.writes += 1
-        if self.drop_writes:
-            self.drop_writes -= 1
+        self.log.append("w")
+        if self.drop_writes or index in self.cut_writes:
+            self.drop_writes = max(0, self.drop_writes - 1)
             data = data[:len(data) // 2]
         answer = self.device.feed(data)
         if index in self.lose_responses:
@@ -193,6 +199,7 @@ class ModelTransport:
         return len(data)
 
     def read(self, n):
+        self.log.append("r")
         if len(self.out) < n:
             self.out += self.device.gap()
         chunk = bytes(self.out[:n])
@@ -202,7 +209,7 @@ class ModelTransport:
 
 def make_client(**kw):
     transport_kw = {k: kw.pop(k) for k in ("corrupt", "drop_writes", "lose_responses",
-                                           "repeat_responses") if k in kw}
+                                           "repeat_responses", "cut_writes") if k in kw}
     device = hm.DeviceModel(hm.TargetModel(), max_burst=kw.get("max_burst", 64))
     transport = ModelTransport(device, **transport_kw)
     return L.LinkClient(transport, **kw), device, transport
@@ -351,6 +358,95 @@ def test_drain_is_bounded_against_a_device_that_keeps_sending():
             client.write_word(0, 1)
         assert time.monotonic() - t0 < 5
         assert client.stats["retries"] == 2 and client.stats["drained_bytes"] > 0
+
+
+# --------------------------------------------------------------------------- groups (protocol 3)
+
+def test_burst_spans():
+    """Bursts split at max_burst; aligned, every frame but the last ends on a multiple of the
+    alignment, so no word of up to 16 chunks is split between frames."""
+    assert list(L.burst_spans(5, 10, 4)) == [(0, 5, 4), (4, 9, 4), (8, 13, 2)]
+    assert list(L.burst_spans(0, 0, 4)) == []
+    for addr, n, mb in ((0x200000, 25088, 255), (0x300003, 999, 64), (7, 40, 255), (1, 30, 8)):
+        spans = list(L.burst_spans(addr, n, mb, P.BURST_ALIGN))
+        assert [a for _, a, _ in spans] == [addr + o for o, _, _ in spans]
+        assert sum(k for _, _, k in spans) == n and all(0 < k <= mb for _, _, k in spans)
+        assert all((a + k) % P.BURST_ALIGN == 0 for _, a, k in spans[:-1]) or mb < P.BURST_ALIGN
+    assert [k for _, _, k in L.burst_spans(0, 600, 255, 16)] == [240, 240, 120]
+
+
+def _words(n, seed=3):
+    rng = np.random.default_rng(seed)
+    return [int(w) for w in rng.integers(0, 1 << 32, n, dtype=np.uint64)]
+
+
+def test_posted_writes_go_back_to_back_and_are_acknowledged_at_the_next_request():
+    client, device, transport = make_client(max_burst=16)
+    words = _words(100)
+    client.post_words(3, words)
+    frames = [k for _, _, k in L.burst_spans(3, 100, 16, P.BURST_ALIGN)]
+    assert frames == [13, 16, 16, 16, 16, 16, 7] and client.posted == 7
+    assert transport.log == ["w"] * 7                  # nothing read yet
+    assert device.target.mem[3:103] == words           # the device took them all
+    assert client.read_words(3, 100) == words          # flushes first: 7 ACKs, then the READ
+    assert client.posted == 0 and client.stats["posted"] == 7 and not client.stats["retries"]
+    client.post_words(0, [1])
+    client.flush()
+    client.flush()                                     # nothing left: no read
+    assert transport.log[-1] == "r" and device.target.mem[0] == 1
+
+
+@pytest.mark.parametrize("fault", ["cut", "lost_ack", "corrupt_ack"])
+def test_a_group_is_sent_again_from_its_first_unacknowledged_frame(fault):
+    """A frame of a group cut short (the device eats into the next frames), an ACK lost after
+    the device executed the frame, an ACK corrupted: the client sends the group again from the
+    first frame without an ACK, in order, and the memory holds every word once."""
+    kw = {"cut": {"cut_writes": [2]}, "lost_ack": {"lose_responses": [2]},
+          "corrupt_ack": {"corrupt": [2 * 7 + 3]}}[fault]
+    client, device, transport = make_client(max_burst=8, retries=2, **kw)
+    words = _words(60, seed=8)
+    client.post_words(hm.MEM_WORDS - 64, words)       # 8 frames of 8 (aligned), the last 4
+    client.flush()
+    assert client.stats["retries"] == 1 and client.stats["resent"] >= 6
+    assert client.stats["recovered"] >= 1
+    assert device.target.mem[hm.MEM_WORDS - 64:hm.MEM_WORDS - 4] == words
+    assert client.read_words(hm.MEM_WORDS - 64, 60) == words
+
+
+def test_a_group_error_a_retry_cannot_cure_is_raised():
+    client, device, _ = make_client(retries=3)
+    client.post_words((1 << hm.ADDR_WIDTH) - 2, [1, 2, 3])      # beyond the address space
+    with pytest.raises(L.LinkErrorResponse) as err:
+        client.flush()
+    assert err.value.code == P.ERR_ADDRESS and not client.stats["retries"]
+    client, device, _ = make_client(retries=1, cut_writes=[0, 1])     # cut twice: gives up
+    client.post_words(0, [1, 2])
+    with pytest.raises(L.LinkTimeout, match="after 1 retries"):
+        client.flush()
+
+
+def test_link_bus_posts_memory_writes_only():
+    """LinkBus posts memory writes and waits for the ACK of a register's (CONTROL starts the
+    core: it must not overtake the writes before it, nor be applied again by a group's
+    retry)."""
+    from hw.contract import REGION_SHIFT, Reg, Region
+    from nitrod.backends import LinkBus
+
+    regs, act = int(Reg.CONTROL), int(Region.ACT) << REGION_SHIFT
+    assert not LinkBus.posts(regs) and LinkBus.posts(act)
+    calls = []
+
+    class Client:
+        def post_words(self, addr, words):
+            calls.append(("post", addr))
+
+        def write_words(self, addr, words):
+            calls.append(("write", addr))
+
+    LinkBus(Client()).write(act, [1])
+    LinkBus(Client()).write(regs, [1])
+    LinkBus(Client(), pipelined=False).write(act, [1])
+    assert calls == [("post", act), ("write", regs), ("write", act)]
 
 
 # --------------------------------------------------------------------------- model fuzz

@@ -64,13 +64,15 @@ def test_first_difference():
     assert first_difference(a, b) == ("y", (2,), 2, 7)
 
 
-def test_sim_refuses_cnn_on_the_serial_trainer(capsys):
-    """The SerialTrainer (``--board icebreaker``) runs MLPs only: refused before its
-    simulator is built."""
-    assert main(["sim", "--dataset", "digits", "--model", "cnn", "--epochs", "1",
-                 "--board", "icebreaker"]) == 2
+def test_sim_refuses_cnn_on_a_core_without_runs_cnn(capsys, monkeypatch):
+    """A CNN on a core class whose ``RUNS_CNN`` is False (every core of the project runs
+    them; a stand-in here) is refused before its simulator is built."""
+    from hw.trainers.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "RUNS_CNN", False)
+    assert main(["sim", "--dataset", "digits", "--model", "cnn", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
-    assert "SerialTrainer runs MLPs only" in err
+    assert "MLP" in err and "RUNS_CNN" in err
 
 
 def test_a_cnn_on_the_trainer_with_check_for_a_few_steps(tmp_path, capsys):
@@ -188,7 +190,8 @@ def test_bench_sim_both_servers_prints_both_speeds_and_checks_the_cycles(monkeyp
                  "step_cycles": cycles[server]}, "Trainer 4 x 4 (16 MACs)")
 
     monkeypatch.setattr(bench_module, "_bench_run", fake_run)
-    bench = ["bench", "sim", "--side", "4", "--sim-server", "both"]
+    bench = ["bench", "sim", "--side", "4", "--inputs", "64", "--hidden", "16", "--batch", "8",
+             "--sim-server", "both"]
     assert main(bench) == 0
     out = capsys.readouterr().out
     assert "300000  (native server" in out and "20000  (cocotb server" in out

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from hw.contract.link import CMD_READ, ERR_TIMEOUT, RSP_ERROR, SYNC
 from hw.host_bus import BusSignature
 from hw.link.host_link import HostLink
-from hw.link.uart import UartRx, UartTx
+from hw.link.uart import UartRx, UartTx, rx_fifo_depth, uart_timing
 from sim.harness import run_cocotb
 from tests.support import BENCHES
 from tests.support.benches import tb_host_link_model as model
@@ -218,11 +218,13 @@ class ByteBench(wiring.Component):
 
 
 class UartBench(wiring.Component):
-    """UartRx -> HostLink -> UartTx with DemoTarget: the board's link, serial line to bus."""
+    """UartRx (with the FIFO LinkedCore gives it) -> HostLink -> UartTx with DemoTarget: the
+    board's link, serial line to bus."""
 
     def __init__(self, divisor: int = UART_DIVISOR, timeout: int = UART_TIMEOUT):
         self.divisor = divisor
         self.timeout = timeout
+        self.fifo_depth = rx_fifo_depth(divisor, MAX_BURST)
         super().__init__({
             "rx": In(1, init=1), "tx": Out(1, init=1),
             "framing_error": Out(1), "overrun": Out(1), "error_count": Out(16), "ctrl": Out(32),
@@ -230,7 +232,7 @@ class UartBench(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.uart_rx = urx = UartRx(self.divisor)
+        m.submodules.uart_rx = urx = UartRx(self.divisor, fifo_depth=self.fifo_depth)
         m.submodules.uart_tx = utx = UartTx(self.divisor)
         m.submodules.link = link = HostLink(addr_width=model.ADDR_WIDTH, max_burst=MAX_BURST,
                                             timeout=self.timeout)
@@ -342,9 +344,63 @@ def test_uart_loopback_glitch_and_overrun():
     assert events == [("overrun",), ("held", 1, 0x11)]
 
 
-def _uart_rx_at_rate(divisor, factor, data):
+def test_uart_rx_fifo_keeps_order_and_counts_overruns():
+    """UartRx with a FIFO, fed back to back by a UartTx, read by a consumer that is ready on
+    random cycles (and not at all for a while): the bytes come out in order, those that found
+    the FIFO full are dropped with one ``overrun`` pulse each, nothing else is lost."""
+    from amaranth.sim import Simulator
+
+    divisor, depth = 4, 5
+    m = Module()
+    m.submodules.tx = tx = UartTx(divisor)
+    m.submodules.rx = rx = UartRx(divisor, fifo_depth=depth)
+    m.d.comb += rx.rx.eq(tx.tx)
+    rng = np.random.default_rng(21)
+    data = rng.integers(0, 256, 120).tolist()
+    ready = (rng.random(20000) < 0.05).tolist()          # a consumer about as fast ...
+    ready[1500:3000] = [False] * 1500                    # ... that stops for 37 byte times
+    got, dropped = [], []
+
+    async def bench(ctx):
+        for b in data:
+            ctx.set(tx.i.valid, 1)
+            ctx.set(tx.i.payload, b)
+            await ctx.tick().until(tx.i.ready)
+        ctx.set(tx.i.valid, 0)
+
+    async def consumer(ctx):
+        for r in ready:
+            ctx.set(rx.o.ready, r)
+            await ctx.tick()
+        ctx.set(rx.o.ready, 1)
+
+    async def monitor(ctx):
+        async for _, _, valid, rdy, payload, overrun in ctx.tick().sample(
+                rx.o.valid, rx.o.ready, rx.o.payload, rx.overrun):
+            if valid and rdy:
+                got.append(payload)
+            if overrun:
+                dropped.append(1)
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.add_testbench(consumer)
+    sim.add_process(monitor)
+    sim.run_until(30e-3)
+    assert len(got) + len(dropped) == len(data) and 10 < len(dropped) < 80
+    it = iter(data)                                      # a subsequence, in order
+    assert all(any(g == d for d in it) for g in got)
+
+
+def _uart_rx_at_rate(divisor, factor, data, phase=None):
     """Bytes (and framing errors) UartRx(divisor) gets from a sender whose bit time is
-    ``factor * divisor`` cycles, bytes back to back (Amaranth simulator)."""
+    ``factor * divisor`` cycles, bytes back to back (Amaranth simulator).  With ``phase``
+    (0..1) the sender's edges fall at ``phase + k * bit`` and the line changes at the first
+    clock edge after each (as a synchroniser sees an asynchronous line); else at rounded
+    times."""
+    import math
+
     from amaranth.sim import Simulator
 
     dut = UartRx(divisor)
@@ -353,13 +409,20 @@ def _uart_rx_at_rate(divisor, factor, data):
     async def sender(ctx):
         ctx.set(dut.o.ready, 1)
         await ctx.tick().repeat(3)
-        t, now = 0.0, 0
+        t, now = (0.0 if phase is None else phase), 0
         for byte in data:
             for bit in [0] + [(byte >> k) & 1 for k in range(8)] + [1]:
-                ctx.set(dut.rx, bit)
-                t += factor * divisor
-                await ctx.tick().repeat(round(t) - now)
-                now = round(t)
+                if phase is None:
+                    ctx.set(dut.rx, bit)
+                    t += factor * divisor
+                    await ctx.tick().repeat(round(t) - now)
+                    now = round(t)
+                else:
+                    edge = math.ceil(t)
+                    await ctx.tick().repeat(edge - now)
+                    now = edge
+                    ctx.set(dut.rx, bit)
+                    t += factor * divisor
         await ctx.tick().repeat(3 * divisor)
 
     async def monitor(ctx):
@@ -393,10 +456,54 @@ def test_baud_divisor():
 
     assert baud_divisor(12e6, 115200) == 104
     assert baud_divisor(12e6, 3_000_000) == 4
-    with pytest.raises(ValueError):
+    assert baud_divisor(30e6, 3_000_000) == 10
+    assert baud_divisor(100e6, 3_000_000) == 33
+    with pytest.raises(ValueError, match="divisor 3"):
         baud_divisor(12e6, 4_000_000)            # divisor 3: too small
-    with pytest.raises(ValueError):
-        baud_divisor(10e6, 1_400_000)            # divisor 7: 2.04 % off
+    with pytest.raises(ValueError, match=r"-2\.00% off"):
+        baud_divisor(10e6, 1_400_000)            # divisor 7 for 7.14: 2.0 % (2.04 %) short
+
+
+def test_uart_timing_margins_and_refusals():
+    """The divisor's error and the receiver's margin, by its sampling points: the boards'
+    rates pass; a rate whose rounding is too coarse or whose margin is too thin is refused
+    with the numbers."""
+    ice = uart_timing(30e6, 3_000_000)
+    assert (ice.divisor, ice.error) == (10, 0.0) and not ice.problems
+    assert (ice.fastest_bit, round(ice.slowest_bit, 3)) == (9.6, 10.556)
+    assert round(ice.margin_fast, 4) == 0.04 and round(ice.margin_slow, 4) == 0.0556
+    ulx = uart_timing(100e6, 3_000_000)
+    assert ulx.divisor == 33 and round(ulx.error, 4) == -0.01 and not ulx.problems
+    assert not uart_timing(100e6, 1_000_000).problems
+    # 30 MHz at 4 Mbaud: divisor 8 (7.5 rounded), the board's bits 6.7 % long
+    with pytest.raises(ValueError, match=r"divisor 8\).*\+6\.67%"):
+        uart_timing(30e6, 4_000_000).check()
+    # 30 MHz at 6.5 Mbaud: divisor 5 (4.6 rounded): the board's bits 8.3 % long, and the
+    # host's nominal bit (4.615 cycles) outside the receiver's window (4.9 to 5.33)
+    bad = uart_timing(30e6, 6_500_000)
+    assert len(bad.problems) == 2 and "a margin of -6.17% fast" in bad.problems[1]
+    with pytest.raises(ValueError, match="unsafe UART baud rate"):
+        bad.check()
+    # 12 MHz at 3.04 Mbaud: divisor 4 is only 1.3 % off, but the receiver's window starts at
+    # 3.9 cycles and the host's bit is 3.947: 1.2 % of margin
+    thin = uart_timing(12e6, 3_040_000)
+    assert thin.divisor == 4 and len(thin.problems) == 1
+    with pytest.raises(ValueError, match=r"3\.900 to 4\.222 cycles, 3\.947 nominal"):
+        thin.check()
+
+
+@pytest.mark.parametrize("divisor", [4, 10, 33])
+def test_the_receiver_reads_exactly_the_bit_times_its_model_allows(divisor):
+    """UartRx in the Amaranth simulator against senders whose bit time is just inside and just
+    outside uart_timing's window (edges at several phases of the clock): inside every byte
+    arrives, 0.15 cycle outside some do not."""
+    timing = uart_timing(divisor * 1e6, 1e6)
+    data = [0x00, 0xFF, 0x55, 0x80]
+    for bit, good in ((timing.fastest_bit + 0.05, True), (timing.slowest_bit - 0.05, True),
+                      (timing.fastest_bit - 0.15, False), (timing.slowest_bit + 0.15, False)):
+        got = [_uart_rx_at_rate(divisor, bit / divisor, data, phase)
+               for phase in (0.05, 0.5, 0.95)]
+        assert all(g == data for g in got) == good, (bit, got)
 
 
 def test_byte_level_fuzz():
@@ -483,16 +590,35 @@ def test_byte_level_read_latency_mismatch_is_caught():
 
 def test_uart_link_round_trip_and_fuzz():
     """The whole link with UART bits: writes then reads, framing errors, a host 2 % off
-    the board's baud rate, a smaller fuzz."""
+    the board's baud rate, pipelined WRITE groups, a smaller fuzz."""
     run = run_cocotb(UartBench(), "host_link_uart_bench", TB_UART,
                      params={"seed": 99, "divisor": UART_DIVISOR, "timeout": UART_TIMEOUT,
                              "max_burst": MAX_BURST, "fuzz_cases": 240, "writes": 24,
-                             "clock_period_ns": 10})
+                             "groups": 3, "clock_period_ns": 10})
     out = run.outputs
     assert int(out["round_trip_words"]) > 200
     assert int(out["fuzz_frames"]) >= 300
     assert int(out["framing_errors"]) > 0
     assert int(out["mismatch_frames"]) == 16
+    assert int(out["pipelined_frames"]) >= 12 and int(out["overruns"]) == 0
+    np.testing.assert_array_equal(out["memory"], out["expected_memory"])
+
+
+def test_uart_link_at_the_icebreakers_divisor_with_a_host_2_percent_off():
+    """The iCEBreaker's link: 30 MHz and 3 Mbaud, 10 cycles a bit.  WRITE/READ pairs from a
+    host whose bit time is 2 % longer and 2 % shorter, pipelined WRITE groups at the board's
+    rate and 2 % off both ways (no byte lost to an overrun), round trips, framing errors and a
+    small fuzz: every byte the board sends as the reference model says."""
+    divisor = uart_timing(30e6, 3_000_000).check().divisor
+    assert divisor == 10
+    run = run_cocotb(UartBench(divisor=divisor, timeout=4 * 10 * divisor),
+                     "host_link_uart_bench_div10", TB_UART,
+                     params={"seed": 100, "divisor": divisor, "timeout": 4 * 10 * divisor,
+                             "max_burst": MAX_BURST, "fuzz_cases": 60, "writes": 8,
+                             "groups": 6, "clock_period_ns": 10})
+    out = run.outputs
+    assert int(out["mismatch_frames"]) == 16
+    assert int(out["pipelined_frames"]) >= 24 and int(out["overruns"]) == 0
     np.testing.assert_array_equal(out["memory"], out["expected_memory"])
 
 

@@ -366,8 +366,9 @@ def generate_cases(rng, n_cases: int, *, max_burst: int = 64, max_too_long: int 
     """``n_cases`` random cases; returns ``(cases, model, intended, rejected)``.
 
     ``half_duplex=True`` (the UART bench) rejects cases in which the link would
-    answer before the last byte of a burst of bytes: a real host does not send
-    while the board answers, and the receiver has no FIFO.
+    answer before the last byte of a burst of bytes: a host sends more while the board
+    answers only in WRITE groups (the bench's part 4), for which the receiver's FIFO is
+    sized, not behind garbage or a READ.
     ``model`` / ``intended`` continue from an earlier call.
     """
     model = model or DeviceModel(TargetModel(), max_burst=max_burst)

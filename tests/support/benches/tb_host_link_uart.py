@@ -10,10 +10,13 @@ sending more.  Three parts, one reference model (tb_host_link_model) for all:
 2. framing errors: frames in which one byte has a 0 stop bit (the receiver
    drops it, the frame times out and changes nothing), then a PING;
 3. baud-rate mismatch: WRITE/READ pairs sent with bit times 2 % off;
-4. a small fuzz from the generator (``half_duplex=True``).
+4. pipelined WRITE groups (protocol 3): ``groups`` groups of WRITE frames (every other one
+   of ``max_burst`` words) sent back to back without waiting for the ACKs, at the board's
+   bit time and 2 % faster and slower: every ACK as the model says, no overrun;
+5. a small fuzz from the generator (``half_duplex=True``).
 
 Every byte the board sends is compared with the model.  Params: ``seed``,
-``divisor``, ``timeout``, ``max_burst``, ``fuzz_cases``, ``writes``,
+``divisor``, ``timeout``, ``max_burst``, ``fuzz_cases``, ``writes``, ``groups``,
 ``clock_period_ns`` (the clock started by sim.tb.start_clock_and_reset).
 """
 
@@ -39,6 +42,7 @@ class SerialHost:
         self.expected = bytearray()
         self.tx_errors = []
         self.framing_errors = 0
+        self.overruns = 0
 
     async def monitor(self):
         dut, div = self.dut, self.div
@@ -61,6 +65,11 @@ class SerialHost:
         while True:
             await RisingEdge(self.dut.framing_error)
             self.framing_errors += 1
+
+    async def count_overruns(self):
+        while True:
+            await RisingEdge(self.dut.overrun)
+            self.overruns += 1
 
     async def send(self, data, bad_stop=None, bit_ps=None):
         """Send bytes back to back; byte number ``bad_stop`` gets a 0 stop bit and
@@ -118,6 +127,7 @@ async def uart_link(dut):
     host = SerialHost(dut, div, p["timeout"])
     cocotb.start_soon(host.monitor())
     cocotb.start_soon(host.count_framing_errors())
+    cocotb.start_soon(host.count_overruns())
 
     device = hm.DeviceModel(hm.TargetModel(), max_burst=mb)
     intended = hm.TargetModel()
@@ -192,7 +202,29 @@ async def uart_link(dut):
         mismatch_frames += 2
     assert device.target == intended
 
-    # 4. fuzz ---------------------------------------------------------------------
+    # 4. pipelined WRITE groups: back to back, no waiting for the ACKs -------------------
+    pipelined_frames = 0
+    period_ps = p["clock_period_ns"] * 1000 * div
+    for g in range(p["groups"]):
+        frames = []
+        for k in range(int(rng.integers(4, 9))):
+            n = mb if k % 2 == 0 else int(rng.integers(1, mb + 1))
+            addr = int(rng.integers(0, hm.MEM_WORDS - n + 1))
+            words = [int(w) for w in rng.integers(0, 1 << 32, n, dtype=np.uint64)]
+            frames.append(L.encode_request(P.CMD_WRITE, addr, n, words,
+                                           seq=(16 * g + k) % P.SEQ_MODULO))
+            for i, w in enumerate(words):
+                intended.write(addr + i, w)
+        data = b"".join(frames)
+        bit_ps = None if g % 3 == 0 else round(period_ps * (0.98 if g % 3 == 1 else 1.02))
+        host.expected += device.feed(data)
+        await host.send(data, bit_ps=bit_ps)
+        await host.settle(f"group {g} ({len(frames)} frames, {bit_ps or period_ps} ps a bit)")
+        pipelined_frames += len(frames)
+    assert device.target == intended
+    assert host.overruns == 0, f"{host.overruns} bytes lost to overruns"
+
+    # 5. fuzz ---------------------------------------------------------------------
     cases, _, intended, rejected = hm.generate_cases(
         rng, p["fuzz_cases"], max_burst=mb, max_too_long=mb + 16, half_duplex=True,
         model=device.clone(), intended=intended)
@@ -220,7 +252,8 @@ async def uart_link(dut):
     dut._log.info("round trip %d words, %d framing cases, %d fuzz frames (%d rejected), %d bytes back",
                   written + len(intended.mem) + 2, framing_cases, frames, rejected, len(host.received))
     tb.save_outputs(round_trip_words=written + hm.MEM_WORDS + 2, fuzz_frames=frames,
-                    mismatch_frames=mismatch_frames,
+                    mismatch_frames=mismatch_frames, pipelined_frames=pipelined_frames,
+                    overruns=host.overruns,
                     framing_errors=host.framing_errors,
                     memory=np.array(words, np.uint64),
                     expected_memory=np.array(intended.mem + [intended.ctrl, intended.wcount],
