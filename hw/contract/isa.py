@@ -37,7 +37,7 @@ MLP instruction has every field of :data:`CNN_FIELDS` 0 (``y_*``, ``x_*``, ``win
 tc*b_tile_stride + k*b_k_stride]``, writes row ``i`` at ``tr*S + i + tc*tc_stride`` and
 column ``c`` at ``tr*col_tr_stride + tc*S + c``.
 
-The two *spatial levels* ``y`` and ``x`` (issue 31: convolutions and pools) each pair a tile
+The two *spatial levels* ``y`` and ``x`` (convolutions and pools) each pair a tile
 loop ``td`` with a beat loop ``kd`` that move the same operand by the same ``d_stride``:
 
 * a convolution slides its 3 x 3 window: the A word of output position ``t`` and kernel
@@ -187,14 +187,14 @@ INSTRUCTION_FIELDS: tuple[tuple[str, int], ...] = (
     )),
     ("d_g", 48),            # SGD: lr_inv * amp
     ("d_w", 32),            # SGD: decay_inv (0: no decay)
-    # issue 31 (CNN programs): the spatial levels; 0 in every MLP instruction
+    # CNN programs: the spatial levels; 0 in every MLP instruction
     ("windows", 1),         # the spatial levels' tile steps are whole windows of their beats
     ("tile_b", 1),          # the spatial levels' tile steps move B instead of A
     *_SPATIAL,
 )
 INSTRUCTION_BITS = sum(w for _, w in INSTRUCTION_FIELDS)
 _FIELD_WIDTH = dict(INSTRUCTION_FIELDS)
-#: The fields CNN programs add (issue 31): an MLP instruction has 0 in each, and a core that
+#: The fields CNN programs add: an MLP instruction has 0 in each, and a core that
 #: implements only the MLP product stops with ``op_error`` on an instruction where one is not.
 CNN_FIELDS: tuple[str, ...] = ("windows", "tile_b", *(name for name, _ in _SPATIAL))
 

@@ -1,4 +1,4 @@
-"""nitrod.compiler + nitrod.isa_model on CNNs (issue 31 stage A): compiled training steps of
+"""nitrod.compiler + nitrod.isa_model on CNNs: compiled training steps of
 conv blocks, max and average pools, decoder pools with padding and linear blocks after convs
 are bit-exact with golden's ``Network.train_step``, every weight after every step."""
 

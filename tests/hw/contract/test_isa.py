@@ -1,4 +1,4 @@
-"""hw/contract/isa.py: the program format (issue 31: the spatial levels of CNN programs)."""
+"""hw/contract/isa.py: the program format: the spatial levels of CNN programs."""
 
 import numpy as np
 import pytest

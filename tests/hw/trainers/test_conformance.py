@@ -74,7 +74,6 @@ MAIN = ("trainer", "serial")
 #: the cores that run CNN programs (RUNS_CNN) and those that refuse them, among MAIN and the
 #: ECP5 run
 CNN_MAIN = tuple(n for n in ("trainer", "trainer_ecp5", "serial") if CORES[n].cls.RUNS_CNN)
-NO_CNN = tuple(n for n in MAIN if not CORES[n].cls.RUNS_CNN)
 #: (case, core) where a core departs from the model on an instruction the compiler does not
 #: emit; strict, so a fix shows (and its entry goes)
 DIVERGES = {
@@ -158,13 +157,6 @@ def test_memory_access_while_running_or_out_of_range_is_an_error(buses, core_nam
 def test_a_divisor_no_unit_divides_by_is_an_op_error_and_writes_nothing(buses, core_name,
                                                                         case):
     c.check_bad_divisors(buses(core_name), CORES[core_name].geometry, case)
-
-
-@pytest.mark.parametrize("core_name", NO_CNN)
-@pytest.mark.parametrize("case", list(c.CNN_REFUSED))
-def test_a_cnn_instruction_is_an_op_error_and_writes_nothing(buses, core_name, case):
-    """A core that does not run CNN programs refuses their instructions."""
-    c.check_cnn_refused(buses(core_name), CORES[core_name].geometry, case)
 
 
 CNN_STEPS = [(name, net) for name, core in CORES.items() for net in core.cnn_networks]

@@ -1,4 +1,4 @@
-"""The SerialTrainer (hw/trainers/serial_trainer.py) runs CNN programs (issue 31): whole
+"""The SerialTrainer (hw/trainers/serial_trainer.py) runs CNN programs: whole
 training steps of small CNNs bit-exact with golden, every word of every memory equal to the
 NumPy machine model (nitrod/isa_model.py), cycles equal to ``SerialTrainer.program_cycles``,
 on ``lib.memory`` and on the SB_SPRAM256KA model; a conv-shaped product's partial sums beyond
