@@ -134,7 +134,7 @@ _HARDWARE_LACKS = {
 #: the spatial levels and the ops POOL, POOL_CODE and SCALE).
 CNN_CORES_NEEDED = ("CNN programs need a core with the spatial loop levels and the POOL, "
                     "POOL_CODE and SCALE ops of hw/contract/isa.py (a core class with "
-                    "RUNS_CNN: the Trainer, the SerialTrainer); this core runs MLPs only "
+                    "RUNS_CNN: the Trainer); this core runs MLPs only "
                     "(--model mlp)")
 
 

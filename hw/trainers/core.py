@@ -9,20 +9,27 @@ checks it on every core).
 
 from __future__ import annotations
 
-from amaranth import unsigned
+from amaranth import Cat, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.contract import (BUS_ADDR_WIDTH, DATA_REGIONS, INSTRUCTION_FIELDS,
+from hw.contract import (BUS_ADDR_WIDTH, CNN_FIELDS, DATA_REGIONS, INSTRUCTION_FIELDS,
                          OVERFLOW_BITS, Geometry, Reg, Region, check_geometry)
 from hw.host_bus import BusSignature
 
-__all__ = ["TrainerCore", "instruction_layout"]
+__all__ = ["TrainerCore", "instruction_layout", "uses_cnn_fields"]
 
 
 def instruction_layout() -> data.StructLayout:
     """The instruction word (``hw.contract.INSTRUCTION_FIELDS``, least significant first)."""
     return data.StructLayout({name: unsigned(width) for name, width in INSTRUCTION_FIELDS})
+
+
+def uses_cnn_fields(ins):
+    """1 when the instruction ``ins`` (a view of :func:`instruction_layout`) has a non-zero
+    field of ``hw.contract.CNN_FIELDS`` (the spatial levels: a core that does not
+    implement them, ``RUNS_CNN`` False, stops with ``op_error`` on such an instruction)."""
+    return Cat(*(getattr(ins, name) for name in CNN_FIELDS)).any()
 
 
 class TrainerCore(wiring.Component):

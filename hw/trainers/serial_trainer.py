@@ -2,41 +2,24 @@
 
 The same program format, memory map, registers and host bus as :class:`hw.trainers.trainer.Trainer`
 (hw/contract/), so the same compiler, backends and host link drive it, with the results of
-the same golden arithmetic; it runs every op and loop of hw/contract/isa.py, CNN programs
-included (:attr:`RUNS_CNN`).  It is built to fit the iCE40UP5K (5,280 logic cells, 8
-SB_MAC16, 30 EBR, 4 SPRAM), where one post-processing lane of the Trainer alone does not fit::
+the same golden arithmetic.  It is built to fit the iCE40UP5K (5,280 logic cells, 8 SB_MAC16,
+30 EBR, 4 SPRAM), where one post-processing lane of the Trainer alone does not fit::
 
     host bus --> registers, memories (PROG, ACT, WGT, ERR, CODE, LABEL), one port each
     sequencer: PROG[pc], 32 bits a cycle --> instruction register
-    per tile step of the spatial levels (ty, uy, tx, ux), per tile (tr, tc),
-    per element (i, j) of the S x S tile:
+    per tile (tr, tc), per element (i, j) of the S x S tile:
         aux read (LABEL, CODE or WGT)
-        beats (ky, kx, k): ACT word lane i, B word (WGT or ERR) lane j --> one multiplier
-            --> accumulator (the pools: ACT lane j --> running maximum)
-        POOL_CODE: the element's lane of each code word of its window rewritten
+        k loop: ACT word lane i, B word (WGT or ERR) lane j --> one multiplier --> accumulator
         handoff --> SerialPost (one serial divider) --> tile buffer, beside the next element
     per tile: S row words (and FORWARD's CODE words), with col_en S column words
 
-An element's beats take one cycle each (plus 3 to drain the read, operand and product
+An element's products take ``k_len`` cycles (plus 3 to drain the read, operand and product
 registers); its post-processing (:meth:`SerialPost.cycles`) runs while the next element's
-beats are read; the tile's writes take two cycles per word, after its last result.
-
-The walkers (the instruction's addresses, hw/contract/isa.py): the A and B walkers each keep
-the beat's word and the first words of the current ``kx`` and ``ky`` beat rows, and step with
-one adder each (the word plus ``k``'s stride, or a row's first word plus ``x``'s or ``y``'s
-stride); a tile starts them at the tile's words.  Between the tiles of the spatial levels the
-operand offset T (the tile step's A word, or B word with ``tile_b``) steps by the level's
-stride (``d_beats`` times with ``windows``), and the output offset O by ``x_out`` or
-``y_out`` at every tile and repeat step; rows, codes and columns are written at O plus the
-MLP product's offsets.  Repeats recompute their tiles (their operands are the same).
-SCALE is SerialPost's LOSS without a target (the Scaler alone); POOL and POOL_CODE read ACT
-lane j of the words ``A + i`` (row i) with B taken as 1, keep the first maximum and its beat
-number, and pass the maximum through SerialPost's BACKWARD with code PASS (the value itself);
-POOL_CODE then reads and writes back each code word of the element's window (``aux_base + A -
-a_base + i``), lane j ZERO but at the maximum's beat.  The sequence does not depend on the
-data: :meth:`program_cycles` is exact.  Instructions run one after the other, so each sees
-every write of the ones before it; within an instruction, a tile's words are written after
-all of its elements are computed (SGD reads each old weight before its tile writes it).
+products are computed; the tile's writes take two cycles per word, after its last result.
+The sequence does not depend on the data: :meth:`program_cycles` is exact.  Instructions run
+one after the other, so each sees every write of the ones before it; within an instruction, a
+tile's words are written after all of its elements are computed (SGD reads each old weight
+before its tile writes it).
 
 Memories have one port each (the UP5K's SPRAM has one; ``hw/vendor/ice40_spram.py``): the host owns
 them while the SerialTrainer is idle, the sequencer while it runs.  With
@@ -48,12 +31,12 @@ Trainer for a host that writes part of an instruction.  The other wide words (ER
 staged like the Trainer's: chunks ``0..n-2`` to a staging register, chunk ``n-1`` writes.
 
 Errors (``STATUS``): as the Trainer, ``op_error`` also for an instruction the SerialTrainer
-cannot execute exactly: an unknown op, a FORWARD, LOSS or SCALE ``divisor`` of 0 or above
-``divisor_max``, an SGD ``d_g`` of 0 or wider than ``d_g_width``, a ``d_w`` wider than
-``d_w_width``, a POOL_CODE whose ``k_len`` is not 1 (its beats are counted in 16 bits: one
-per window position, at most 255 x 255).  ``col_en`` is ignored by BACKWARD and the pools.
-``collision``, ``tile_lost`` and ``row_lost`` watch the Trainer's pipelines and are always 0
-here.  Overflow (``OVERFLOW``) as the Trainer: ``mac`` (a partial sum left ``acc_width``: the
+cannot execute exactly: an op other than FORWARD, LOSS, BACKWARD and SGD (END aside), a
+non-zero field of ``hw.contract.CNN_FIELDS`` (the spatial levels), a FORWARD or LOSS
+``divisor`` of 0 or above ``divisor_max``, an SGD ``d_g`` of 0 or wider than ``d_g_width``, a
+``d_w`` wider than ``d_w_width``.  ``collision``,
+``tile_lost`` and ``row_lost`` watch the Trainer's pipelines and are always 0 here.
+Overflow (``OVERFLOW``) as the Trainer: ``mac`` (a partial sum left ``acc_width``: the
 accumulator wraps), ``backerr`` and ``sgd`` (saturated values; hw/units/serial_post.py).
 """
 
@@ -64,11 +47,10 @@ from types import SimpleNamespace
 from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 
-from hw.contract import (ADDRESS_WIDTH, CODE_WIDTH, INSTRUCTION_BITS, INSTRUCTION_FIELDS,
-                         LEVEL_COUNT_WIDTH, PAD_LABEL, POOL_OPS, Geometry, Op, Region, ReluCode,
-                         beat_count, chunk_bits_of, chunks_of, lane_width, loop_counts)
+from hw.contract import (ADDRESS_WIDTH, CODE_WIDTH, INSTRUCTION_BITS, PAD_LABEL, Geometry, Op,
+                         Region, chunk_bits_of, chunks_of, lane_width)
 from hw.memory.single_port import SinglePortMemory
-from hw.trainers.core import TrainerCore, instruction_layout
+from hw.trainers.core import TrainerCore, instruction_layout, uses_cnn_fields
 from hw.trainers.host_port import CoreFlags, HostPort, chunk_select, memory_access
 from hw.units.serial_post import SerialPost
 
@@ -93,8 +75,6 @@ class SerialTrainer(TrainerCore):
     #: (1), the memory reads (1), the register value or the chunk of the word is registered
     #: into ``r_data`` (1)
     READ_LATENCY = 3
-    #: every op and loop of hw/contract/isa.py, CNN programs included
-    RUNS_CNN = True
     #: the memories (module paths below the core) whose read never meets a write of the same
     #: word in the same cycle: a SinglePortMemory reads only in cycles that do not write.
     #: boards/build.py tells Yosys, which otherwise emulates the old word on a collision with
@@ -139,34 +119,18 @@ class SerialTrainer(TrainerCore):
                           d_g_width=g.d_g_width, d_w_width=g.d_w_width)
 
     @classmethod
-    def post_op(cls, op: int) -> Op:
-        """The SerialPost op that post-processes ``op``'s values: SCALE is LOSS without a
-        target (the Scaler alone), the pools' maxima pass BACKWARD with code PASS (``d =
-        sat(acc)``: the value itself), the others their own."""
-        op = Op(op)
-        if op == Op.SCALE:
-            return Op.LOSS
-        if op in POOL_OPS:
-            return Op.BACKWARD
-        return op
-
-    @classmethod
     def instruction_cycles(cls, geometry: Geometry, ins: dict) -> int:
         """Cycles the instruction ``ins`` (hw.contract field dict) takes, exactly: its fetch
         (:attr:`PROG_CHUNKS` + 1), decode (1) and dispatch (1), then per tile: an element
-        reaches its handoff ``beats + 7`` cycles after it starts (ELEMENT, AUX_ADDR, AUX_READ,
-        one cycle per beat (``beat_count``: ``y_beats * x_beats * k_len``), 4 of drain; a
-        POOL_CODE element then rewrites its codes: 2 + 2 per beat); the handoff takes a
-        cycle and waits for the previous element's result, which comes ``SerialPost.cycles +
-        2`` cycles after that element's handoff (its start the cycle after, the result stored
-        at ``done``); so the elements after the first are ``max(E + 1, SerialPost.cycles +
-        2)`` apart (``E`` the cycles to the handoff), and the tile's last result is stored
-        ``SerialPost.cycles + 2`` cycles after its handoff; then 2 cycles per row word and,
-        with ``col_en``, per column word, and 1 to step to the next tile.  Between two tile
-        steps of the spatial levels (``ty, uy, tx, ux``) the walkers step in 2 cycles, plus
-        ``d_beats - 1`` for a tile step of a level with ``windows``.  ``END`` is its fetch,
-        decode and dispatch.  (An instruction that stops with ``op_error`` is not
-        modelled.)"""
+        reaches its handoff ``k_len + 7`` cycles after it starts (ELEMENT, AUX_ADDR, AUX_READ,
+        ``k_len`` products, 4 of drain); the handoff takes a cycle and waits for the previous
+        element's result, which comes ``SerialPost.cycles + 2`` cycles after that element's
+        handoff (its start the cycle after, the result stored at ``done``); so the elements
+        after the first are ``max(k_len + 8, SerialPost.cycles + 2)`` apart, and the tile's
+        last result is stored ``SerialPost.cycles + 2`` cycles after its handoff; then 2
+        cycles per row word and, with ``col_en``, per column word, and 1 to step to the next
+        tile.  ``END`` is its fetch, decode and dispatch.  (An instruction that stops with
+        ``op_error`` is not modelled.)"""
         S = geometry.side
         fetch = cls.PROG_CHUNKS + 3
         op = ins["op"]
@@ -175,21 +139,12 @@ class SerialTrainer(TrainerCore):
         post = cls.post_unit(geometry)
         post._MustUse__silence = True                  # only asked for its cycles: never
         post._divider._MustUse__silence = True         # elaborated, no "unused" warning
-        post_cycles = post.cycles(cls.post_op(op), d_w_nonzero=ins["d_w"] != 0) + 2
-        beats = beat_count(ins)
-        to_handoff = beats + 4 + cls.MAC_DRAIN
-        if op == Op.POOL_CODE:
-            to_handoff += 2 + 2 * beats
-        elements = (to_handoff + 1) + (S * S - 1) * max(to_handoff + 1, post_cycles)
-        cols = 2 * S if ins["col_en"] and op not in (Op.BACKWARD, *POOL_OPS) else 0
+        post_cycles = post.cycles(op, d_w_nonzero=ins["d_w"] != 0) + 2
+        k = ins["k_len"]
+        elements = (k + 4 + cls.MAC_DRAIN + 1) + (S * S - 1) * max(k + 8, post_cycles)
+        cols = 2 * S if ins["col_en"] and op != Op.BACKWARD else 0
         per_tile = elements + post_cycles + 2 * S + cols + 1
-        n = loop_counts(ins)
-        ny, ry, nx, rx = n["y_tiles"], n["y_repeat"], n["x_tiles"], n["x_repeat"]
-        wy = n["y_beats"] if ins["windows"] else 1
-        wx = n["x_beats"] if ins["windows"] else 1
-        steps = (2 * (ny * ry * nx * rx - 1)
-                 + (wx - 1) * ny * ry * (nx - 1) + (wy - 1) * (ny - 1))
-        return fetch + ny * ry * nx * rx * ins["tiles_r"] * ins["tiles_c"] * per_tile + steps
+        return fetch + ins["tiles_r"] * ins["tiles_c"] * per_tile
 
     @classmethod
     def program_cycles(cls, geometry: Geometry, program) -> int:
@@ -217,7 +172,7 @@ class SerialTrainer(TrainerCore):
         # the state the stages below share
         s = SimpleNamespace(
             busy=Signal(), pc=Signal(ADDRESS_WIDTH), cycles=Signal(32), retired=Signal(16),
-            done=Signal(), op_error=Signal(), too_wide=Signal(),
+            done=Signal(), op_error=Signal(),
             ovf_mac=Signal(), ovf_backerr=Signal(), ovf_sgd=Signal(),
             cur_bits=Signal(32 * self.PROG_CHUNKS),
             # the sequencer's side of each memory port (the host's while idle)
@@ -231,9 +186,6 @@ class SerialTrainer(TrainerCore):
                      self.overflow.eq(Cat(s.ovf_mac, s.ovf_backerr, s.ovf_sgd))]
         host = self._host(m, mems, s)
         self._counters(s)
-        s.code_word = mems[Region.CODE].r_data
-        s.act_word = mems[Region.ACT].r_data
-        self._walker(m, s)
         self._multiply_accumulate(m, mems, s)
         self._post_processing(m, mems, s)
         with m.If(s.busy):
@@ -287,110 +239,30 @@ class SerialTrainer(TrainerCore):
         m.d.comb += host.r_data.eq(r_data)
         return host
 
-    @property
-    def addr_width(self) -> int:
-        """Bits of the address arithmetic: the deepest data memory's.  Every address an
-        instruction reads or writes lies within its memory, so its low bits are exact modulo
-        ``2**addr_width`` whatever the (non-negative) sum's carries above them."""
-        g = self.geometry
-        return max(1, max((g.depth(r) - 1).bit_length()
-                          for r in (Region.ACT, Region.WGT, Region.ERR, Region.CODE)))
-
     def _counters(self, s):
-        """The tile, element and beat counters and the addresses derived from them: counts
-        and indices in ``ADDRESS_WIDTH`` bits, addresses and offsets in :attr:`addr_width`."""
-        S, W, L, A = self.geometry.side, ADDRESS_WIDTH, LEVEL_COUNT_WIDTH, self.addr_width
+        """The tile, element and beat counters and the addresses derived from them."""
+        S, W = self.geometry.side, ADDRESS_WIDTH
         # tiles and beats left after the current one: down-counters, so that "last" is a
         # compare with zero, not a subtraction and a compare into the next state
         s.tr_left, s.tc_left, s.k_left = Signal(W), Signal(W), Signal(W)
         s.i, s.j = Signal(range(S)), Signal(range(S))
         s.tr_s, s.tc_s = Signal(W), Signal(W)               # tr * S, tc * S
-        s.tc_off = Signal(A)                                # O + tc * tc_stride
-        s.a_tile, s.b_tile = Signal(A), Signal(A)           # the tile's first beat's words
-        s.col_tr = Signal(A)                                # col_base + O + tr*col_tr_stride
-        s.row_off = Signal(A)                               # O + tr*S + i + tc*tc_stride
+        s.tc_off = Signal(W)                                # tc * tc_stride
+        s.a_tile, s.b_tile = Signal(W), Signal(W)           # the tile's k = 0 words
+        s.col_tr = Signal(W)                                # col_base + tr * col_tr_stride
+        s.a_addr, s.b_addr = Signal(W), Signal(W)
+        s.row_off = Signal(W)                               # tr*S + i + tc*tc_stride
         s.row_idx, s.col_idx = Signal(W), Signal(W)         # tr*S + i, tc*S + j
-        s.tile_off = Signal(A)                              # O + tr*S + tc*tc_stride
-        s.wr_addr, s.code_addr = Signal(A), Signal(A)       # the tile's row or column writes
+        s.tile_off = Signal(W)                              # tr*S + tc*tc_stride
+        s.wr_addr, s.code_addr = Signal(W), Signal(W)       # the tile's row or column writes
         # the element's aux read addresses (CODE for BACKWARD, WGT for SGD), registered a
         # cycle before the reads, so that no adder sits between the sequencer and a block
         # RAM's address
-        s.aux_code_addr, s.aux_wgt_addr = Signal(A), Signal(A)
-        # the beat walkers (_walker): the A and B words of a beat; the beat levels' steps
-        # left (a level's count, down to 1: a count of 0 or 1 runs once)
-        s.a_addr, s.b_addr = Signal(A), Signal(A)
-        s.kx_left, s.ky_left = Signal(L), Signal(L)
-        s.code_delta = Signal(A)                            # aux_base - a_base
-        # the spatial levels: tile steps left (a count down to 1, as the beat levels'); the
-        # operand offset T (absolute: the tile step's A word, or B word with tile_b) and the
-        # output offset O, each also at tx = 0
-        s.ty_left, s.uy_left, s.tx_left, s.ux_left = (Signal(L, name=f"{n}_left")
-                                                      for n in ("ty", "uy", "tx", "ux"))
-        s.t_cur, s.t_y = Signal(A), Signal(A)
-        s.o_cur, s.o_y = Signal(A), Signal(A)
-        s.w_left = Signal(L)                                # a window's strides (count down)
-        s.pool = Signal()                                   # the op is POOL or POOL_CODE
-        s.restart, s.step = Signal(), Signal()              # the walkers' controls
-        s.w_y = Signal()                                    # T steps on the y level (comb)
-        s.w_y_reg = Signal()                                # ... through SPATIAL_WINDOW
-
-    @staticmethod
-    def _more(left):
-        """A level whose counter is ``left`` has steps left: ``left`` >= 2 (counters hold the
-        level's count and step down to 1; a count of 0 or 1 runs once)."""
-        return left[1:].any()
-
-    def _walker(self, m, s):
-        """The beat walkers.  Each keeps the offsets of the beat (ky, kx, k) from the
-        element's first word as three running sums, ``k``'s reset at each ``k`` wrap, ``kx``'s
-        at each ``kx`` wrap (adders with a synchronous reset: one logic cell a bit), and
-        registers the word ``base + ky offset + kx offset + k offset``, so the address is
-        one beat behind the offsets: ``restart`` zeroes the offsets (and reloads the
-        counters), each ``step`` registers the word of the offsets' beat (``A``: from
-        ``a_elem``, the tile's word plus i for the pools; ``B``: from ``b_tile``) and moves the
-        offsets to the next beat; ``addr_last`` says the registered word is the last beat's."""
-        cur, restart, step = s.cur, s.restart, s.step
-        k_wrap = s.k_left == 0
-        x_wrap = ~self._more(s.kx_left)
-        last = k_wrap & x_wrap & ~self._more(s.ky_left)
-        s.addr_last = Signal()
-        s.a_elem = Signal(self.addr_width)
-        m.d.comb += s.a_elem.eq(s.a_tile + Mux(s.pool, s.i, 0))
-        for addr, base, k_stride, x_stride, y_stride in (
-                (s.a_addr, s.a_elem, cur.a_k_stride, cur.x_stride, cur.y_stride),
-                (s.b_addr, s.b_tile, cur.b_k_stride, cur.x_b_stride, cur.y_b_stride)):
-            ok, ox, oy = (Signal.like(addr, name=f"{addr.name}_{n}") for n in ("ok", "ox", "oy"))
-            with m.If(restart):
-                m.d.sync += [ok.eq(0), ox.eq(0), oy.eq(0)]
-            with m.Elif(step):
-                m.d.sync += addr.eq(base + oy + ox + ok)
-                with m.If(~k_wrap):
-                    m.d.sync += ok.eq(ok + k_stride)
-                with m.Else():
-                    m.d.sync += ok.eq(0)
-                    with m.If(~x_wrap):
-                        m.d.sync += ox.eq(ox + x_stride)
-                    with m.Else():
-                        m.d.sync += [ox.eq(0), oy.eq(oy + y_stride)]
-        with m.If(restart):
-            m.d.sync += [s.k_left.eq(cur.k_len - 1), s.kx_left.eq(cur.x_beats),
-                         s.ky_left.eq(cur.y_beats)]
-        with m.Elif(step):
-            m.d.sync += s.addr_last.eq(last)
-            with m.If(~k_wrap):
-                m.d.sync += s.k_left.eq(s.k_left - 1)
-            with m.Else():
-                m.d.sync += s.k_left.eq(cur.k_len - 1)
-                with m.If(~x_wrap):
-                    m.d.sync += s.kx_left.eq(s.kx_left - 1)
-                with m.Else():
-                    m.d.sync += [s.kx_left.eq(cur.x_beats), s.ky_left.eq(s.ky_left - 1)]
+        s.aux_code_addr, s.aux_wgt_addr = Signal(W), Signal(W)
 
     def _multiply_accumulate(self, m, mems, s):
         """The one multiplier: ACT lane i times B lane j, accumulated over the element's
-        beats; a partial sum beyond ``acc_width`` raises OVERFLOW.mac (and wraps).  The
-        pools: ACT lane j times 1, the running maximum (replaced only by a greater value)
-        and the beat it came from."""
+        beats; a partial sum beyond ``acc_width`` raises OVERFLOW.mac (and wraps)."""
         g = self.geometry
         b_width = max(g.err_width, g.wgt_width)
         s.issuing = Signal()
@@ -402,26 +274,19 @@ class SerialTrainer(TrainerCore):
         s.acc = Signal(signed(g.acc_width))
         acc_sum = Signal(signed(g.acc_width + 1))
         s.acc_clear = Signal()
-        first = Signal()                                  # the pool's first beat
         act_word = mems[Region.ACT].r_data
         wgt_word = mems[Region.WGT].r_data
         err_word = mems[Region.ERR].r_data
         m.d.sync += [issued.eq(s.issuing), ops_valid.eq(issued), prod_valid.eq(ops_valid)]
         m.d.sync += [
-            a_op.eq(act_word.word_select(Mux(s.pool, s.j, s.i), g.act_width).as_signed()),
-            b_op.eq(Mux(s.pool, 1,
-                        Mux(s.cur.b_src, err_word.word_select(s.j, g.err_width).as_signed(),
-                            wgt_word.word_select(s.j, g.wgt_width).as_signed()))),
+            a_op.eq(act_word.word_select(s.i, g.act_width).as_signed()),
+            b_op.eq(Mux(s.cur.b_src, err_word.word_select(s.j, g.err_width).as_signed(),
+                        wgt_word.word_select(s.j, g.wgt_width).as_signed())),
             prod.eq(a_op * b_op),
         ]
         m.d.comb += acc_sum.eq(s.acc + prod)
-        greater = prod[:g.act_width].as_signed() > s.acc[:g.act_width].as_signed()
         with m.If(s.acc_clear):
-            m.d.sync += [s.acc.eq(0), first.eq(1)]
-        with m.Elif(prod_valid & s.pool):
-            m.d.sync += first.eq(0)
-            with m.If(first | greater):
-                m.d.sync += s.acc.eq(prod)
+            m.d.sync += s.acc.eq(0)
         with m.Elif(prod_valid):
             m.d.sync += s.acc.eq(acc_sum[:g.acc_width])
             with m.If(acc_sum[-1] != acc_sum[-2]):
@@ -435,9 +300,7 @@ class SerialTrainer(TrainerCore):
         An element's post-processing runs while the next element's products are computed:
         the element's aux values (read before its products) wait in ``aux_*``, and at its
         handoff the accumulator and those values move to ``post_*``, the SerialPost's inputs,
-        held until its ``done`` stores the result in the tile buffer at (post_i, post_j).
-        SCALE runs as LOSS without a target, the pools' maxima as BACKWARD with code PASS
-        (:meth:`post_op`)."""
+        held until its ``done`` stores the result in the tile buffer at (post_i, post_j)."""
         g, S = self.geometry, self.geometry.side
         cur = s.cur
         m.submodules.post = post = self.post_unit(g)
@@ -452,15 +315,7 @@ class SerialTrainer(TrainerCore):
         s.post_i, s.post_j = Signal(range(S)), Signal(range(S))
         s.post_busy = Signal()                # handed off, its result not stored yet
         s.post_start = Signal()               # the cycle after the handoff
-        post_op = Signal(3)
-        with m.Switch(cur.op):
-            with m.Case(Op.SCALE):
-                m.d.comb += post_op.eq(Op.LOSS)
-            with m.Case(*POOL_OPS):
-                m.d.comb += post_op.eq(Op.BACKWARD)
-            with m.Default():
-                m.d.comb += post_op.eq(cur.op)
-        m.d.comb += [post.op.eq(post_op), post.acc.eq(s.post_acc), post.divisor.eq(cur.divisor),
+        m.d.comb += [post.op.eq(cur.op), post.acc.eq(s.post_acc), post.divisor.eq(cur.divisor),
                      post.inv_slope.eq(cur.inv_slope), post.code.eq(s.post_code),
                      post.w_old.eq(s.post_w_old), post.d_g.eq(cur.d_g), post.d_w.eq(cur.d_w),
                      post.target.eq(s.post_target), post.zero.eq(s.post_zero),
@@ -483,19 +338,17 @@ class SerialTrainer(TrainerCore):
             with m.If(post.sgd_overflow):
                 m.d.sync += s.ovf_sgd.eq(1)
         # the aux values, from the reads of AUX_READ (WGT's word changes once the products
-        # read it); the pools have no masks, codes PASS (their value passes)
+        # read it)
         with m.If(s.aux_shown):
             label = mems[Region.LABEL].r_data
             in_range = (s.row_idx < cur.row_len) & (s.col_idx < cur.col_len)
-            loss = cur.op == Op.LOSS
-            pad = loss & (label == PAD_LABEL)
+            pad = (cur.op == Op.LOSS) & (label == PAD_LABEL)
             m.d.sync += [
-                s.aux_code.eq(Mux(s.pool, ReluCode.PASS,
-                                  mems[Region.CODE].r_data.word_select(s.j, CODE_WIDTH))),
+                s.aux_code.eq(mems[Region.CODE].r_data.word_select(s.j, CODE_WIDTH)),
                 s.aux_w_old.eq(mems[Region.WGT].r_data.word_select(s.j, g.wgt_width)
                                .as_signed()),
-                s.aux_zero.eq((~in_range | pad) & ~s.pool),
-                s.aux_target.eq(loss & (s.col_idx == label)),
+                s.aux_zero.eq(~in_range | pad),
+                s.aux_target.eq(s.col_idx == label),
             ]
 
     def _write_tile_word(self, m, s, dests, index, word, addr):
@@ -521,68 +374,42 @@ class SerialTrainer(TrainerCore):
                                  s.retired.eq(0), s.done.eq(0), fetch_n.eq(0)]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                # chunk n read while fetch_n == n, shown while fetch_n == n + 1; the bits of
-                # d_g and d_w beyond their widths are only checked (s.too_wide), not kept
+                # chunk n read while fetch_n == n, shown while fetch_n == n + 1
                 m.d.comb += s.seq_addr[Region.PROG].eq(Cat(fetch_n[:pb], s.pc))
                 m.d.sync += fetch_n.eq(fetch_n + 1)
-                with m.If(fetch_n == 0):
-                    m.d.sync += s.too_wide.eq(0)
-                word = mems[Region.PROG].r_data
-                for n, mask in enumerate(self._wide_masks()):
+                for n in range(self.PROG_CHUNKS):
                     with m.If(fetch_n == n + 1):
-                        m.d.sync += s.cur_bits.word_select(n, 32).eq(word)
-                        if mask:
-                            with m.If((word & mask).any()):
-                                m.d.sync += s.too_wide.eq(1)
+                        m.d.sync += s.cur_bits.word_select(n, 32).eq(mems[Region.PROG].r_data)
                 with m.If(fetch_n == self.PROG_CHUNKS):
                     m.d.sync += fetch_n.eq(0)
                     m.next = "DECODE"
             self._decode_and_dispatch(m, s)
             self._element_states(m, s)
             self._tile_write_states(m, s)
-            self._spatial_states(m, s)
-
-    def _wide_masks(self) -> list[int]:
-        """Per PROG chunk, the bits of ``d_g`` and ``d_w`` beyond ``d_g_width`` and
-        ``d_w_width`` (an SGD with one of them set is an op_error)."""
-        g, masks, shift = self.geometry, [0] * self.PROG_CHUNKS, 0
-        for name, width in INSTRUCTION_FIELDS:
-            keep = {"d_g": g.d_g_width, "d_w": g.d_w_width}.get(name, width)
-            for bit in range(shift + keep, shift + width):
-                masks[bit // 32] |= 1 << (bit % 32)
-            shift += width
-        return masks
 
     def _decode_and_dispatch(self, m, s):
         g, cur, op = self.geometry, s.cur, s.cur.op
         is_end, executable = Signal(), Signal()       # the decoded instruction's checks
         with m.State("DECODE"):
             valid_op = ((op == Op.FORWARD) | (op == Op.LOSS) | (op == Op.BACKWARD) |
-                        (op == Op.SGD) | (op == Op.SCALE) | (op == Op.POOL) |
-                        (op == Op.POOL_CODE))
+                        (op == Op.SGD))
             nonempty = (cur.k_len != 0) & (cur.tiles_r != 0) & (cur.tiles_c != 0)
-            scales = (op == Op.FORWARD) | (op == Op.LOSS) | (op == Op.SCALE)
+            scales = (op == Op.FORWARD) | (op == Op.LOSS)
             divisor_ok = (cur.divisor != 0) & (cur.divisor <= g.divisor_max)
-            sgd_ok = (cur.d_g[:g.d_g_width] != 0) & ~s.too_wide
-            # POOL_CODE counts its beats in 16 bits: one beat per window position
-            pool_ok = cur.k_len == 1
-            exact = ((~scales | divisor_ok) & ((op != Op.SGD) | sgd_ok)
-                     & ((op != Op.POOL_CODE) | pool_ok))
-            m.d.sync += [s.i.eq(0), s.j.eq(0),
-                         s.code_delta.eq(cur.aux_base - cur.a_base),
-                         s.pool.eq((op == Op.POOL) | (op == Op.POOL_CODE)),
-                         s.ty_left.eq(cur.y_tiles), s.uy_left.eq(cur.y_repeat),
-                         s.tx_left.eq(cur.x_tiles), s.ux_left.eq(cur.x_repeat),
-                         s.o_cur.eq(0), s.o_y.eq(0),
-                         s.t_cur.eq(Mux(cur.tile_b, cur.b_base, cur.a_base)),
-                         s.t_y.eq(Mux(cur.tile_b, cur.b_base, cur.a_base))]
+            sgd_ok = ((cur.d_g != 0) & (cur.d_g[g.d_g_width:] == 0) &
+                      (cur.d_w[g.d_w_width:] == 0))
+            exact = (~scales | divisor_ok) & ((op != Op.SGD) | sgd_ok)
+            m.d.sync += [s.tr_left.eq(cur.tiles_r - 1), s.tc_left.eq(cur.tiles_c - 1),
+                         s.i.eq(0), s.j.eq(0), s.tr_s.eq(0), s.tc_s.eq(0),
+                         s.tc_off.eq(0), s.a_tile.eq(cur.a_base), s.b_tile.eq(cur.b_base),
+                         s.col_tr.eq(cur.col_base)]
             # the checks registered, acted on in DISPATCH: the instruction register, the
             # checks and busy's enable in one cycle were too long a path on the iCE40
             m.d.sync += [is_end.eq(op == Op.END),
-                         executable.eq(valid_op & nonempty & exact & (s.pc < g.prog_depth))]
+                         executable.eq(valid_op & nonempty & exact & ~uses_cnn_fields(cur)
+                                       & (s.pc < g.prog_depth))]
             m.next = "DISPATCH"
         with m.State("DISPATCH"):
-            self._spatial_load(m, s)                # the first tile step's bases
             with m.If(is_end):
                 m.d.sync += [s.busy.eq(0), s.done.eq(1)]
                 m.next = "IDLE"
@@ -593,72 +420,36 @@ class SerialTrainer(TrainerCore):
                 m.next = "IDLE"
 
     def _element_states(self, m, s):
-        """One element of the tile: its aux reads, its beats, POOL_CODE's code pass, its
-        handoff."""
+        """One element of the tile: its aux reads, its ``k_len`` products, its handoff."""
         S, cur = self.geometry.side, s.cur
-        restart, step = s.restart, s.step
         with m.State("ELEMENT"):
             m.d.comb += s.acc_clear.eq(1)
-            m.d.sync += [s.row_idx.eq(s.tr_s + s.i), s.col_idx.eq(s.tc_s + s.j),
+            m.d.sync += [s.a_addr.eq(s.a_tile), s.b_addr.eq(s.b_tile),
+                         s.k_left.eq(cur.k_len - 1),
+                         s.row_idx.eq(s.tr_s + s.i), s.col_idx.eq(s.tc_s + s.j),
                          s.tile_off.eq(s.tr_s + s.tc_off), s.row_off.eq(s.tr_s + s.tc_off + s.i)]
             m.next = "AUX_ADDR"
         with m.State("AUX_ADDR"):
-            m.d.comb += restart.eq(1)
             m.d.sync += [s.aux_code_addr.eq(cur.aux_base + s.row_off),
                          s.aux_wgt_addr.eq(cur.row_base + s.row_off)]
             m.next = "AUX_READ"
         with m.State("AUX_READ"):
-            # the aux reads: LOSS's label, BACKWARD's code, SGD's old weight; the walkers
-            # register the first beat's words
+            # the aux reads: LOSS's label, BACKWARD's code, SGD's old weight
             m.d.comb += [s.seq_addr[Region.LABEL].eq(s.row_idx),
                          s.seq_addr[Region.CODE].eq(s.aux_code_addr),
-                         s.seq_addr[Region.WGT].eq(s.aux_wgt_addr), step.eq(1)]
+                         s.seq_addr[Region.WGT].eq(s.aux_wgt_addr)]
             m.d.sync += s.aux_shown.eq(1)
             m.next = "MAC"
         with m.State("MAC"):
-            m.d.comb += [s.issuing.eq(1), step.eq(1), s.seq_addr[Region.ACT].eq(s.a_addr),
+            m.d.comb += [s.issuing.eq(1), s.seq_addr[Region.ACT].eq(s.a_addr),
                          s.seq_addr[Region.WGT].eq(s.b_addr), s.seq_addr[Region.ERR].eq(s.b_addr)]
-            with m.If(s.addr_last):
+            m.d.sync += [s.a_addr.eq(s.a_addr + cur.a_k_stride),
+                         s.b_addr.eq(s.b_addr + cur.b_k_stride), s.k_left.eq(s.k_left - 1)]
+            with m.If(s.k_left == 0):
                 m.next = "DRAIN"
         with m.State("DRAIN"):
             with m.If(~s.draining):
-                with m.If(cur.op == Op.POOL_CODE):
-                    m.next = "CODE_START"
-                with m.Else():
-                    m.next = "HANDOFF"
-        # POOL_CODE: the window again, each beat's ACT word (lane j) and CODE word read, the
-        # CODE word written back with lane j ZERO but at the first beat whose value is the
-        # maximum (in acc)
-        g = self.geometry
-        found = Signal()
-        code_at = Signal(self.addr_width)
-        m.d.comb += code_at.eq(s.a_addr + s.code_delta)
-        with m.State("CODE_START"):
-            m.d.comb += restart.eq(1)
-            m.d.sync += found.eq(0)
-            m.next = "CODE_FIRST"
-        with m.State("CODE_FIRST"):
-            m.d.comb += step.eq(1)
-            m.next = "CODE_READ"
-        with m.State("CODE_READ"):
-            m.d.comb += [s.seq_addr[Region.ACT].eq(s.a_addr), s.seq_addr[Region.CODE].eq(code_at)]
-            m.next = "CODE_WRITE"
-        with m.State("CODE_WRITE"):
-            word = s.code_word
-            lanes = [word.word_select(jj, CODE_WIDTH) for jj in range(S)]
-            value = s.act_word.word_select(s.j, g.act_width)
-            keep = (value == s.acc[:g.act_width]) & ~found
-            with m.If(keep):
-                m.d.sync += found.eq(1)
-            m.d.comb += [s.seq_addr[Region.CODE].eq(code_at), s.seq_w_en[Region.CODE].eq(1),
-                         s.seq_w_data[Region.CODE].eq(Cat(
-                             Mux((s.j == jj) & ~keep, ReluCode.ZERO, lanes[jj])
-                             for jj in range(S))),
-                         step.eq(1)]
-            with m.If(s.addr_last):
                 m.next = "HANDOFF"
-            with m.Else():
-                m.next = "CODE_READ"
         with m.State("HANDOFF"):
             # once the previous element's result is stored, this one's post-processing
             # starts (in the next cycle) and the next element's products begin
@@ -683,13 +474,11 @@ class SerialTrainer(TrainerCore):
 
     def _tile_write_states(self, m, s):
         """The tile's writes: row i (reusing i), then with col_en column j (reusing j); then
-        the next tile, the next tile step of the spatial levels, or the next instruction."""
+        the next tile, or the next instruction."""
         g, S, cur, op = self.geometry, self.geometry.side, s.cur, s.cur.op
         dest = {Op.FORWARD: Region.ACT, Op.LOSS: Region.ERR, Op.BACKWARD: Region.ERR,
-                Op.SGD: Region.WGT, Op.SCALE: Region.ACT, Op.POOL: Region.ACT,
-                Op.POOL_CODE: Region.ACT}
-        col_dest = {Op.FORWARD: Region.ACT, Op.LOSS: Region.ACT, Op.SGD: Region.WGT,
-                    Op.SCALE: Region.ACT}
+                Op.SGD: Region.WGT}
+        col_dest = {Op.FORWARD: Region.ACT, Op.LOSS: Region.ACT, Op.SGD: Region.WGT}
 
         def row_word(r, ii):
             return Cat(v[:lane_width(g, r)] for v in s.vals[ii])
@@ -711,7 +500,7 @@ class SerialTrainer(TrainerCore):
                 m.next = "ROW_ADDR"
             with m.Else():
                 m.d.sync += s.i.eq(0)
-                with m.If(cur.col_en & (op != Op.BACKWARD) & ~s.pool):
+                with m.If(cur.col_en & (op != Op.BACKWARD)):
                     m.next = "COL_ADDR"
                 with m.Else():
                     m.next = "NEXT_TILE"
@@ -726,8 +515,6 @@ class SerialTrainer(TrainerCore):
             with m.Else():
                 m.d.sync += s.j.eq(0)
                 m.next = "NEXT_TILE"
-        spatial_more = (self._more(s.ty_left) | self._more(s.uy_left) | self._more(s.tx_left)
-                        | self._more(s.ux_left))
         with m.State("NEXT_TILE"):
             with m.If(s.tc_left != 0):
                 m.d.sync += [s.tc_left.eq(s.tc_left - 1), s.tc_s.eq(s.tc_s + S),
@@ -735,73 +522,13 @@ class SerialTrainer(TrainerCore):
                              s.b_tile.eq(s.b_tile + cur.b_tile_stride)]
                 m.next = "ELEMENT"
             with m.Else():
-                m.d.sync += [s.tc_left.eq(cur.tiles_c - 1), s.tc_s.eq(0), s.tc_off.eq(s.o_cur),
-                             s.b_tile.eq(Mux(cur.tile_b, s.t_cur, cur.b_base)),
-                             s.tr_left.eq(s.tr_left - 1),
+                m.d.sync += [s.tc_left.eq(cur.tiles_c - 1), s.tc_s.eq(0), s.tc_off.eq(0),
+                             s.b_tile.eq(cur.b_base), s.tr_left.eq(s.tr_left - 1),
                              s.tr_s.eq(s.tr_s + S),
                              s.a_tile.eq(s.a_tile + cur.a_tile_stride),
                              s.col_tr.eq(s.col_tr + cur.col_tr_stride)]
                 with m.If(s.tr_left != 0):
                     m.next = "ELEMENT"
-                with m.Elif(spatial_more):
-                    m.next = "SPATIAL_STEP"
                 with m.Else():
                     m.d.sync += [s.pc.eq(s.pc + 1), s.retired.eq(s.retired + 1)]
                     m.next = "FETCH"
-
-    def _spatial_states(self, m, s):
-        """The next tile step of the spatial levels (``ty, uy, tx, ux``, the innermost that
-        has steps left): the output offset O steps by ``x_out`` (or, at a ``y`` step, O and
-        its row start by ``y_out``), the operand offset T by the level's ``stride`` at a
-        tile step (``d_beats`` times with ``windows``: ``SPATIAL_WINDOW``), back to its row
-        start at a ``y`` repeat; then the tile's bases from them."""
-        cur = s.cur
-        t_next = Signal.like(s.t_cur)
-        m.d.comb += t_next.eq(Mux(s.w_y, s.t_y, s.t_cur)
-                              + Mux(s.w_y, cur.y_stride, cur.x_stride))
-        o_x, o_y = s.o_cur + cur.x_out, s.o_y + cur.y_out
-        windows_x = Mux(cur.windows, cur.x_beats, 0)
-        windows_y = Mux(cur.windows, cur.y_beats, 0)
-        with m.State("SPATIAL_STEP"):
-            with m.If(self._more(s.ux_left)):                 # x repeat
-                m.d.sync += [s.ux_left.eq(s.ux_left - 1), s.o_cur.eq(o_x), s.w_left.eq(0)]
-                m.next = "SPATIAL_WINDOW"
-            with m.Elif(self._more(s.tx_left)):               # x tile step
-                m.d.sync += [s.tx_left.eq(s.tx_left - 1), s.ux_left.eq(cur.x_repeat),
-                             s.o_cur.eq(o_x), s.t_cur.eq(t_next), s.w_left.eq(windows_x)]
-                m.next = "SPATIAL_WINDOW"
-            with m.Elif(self._more(s.uy_left)):               # y repeat
-                m.d.sync += [s.uy_left.eq(s.uy_left - 1), s.tx_left.eq(cur.x_tiles),
-                             s.ux_left.eq(cur.x_repeat),
-                             s.o_y.eq(o_y), s.o_cur.eq(o_y), s.t_cur.eq(s.t_y),
-                             s.w_left.eq(0)]
-                m.next = "SPATIAL_WINDOW"
-            with m.Else():                                    # y tile step
-                m.d.comb += s.w_y.eq(1)
-                m.d.sync += [s.ty_left.eq(s.ty_left - 1), s.uy_left.eq(cur.y_repeat),
-                             s.tx_left.eq(cur.x_tiles), s.ux_left.eq(cur.x_repeat),
-                             s.o_y.eq(o_y), s.o_cur.eq(o_y), s.w_left.eq(windows_y),
-                             s.t_y.eq(t_next), s.t_cur.eq(t_next), s.w_y_reg.eq(1)]
-                m.next = "SPATIAL_WINDOW"
-        with m.State("SPATIAL_WINDOW"):
-            # a window's further strides (none without windows, nor after a repeat step);
-            # then the tile step's first tile
-            with m.If(self._more(s.w_left)):
-                m.d.comb += s.w_y.eq(s.w_y_reg)
-                m.d.sync += [s.w_left.eq(s.w_left - 1), s.t_cur.eq(t_next)]
-                with m.If(s.w_y_reg):
-                    m.d.sync += s.t_y.eq(t_next)
-            with m.Else():
-                m.d.sync += s.w_y_reg.eq(0)
-                self._spatial_load(m, s)
-                m.next = "ELEMENT"
-
-    def _spatial_load(self, m, s):
-        """A tile step's first tile: A or B from T (``tile_b``), the rows and columns from O,
-        the tile loops from their first tile."""
-        cur = s.cur
-        m.d.sync += [s.a_tile.eq(Mux(cur.tile_b, cur.a_base, s.t_cur)),
-                     s.b_tile.eq(Mux(cur.tile_b, s.t_cur, cur.b_base)),
-                     s.col_tr.eq(cur.col_base + s.o_cur), s.tc_off.eq(s.o_cur),
-                     s.tr_left.eq(cur.tiles_r - 1), s.tc_left.eq(cur.tiles_c - 1),
-                     s.tr_s.eq(0), s.tc_s.eq(0)]

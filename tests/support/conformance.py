@@ -15,6 +15,9 @@ the command line uses (nitrod/backends.py):
 * :func:`check_access_errors`: accesses beyond a memory and unknown ops are errors;
 * :func:`check_bad_divisors`: an instruction whose divisor the units cannot divide by stops
   the program with ``op_error`` and writes nothing;
+* :func:`check_cnn_refused`: on a core that does not run CNN programs (``RUNS_CNN`` False),
+  an instruction of a CNN program (a CNN op, a non-zero field of ``hw.contract.CNN_FIELDS``)
+  stops the program with ``op_error`` and writes nothing.
 
 On the cores that run CNN programs (``RUNS_CNN``):
 
@@ -45,7 +48,7 @@ from nitrod.isa_model import IsaError, IsaMachine
 
 __all__ = ["NETWORKS", "network_id", "check_steps", "check_overflow", "check_mac_overflow",
            "check_loss_padding", "check_access_errors", "check_bad_divisors", "instruction",
-           "BAD_DIVISORS", "CNN_NETWORKS", "cnn_spec",
+           "BAD_DIVISORS", "CNN_REFUSED", "check_cnn_refused", "CNN_NETWORKS", "cnn_spec",
            "cnn_cycle_bound", "check_cnn_steps", "CNN_OPS", "check_cnn_instructions",
            "POOL_CASES", "check_pools", "CNN_STILL_REFUSED", "check_cnn_still_refused",
            "check_cnn_mac_overflow"]
@@ -327,6 +330,36 @@ def check_bad_divisors(bus, g, case: str):
             instruction(op=Op.END)]
     with pytest.raises(IsaError):
         IsaMachine(g).run(prog)
+    backend._write_words(Region.PROG, 0, [pack_instruction(i) for i in prog])
+    with pytest.raises(AcceleratorError, match="op_error"):
+        backend.run_program()
+    assert backend.read_reg(Reg.RETIRED) == 0
+    for r in regions:
+        assert backend._read_words(r, 0, 8) == list(range(1, 9)), r.name
+    backend.write_reg(Reg.CONTROL, Control.CLEAR)
+    assert backend.read_reg(Reg.STATUS) == 1 << isa.STATUS_BITS["done"]
+
+
+#: instructions of CNN programs that a core without RUNS_CNN refuses: (ids, their
+#: fields)
+CNN_REFUSED = {
+    "pool": dict(op=Op.POOL, windows=1, y_beats=2, y_stride=1),
+    "pool-code": dict(op=Op.POOL_CODE),
+    "scale": dict(op=Op.SCALE, divisor=4),
+    "forward-y-tiles": dict(op=Op.FORWARD, divisor=1, inv_slope=4, y_tiles=2, y_out=8),
+    "loss-x-beats": dict(op=Op.LOSS, divisor=1, x_beats=2, x_stride=1),
+    "backward-tile-b": dict(op=Op.BACKWARD, inv_slope=4, tile_b=1),
+    "sgd-x-repeat": dict(op=Op.SGD, d_g=3, b_src=1, x_repeat=2, x_out=8),
+}
+
+
+def check_cnn_refused(bus, g, case: str):
+    """The instruction ``CNN_REFUSED[case]`` stops the program with ``op_error`` before it
+    retires and writes nothing (a core that does not run CNN programs)."""
+    backend = _raw_backend(bus, g, max_cycles=10_000)
+    regions = (Region.ACT, Region.WGT, Region.ERR)
+    backend._write_blocks([(r, 0, list(range(1, 9))) for r in regions])
+    prog = [instruction(row_base=0, col_base=0, **CNN_REFUSED[case]), instruction(op=Op.END)]
     backend._write_words(Region.PROG, 0, [pack_instruction(i) for i in prog])
     with pytest.raises(AcceleratorError, match="op_error"):
         backend.run_program()

@@ -1,10 +1,10 @@
 """Every trainer core passes the conformance suite (tests/support/conformance.py): whole
 training steps bit-exact with golden, memories equal to the machine model, cycles equal to the
 cycle model where the core has one, overflow flags, LOSS padding, refused accesses and
-instructions.  The cores that run CNN programs (``RUNS_CNN``: the Trainer and the
-SerialTrainer) also pass the CNN checks (whole CNN steps, random instructions with the spatial
-levels, the pools against NumPy, a conv product's overflow, impossible CNN instructions
-refused); a core without ``RUNS_CNN`` would refuse every CNN instruction.
+instructions.  The cores that run CNN programs (``RUNS_CNN``: the Trainer) also pass the CNN
+checks (whole CNN steps, random instructions with the spatial levels, the pools against NumPy,
+a conv product's overflow, impossible CNN instructions refused); a core without ``RUNS_CNN``
+(the SerialTrainer) refuses every CNN instruction.
 
 The cores: the Trainer (a 4 x 4 array, memories in banks of 32 words so that every read path
 crosses bank boundaries, a 40-bit accumulator (and SGD divisor) so that an overflow takes few
@@ -64,34 +64,21 @@ CORES = {core.name: core for core in (
     # a one-row FIFO: the front waits for a credit before every row (slower, not different)
     Core("trainer_fifo1", lambda: Trainer(TRAINER, bank_depth=BANK_DEPTH, fifo_depth=1),
          Trainer, TRAINER, networks=(1,), cycle_factor=40, cnn_networks=("c3-a-c5",)),
-    Core("serial", lambda: SerialTrainer(SERIAL), SerialTrainer, SERIAL,
-         cnn_networks=("c3-a-c5", "c3-p-c5-l3-small")),
+    Core("serial", lambda: SerialTrainer(SERIAL), SerialTrainer, SERIAL),
     Core("serial_spram", lambda: SerialTrainer(SERIAL, memory_block="spram"), SerialTrainer,
-         SERIAL, networks=(0, 2), cnn_networks=("c3-p-c5-l3-small",)),
+         SERIAL, networks=(0, 2)),
 )}
 #: the cores every check runs on (the variants above run the whole steps)
 MAIN = ("trainer", "serial")
 #: the cores that run CNN programs (RUNS_CNN) and those that refuse them, among MAIN and the
 #: ECP5 run
 CNN_MAIN = tuple(n for n in ("trainer", "trainer_ecp5", "serial") if CORES[n].cls.RUNS_CNN)
-#: (case, core) where a core departs from the model on an instruction the compiler does not
-#: emit; strict, so a fix shows (and its entry goes)
-DIVERGES = {
-    ("scale", "serial"): "the SerialTrainer's SCALE with windows and tile_b writes other ACT "
-                         "values than the model (the compiler's SCALE has no tile_b)",
-    ("pool_code", "serial"): "the SerialTrainer stops a POOL_CODE whose k_len is not 1 with "
-                             "op_error (hw/trainers/serial_trainer.py; the compiler's has 1)",
-    ("pool-code-col-en", "serial"): "the SerialTrainer ignores col_en on a pool "
-                                    "(hw/trainers/serial_trainer.py) instead of op_error",
-}
+NO_CNN = tuple(n for n in MAIN if not CORES[n].cls.RUNS_CNN)
 
 
 def _cases(cases, cores):
-    """``(core, case)`` parameters of every core and case, the :data:`DIVERGES` ones xfail."""
-    return [pytest.param(core, case, id=f"{case}-{core}",
-                         marks=[pytest.mark.xfail(reason=DIVERGES[case, core], strict=True)]
-                         if (case, core) in DIVERGES else [])
-            for core in cores for case in cases]
+    """``(core, case)`` parameters of every core and case."""
+    return [pytest.param(core, case, id=f"{case}-{core}") for core in cores for case in cases]
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +144,13 @@ def test_memory_access_while_running_or_out_of_range_is_an_error(buses, core_nam
 def test_a_divisor_no_unit_divides_by_is_an_op_error_and_writes_nothing(buses, core_name,
                                                                         case):
     c.check_bad_divisors(buses(core_name), CORES[core_name].geometry, case)
+
+
+@pytest.mark.parametrize("core_name", NO_CNN)
+@pytest.mark.parametrize("case", list(c.CNN_REFUSED))
+def test_a_cnn_instruction_is_an_op_error_and_writes_nothing(buses, core_name, case):
+    """A core that does not run CNN programs refuses their instructions."""
+    c.check_cnn_refused(buses(core_name), CORES[core_name].geometry, case)
 
 
 CNN_STEPS = [(name, net) for name, core in CORES.items() for net in core.cnn_networks]
