@@ -323,13 +323,20 @@ BAD_DIVISORS = {
 def check_bad_divisors(bus, g, case: str):
     """The instruction ``BAD_DIVISORS[case]`` stops the program with ``op_error`` before it
     retires and writes nothing (the model refuses it too)."""
+    fields = BAD_DIVISORS[case](g)
+    with pytest.raises(IsaError):
+        IsaMachine(g).run([instruction(row_base=0, col_base=0, **fields),
+                           instruction(op=Op.END)])
+    _check_refused(bus, g, fields)
+
+
+def _check_refused(bus, g, fields: dict):
+    """The instruction of ``fields`` stops the program with ``op_error`` before it retires,
+    writes nothing, and CLEAR leaves the core ready."""
     backend = _raw_backend(bus, g, max_cycles=10_000)
     regions = (Region.ACT, Region.WGT, Region.ERR)
     backend._write_blocks([(r, 0, list(range(1, 9))) for r in regions])
-    prog = [instruction(row_base=0, col_base=0, **BAD_DIVISORS[case](g)),
-            instruction(op=Op.END)]
-    with pytest.raises(IsaError):
-        IsaMachine(g).run(prog)
+    prog = [instruction(row_base=0, col_base=0, **fields), instruction(op=Op.END)]
     backend._write_words(Region.PROG, 0, [pack_instruction(i) for i in prog])
     with pytest.raises(AcceleratorError, match="op_error"):
         backend.run_program()
@@ -356,18 +363,7 @@ CNN_REFUSED = {
 def check_cnn_refused(bus, g, case: str):
     """The instruction ``CNN_REFUSED[case]`` stops the program with ``op_error`` before it
     retires and writes nothing (a core that does not run CNN programs)."""
-    backend = _raw_backend(bus, g, max_cycles=10_000)
-    regions = (Region.ACT, Region.WGT, Region.ERR)
-    backend._write_blocks([(r, 0, list(range(1, 9))) for r in regions])
-    prog = [instruction(row_base=0, col_base=0, **CNN_REFUSED[case]), instruction(op=Op.END)]
-    backend._write_words(Region.PROG, 0, [pack_instruction(i) for i in prog])
-    with pytest.raises(AcceleratorError, match="op_error"):
-        backend.run_program()
-    assert backend.read_reg(Reg.RETIRED) == 0
-    for r in regions:
-        assert backend._read_words(r, 0, 8) == list(range(1, 9)), r.name
-    backend.write_reg(Reg.CONTROL, Control.CLEAR)
-    assert backend.read_reg(Reg.STATUS) == 1 << isa.STATUS_BITS["done"]
+    _check_refused(bus, g, CNN_REFUSED[case])
 
 
 # --- CNN programs: the cores whose class says RUNS_CNN ---------------------------------------
