@@ -263,12 +263,7 @@ def train_on_accelerator(args, kind: str) -> int:
         m = extra()
         if out:
             write_files_atomically(out, {"metrics.json": json.dumps(m, indent=2).encode()})
-        print(f"stopped after {m['steps']} steps (--steps); mismatches "
-              f"{m['mismatches'] if m['checked'] else 'not checked'}; "
-              f"{m['cycles_per_batch']:.0f} cycles/batch ({m['cycles_over_bound']:.3f}x the "
-              f"bound {m['cycles_lower_bound_per_batch']:.0f}), MAC utilisation "
-              f"{m['mac_utilisation']:.3f}, {m['sim_cycles_per_second'] / 1e3:.0f} k simulated "
-              f"cycles/s")
+        print(f"stopped after {m['steps']} steps (--steps); {_run_summary(m)}")
         return 0
     except _Mismatch:
         f = state["first"]
@@ -288,10 +283,7 @@ def train_on_accelerator(args, kind: str) -> int:
         if out:
             write_files_atomically(out, {"metrics.json": json.dumps(m, indent=2).encode()})
     print(f"best test accuracy {100 * m['best_test_accuracy']:.2f}% (epoch {m['best_epoch']}); "
-          f"mismatches {m['mismatches'] if m['checked'] else 'not checked'}; "
-          f"{m['cycles_per_batch']:.0f} cycles/batch ({m['cycles_over_bound']:.3f}x the bound), "
-          f"MAC utilisation {m['mac_utilisation']:.3f}, "
-          f"{m['sim_cycles_per_second'] / 1e3:.0f} k simulated cycles/s")
+          f"{_run_summary(m)}")
     if out:
         print(f"wrote {out}/metrics.json, learning_curves.png, checkpoint.npz")
     return 0
@@ -331,3 +323,12 @@ def _replay_with_waves(spec, args, geometry, snap, out, index):
         shutil.move(str(vcd), dest)
     print(f"waveform of batch {index}: {dest or vcd} (replay {'identical' if same else 'DIFFERS'})")
     return {"batch": index, "file": str(dest or vcd), "replay_identical": same}
+
+
+def _run_summary(m: dict) -> str:
+    """A simulated run's check and speed in one line (``nitrod sim``'s last line)."""
+    return (f"mismatches {m['mismatches'] if m['checked'] else 'not checked'}; "
+            f"{m['cycles_per_batch']:.0f} cycles/batch ({m['cycles_over_bound']:.3f}x the bound "
+            f"{m['cycles_lower_bound_per_batch']:.0f}), MAC utilisation "
+            f"{m['mac_utilisation']:.3f}, {m['sim_cycles_per_second'] / 1e3:.0f} k simulated "
+            f"cycles/s")

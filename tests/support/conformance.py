@@ -99,6 +99,22 @@ def _clear(backend):
         backend._write_words(region, 0, [0] * g.depth(region))
 
 
+def _check_step(where, backend, net, yhat, want, retired, model):
+    """After a training step: every weight equals golden's, the predictions equal golden's,
+    the core retired the model's instructions, and every word of every memory, padding
+    included, equals the NumPy machine model's."""
+    got = backend.weights()
+    for name, w in net.weights().items():
+        bad = np.argwhere(got[name] != w)
+        assert len(bad) == 0, (f"{where}: {name}{tuple(bad[0])} is "
+                               f"{got[name][tuple(bad[0])]}, golden {w[tuple(bad[0])]}")
+    assert np.array_equal(yhat, want), where
+    assert backend.read_reg(Reg.RETIRED) == retired, where
+    for region in MEMORIES:
+        diff = np.argwhere(_image(backend, region) != model.mem[region])
+        assert len(diff) == 0, f"{where}: {region.name} {tuple(diff[0])} differs from the model"
+
+
 def check_steps(bus, net_cfg, geometry, cycle_factor=1, cycle_bound=None, program_cycles=None):
     """``cycle_bound(stats)``: the most cycles a step of the model's ``RunStats`` may take
     (default: ``cycle_factor`` times the beats plus 160 per instruction);
@@ -133,17 +149,7 @@ def check_steps(bus, net_cfg, geometry, cycle_factor=1, cycle_bound=None, progra
         backend.max_cycles = bound + 1_000   # + bus cycles
         yhat = backend.train_step(x, target, lr_inv)
         want = net.train_step(x.reshape(m, 1, 1, k), target, lr_inv)
-        got = backend.weights()
-        for name, w in net.weights().items():
-            bad = np.argwhere(got[name] != w)
-            assert len(bad) == 0, (f"{where}: {name}{tuple(bad[0])} is "
-                                   f"{got[name][tuple(bad[0])]}, golden {w[tuple(bad[0])]}")
-        assert np.array_equal(yhat, want), where
-        assert backend.read_reg(Reg.RETIRED) == stats.retired, where
-        # every word of every memory, padding included, equals the NumPy Trainer model
-        for region in MEMORIES:
-            diff = np.argwhere(_image(backend, region) != model.mem[region])
-            assert len(diff) == 0, f"{where}: {region.name} {tuple(diff[0])} differs from the model"
+        _check_step(where, backend, net, yhat, want, stats.retired, model)
         # cycles: the engine's beats plus a bounded per-instruction overhead
         cycles = backend.last_cycles
         assert stats.beats <= cycles <= bound, (where, cycles)
@@ -439,16 +445,7 @@ def check_cnn_steps(bus, cfg, geometry, cycle_bound=None, program_cycles=None):
         backend.run_program()
         yhat = plan.unpack_yhat(backend._read_words, labels)
         want = net.train_step(x, one_hot(labels, classes), lr_inv)
-        got = backend.weights()
-        for name, w in net.weights().items():
-            bad = np.argwhere(got[name] != w)
-            assert len(bad) == 0, (f"{where}: {name}{tuple(bad[0])} is "
-                                   f"{got[name][tuple(bad[0])]}, golden {w[tuple(bad[0])]}")
-        assert np.array_equal(yhat, want), where
-        assert backend.read_reg(Reg.RETIRED) == stats.retired, where
-        for region in MEMORIES:
-            diff = np.argwhere(_image(backend, region) != model.mem[region])
-            assert len(diff) == 0, f"{where}: {region.name} {tuple(diff[0])} differs from the model"
+        _check_step(where, backend, net, yhat, want, stats.retired, model)
         cycles = backend.last_cycles
         if exact is not None:
             assert cycles == exact, (where, cycles)
