@@ -171,7 +171,9 @@ class _Line:
     async def quiet(self, cycles: int) -> None:
         """Nothing to play, no byte in progress: run up to ``cycles`` cycles, stopping early
         (at the next falling clock edge) if ``tx`` falls."""
-        if cycles <= self.window:
+        # ``tx`` low already: it fell at the last rising edge, after the recorder's sample
+        # of that edge, so no edge is left to wait for: the next window records the start bit.
+        if cycles <= self.window or not self.dut.tx.value:
             await self.step(cycles)
             return
         start = self.cycle()
