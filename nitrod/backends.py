@@ -136,9 +136,10 @@ class AcceleratorBackend:
             self._write_words(Region.PROG, 0, words)
             self._program_key = key
 
-    def run_program(self) -> int:
-        """Start the program at PROG_START 0 and wait for the end; returns its cycles."""
-        self.write_reg(Reg.PROG_START, 0)
+    def run_program(self, start: int = 0) -> int:
+        """Start the program at instruction ``start`` and wait for the end; returns its
+        cycles."""
+        self.write_reg(Reg.PROG_START, int(start))
         self.write_reg(Reg.CONTROL, Control.START)
         try:
             self.bus.wait_reg(REGS | Reg.STATUS, 1 << STATUS_BITS["busy"], 0,
@@ -183,6 +184,34 @@ class AcceleratorBackend:
         self._load_program(lr_inv, m)
         self.run_program()
         return self.plan.unpack_yhat(self._read_words, labels)
+
+    def profile_step(self, x, target, lr_inv: int) -> tuple[np.ndarray, list[int]]:
+        """:meth:`train_step` run one instruction at a time (the same result): the program
+        written with an END after each instruction, each run from its own start.  Returns the
+        predictions and each instruction's cycles (its run's, less a lone END's)."""
+        from nitrod.compiler import CompileError
+
+        x, target = np.asarray(x), np.asarray(target)
+        labels = target.argmax(axis=1)
+        m = len(x)
+        body = self.plan.program(lr_inv, m)[:-1]
+        if 2 * len(body) > self.geometry.prog_depth:
+            raise CompileError(f"profiling a step of {len(body)} instructions needs "
+                               f"{2 * len(body)} program words; PROG holds "
+                               f"{self.geometry.prog_depth}")
+        end = isa.pack_instruction(isa.empty_instruction(isa.Op.END))
+        words = [w for ins in body for w in (isa.pack_instruction(ins), end)]
+        self._write_blocks(self.plan.pack_batch(x, labels))
+        self._write_words(Region.PROG, 0, words)
+        self._program_key = None
+        lone_end = self.run_program(1)
+        self.total_cycles -= lone_end
+        cycles = []
+        for i in range(len(body)):
+            cycles.append(self.run_program(2 * i) - lone_end)
+            self.total_cycles -= lone_end
+        self.last_cycles = sum(cycles)
+        return self.plan.unpack_yhat(self._read_words, labels), cycles
 
     def close(self) -> None:
         close = getattr(self.bus, "close", None)

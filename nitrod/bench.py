@@ -69,14 +69,49 @@ def _bench_run(args, spec, geometry, server: str) -> tuple[dict, str]:
             x = rng.integers(-127, 128, size=(args.batch, *shape)).astype(np.int8)
             y = rng.integers(0, args.classes, size=args.batch)
             backend.train_step(x, one_hot(y, args.classes), 512)
+        m = stats.metrics()
+        x = rng.integers(-127, 128, size=(args.batch, *shape)).astype(np.int8)
+        y = rng.integers(0, args.classes, size=args.batch)
+        _, cycles = backend.profile_step(x, one_hot(y, args.classes), 512)
+        m["profile"] = _profile(backend.plan, args.batch, cycles, backend.mac_elements)
     finally:
         backend.close()
-    m = stats.metrics()
     m["simulator_start_seconds"] = start
     m["mac_elements"] = backend.mac_elements
     m["sim_server"] = backend.bus.server
     m["step_cycles"] = list(stats.cycles)
     return m, core_name(backend)
+
+
+def _profile(plan, batch: int, cycles: list[int], macs: int) -> dict:
+    """Per product (nitrod.compiler.PRODUCTS): the cycles of its instructions run one at a
+    time, its useful MACs and its lower bound (useful MACs / MAC elements)."""
+    from nitrod.compiler import PRODUCTS
+
+    useful = plan.product_macs(batch)
+    out = {p: {"instructions": 0, "cycles": 0, "useful_macs": useful[p],
+               "bound": useful[p] / macs} for p in PRODUCTS}
+    for product, c in zip(plan.instruction_products(batch), cycles, strict=True):
+        out[product]["instructions"] += 1
+        out[product]["cycles"] += c
+    return {"products": out, "instruction_cycles": list(cycles)}
+
+
+def _print_profile(m: dict) -> None:
+    prof = m.get("profile")
+    if not prof:
+        return
+    total = sum(prof["instruction_cycles"])
+    print(f"  per product            (its instructions run one at a time: {total:,} cycles "
+          f"in all)")
+    print(f"    {'product':<16} {'instr':>5} {'cycles':>11} {'share':>6} {'bound':>11} "
+          f"{'utilisation':>11}")
+    for name, p in prof["products"].items():
+        if not p["instructions"]:
+            continue
+        util = p["bound"] / p["cycles"] if p["cycles"] else 0.0
+        print(f"    {name:<16} {p['instructions']:>5} {p['cycles']:>11,} "
+              f"{p['cycles'] / total:>6.1%} {p['bound']:>11,.0f} {util:>11.3f}")
 
 
 def _link_model(args, spec, geometry, cycles_per_batch: float, macs: int):
@@ -221,6 +256,7 @@ def cmd_bench_sim(args) -> int:
           f"(useful MACs / MAC elements)")
     print(f"  cycles / bound         {m['cycles_over_bound']:.3f}")
     print(f"  MAC utilisation        {m['mac_utilisation']:.3f}")
+    _print_profile(m)
     for server, r in runs.items():
         print(f"  simulated cycles/s     {r['sim_cycles_per_second']:.0f}  ({server} server, "
               f"{r['sim_seconds']:.2f} s for {r['steps']} steps; started in "

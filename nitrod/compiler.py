@@ -111,7 +111,14 @@ from hw.contract import (ADDRESS_WIDTH, ONE_HOT_VALUE, PAD_LABEL, POOL_OPS, RELU
                          pack_instruction, pack_lanes, signed_range, tile_count, unpack_lanes)
 
 __all__ = ["compile_network", "Plan", "Allocation", "CompileError", "DoesNotFit",
-           "hardware_refusal", "HARDWARE_QUIRKS", "CNN_CORES_NEEDED"]
+           "hardware_refusal", "HARDWARE_QUIRKS", "CNN_CORES_NEEDED", "PRODUCTS"]
+
+#: What each instruction of a step computes, in the order a block runs them: a block's
+#: forward product (conv or linear); the local classifiers' and the output layer's products
+#: (predictions -> errors); the errors back through a local classifier; the local
+#: classifiers' and the output layer's weight updates; a block's weight update; the pools
+#: (between blocks and the decoder's; no useful MACs).
+PRODUCTS = ("forward", "loss", "backward", "classifier sgd", "block sgd", "pool")
 
 #: Instruction address/stride fields are ADDRESS_WIDTH bits.
 ADDR_LIMIT = 1 << ADDRESS_WIDTH
@@ -421,6 +428,14 @@ class Plan:
         product runs over the whole padded batch ``Mp`` (one program for any batch).
         ``check``: validate every field (``DoesNotFit`` names the first that does not fit).
         """
+        return self._program(lr_inv, m, check)[0]
+
+    def instruction_products(self, m: int | None = None) -> list[str]:
+        """The product (one of :data:`PRODUCTS`) each instruction of ``program(lr_inv, m)``
+        computes, END excluded."""
+        return self._program(1, m, False)[1]
+
+    def _program(self, lr_inv, m, check):
         g, s, mp, c = self.geometry, self.side, self.padded_batch, self.classes
         lr_inv = int(lr_inv)
         if lr_inv < 1:
@@ -437,7 +452,8 @@ class Plan:
             raise DoesNotFit(f"d_g = lr_inv * amp = {lr_inv} * {amp_max} = {lr_inv * amp_max:,} "
                              f"needs more than the trainer's {g.d_g_width} bits (D_G_WIDTH)")
         spec = self.spec
-        prog = []
+        prog, products = [], []
+        product = [None]          # what the instructions emitted next compute
 
         def level(d, tiles=1, repeat=1, beats=1, stride=0, b_stride=0, out=0):
             """The fields of spatial level ``d``; a level that runs once is all 0."""
@@ -457,6 +473,7 @@ class Plan:
             except ValueError as exc:
                 raise DoesNotFit(f"instruction {len(prog)} ({Op(op).name}): {exc}") from None
             prog.append(ins)
+            products.append(product[0])
 
         e_sm, e_fm = self._base("e_sm"), (self._base("e_fm") if self.blocks else 0)
         d_sm = self._base("d_sm") if self.blocks else 0
@@ -467,20 +484,25 @@ class Plan:
             if st.kind == "output":
                 src = self.grids[st.src]
                 w = self._base("output")
+                product[0] = "loss"
                 self._flat_product(emit, level, Op.LOSS, src, self._fm(st.src), w, st.n, e_sm,
                                    None, divisor=src.features, **common)
+                product[0] = "classifier sgd"
                 self._flat_sgd(emit, level, src, self._sm(st.src), e_sm, w, None, st.n,
                                d_g=lr_inv, d_w=spec.subnet_decay_inv, **common)
             elif st.kind in ("max", "avg"):
+                product[0] = "pool"
                 self._pool(emit, level, st, **common)
             else:
                 src, h = self.grids[st.src], self.grids[st.name]
                 wf, wl = self._base(f"{st.name}.fwd"), self._base(f"{st.name}.local")
                 wlt = self._base(f"{st.name}.local_t")
+                product[0] = "forward"
                 if st.kind == "conv":
                     self._conv_forward(emit, level, st, src, h, wf, code, **common)
                     q = self._pooled(st)
                     if q is not None:
+                        product[0] = "pool"
                         self._decoder_pools(emit, level, st, h, q, code)
                     else:
                         q = h
@@ -491,18 +513,23 @@ class Plan:
                     q = h
                 q_fm = self._base("pooled_fm") if q is not h else self._fm(st.dst)
                 q_sm = self._base("pooled_sm") if q is not h else self._sm(st.dst)
+                product[0] = "loss"
                 self._flat_product(emit, level, Op.LOSS, q, q_fm, wl, c, e_sm, e_fm,
                                    divisor=q.features, **common)
+                product[0] = "backward"
                 self._backward(emit, level, st, h, q, wlt, e_fm, d_sm, code, **common)
+                product[0] = "classifier sgd"
                 self._flat_sgd(emit, level, q, q_sm, e_sm, wl, wlt, c, d_g=lr_inv,
                                d_w=spec.subnet_decay_inv, **common)
+                product[0] = "block sgd"
                 if st.kind == "conv":
                     self._conv_sgd(emit, level, st, src, h, wf, d_sm, lr_inv * st.amp, **common)
                 else:
                     self._flat_sgd(emit, level, src, self._sm(st.src), d_sm, wf, None, st.n,
                                    d_g=lr_inv * st.amp, d_w=spec.fwd_decay_inv, **common)
+        product[0] = None
         emit(Op.END)
-        return prog
+        return prog, products[:-1]
 
     def _flat_product(self, emit, level, op, src, fm, w, n, row_base, col_base, *, rows,
                       samples, divisor, code=0):
@@ -798,19 +825,32 @@ class Plan:
         return yhat
 
     # --- figures ---------------------------------------------------------------
-    def useful_macs(self, m: int) -> int:
-        """MACs of one step on ``m`` samples, as golden's ``Network.macs_per_sample() * m``."""
-        total, c = 0, self.classes
+    def product_macs(self, m: int) -> dict[str, int]:
+        """Useful MACs of one step on ``m`` samples per product (:data:`PRODUCTS`; the pools
+        have none): they sum to :meth:`useful_macs`."""
+        out = dict.fromkeys(PRODUCTS, 0)
+        c = self.classes
         for st in self.stages:
             src = self.grids[st.src]
             if st.kind == "output":
-                total += 2 * src.features * c
-            elif st.kind == "conv":
-                h = self.grids[st.name]
-                total += 2 * 9 * src.c * st.n * h.h * h.w + 3 * self._local_grid(st).features * c
-            elif st.kind == "linear":
-                total += 2 * src.features * st.n + 3 * st.n * c
-        return total * int(m)
+                out["loss"] += src.features * c
+                out["classifier sgd"] += src.features * c
+            elif st.kind in ("conv", "linear"):
+                if st.kind == "conv":
+                    h = self.grids[st.name]
+                    block = 9 * src.c * st.n * h.h * h.w
+                    local = self._local_grid(st).features * c
+                else:
+                    block, local = src.features * st.n, st.n * c
+                out["forward"] += block
+                out["block sgd"] += block
+                for k in ("loss", "backward", "classifier sgd"):
+                    out[k] += local
+        return {k: v * int(m) for k, v in out.items()}
+
+    def useful_macs(self, m: int) -> int:
+        """MACs of one step on ``m`` samples, as golden's ``Network.macs_per_sample() * m``."""
+        return sum(self.product_macs(m).values())
 
     def engine_beats(self, m: int | None = None) -> int:
         """MAC-array beats of ``program(lr_inv, m)`` (every op but the pools): the sum of

@@ -457,3 +457,32 @@ def test_padding_stays_zero_while_training():
     h = machine.read(Region.ACT, plan.regions["block0.h_sm"].base + mp, 10)   # neurons 4..7
     assert h.shape == (10, 4)
     assert (h[:, 3] == 0).all() and (h[:, :3] != 0).any()
+
+
+@pytest.mark.parametrize("layers, shape", [(("l100", "l50"), (1, 1, 784)),
+                                           (("c32", "c64", "p", "l64"), (1, 8, 8)),
+                                           (("c3", "a", "c5"), (2, 6, 5))])
+def test_each_instruction_names_its_product_and_the_products_share_the_useful_macs(layers,
+                                                                                   shape):
+    """``instruction_products``: one of PRODUCTS per instruction (END excluded), the one its
+    op computes; ``product_macs`` adds up to golden's MACs per sample, the pools' none."""
+    from nitrod.compiler import PRODUCTS
+
+    spec = NetworkSpec(shape, 10, layers, fwd_decay_inv=30000)
+    plan = compile_network(spec, Geometry(side=8, act_depth=65536, wgt_depth=65536,
+                                          err_depth=16384, code_depth=16384, label_depth=64,
+                                          prog_depth=256), 16)
+    ops = {"forward": {Op.FORWARD}, "loss": {Op.LOSS}, "backward": {Op.BACKWARD},
+           "classifier sgd": {Op.SGD}, "block sgd": {Op.SGD},
+           "pool": {Op.POOL, Op.POOL_CODE, Op.SCALE}}
+    program, products = plan.program(512, 5), plan.instruction_products(5)
+    assert len(products) == len(program) - 1
+    for ins, product in zip(program, products):
+        assert ins["op"] in ops[product], (ins["op"], product)
+    blocks = sum(1 for x in layers if x[0] in "cl")
+    assert products.count("block sgd") == products.count("forward") == blocks
+    assert products.count("classifier sgd") == products.count("loss") == blocks + 1
+    macs = plan.product_macs(5)
+    assert set(macs) == set(PRODUCTS) and macs["pool"] == 0
+    assert sum(macs.values()) == 5 * Network(spec).macs_per_sample() == plan.useful_macs(5)
+    assert macs["forward"] == macs["block sgd"]

@@ -101,7 +101,13 @@ def test_bench_sim_step_has_no_collision(capsys):
     addresses while the writer was writing them, and STATUS.collision stopped this run."""
     assert main(["bench", "sim", "--side", "4", "--steps", "1", "--inputs", "256",
                  "--batch", "64"]) == 0
-    assert "cycles per step" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cycles per step" in out
+    # the per-product table: the five products of an MLP step, no pool
+    rows = {line.split()[0] + (" " + line.split()[1] if "sgd" in line else ""): line
+            for line in out.split("per product")[1].splitlines()[2:7]}
+    assert set(rows) == {"forward", "loss", "backward", "classifier sgd", "block sgd"}, rows
+    assert all(0 < float(r.split()[-1]) <= 1 for r in rows.values()), rows
 
 
 def test_the_waveform_replay_runs_the_same_core_as_the_run(tmp_path):

@@ -15,6 +15,10 @@ the command line uses (nitrod/backends.py):
 * :func:`check_access_errors`: accesses beyond a memory and unknown ops are errors;
 * :func:`check_bad_divisors`: an instruction whose divisor the units cannot divide by stops
   the program with ``op_error`` and writes nothing;
+* :func:`check_profiled_step`: a step run one instruction at a time
+  (``AcceleratorBackend.profile_step``, what ``nitrod bench sim``'s per-product figures come
+  from) is the same step: bit-exact with golden, its instructions' cycles adding up to the
+  whole step's (MLPs; CNNs on the cores that run them);
 * :func:`check_cnn_refused`: on a core that does not run CNN programs (``RUNS_CNN`` False),
   an instruction of a CNN program (a CNN op, a non-zero field of ``hw.contract.CNN_FIELDS``)
   stops the program with ``op_error`` and writes nothing.
@@ -51,7 +55,7 @@ __all__ = ["NETWORKS", "network_id", "check_steps", "check_overflow", "check_mac
            "BAD_DIVISORS", "CNN_REFUSED", "check_cnn_refused", "CNN_NETWORKS", "cnn_spec",
            "cnn_cycle_bound", "check_cnn_steps", "CNN_OPS", "check_cnn_instructions",
            "POOL_CASES", "check_pools", "CNN_STILL_REFUSED", "check_cnn_still_refused",
-           "check_cnn_mac_overflow"]
+           "check_cnn_mac_overflow", "check_profiled_step"]
 
 # in_features, hidden, classes, batch capacity, seed, slope, lr_inv per step, batch per step
 NETWORKS = [
@@ -157,6 +161,43 @@ def check_steps(bus, net_cfg, geometry, cycle_factor=1, cycle_bound=None, progra
             assert cycles == program_cycles(plan.program(lr_inv, m)), where
 
 
+
+
+def check_profiled_step(bus, geometry, spec: NetworkSpec, batch: int, runs_cnn: bool = False,
+                        program_cycles=None, seed: int = 3):
+    """A whole step, then the next run one instruction at a time (``profile_step``): both
+    bit-exact with golden; the second's instruction cycles (one per instruction, END
+    excluded) each positive, adding up with an END's to the whole step's within a cycle per
+    instruction (the cores' runs do not depend on the data); with ``program_cycles`` (the
+    core's exact cycle model) each instruction's exactly."""
+    rng = np.random.default_rng(seed)
+    net = Network(spec, seed=seed)
+    backend = AcceleratorBackend(bus, spec, batch=batch, seed=seed, runs_cnn=runs_cnn)
+    backend.max_cycles = 10_000_000
+    classes = spec.classes
+    shape = spec.input_shape if spec.is_cnn else (spec.input_shape[-1],)
+    for step in ("whole", "profiled"):
+        x = rng.integers(-127, 128, size=(batch,) + shape).astype(np.int8)
+        target = one_hot(rng.integers(0, classes, size=batch), classes)
+        want = net.train_step(x.reshape((batch,) + spec.input_shape), target, 384)
+        if step == "whole":
+            yhat = backend.train_step(x, target, 384)
+            whole = backend.last_cycles
+        else:
+            yhat, cycles = backend.profile_step(x, target, 384)
+        assert np.array_equal(yhat, want), step
+        for name, w in backend.weights().items():
+            assert np.array_equal(w, net.weights()[name]), (step, name)
+    assert backend.last_cycles == sum(cycles)
+    program = backend.plan.program(384, batch)
+    assert len(cycles) == len(program) - 1 == len(backend.plan.instruction_products(batch))
+    assert min(cycles) > 0
+    end = backend.run_program(1)                 # the END after the first instruction, alone
+    assert abs(sum(cycles) + end - whole) <= len(cycles), (sum(cycles), end, whole)
+    if program_cycles is not None:
+        lone = program_cycles(program[-1:])
+        assert end == lone
+        assert cycles == [program_cycles([i, program[-1]]) - lone for i in program[:-1]]
 
 
 def instruction(**f):

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import pytest
 
 from hw.contract import Geometry
@@ -117,6 +118,26 @@ def test_steps_are_bit_exact_with_golden(buses, core_name, net):
     c.check_steps(buses(core_name), c.NETWORKS[net], g, cycle_factor=core.cycle_factor,
                   cycle_bound=_serial_cycle_bound(g) if core.cls is SerialTrainer else None,
                   program_cycles=(lambda p: core.cls.program_cycles(g, p)) if exact else None)
+
+
+@pytest.mark.parametrize("core_name", MAIN)
+def test_a_step_run_one_instruction_at_a_time_is_the_same_step(buses, core_name):
+    k, hidden, classes, cap, _, slope, _, _ = c.NETWORKS[0]
+    spec = c.network_spec(k, hidden, classes, slope, np.random.default_rng(0))
+    core = CORES[core_name]
+    g = core.geometry
+    exact = core.cls.program_cycles(g, [{"op": 0}]) is not None
+    c.check_profiled_step(buses(core_name), g, spec, cap,
+                          program_cycles=(lambda p: core.cls.program_cycles(g, p)) if exact
+                          else None)
+
+
+@pytest.mark.parametrize("core_name", CNN_MAIN)
+def test_a_cnn_step_run_one_instruction_at_a_time_is_the_same_step(buses, core_name):
+    name = "c3-p-c5-l3-small" if core_name == "trainer_ecp5" else "c3-p-c5-l3"
+    cfg = c.CNN_NETWORKS[name]
+    c.check_profiled_step(buses(core_name), CORES[core_name].geometry, c.cnn_spec(cfg), cfg[3],
+                          runs_cnn=True)
 
 
 @pytest.mark.parametrize("core_name", MAIN)
