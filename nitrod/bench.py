@@ -85,16 +85,26 @@ def _bench_run(args, spec, geometry, server: str) -> tuple[dict, str]:
 
 def _profile(plan, batch: int, cycles: list[int], macs: int) -> dict:
     """Per product (nitrod.compiler.PRODUCTS): the cycles of its instructions run one at a
-    time, its useful MACs and its lower bound (useful MACs / MAC elements)."""
+    time, its useful MACs and its lower bound (useful MACs / MAC elements); per instruction:
+    its op, stage, product, cycles and MAC-array cycles (every beat of every tile, padding
+    included, on ``macs`` elements)."""
+    from hw.contract import Op, beat_count, tile_count
     from nitrod.compiler import PRODUCTS
 
     useful = plan.product_macs(batch)
     out = {p: {"instructions": 0, "cycles": 0, "useful_macs": useful[p],
                "bound": useful[p] / macs} for p in PRODUCTS}
-    for product, c in zip(plan.instruction_products(batch), cycles, strict=True):
+    rows = []
+    program = plan.program(512, batch)[:-1]
+    s2 = plan.side * plan.side
+    for ins, product, stage, c in zip(program, plan.instruction_products(batch),
+                                      plan.instruction_stages(batch), cycles, strict=True):
         out[product]["instructions"] += 1
         out[product]["cycles"] += c
-    return {"products": out, "instruction_cycles": list(cycles)}
+        array = 0 if product == "pool" else tile_count(ins) * beat_count(ins) * s2 // macs
+        rows.append({"op": Op(ins["op"]).name, "stage": stage, "product": product,
+                     "cycles": c, "array_cycles": array})
+    return {"products": out, "instructions": rows, "instruction_cycles": list(cycles)}
 
 
 def _print_profile(m: dict) -> None:
@@ -112,6 +122,12 @@ def _print_profile(m: dict) -> None:
         util = p["bound"] / p["cycles"] if p["cycles"] else 0.0
         print(f"    {name:<16} {p['instructions']:>5} {p['cycles']:>11,} "
               f"{p['cycles'] / total:>6.1%} {p['bound']:>11,.0f} {util:>11.3f}")
+    worst = sorted((r for r in prof["instructions"] if r["product"] != "pool"),
+                   key=lambda r: r["array_cycles"] - r["cycles"])[:3]
+    print("  the array waits most in (cycles beyond its beats, padding included; pools aside):")
+    for r in worst:
+        print(f"    {r['op']:<10} {r['stage']:<8} {r['product']:<15} {r['cycles']:>9,} cycles, "
+              f"{r['array_cycles']:>9,} array: {r['cycles'] - r['array_cycles']:>8,} waiting")
 
 
 def _link_model(args, spec, geometry, cycles_per_batch: float, macs: int):

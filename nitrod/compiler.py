@@ -433,7 +433,12 @@ class Plan:
     def instruction_products(self, m: int | None = None) -> list[str]:
         """The product (one of :data:`PRODUCTS`) each instruction of ``program(lr_inv, m)``
         computes, END excluded."""
-        return self._program(1, m, False)[1]
+        return [p for p, _ in self._program(1, m, False)[1]]
+
+    def instruction_stages(self, m: int | None = None) -> list[str]:
+        """The stage (golden's layer name: ``block<i>``, ``pool<j>``, ``output``) each
+        instruction of ``program(lr_inv, m)`` belongs to, END excluded."""
+        return [st for _, st in self._program(1, m, False)[1]]
 
     def _program(self, lr_inv, m, check):
         g, s, mp, c = self.geometry, self.side, self.padded_batch, self.classes
@@ -473,14 +478,16 @@ class Plan:
             except ValueError as exc:
                 raise DoesNotFit(f"instruction {len(prog)} ({Op(op).name}): {exc}") from None
             prog.append(ins)
-            products.append(product[0])
+            products.append((product[0], stage))
 
         e_sm, e_fm = self._base("e_sm"), (self._base("e_fm") if self.blocks else 0)
         d_sm = self._base("d_sm") if self.blocks else 0
         code = self._base("code") if self.blocks else 0
         common = dict(rows=rows, samples=samples)
 
+        stage = None
         for st in self.stages:
+            stage = st.name
             if st.kind == "output":
                 src = self.grids[st.src]
                 w = self._base("output")

@@ -108,6 +108,8 @@ def test_bench_sim_step_has_no_collision(capsys):
             for line in out.split("per product")[1].splitlines()[2:7]}
     assert set(rows) == {"forward", "loss", "backward", "classifier sgd", "block sgd"}, rows
     assert all(0 < float(r.split()[-1]) <= 1 for r in rows.values()), rows
+    waits = out.split("the array waits most in")[1].splitlines()[1:4]
+    assert all("cycles," in line and "waiting" in line for line in waits), waits
 
 
 def test_the_waveform_replay_runs_the_same_core_as_the_run(tmp_path):
