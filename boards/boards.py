@@ -77,6 +77,9 @@ class Board:
     use_pll: bool
     geometry: Geometry
     network: dict
+    #: a CNN this board's memories hold, for the build report beside the digits ``small`` and
+    #: the MNIST CNN (nitrod/board_build.py): name, dataset, input_shape, layers
+    cnn_network: dict
     resources: dict                 # device totals: luts, ffs, dsp, bram, spram
     bram_bits: int                  # bits per block RAM (EBR 4096, DP16KD 18432)
     spram_bits: int = 0             # bits per SPRAM (iCE40UP: 16384 x 16)
@@ -156,6 +159,8 @@ _ECP5_85F_BOARD = dict(
     geometry=ECP5_GEOMETRY,
     network={"name": "MNIST MLP", "dataset": "mnist5k", "layers": [784, 100, 50, 10],
              "train_samples": 4000},
+    cnn_network={"name": "digits CNN c8,p,l64", "dataset": "digits", "input_shape": [1, 8, 8],
+                 "layers": "c8,p,l64"},
     resources=_ECP5_85F,
     bram_bits=18432,
     memory_core_words=4096,
@@ -182,6 +187,8 @@ BOARD: dict[str, Board] = {
         geometry=ICEBREAKER_GEOMETRY,
         network={"name": "digits MLP", "dataset": "digits", "layers": [64, 100, 50, 10],
                  "train_samples": 1437},
+        cnn_network={"name": "digits CNN c4,p,l64", "dataset": "digits",
+                     "input_shape": [1, 8, 8], "layers": "c4,p,l64"},
         resources=_UP5K,
         bram_bits=4096,
         spram_bits=262144,

@@ -17,11 +17,12 @@ import math
 import sys
 
 from boards import build
-from golden.network import NetworkSpec
+from golden.network import ARCHITECTURES, NetworkSpec, parse_layers
 
-from .compiler import CompileError, compile_network
+from .compiler import CompileError, compile_network, hardware_refusal
 
-__all__ = ["network_spec", "network_max_batch", "annotate", "link_figures", "main", "COLUMNS"]
+__all__ = ["network_spec", "network_max_batch", "annotate", "link_figures", "main", "COLUMNS",
+           "REPORTED_CNNS", "cnn_networks"]
 
 #: the learning rate the projection's programs are compiled with (any: cycles do not depend
 #: on it)
@@ -36,6 +37,34 @@ def network_spec(board) -> NetworkSpec:
     shape = (1, side, side) if side * side == sizes[0] else (1, 1, sizes[0])
     return NetworkSpec(input_shape=shape, classes=sizes[-1],
                        layers=tuple(f"l{n}" for n in sizes[1:-1]))
+
+
+#: the CNNs every trainer build reports on (beside the board's own ``cnn_network``): the
+#: digits ``small`` CNN and a 28 x 28 MNIST CNN
+REPORTED_CNNS = (
+    {"name": "digits small CNN", "dataset": "digits", "input_shape": [1, 8, 8],
+     "layers": ARCHITECTURES["small"][0]},
+    {"name": "MNIST CNN", "dataset": "mnist5k", "input_shape": [1, 28, 28],
+     "layers": "c16,p,c32,p,c64,l64"},
+)
+
+
+def cnn_networks(board, geometry) -> list[dict]:
+    """For each CNN of :data:`REPORTED_CNNS` and the board's ``cnn_network``: the largest
+    batch the geometry's memories hold (``max_batch``, None if not even one sample) and why one
+    more does not fit (``does_not_fit``: the memories that are short), and whether the board's
+    core runs CNN programs (``core_runs_cnn``; if not, ``refused`` says so)."""
+    out = []
+    for cnn in (*REPORTED_CNNS, board.cnn_network):
+        spec = NetworkSpec(tuple(cnn["input_shape"]), 10, parse_layers(cnn["layers"]))
+        max_batch, reason = network_max_batch(spec, geometry)
+        entry = {**cnn, "max_batch": max_batch, "does_not_fit": reason,
+                 "core_runs_cnn": board.trainer.RUNS_CNN}
+        refusal = hardware_refusal(spec, board.trainer.RUNS_CNN)
+        if refusal:
+            entry["refused"] = refusal
+        out.append(entry)
+    return out
 
 
 def network_max_batch(spec: NetworkSpec, geometry, limit: int = 1024):
@@ -64,7 +93,7 @@ def network_max_batch(spec: NetworkSpec, geometry, limit: int = 1024):
 
 def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> dict:
     """The network entries of a build's report: for a trainer core ``network`` (with
-    ``max_batch``); ``batch`` and ``cycles_per_step`` (given, or from the trainer's cycle model
+    ``max_batch``) and ``cnn_networks`` (:func:`cnn_networks`); ``batch`` and ``cycles_per_step`` (given, or from the trainer's cycle model
     at the largest batch) and ``compute_samples_per_second`` at the core clock
     (``target_mhz``), when timing is met; beside it ``end_to_end_samples_per_s`` and
     ``link_cost`` (:func:`link_figures`: with the cycle model, the partial step of an epoch
@@ -76,6 +105,7 @@ def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> di
         spec = network_spec(board)
         max_batch, limit = network_max_batch(spec, geometry)
         out["network"] = {**board.network, "max_batch": max_batch, "max_batch_limit": limit}
+        out["cnn_networks"] = cnn_networks(board, geometry)
     if cycles_per_step is None and max_batch:
         plan = compile_network(spec, geometry, max_batch)
         cycles_per_step = board.trainer.program_cycles(geometry, plan.program(PROJECTION_LR_INV))
@@ -153,7 +183,18 @@ def link_figures(board, geometry, batch, report, *, cycles_per_step=None) -> dic
 COLUMNS = [*build.COLUMNS,
            ("batch", "batch", None), ("cycles_per_step", "cycles/step", None),
            ("compute_samples_per_second", "compute samples/s", None),
-           ("end_to_end_samples_per_s", "end-to-end samples/s", None)]
+           ("end_to_end_samples_per_s", "end-to-end samples/s", None),
+           ("cnn_networks", "CNN batch", lambda r: _cnn_cell(r.get("cnn_networks")))]
+
+
+def _cnn_cell(cnns) -> str | None:
+    """The summary's CNN cell: each reported CNN's layers and largest batch ("-": does not
+    fit; "(refused)": the core does not run CNN programs)."""
+    if not cnns:
+        return None
+    cells = [f"{c['layers']}: {c['max_batch'] or '-'}" for c in cnns]
+    return "; ".join(cells) + (" (refused: the core runs MLPs only)"
+                               if not cnns[0]["core_runs_cnn"] else "")
 
 
 def main(argv=None, prog="build") -> int:

@@ -694,3 +694,29 @@ def test_a_second_seed_reuses_the_synthesis(tmp_path, monkeypatch):
     assert all(r["timing_met"] and (d / "top.bin").stat().st_size > 0
                for r, d in zip(reports, (first, second, third)))
     assert reports[1]["luts"] > 100 and reports[1]["ffs"] == reports[0]["ffs"]
+
+
+def test_the_report_names_the_cnns_each_board_holds():
+    """``nitrod build``'s report (``cnn_networks``) and summary cell: per board, the largest
+    batch of the digits ``small`` CNN, the MNIST CNN and the board's own CNN, the memories that
+    are short when one does not fit, and the core's refusal where it runs MLPs only."""
+    from boards.boards import get_board
+    from nitrod.board_build import COLUMNS, REPORTED_CNNS, annotate
+
+    cell = dict((key, fmt) for key, _, fmt in COLUMNS)["cnn_networks"]
+    for name, own, batch in (("ulx3s-85f", "c8,p,l64", 24), ("icebreaker", "c4,p,l64", 12)):
+        board = get_board(name)
+        report = {"core": "trainer", "timing_met": False, "target_mhz": board.core_mhz(),
+                  "notes": [], "link": {"baud": board.baud,
+                                        "link_max_burst": board.link_max_burst}}
+        cnns = annotate(board, board.geometry, report)["cnn_networks"]
+        assert [c["layers"] for c in cnns] == [c["layers"] for c in REPORTED_CNNS] + [own]
+        small, mnist, mine = cnns
+        assert small["max_batch"] is None and mnist["max_batch"] is None
+        assert "WGT needs" in small["does_not_fit"] and "WGT needs" in mnist["does_not_fit"]
+        assert mine["max_batch"] == batch and "ERR needs" in mine["does_not_fit"]
+        runs = board.trainer.RUNS_CNN
+        assert all(c["core_runs_cnn"] == runs and ("refused" in c) != runs for c in cnns)
+        text = cell({"cnn_networks": cnns})
+        assert f"{own}: {batch}" in text and "c32,c64,p,l64: -" in text
+        assert ("refused" in text) != runs
