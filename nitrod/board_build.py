@@ -17,12 +17,12 @@ import math
 import sys
 
 from boards import build
-from golden.network import ARCHITECTURES, NetworkSpec, parse_layers
+from golden.network import ARCHITECTURES, Network, NetworkSpec, parse_layers
 
 from .compiler import CompileError, compile_network, hardware_refusal
 
 __all__ = ["network_spec", "network_max_batch", "annotate", "link_figures", "main", "COLUMNS",
-           "REPORTED_CNNS", "cnn_networks"]
+           "REPORTED_CNNS", "cnn_networks", "multiplier_ceiling"]
 
 #: the learning rate the projection's programs are compiled with (any: cycles do not depend
 #: on it)
@@ -118,6 +118,7 @@ def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> di
         if report.get("timing_met"):
             out["compute_samples_per_second"] = round(
                 report["target_mhz"] * 1e6 / cycles_per_step * batch, 1)
+            out.update(multiplier_ceiling(board, report, out["compute_samples_per_second"]))
         else:
             report["notes"].append("timing not met at the core clock: no throughput projected")
     if report.get("core") == "trainer" and batch:
@@ -130,6 +131,17 @@ def annotate(board, geometry, report, *, cycles_per_step=None, batch=None) -> di
             if out["compute_samples_per_second"] is not None:
                 out["end_to_end_samples_per_s"] = out["link_cost"]["epoch"]["samples_per_s"]
     return out
+
+
+def multiplier_ceiling(board, report, compute: float) -> dict:
+    """The device's multiplier ceiling for the board's default network: every multiplier of
+    the device (``resources["dsp"]``: MULT18X18D, SB_MAC16) doing a useful MAC every cycle at
+    the clock the build runs, ``multiplier_ceiling_samples_per_s``, and the fraction of it
+    ``compute`` (samples/s) reaches."""
+    macs = Network(network_spec(board)).macs_per_sample()
+    ceiling = board.resources["dsp"] * report["target_mhz"] * 1e6 / macs
+    return {"multiplier_ceiling_samples_per_s": round(ceiling, 1),
+            "multiplier_ceiling_fraction": round(compute / ceiling, 4)}
 
 
 def link_figures(board, geometry, batch, report, *, cycles_per_step=None) -> dict:
@@ -184,6 +196,9 @@ COLUMNS = [*build.COLUMNS,
            ("batch", "batch", None), ("cycles_per_step", "cycles/step", None),
            ("compute_samples_per_second", "compute samples/s", None),
            ("end_to_end_samples_per_s", "end-to-end samples/s", None),
+           ("multiplier_ceiling_fraction", "of the multiplier ceiling",
+            lambda r: None if r.get("multiplier_ceiling_fraction") is None
+            else f"{r['multiplier_ceiling_fraction']:.1%}"),
            ("cnn_networks", "CNN batch", lambda r: _cnn_cell(r.get("cnn_networks")))]
 
 

@@ -233,6 +233,12 @@ def test_the_report_gives_end_to_end_beside_compute():
         # the ULX3S: its 392 input frames in groups of MAX_GROUP_FRAMES
         assert link["epoch"]["weight_read_bytes"] > 0 and link["step"]["round_trips"] < 25
         assert link["inputs_as_bytes"]["step_bytes_then"] < link["step"]["bytes_to_board"]
+        # the device's multipliers all busy at the build's clock: 8 SB_MAC16 at 30 MHz on
+        # 28,300 MACs a digits sample, 156 MULT18X18D at 100 MHz on 172,300 an MNIST one
+        ceiling = {"icebreaker": 8 * 30e6 / 28_300, "ulx3s-85f": 156 * 100e6 / 172_300}[name]
+        assert out["multiplier_ceiling_samples_per_s"] == round(ceiling, 1)
+        assert out["multiplier_ceiling_fraction"] == round(
+            out["compute_samples_per_second"] / ceiling, 4)
         report["timing_met"] = False
         out = annotate(board, board.geometry, report, cycles_per_step=cycles,
                        batch=32 if cycles else None)
