@@ -336,11 +336,13 @@ def _check_same_run(state: dict, ds: Dataset, spec: NetworkSpec, cfg: TrainConfi
 
 
 class _SigintFlag:
-    """While active (main thread only), the first SIGINT sets ``raised``; the second raises
+    """While active (main thread only, and SIGINT not ignored: a run started in the background
+    or under nohup keeps ignoring it), the first SIGINT sets ``raised``; the second raises
     KeyboardInterrupt."""
 
     def __init__(self, active: bool):
-        self.active = active and threading.current_thread() is threading.main_thread()
+        self.active = (active and threading.current_thread() is threading.main_thread()
+                       and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)
         self.raised = False
         self._old = None
 

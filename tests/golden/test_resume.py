@@ -62,11 +62,34 @@ def _interrupt_at(epoch, batch):
     return after_step
 
 
-def test_interrupted_mid_epoch_and_resumed_equals_the_uninterrupted_run(digits, tmp_path):
+def test_a_run_that_ignores_sigint_keeps_ignoring_it(digits, tmp_path, request):
+    """Started in the background or under nohup (SIGINT ignored), an interruptible run
+    installs no handler: a SIGINT changes nothing and the run ends as an uninterrupted one."""
+    spec = _spec(digits)
+    whole = train(digits, spec, _cfg(), out_dir=tmp_path / "whole", **_quiet())
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, before))
+    seen = []
+
+    def after_step(e, b, *rest):
+        seen.append(signal.getsignal(signal.SIGINT))
+        _interrupt_at(2, 9)(e, b)
+
+    run = train(digits, spec, _cfg(), out_dir=tmp_path / "bg", interruptible=True,
+                after_step=after_step, **_quiet())
+    assert seen and all(h is signal.SIG_IGN for h in seen)
+    _same_run(whole, run)
+
+
+def test_interrupted_mid_epoch_and_resumed_equals_the_uninterrupted_run(digits, tmp_path,
+                                                                       request):
     spec = _spec(digits)
     whole = train(digits, spec, _cfg(), out_dir=tmp_path / "whole", **_quiet())
     assert len({h["lr_inv"] for h in whole.metrics["history"]}) > 1     # the schedule moved
     out = tmp_path / "cut"
+    # as in a terminal (a run started in the background ignores SIGINT: below)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, before))
     with pytest.raises(TrainingInterrupted) as stop:
         train(digits, spec, _cfg(), out_dir=out, interruptible=True,
               after_step=_interrupt_at(2, 9), **_quiet())
