@@ -547,6 +547,8 @@ COLUMNS = [("board", "board", None), ("core", "core", None),
             f"{r['luts']} ({(r.get('util_pct') or {}).get('luts', 0):g}%)"),
            ("ffs", "FFs", None), ("dsp", "DSP", None), ("bram", "BRAM", None),
            ("spram", "SPRAM", None), ("fmax_mhz", "Fmax MHz", None),
+           ("fmax_by_seed", "Fmax by seed", lambda r: None if not r.get("fmax_by_seed")
+            else " / ".join(f"{f} ({s})" for s, f in r["fmax_by_seed"].items())),
            ("target_mhz", "clock MHz", None), ("timing_met", "met", met_cell),
            ("elapsed_s", "seconds", None)]
 
@@ -578,6 +580,29 @@ def parse_depths(items) -> dict:
     return depths
 
 
+def parse_seeds(text: str | None, seed: int) -> list[int]:
+    """``--seeds "1,2"`` -> ``[1, 2]`` (distinct whole numbers); without it ``[seed]``."""
+    if text is None:
+        return [seed]
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected whole numbers, e.g. 1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: expected distinct seeds, e.g. 1,2")
+    return seeds
+
+
+def slowest_seed(seeds: list[int], reports: list[dict]) -> dict:
+    """The report of the seed with the lowest Fmax (no Fmax: lowest), with ``fmax_by_seed``
+    (``{seed: Fmax}``) when there are several."""
+    if len(reports) == 1:
+        return reports[0]
+    i = min(range(len(reports)), key=lambda k: reports[k].get("fmax_mhz") or 0.0)
+    return {**reports[i], "seed": seeds[i],
+            "fmax_by_seed": {str(s): r.get("fmax_mhz") for s, r in zip(seeds, reports)}}
+
+
 def add_arguments(parser):
     parser.add_argument("--board", required=True, choices=[*BOARD, "all"],
                         help="board to build for; 'all' builds every board")
@@ -599,7 +624,13 @@ def add_arguments(parser):
                              "the ECP5 boards)")
     parser.add_argument("--no-pll", action="store_true",
                         help="run the core on the board oscillator (12 / 25 / 48 MHz)")
-    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=None, help="nextpnr placement seed (default 1)")
+    seeds.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                       help="several placement seeds: one nextpnr run each (Yosys once, its "
+                            "netlist taken from the synthesis cache), each in DIR/seedN; the "
+                            "board's row and report are its slowest seed's, with every seed's "
+                            "Fmax (fmax_by_seed)")
     parser.add_argument("--no-synth-cache", action="store_true",
                         help="run Yosys even if an earlier build synthesised the same netlist "
                              "(its outputs are kept in ~/.cache/nitrod/synth)")
@@ -626,6 +657,7 @@ def run(args, *, annotate=None, columns=COLUMNS) -> int:
     boards = list(BOARD) if args.board == "all" else [args.board]
     try:
         depths = parse_depths(args.depth)
+        seeds = parse_seeds(getattr(args, "seeds", None), 1 if args.seed is None else args.seed)
         check_nextpnr_opts(args.nextpnr_opt)
         if args.nextpnr_opt:        # every board's nextpnr, before anything is synthesised
             for family in sorted({get_board(name).family for name in boards}):
@@ -637,15 +669,22 @@ def run(args, *, annotate=None, columns=COLUMNS) -> int:
     root = Path(args.out) if args.out else Path("build") / "board"
     reports, status = [], 0
     for name in boards:
-        out_dir = root / name if (multi or not args.out) else root
+        board_dir = root / name if (multi or not args.out) else root
         try:
             geometry = board_geometry(get_board(name), args.side, **depths) if depths else None
-            rep = build_board(name, out_dir, core=args.core, side=args.side, geometry=geometry,
-                              seed=args.seed, baud=args.baud, fit_check=not args.no_fit_check,
-                              freq_mhz=args.freq, use_pll=False if args.no_pll else None,
-                              nextpnr_opts=args.nextpnr_opt, net_report=args.net_report,
-                              log=lambda s: print(f"# {s}", file=sys.stderr), annotate=annotate,
-                              synth_cache=not args.no_synth_cache)
+            by_seed = []
+            for seed in seeds:
+                out_dir = board_dir / f"seed{seed}" if len(seeds) > 1 else board_dir
+                by_seed.append(build_board(
+                    name, out_dir, core=args.core, side=args.side, geometry=geometry, seed=seed,
+                    baud=args.baud, fit_check=not args.no_fit_check, freq_mhz=args.freq,
+                    use_pll=False if args.no_pll else None, nextpnr_opts=args.nextpnr_opt,
+                    net_report=args.net_report, log=lambda s: print(f"# {s}", file=sys.stderr),
+                    annotate=annotate, synth_cache=not args.no_synth_cache))
+            rep = slowest_seed(seeds, by_seed)
+            if len(seeds) > 1:
+                board_dir.mkdir(parents=True, exist_ok=True)
+                (board_dir / "report.json").write_text(json.dumps(rep, indent=2) + "\n")
         except FitError as exc:
             print(f"nitrod build: {exc}", file=sys.stderr)
             status = max(status, 3)

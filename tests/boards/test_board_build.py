@@ -171,6 +171,16 @@ def test_batch_32_geometry_frees_block_ram():
     assert network_max_batch(network_spec(board), small)[0] == 32
 
 
+@pytest.mark.parametrize("seeds, message", [("1,x", "whole numbers"), ("2,2", "distinct"),
+                                            (",", "distinct")])
+def test_cli_checks_the_seeds_before_anything_is_built(tmp_path, capsys, seeds, message):
+    assert nitrod_main(["build", "--board", "icebreaker", "--seeds", seeds,
+                        "--out", str(tmp_path / "b")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "b").exists()
+    with pytest.raises(SystemExit):                          # --seed and --seeds: one of them
+        nitrod_main(["build", "--board", "icebreaker", "--seed", "1", "--seeds", "1,2"])
+
+
 def test_cli_checks_cycles_and_batch_go_together(tmp_path, capsys):
     assert nitrod_main(["build", "--board", "icebreaker", "--cycles-per-step", "1000",
                         "--out", str(tmp_path)]) == 2
@@ -694,6 +704,17 @@ def test_a_second_seed_reuses_the_synthesis(tmp_path, monkeypatch):
     assert all(r["timing_met"] and (d / "top.bin").stat().st_size > 0
                for r, d in zip(reports, (first, second, third)))
     assert reports[1]["luts"] > 100 and reports[1]["ffs"] == reports[0]["ffs"]
+    # --seeds: the two seeds again (placed from the cached netlist), each in its directory;
+    # the board's report is the slower seed's with both Fmax
+    both = tmp_path / "both"
+    assert nitrod_main([*args, "--seeds", "1,2", "--out", str(both)]) == 0
+    fmax = {s: json.loads((both / f"seed{s}" / "report.json").read_text())["fmax_mhz"]
+            for s in (1, 2)}
+    assert fmax == {1: reports[0]["fmax_mhz"], 2: reports[1]["fmax_mhz"]}
+    row = json.loads((both / "report.json").read_text())
+    assert row["fmax_by_seed"] == {"1": fmax[1], "2": fmax[2]}
+    assert row["fmax_mhz"] == min(fmax.values()) and fmax[row["seed"]] == row["fmax_mhz"]
+    assert "synthesis" in json.loads((both / "seed1" / "report.json").read_text())
 
 
 def test_the_report_names_the_cnns_each_board_holds():
