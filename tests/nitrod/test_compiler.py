@@ -486,3 +486,19 @@ def test_each_instruction_names_its_product_and_the_products_share_the_useful_ma
     assert set(macs) == set(PRODUCTS) and macs["pool"] == 0
     assert sum(macs.values()) == 5 * Network(spec).macs_per_sample() == plan.useful_macs(5)
     assert macs["forward"] == macs["block sgd"]
+
+
+def test_a_profiled_step_needs_room_for_an_end_after_each_instruction():
+    """``AcceleratorBackend.profile_step`` refuses, before touching the bus, a PROG that
+    cannot hold an END after every instruction of the step."""
+    from nitrod.backends import AcceleratorBackend
+
+    spec = NetworkSpec((1, 1, 13), 5, ("l7",))
+    backend = AcceleratorBackend.__new__(AcceleratorBackend)   # no bus: nothing may be sent
+    backend.geometry = Geometry(side=4, prog_depth=12)
+    backend.plan = compile_network(spec, backend.geometry, 8)
+    assert len(backend.plan.program(256, 8)) == 8                # fits PROG itself
+    x = np.zeros((8, 13), dtype=np.int8)
+    with pytest.raises(CompileError, match="7 instructions needs 14 program words; PROG "
+                                           "holds 12"):
+        backend.profile_step(x, one_hot(np.zeros(8, dtype=int), 5), 256)

@@ -182,6 +182,24 @@ def test_sim_interrupted_and_resumed_is_bit_exact(tmp_path, monkeypatch, capsys)
     assert ma["steps"] == mb["steps"] == 46 and ma["cycles_total"] == mb["cycles_total"]
 
 
+def test_bench_sim_without_room_to_profile_still_reports_the_step(monkeypatch, capsys):
+    """A PROG too short for an END after every instruction: the per-product table is not
+    measured (said, with why), the rest of the bench is."""
+    from nitrod.backends import AcceleratorBackend
+    from nitrod.compiler import CompileError
+
+    def no_room(self, *args):
+        raise CompileError("profiling a step of 17 instructions needs 34 program words; "
+                           "PROG holds 32")
+
+    monkeypatch.setattr(AcceleratorBackend, "profile_step", no_room)
+    assert main(["bench", "sim", "--side", "4", "--steps", "1", "--inputs", "256",
+                 "--batch", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "cycles per step" in out and "MAC utilisation" in out
+    assert "per product            not measured: profiling a step of 17" in out
+
+
 def test_bench_sim_both_servers_prints_both_speeds_and_checks_the_cycles(monkeypatch, capsys):
     """``--sim-server both`` runs the bench under each server (here stubbed), prints each
     one's simulated cycles/s and their ratio, and fails if their step cycles differ."""
