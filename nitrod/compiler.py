@@ -458,7 +458,7 @@ class Plan:
                              f"needs more than the trainer's {g.d_g_width} bits (D_G_WIDTH)")
         spec = self.spec
         prog, products = [], []
-        product = [None]          # what the instructions emitted next compute
+        product = stage = None    # what the instructions emitted next compute, and where
 
         def level(d, tiles=1, repeat=1, beats=1, stride=0, b_stride=0, out=0):
             """The fields of spatial level ``d``; a level that runs once is all 0."""
@@ -478,38 +478,37 @@ class Plan:
             except ValueError as exc:
                 raise DoesNotFit(f"instruction {len(prog)} ({Op(op).name}): {exc}") from None
             prog.append(ins)
-            products.append((product[0], stage))
+            products.append((product, stage))
 
         e_sm, e_fm = self._base("e_sm"), (self._base("e_fm") if self.blocks else 0)
         d_sm = self._base("d_sm") if self.blocks else 0
         code = self._base("code") if self.blocks else 0
         common = dict(rows=rows, samples=samples)
 
-        stage = None
         for st in self.stages:
             stage = st.name
             if st.kind == "output":
                 src = self.grids[st.src]
                 w = self._base("output")
-                product[0] = "loss"
+                product = "loss"
                 self._flat_product(emit, level, Op.LOSS, src, self._fm(st.src), w, st.n, e_sm,
                                    None, divisor=src.features, **common)
-                product[0] = "classifier sgd"
+                product = "classifier sgd"
                 self._flat_sgd(emit, level, src, self._sm(st.src), e_sm, w, None, st.n,
                                d_g=lr_inv, d_w=spec.subnet_decay_inv, **common)
             elif st.kind in ("max", "avg"):
-                product[0] = "pool"
+                product = "pool"
                 self._pool(emit, level, st, **common)
             else:
                 src, h = self.grids[st.src], self.grids[st.name]
                 wf, wl = self._base(f"{st.name}.fwd"), self._base(f"{st.name}.local")
                 wlt = self._base(f"{st.name}.local_t")
-                product[0] = "forward"
+                product = "forward"
                 if st.kind == "conv":
                     self._conv_forward(emit, level, st, src, h, wf, code, **common)
                     q = self._pooled(st)
                     if q is not None:
-                        product[0] = "pool"
+                        product = "pool"
                         self._decoder_pools(emit, level, st, h, q, code)
                     else:
                         q = h
@@ -520,21 +519,21 @@ class Plan:
                     q = h
                 q_fm = self._base("pooled_fm") if q is not h else self._fm(st.dst)
                 q_sm = self._base("pooled_sm") if q is not h else self._sm(st.dst)
-                product[0] = "loss"
+                product = "loss"
                 self._flat_product(emit, level, Op.LOSS, q, q_fm, wl, c, e_sm, e_fm,
                                    divisor=q.features, **common)
-                product[0] = "backward"
+                product = "backward"
                 self._backward(emit, level, st, h, q, wlt, e_fm, d_sm, code, **common)
-                product[0] = "classifier sgd"
+                product = "classifier sgd"
                 self._flat_sgd(emit, level, q, q_sm, e_sm, wl, wlt, c, d_g=lr_inv,
                                d_w=spec.subnet_decay_inv, **common)
-                product[0] = "block sgd"
+                product = "block sgd"
                 if st.kind == "conv":
                     self._conv_sgd(emit, level, st, src, h, wf, d_sm, lr_inv * st.amp, **common)
                 else:
                     self._flat_sgd(emit, level, src, self._sm(st.src), d_sm, wf, None, st.n,
                                    d_g=lr_inv * st.amp, d_w=spec.fwd_decay_inv, **common)
-        product[0] = None
+        product = None
         emit(Op.END)
         return prog, products[:-1]
 
